@@ -1,0 +1,434 @@
+"""GGUF export through llama.cpp's own converter and quantizer, checked by loading the files back in llama.cpp."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from workbench.checkpoint import resolve_checkpoint
+from workbench.errors import BadInput, EnvironmentProblem
+
+
+def _llama_cpp_importable() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_llama_cpp = pytest.mark.skipif(not _llama_cpp_importable(),
+                                     reason="needs llama-cpp-python (pip install 'ckpt-workbench[gguf]')")
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Color of the sky?"}],
+    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help?"},
+     {"role": "user", "content": "Tell me a joke about cats."}],
+]
+
+
+def _no_partials(parent: Path, name: str) -> bool:
+    return not [p for p in parent.iterdir() if p.name.startswith(f".{name}.partial-")]
+
+
+@pytest.fixture(scope="session")
+def llama_tools():
+    """llama.cpp's converter for the installed llama-cpp-python, extracted once into WB_HOME (from
+    WB_LLAMA_CPP_SDIST, or downloaded from PyPI the first time)."""
+    from workbench.export.llama_tools import locate_tools
+
+    return locate_tools()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_model_dir):
+    return resolve_checkpoint(tiny_model_dir)
+
+
+# --- converter extraction -------------------------------------------------------------------------------------
+
+def _fake_sdist(path: Path, version: str) -> Path:
+    """An sdist laid out like llama-cpp-python's, with files that must and must not be extracted."""
+    top = f"llama_cpp_python-{version}"
+    files = {
+        "vendor/llama.cpp/convert_hf_to_gguf.py": "print('converter')\n",
+        "vendor/llama.cpp/convert_lora_to_gguf.py": "print('lora')\n",
+        "vendor/llama.cpp/LICENSE": "MIT\n",
+        "vendor/llama.cpp/gguf-py/gguf/__init__.py": "MARK = 'vendored'\n",
+        "vendor/llama.cpp/conversion/__init__.py": "TEXT_MODEL_MAP: dict[str, str] = {'LlamaForCausalLM': 'llama'}\n",
+        "vendor/llama.cpp/models/templates/chatml.jinja": "{{ messages }}\n",
+        "vendor/llama.cpp/models/ggml-vocab-big.gguf": "not wanted\n",
+        "vendor/llama.cpp/src/llama.cpp": "not wanted\n",
+        "llama_cpp/__init__.py": "not wanted\n",
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_extract_tools_takes_only_the_converter_tree(tmp_path):
+    from workbench.export.llama_tools import LlamaTools, extract_tools
+
+    sdist = _fake_sdist(tmp_path / "llama_cpp_python-9.9.9.tar.gz", "9.9.9")
+    target = tmp_path / "home" / "llama.cpp" / "9.9.9"
+    extract_tools(sdist, target, "9.9.9")
+    got = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert got == ["LICENSE", "conversion/__init__.py", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py",
+                   "gguf-py/gguf/__init__.py", "models/templates/chatml.jinja", "wb_source.json"]
+    assert os.listdir(target.parent) == ["9.9.9"]  # no temp folder left behind
+    tools = LlamaTools(root=target, version="9.9.9", origin=sdist.name)
+    assert tools.supported_architectures() == {"LlamaForCausalLM"}
+    # the scripts run with their own gguf-py ahead of PyPI's gguf
+    out = subprocess.run([sys.executable, "-c", "import gguf; print(gguf.MARK)"], env=tools.env(),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "vendored"
+
+
+def test_extract_tools_refuses_an_sdist_of_another_version(tmp_path):
+    from workbench.export.llama_tools import extract_tools
+
+    sdist = _fake_sdist(tmp_path / "llama_cpp_python-9.9.8.tar.gz", "9.9.8")
+    target = tmp_path / "home" / "llama.cpp" / "9.9.9"
+    with pytest.raises(EnvironmentProblem, match="llama_cpp_python-9.9.8, but llama-cpp-python 9.9.9 is installed"):
+        extract_tools(sdist, target, "9.9.9")
+    assert not target.exists() and os.listdir(target.parent) == []
+
+
+def test_llama_cpp_dir_must_be_a_checkout(tmp_path, monkeypatch):
+    from workbench.export.llama_tools import locate_tools
+
+    monkeypatch.setenv("WB_LLAMA_CPP_DIR", str(tmp_path))
+    with pytest.raises(EnvironmentProblem, match="not a llama.cpp checkout"):
+        locate_tools()
+
+
+def test_located_tools_match_installed_llama_cpp(llama_tools):
+    from workbench.export.llama_tools import installed_version
+
+    assert llama_tools.version == installed_version()
+    assert llama_tools.convert_hf.is_file() and llama_tools.convert_lora.is_file()
+    assert "LlamaForCausalLM" in llama_tools.supported_architectures()
+    out = subprocess.run([sys.executable, "-c", "import gguf; print(gguf.__file__)"], env=llama_tools.env(),
+                         capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()).is_relative_to(llama_tools.root / "gguf-py")
+
+
+# --- refusals before any work ---------------------------------------------------------------------------------
+
+def test_unknown_quant_refused_before_any_model_load(tiny_model_dir, tmp_path):
+    """In a fresh interpreter: the refusal comes before torch, transformers or llama_cpp are even imported."""
+    out = tmp_path / "out"
+    code = (
+        "import json, sys\n"
+        "from workbench.cli.export import export_command\n"
+        "from workbench.errors import BadInput\n"
+        "try:\n"
+        f"    export_command({str(tiny_model_dir)!r}, 'gguf', ['q8_0', 'Q9'], {str(out)!r}, False)\n"
+        "except BadInput as exc:\n"
+        "    print(json.dumps({'error': str(exc), 'heavy': [m for m in ('torch', 'transformers', 'llama_cpp')\n"
+        "                                                    if m in sys.modules]}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout)
+    assert result["error"] == "unknown GGUF quant type 'q9' (choose from f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m)"
+    assert result["heavy"] == []
+    assert not out.exists()
+
+
+def test_unknown_format_lists_known_ones():
+    from workbench.export import get_exporter
+
+    with pytest.raises(BadInput, match=r"unknown export format 'awq' \(choose from gguf\)"):
+        get_exporter("awq")
+
+
+def test_quant_names_are_normalized():
+    from workbench.export.gguf import parse_quants
+
+    assert parse_quants("Q4_K_M,q8_0") == ["q4_k_m", "q8_0"]
+    assert parse_quants(["q8_0", "q8_0 ", "F16"]) == ["q8_0", "f16"]
+    assert parse_quants(None) == ["q4_k_m"]
+
+
+@needs_llama_cpp
+def test_non_empty_out_dir_refused_with_nothing_written(tiny_ckpt, tmp_path):
+    from workbench.export.gguf import export_gguf
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BadInput, match="output folder .* is not empty"):
+        export_gguf(tiny_ckpt, out, ["q8_0"], progress=False)
+    assert os.listdir(out) == ["keep.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@needs_llama_cpp
+def test_gguf_input_refused(tmp_path, tiny_ckpt):
+    from workbench.export.gguf import check
+
+    gguf_file = tmp_path / "m.gguf"
+    gguf_file.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(BadInput, match="already a GGUF file"):
+        check(resolve_checkpoint(gguf_file), ["q8_0"])
+
+
+
+def test_checkpoint_without_chat_template_refused(tiny_model_dir, tmp_path):
+    from workbench.export.gguf import check
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInput, match="no chat template"):
+        check(resolve_checkpoint(bare), ["q8_0"])
+
+
+@needs_llama_cpp
+def test_runtime_refuses_a_file_that_is_not_gguf(tmp_path):
+    from workbench import llamacpp
+
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(BadInput, match="not a GGUF file"):
+        llamacpp.load_gguf(fake)
+    with pytest.raises(BadInput, match="no such file"):
+        llamacpp.gguf_metadata(tmp_path / "missing.gguf")
+
+# --- tiny model: fast end to end -------------------------------------------------------------------------------
+
+@needs_llama_cpp
+def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
+    from transformers import AutoTokenizer
+
+    from workbench import llamacpp
+    from workbench.cli.export import export_command
+
+    out = tmp_path / "gguf"
+    summary = export_command(str(tiny_model_dir), "gguf", "q8_0", out, keep_f16=True, progress=False)
+    json.dumps(summary)  # JSON-able
+    names = sorted(p.name for p in out.iterdir())
+    stem = tiny_model_dir.name
+    assert names == sorted([f"{stem}-Q8_0.gguf", f"{stem}-Q8_0.gguf.wb.json", f"{stem}-F16.gguf",
+                            f"{stem}-F16.gguf.wb.json"])
+    assert [f["quant"] for f in summary["files"]] == ["q8_0", "f16"]
+    assert all(f["size_bytes"] == Path(f["path"]).stat().st_size for f in summary["files"])
+    assert _no_partials(tmp_path, "gguf")
+
+    q8 = out / f"{stem}-Q8_0.gguf"
+    ckpt = resolve_checkpoint(q8)
+    assert (ckpt.kind, ckpt.format, ckpt.sha) == ("quantized", "gguf", summary["files"][0]["sha"])
+    assert ckpt.parent["quant"] == "q8_0" and ckpt.parent["llama_cpp"] == llama_tools.version
+    assert ckpt.parent["tool"] == "llama.cpp convert_hf_to_gguf + llama_model_quantize"
+
+    meta = llamacpp.gguf_metadata(q8)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert meta["architecture"] == "llama" and meta["file_type"] == "Q8_0"
+    assert meta["chat_template"] == tok.chat_template
+    assert meta["eos_token_id"] == tok.eos_token_id
+
+    verify = summary["verify"]["files"][q8.name]
+    assert verify["prompt_tokens_match"] is True
+    assert verify["top1_agreement"] > 0.9  # random weights, but q8_0 barely moves the logits
+    assert summary["seconds"]["export"] > 0
+
+
+
+
+@needs_llama_cpp
+def test_export_verb_json(tiny_model_dir, tmp_path, llama_tools):
+    import typer
+    from typer.testing import CliRunner
+
+    from workbench.cli import export
+
+    app = typer.Typer()
+    export.register(app)
+    app.command("noop")(lambda: None)  # a single-command typer app would swallow the verb name
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["export", str(tiny_model_dir), "-q", "Q8_0", "-o", str(out), "--no-verify",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [Path(f["path"]).name for f in summary["files"]] == [f"{tiny_model_dir.name}-Q8_0.gguf"]
+    assert summary["verify"] is None and summary["seconds"]["verify"] is None
+
+@needs_llama_cpp
+def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path, llama_tools):
+    """A LoRA adapter is merged into its base first; the GGUF behaves like base + adapter under transformers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from workbench.cli.export import export_command
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    torch.manual_seed(1)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    adapter_dir = tmp_path / "adapter"
+    get_peft_model(base, lora).save_pretrained(str(adapter_dir))
+
+    out = tmp_path / "gguf"
+    summary = export_command(str(adapter_dir), "gguf", ["f16"], out, False, progress=False)
+    assert [p.name for p in sorted(out.iterdir())] == ["adapter-F16.gguf", "adapter-F16.gguf.wb.json"]
+    ckpt = resolve_checkpoint(out / "adapter-F16.gguf")
+    assert ckpt.parent["kind"] == "adapter" and ckpt.parent["merge_check"]["argmax_agreement"] == 1.0
+    verify = summary["verify"]["files"]["adapter-F16.gguf"]
+    assert verify["prompt_tokens_match"] is True
+    assert verify["top1_agreement"] >= 0.97 and verify["mean_kl"] < 1e-3  # f16 of the merge == base + adapter
+
+@needs_llama_cpp
+def test_converter_failure_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch, llama_tools):
+    from workbench.export.gguf import export_gguf
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "out"
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))  # where the converter's log is kept for the user
+    with pytest.raises(BadInput, match="llama.cpp's converter .* failed: .*full log: ") as raised:
+        export_gguf(resolve_checkpoint(broken), out, ["q8_0"], progress=False)
+    assert not out.exists() and _no_partials(tmp_path, "out")
+    kept = Path(str(raised.value).rsplit("full log: ", 1)[1].rstrip(")"))
+    assert kept.parent == logs and "Traceback" in kept.read_text()
+
+
+@needs_llama_cpp
+def test_interrupt_during_quantize_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch, llama_tools):
+    from workbench.export import gguf
+
+    def interrupted(src, dst, quant):
+        dst.write_bytes(b"GGUF partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gguf, "quantize", interrupted)  # Ctrl-C arriving mid-quantization
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        gguf.export_gguf(tiny_ckpt, out, ["q8_0"], progress=False)
+    assert not out.exists() and _no_partials(tmp_path, "out")
+
+
+@needs_llama_cpp
+def test_unsupported_architecture_refused(tiny_model_dir, tmp_path, llama_tools):
+    from workbench.export.gguf import export_gguf
+
+    odd = tmp_path / "odd"
+    shutil.copytree(tiny_model_dir, odd)
+    config = json.loads((odd / "config.json").read_text())
+    config["architectures"] = ["NoSuchModelForCausalLM"]
+    (odd / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInput, match="architecture NoSuchModelForCausalLM is not supported by llama.cpp's conv"):
+        export_gguf(resolve_checkpoint(odd), tmp_path / "out", ["q8_0"], progress=False)
+
+
+# --- the default model: what ships vs what was evaluated --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def default_export(default_ckpt, tmp_path_factory, llama_tools):
+    import time
+
+    from workbench.export.gguf import export_gguf
+
+    out = tmp_path_factory.mktemp("default-gguf") / "out"
+    started = time.monotonic()
+    artifacts = export_gguf(default_ckpt, out, ["q8_0", "q4_k_m"], keep_f16=True)
+    seconds = time.monotonic() - started
+    print(f"\ndefault model export (f16 + q8_0 + q4_k_m): {seconds:.1f} s")
+    for art in artifacts:
+        print(f"  {art.path.name}: {art.extra['size_bytes']:,} bytes, tensor types {art.extra['tensor_types']}")
+    return {a.parent["quant"]: a for a in artifacts}
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_default_model_files_and_chat_template(default_export, default_ckpt):
+    from transformers import AutoTokenizer
+
+    from workbench import llamacpp
+
+    template = AutoTokenizer.from_pretrained(str(default_ckpt.path)).chat_template
+    for quant, art in default_export.items():
+        meta = llamacpp.gguf_metadata(art.path)
+        assert meta["chat_template"] == template, quant
+        assert meta["file_type"] == {"q8_0": "Q8_0", "q4_k_m": "Q4_K_M", "f16": "F16"}[quant]
+    assert default_export["q4_k_m"].extra["size_bytes"] < default_export["q8_0"].extra["size_bytes"]
+    assert default_export["q8_0"].extra["size_bytes"] < default_export["f16"].extra["size_bytes"]
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_default_model_k_quant_fallbacks_are_reported(default_export):
+    """576 columns are not a multiple of 256, so llama.cpp cannot use K-quants there and falls back."""
+    q4 = default_export["q4_k_m"].extra
+    print(f"\nq4_k_m: {q4['fallback_summary']}: {q4['fallbacks']}; tensor types {q4['tensor_types']}")
+    assert q4["fallbacks"].get("q4_K->q5_0", 0) > 0
+    assert sum(q4["fallbacks"].values()) == int(q4["fallback_summary"].split(" of ")[0])
+    assert q4["tensor_types"].get("Q5_0", 0) >= q4["fallbacks"]["q4_K->q5_0"]
+    assert "fallbacks" not in default_export["q8_0"].extra or not default_export["q8_0"].extra["fallbacks"]
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_default_model_prompt_formatting_matches_transformers(default_export, default_ckpt):
+    """create_chat_completion must format with the GGUF's own Jinja template, token for token as transformers'
+    apply_chat_template does on the source tokenizer (not a chat_format llama-cpp-python guessed)."""
+    from transformers import AutoTokenizer
+
+    from workbench import llamacpp
+    from workbench.export.gguf_verify import hf_prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
+    llm = llamacpp.load_gguf(default_export["q8_0"].path, n_ctx=512)
+    try:
+        assert llm.chat_format == llamacpp.DEFAULT_TEMPLATE
+        for messages in CONVERSATIONS:
+            ids = llamacpp.chat_prompt_tokens(llm, messages)
+            assert ids == hf_prompt_ids(tok, messages)
+            assert tok.decode(ids) == tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    finally:
+        llm.close()
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_default_model_answers_llama_cpp_vs_transformers(default_export, default_ckpt):
+    from workbench.export.gguf_verify import verify_gguf
+
+    report = verify_gguf(list(default_export.values()), default_ckpt, max_tokens=48)
+    print()
+    for i, prompt in enumerate(report["prompts"]):
+        print(f"PROMPT {prompt!r}\n  transformers: {report['source']['answers'][i]!r}")
+        for name, r in report["files"].items():
+            print(f"  {r['quant']:>7}: {r['answers'][i]!r}")
+    for name, r in report["files"].items():
+        print(f"{name}: same answers {r['same_answer']}/3, top-1 agreement {r['top1_agreement']:.3f}, "
+              f"mean KL {r['mean_kl']:.4f}")
+
+    by_quant = {r["quant"]: r for r in report["files"].values()}
+    assert all(r["prompt_tokens_match"] for r in by_quant.values())
+    # f16 is the converter alone: it must reproduce the source almost exactly
+    assert by_quant["f16"]["same_answer"] >= 2 and by_quant["f16"]["top1_agreement"] >= 0.97
+    assert by_quant["f16"]["mean_kl"] < 1e-3
+    # q8_0 should agree closely, teacher-forced on the source's own answers
+    assert by_quant["q8_0"]["top1_agreement"] >= 0.9 and by_quant["q8_0"]["mean_kl"] < 0.01
+    assert by_quant["q4_k_m"]["top1_agreement"] >= 0.8 and by_quant["q4_k_m"]["mean_kl"] < 0.1
+    assert by_quant["q4_k_m"]["mean_kl"] > by_quant["q8_0"]["mean_kl"] > by_quant["f16"]["mean_kl"]
+

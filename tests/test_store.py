@@ -1,0 +1,74 @@
+import json
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from workbench.store import Store
+
+
+def _write_run(store, kind="eval", value=0.5, task="t"):
+    with store.open_run(kind, {"checkpoint": {"name": "ck", "sha": "abc"}, "suite": "s"}) as run:
+        run.add_metric(task, "exact", value, stderr=0.1, n=10)
+        run.write_samples(task, [{"id": "1", "output": "x", "scores": {"exact": value}}])
+    return run
+
+
+def test_run_folder_has_manifest_results_samples(tmp_path):
+    store = Store(tmp_path)
+    run = _write_run(store)
+    folder = tmp_path / "runs" / run.run_id
+    manifest = json.loads((folder / "run.json").read_text())
+    assert manifest["status"] == "ok" and manifest["schema_version"] == 1 and manifest["finished_at"]
+    assert json.loads((folder / "results.json").read_text())["metrics"][0]["value"] == 0.5
+    assert (folder / "samples" / "t.jsonl").read_text().strip().startswith('{"id": "1"')
+    assert not list(folder.rglob("*.tmp"))
+
+
+def test_failed_run_is_marked_error(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.open_run("eval", {}) as run:
+            raise RuntimeError("boom")
+    loaded = store.load(run.run_id)
+    assert loaded.manifest["status"] == "error" and "boom" in loaded.manifest["error"]
+
+
+def test_index_lists_newest_first_and_rebuilds_from_folders(tmp_path):
+    store = Store(tmp_path)
+    ids = [_write_run(store, value=v).run_id for v in (0.1, 0.2, 0.3)]
+    assert [m["run_id"] for m in store.list_runs()] == sorted(ids, reverse=True)
+    store.index_path.unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"index.db{suffix}").unlink(missing_ok=True)
+    assert store.list_runs() == []
+    assert store.rebuild_index() == 3
+    conn = sqlite3.connect(store.index_path)
+    assert conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 3
+    assert [r[0] for r in conn.execute("SELECT name FROM migrations")] == ["0001_runs_and_metrics"]
+
+
+def test_resolve_by_prefix_suffix_and_latest(tmp_path):
+    store = Store(tmp_path)
+    run = _write_run(store)
+    assert store.resolve(run.run_id[-6:]).run_id == run.run_id
+    assert store.resolve("latest").run_id == run.run_id
+    with pytest.raises(Exception, match="no such run"):
+        store.resolve("nope")
+
+
+def _writer(root, n):
+    store = Store(root)
+    for i in range(n):
+        _write_run(store, value=i / n)
+
+
+def test_several_processes_write_one_store(tmp_path):
+    procs = [multiprocessing.Process(target=_writer, args=(tmp_path, 5)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = Store(tmp_path)
+    assert len(store.list_runs()) == 15 == len(store.run_ids())

@@ -1,0 +1,35 @@
+"""`wb compare RUN_A RUN_B`: a side-by-side table of two runs' metrics."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from workbench.cli.options import JsonOpt, StoreOpt, store_for
+from workbench.cli.output import emit_json, err, out
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
+
+
+def compare(
+    run_a: str = typer.Argument(..., help="Run id (or unique prefix/suffix, or 'latest')."),
+    run_b: str = typer.Argument(..., help="Run id to compare against A."),
+    samples: int = typer.Option(0, "--samples", help="Also show N per-sample outputs of A and B side by side."),
+    store: Optional[Path] = StoreOpt,
+    json_out: bool = JsonOpt,
+):
+    """Compare two runs metric by metric (B - A), with paired per-sample counts for task evals."""
+    from workbench.compare import compare_runs, paired_samples, render_samples, render_table
+
+    st = store_for(store)
+    a, b = st.resolve(run_a), st.resolve(run_b)
+    cmp = compare_runs(a, b)
+    pairs = paired_samples(a, b, samples) if samples else {}
+    if json_out:
+        emit_json(cmp.to_dict() | ({"samples": pairs} if samples else {}))
+        return
+    out.print(render_table(cmp))
+    for table in render_samples(cmp, pairs):
+        out.print(table)

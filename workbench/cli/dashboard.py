@@ -1,0 +1,45 @@
+"""`wb dashboard`: the Streamlit app over the store, on 127.0.0.1 unless told otherwise."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from workbench.cli.options import StoreOpt
+from workbench.cli.output import info
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dashboard")(dashboard)
+
+
+def dashboard(
+    store: Optional[Path] = StoreOpt,
+    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback is exposed)."),
+    dashboards_dir: Optional[str] = typer.Option(None, "--dashboards-dir", help="Your own app folder."),
+):
+    """Serve the comparison dashboard."""
+    from workbench.content import content_dir
+    from workbench.errors import BadInput
+    from workbench.extras import require
+    from workbench.home import store_dir
+
+    require("streamlit", "The dashboard", "dashboard")
+    require("plotly", "The dashboard", "dashboard")
+    app_path = content_dir("dashboards", dashboards_dir) / "app.py"
+    if not app_path.exists():
+        raise BadInput(f"dashboard app '{app_path}': no such file")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        info(f"[yellow]warning:[/] binding {host}: anyone who can reach this machine can read your runs")
+    env = dict(os.environ, WB_STORE=str(store_dir(store).resolve()), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    info(f"dashboard on http://{host}:{port} (store {env['WB_STORE']}); Ctrl-C stops it")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host, "--server.port",
+           str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,47 @@
+"""`wb`: the typer app. Verb modules import nothing heavy at module level, so `wb --help` stays fast."""
+
+import os
+import sys
+
+import click
+import typer
+
+from workbench.errors import EXIT_USAGE, WorkbenchError
+
+app = typer.Typer(
+    name="wb",
+    help="ckpt-workbench: evaluate, gate, merge and export fine-tuned LLM checkpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from workbench.cli import compare, dashboard, doctor, eval, export, merge, runs, train
+
+    for module in (train, eval, merge, export, compare, dashboard, runs, doctor):
+        module.register(app)
+
+
+def run() -> None:
+    # Torch spins idle threads that starve the other core under contention (5x slower steps here).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register()
+    try:
+        code = app(standalone_mode=False)
+    except WorkbenchError as exc:
+        from workbench.cli.output import err
+
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if isinstance(code, int):
+        sys.exit(code)

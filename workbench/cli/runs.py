@@ -1,0 +1,43 @@
+"""`wb runs`: list the runs in the store."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from workbench.cli.options import JsonOpt, StoreOpt, store_for
+from workbench.cli.output import emit_json, err, out
+
+
+def register(app: typer.Typer) -> None:
+    app.command("runs")(runs)
+
+
+def runs(
+    kind: Optional[str] = typer.Option(None, help="Only runs of this kind (train, eval, merge, export)."),
+    limit: int = typer.Option(50, help="Show at most N runs (newest first)."),
+    rebuild_index: bool = typer.Option(False, "--rebuild-index", help="Rebuild index.db from the run folders."),
+    store: Optional[Path] = StoreOpt,
+    json_out: bool = JsonOpt,
+):
+    """List runs, newest first."""
+    from rich.table import Table
+
+    st = store_for(store)
+    if rebuild_index:
+        err.print(f"indexed {st.rebuild_index()} runs in {st.index_path}")
+    manifests = st.list_runs(kind=kind, limit=limit)
+    if json_out:
+        emit_json({"store": str(st.root), "runs": [
+            {k: m.get(k) for k in ("run_id", "kind", "status", "created_at", "suite")} | {"checkpoint": (m.get("checkpoint") or {}).get("name")}
+            for m in manifests]})
+        return
+    table = Table(title=f"runs in {st.root}")
+    for col in ("run", "kind", "status", "checkpoint", "suite", "created"):
+        table.add_column(col)
+    for m in manifests:
+        status = m["status"]
+        colour = {"ok": "green", "error": "red"}.get(status, "yellow")
+        table.add_row(m["run_id"], m["kind"], f"[{colour}]{status}[/]", (m.get("checkpoint") or {}).get("name", "-"),
+                      m.get("suite") or "-", m["created_at"])
+    out.print(table)

@@ -1,0 +1,61 @@
+"""`wb train CONFIG.yaml`: a LoRA fine-tune through PEFT + TRL, recorded in the store."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
+from workbench.cli.output import emit_json, info
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    config: str = typer.Argument(..., help="Training recipe YAML, or the name of a bundled recipe (evals/recipes)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the adapter (must be empty or absent)."),
+    max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps."),
+    store: Optional[Path] = StoreOpt,
+    json_out: bool = JsonOpt,
+):
+    """Train a LoRA adapter (SFT) and save it with its lineage."""
+    from workbench.config import TrainConfig, load_yaml_model
+    from workbench.content import content_dir
+    from workbench.errors import BadInput
+
+    path = Path(config)
+    if not path.exists() and path.suffix not in (".yaml", ".yml"):
+        path = content_dir("evals") / "recipes" / f"{config}.yaml"
+    if not path.exists():
+        raise BadInput(f"training config '{config}': no such file")
+    cfg = load_yaml_model(path, TrainConfig)
+    if max_steps:
+        cfg.training.max_steps = max_steps
+    if out.exists() and any(out.iterdir()):
+        raise BadInput(f"output folder '{out}' is not empty")
+
+    from workbench.environment import hardware, versions
+    from workbench.train.sft import train_sft
+
+    st = store_for(store)
+    manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),
+                "seed": cfg.training.seed, "versions": versions()}
+    info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
+    with st.open_run("train", manifest) as run:
+        ckpt, log = train_sft(cfg, path, out, on_log=lambda row: info(
+            f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
+        run.manifest["checkpoint"] = ckpt.to_dict()
+        run.manifest["hardware"] = hardware()
+        run.manifest["timings"] = {"train": ckpt.extra.get("train_runtime_s")}
+        run.write_samples("train_log", log)
+        if log:
+            run.add_metric("train", "final_loss", log[-1]["loss"], n=len(log), higher_is_better=False)
+            run.add_metric("train", "first_loss", log[0]["loss"], n=len(log), higher_is_better=False)
+    summary = {"run_id": run.run_id, "adapter": str(ckpt.path), "steps": cfg.training.max_steps,
+               "train_runtime_s": ckpt.extra.get("train_runtime_s"), "final_loss": ckpt.extra.get("final_loss")}
+    if json_out:
+        emit_json(summary)
+    else:
+        info(f"adapter saved to {ckpt.path} in {summary['train_runtime_s']} s (run {run.run_id})")

@@ -1,0 +1,158 @@
+"""Comparing runs: what `wb compare` prints and the dashboard shows (one code path for both)."""
+
+from dataclasses import asdict, dataclass, field
+
+from workbench.store import Run
+
+# Settings that change scores: two runs that differ here are not directly comparable.
+SETTING_KEYS = ("suite", "suite_sha", "limit")
+HARNESS_SETTING_KEYS = ("num_fewshot", "limit", "batch_size", "apply_chat_template", "chat_template_sha256", "seed",
+                        "dtype", "device", "gen_kwargs")
+
+
+@dataclass
+class Row:
+    task: str
+    metric: str
+    a: float | None
+    b: float | None
+    delta: float | None
+    n_a: int | None
+    n_b: int | None
+    stderr_a: float | None
+    stderr_b: float | None
+    higher_is_better: bool | None
+    improved: int | None = None  # paired samples where B scored higher than A
+    regressed: int | None = None
+
+
+@dataclass
+class Comparison:
+    run_a: str
+    run_b: str
+    checkpoint_a: str
+    checkpoint_b: str
+    rows: list[Row]
+    setting_differences: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"run_a": self.run_a, "run_b": self.run_b, "checkpoint_a": self.checkpoint_a,
+                "checkpoint_b": self.checkpoint_b, "setting_differences": self.setting_differences,
+                "rows": [asdict(r) for r in self.rows]}
+
+
+def _key(m: dict) -> tuple[str, str]:
+    return m["task"], m["metric"]
+
+
+def _paired_counts(a: Run, b: Run, task: str, metric: str) -> tuple[int, int] | tuple[None, None]:
+    sa, sb = a.samples(task), b.samples(task)
+    if not sa or not sb or "scores" not in sa[0]:
+        return None, None
+    by_id = {s["id"]: s["scores"].get(metric) for s in sa}
+    up = down = 0
+    for s in sb:
+        before, after = by_id.get(s["id"]), s["scores"].get(metric)
+        if before is None or after is None:
+            continue
+        up += after > before
+        down += after < before
+    return up, down
+
+
+def setting_differences(a: Run, b: Run) -> list[str]:
+    diffs = [f"{k}: {a.manifest.get(k)!r} vs {b.manifest.get(k)!r}" for k in SETTING_KEYS
+             if a.manifest.get(k) != b.manifest.get(k)]
+    for i, (ha, hb) in enumerate(zip(a.manifest.get("harness") or [], b.manifest.get("harness") or [])):
+        sa, sb = ha.get("settings") or {}, hb.get("settings") or {}
+        diffs += [f"harness[{i}].{k}: {sa.get(k)!r} vs {sb.get(k)!r}" for k in HARNESS_SETTING_KEYS
+                  if sa.get(k) != sb.get(k)]
+    return diffs
+
+
+def compare_runs(a: Run, b: Run) -> Comparison:
+    ma = {_key(m): m for m in a.metrics}
+    mb = {_key(m): m for m in b.metrics}
+    rows = []
+    for key in list(ma) + [k for k in mb if k not in ma]:
+        x, y = ma.get(key, {}), mb.get(key, {})
+        va, vb = x.get("value"), y.get("value")
+        up, down = _paired_counts(a, b, *key) if x.get("source") == "task" else (None, None)
+        rows.append(Row(task=key[0], metric=key[1], a=va, b=vb,
+                        delta=None if va is None or vb is None else vb - va,
+                        n_a=x.get("n"), n_b=y.get("n"), stderr_a=x.get("stderr"), stderr_b=y.get("stderr"),
+                        higher_is_better=(x or y).get("higher_is_better"), improved=up, regressed=down))
+    return Comparison(run_a=a.run_id, run_b=b.run_id, checkpoint_a=a.manifest.get("checkpoint", {}).get("name", "?"),
+                      checkpoint_b=b.manifest.get("checkpoint", {}).get("name", "?"), rows=rows,
+                      setting_differences=setting_differences(a, b))
+
+
+def _fmt(value, stderr=None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.4f}"
+    return f"{text} ± {stderr:.4f}" if stderr else text
+
+
+def render_table(cmp: Comparison):
+    from rich.table import Table
+
+    table = Table(title=f"{cmp.checkpoint_a} ({cmp.run_a})  vs  {cmp.checkpoint_b} ({cmp.run_b})")
+    for col in ("task", "metric", "n", "A", "B", "Δ (B-A)", "B better/worse"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for r in cmp.rows:
+        n = str(r.n_a) if r.n_a == r.n_b else f"{r.n_a}/{r.n_b}"
+        delta = "-" if r.delta is None else f"{r.delta:+.4f}"
+        if r.delta is not None and r.higher_is_better is not None and r.delta != 0:
+            good = (r.delta > 0) == bool(r.higher_is_better)
+            delta = f"[{'green' if good else 'red'}]{delta}[/]"
+        paired = "-" if r.improved is None else f"{r.improved}/{r.regressed}"
+        table.add_row(r.task, r.metric, n, _fmt(r.a, r.stderr_a), _fmt(r.b, r.stderr_b), delta, paired)
+    if cmp.setting_differences:
+        table.caption = "[yellow]settings differ: " + "; ".join(cmp.setting_differences) + "[/]"
+    return table
+
+
+def results_table(run: Run):
+    from rich.table import Table
+
+    ck = run.manifest.get("checkpoint", {})
+    table = Table(title=f"{ck.get('name')} — run {run.run_id}")
+    for col in ("task", "metric", "n", "value"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for m in run.metrics:
+        table.add_row(m["task"], m["metric"], str(m.get("n", "")), _fmt(m.get("value"), m.get("stderr")))
+    return table
+
+
+def paired_samples(a: Run, b: Run, limit: int) -> dict[str, list[dict]]:
+    """For each task both runs generated on: the first `limit` items with both outputs side by side."""
+    out = {}
+    for task in sorted(set(a.sample_files()) & set(b.sample_files())):
+        rows_a = {s["id"]: s for s in a.samples(task) if "output" in s}
+        pairs = []
+        for s in b.samples(task):
+            if "output" in s and s["id"] in rows_a:
+                first = rows_a[s["id"]]
+                pairs.append({"id": s["id"], "prompt": first["messages"][-1]["content"], "reference": s.get("reference"),
+                              "a": first["output"], "b": s["output"], "scores_a": first.get("scores"),
+                              "scores_b": s.get("scores")})
+            if len(pairs) == limit:
+                break
+        if pairs:
+            out[task] = pairs
+    return out
+
+
+def render_samples(cmp: Comparison, pairs: dict[str, list[dict]]):
+    from rich.table import Table
+
+    tables = []
+    for task, rows in pairs.items():
+        table = Table(title=f"{task}: {cmp.checkpoint_a} (A) vs {cmp.checkpoint_b} (B), greedy outputs", show_lines=True)
+        for col in ("id", "prompt", "A output", "B output", "same"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(r["id"], r["prompt"][-90:], r["a"], r["b"], "yes" if r["a"] == r["b"] else "[yellow]no[/]")
+        tables.append(table)
+    return tables

@@ -1,0 +1,114 @@
+"""Pydantic models for every YAML file wb reads. Errors are reported all at once, with file and key."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from workbench.errors import BadInput
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- training recipes -------------------------------------------------------------------------------------
+
+class LoraSpec(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
+
+
+class TrainingSpec(Strict):
+    max_steps: int = Field(60, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=16)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    lr_scheduler_type: str = "cosine"
+    logging_steps: int = Field(5, ge=1)
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    gradient_checkpointing: bool = False
+
+
+class TrainConfig(Strict):
+    name: str
+    method: Literal["sft"] = "sft"
+    base: str = "default"
+    train_data: str  # JSONL path, relative to the config file
+    lora: LoraSpec = LoraSpec()
+    training: TrainingSpec = TrainingSpec()
+
+
+# ---- eval suites --------------------------------------------------------------------------------------------
+
+class ScorerSpec(Strict):
+    type: Literal["exact", "normalized_exact", "json_valid", "json_fields", "contains", "regex", "numeric"]
+    name: str | None = None
+    pattern: str | None = None  # regex
+    tolerance: float = 0.0  # numeric
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
+class GenerationSpec(Strict):
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    stop: list[str] = []
+    batch_size: int = Field(16, ge=1)
+    chat_template: bool = True
+
+
+class TaskSpec(Strict):
+    name: str
+    data: str  # JSONL with "messages" (or "prompt") and "reference"; relative to the suite file
+    scorers: list[ScorerSpec] = Field(min_length=1)
+    generation: GenerationSpec = GenerationSpec()
+    limit: int | None = Field(None, ge=1)
+
+
+class HarnessSpec(Strict):
+    tasks: list[str] = Field(min_length=1)
+    limit: int | float | None = None
+    num_fewshot: int | None = Field(None, ge=0)
+    batch_size: int = Field(8, ge=1)
+    apply_chat_template: bool = False
+    gen_kwargs: dict[str, Any] = {}
+
+
+class SuiteConfig(Strict):
+    name: str
+    description: str = ""
+    tasks: list[TaskSpec] = []
+    # lm-eval runs; several entries when tasks need different settings (limit, shots, generation length).
+    harness: list[HarnessSpec] = []
+
+
+def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
+    """Parse YAML into `model`, raising one BadInput that lists every problem with its key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BadInput(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise BadInput(f"{path}: {problems}") from None

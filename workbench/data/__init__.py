@@ -1,0 +1,1 @@
+"""Dataset formats and the demo task's data."""

@@ -1,0 +1,61 @@
+"""Reading chat items (JSONL rows with messages or a prompt, plus a reference) and checking them."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from workbench.errors import BadInput
+
+ROLES = {"system", "user", "assistant"}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
+    """Rows as {"id", "messages", "reference"}; a plain "prompt" becomes one user message."""
+    if not path.exists():
+        raise BadInput(f"{path}: no such file")
+    items, seen = [], set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInput(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise BadInput(f"{where}: expected a JSON object")
+            if "messages" in row:
+                messages = row["messages"]
+                if not isinstance(messages, list) or not messages or not all(
+                    isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
+                ):
+                    raise BadInput(f"{where}: messages: expected a list of {{role, content}} with roles {sorted(ROLES)}")
+            elif isinstance(row.get("prompt"), str):
+                messages = [{"role": "user", "content": row["prompt"]}]
+            else:
+                raise BadInput(f"{where}: needs 'messages' (chat) or 'prompt' (string)")
+            if need_reference and "reference" not in row:
+                raise BadInput(f"{where}: missing 'reference'")
+            item_id = str(row.get("id", lineno))
+            if item_id in seen:
+                raise BadInput(f"{where}: duplicate id '{item_id}'")
+            seen.add(item_id)
+            items.append({"id": item_id, "messages": messages, "reference": row.get("reference")})
+    if not items:
+        raise BadInput(f"{path}: no rows")
+    return items
+
+
+def as_sft_rows(items: list[dict]) -> list[dict]:
+    """Conversational prompt/completion rows for TRL: the loss falls on the completion only."""
+    return [{"prompt": it["messages"], "completion": [{"role": "assistant", "content": it["reference"]}]}
+            for it in items]

@@ -1,0 +1,1 @@
+"""Evaluation: lm-eval regression (harness), task suites with scorers, and the runner that records both."""

@@ -1,0 +1,68 @@
+"""Greedy batched generation for chat items: transformers for HF checkpoints and adapters, llama.cpp for GGUF."""
+
+from workbench.checkpoint import Checkpoint
+from workbench.config import GenerationSpec
+from workbench.extras import require
+
+
+def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: GenerationSpec, *, progress=None) -> list[str]:
+    if ckpt.format == "gguf":
+        from workbench.llamacpp import chat, load_gguf
+
+        llm = load_gguf(ckpt.path)
+        outputs = []
+        for conv in conversations:  # llama.cpp serves one sequence at a time here
+            outputs.extend(chat(llm, [conv], max_tokens=spec.max_new_tokens, stop=spec.stop or None,
+                                temperature=spec.temperature))
+            if progress:
+                progress(1)
+        return outputs
+    return _generate_hf(ckpt, conversations, spec, progress=progress)
+
+
+def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progress=None) -> list[str]:
+    torch = require("torch", "Generation", "eval")
+    from workbench.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(ckpt)
+    tokenizer.padding_side = "left"
+    model = load_model(ckpt)
+    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) if spec.chat_template
+               else "\n\n".join(m["content"] for m in c) for c in conversations]
+    # Sort by length so batches pad little; restore the order at the end.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: dict[int, str] = {}
+    eos_ids = _stop_token_ids(tokenizer, model)
+    for start in range(0, len(order), spec.batch_size):
+        idx = order[start:start + spec.batch_size]
+        batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(
+                **batch, max_new_tokens=spec.max_new_tokens, do_sample=spec.temperature > 0,
+                temperature=spec.temperature if spec.temperature > 0 else None, top_p=None, top_k=None,
+                eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id,
+            )
+        new = gen[:, batch["input_ids"].shape[1]:]
+        for i, row in zip(idx, new):
+            outputs[i] = _cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), spec.stop)
+        if progress:
+            progress(len(idx))
+    return [outputs[i] for i in range(len(prompts))]
+
+
+def _stop_token_ids(tokenizer, model) -> list[int]:
+    ids = set()
+    for value in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    return sorted(ids)
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    for stop in stops:
+        pos = text.find(stop)
+        if pos >= 0:
+            text = text[:pos]
+    return text.strip()

@@ -1,0 +1,103 @@
+"""`wb eval`: run a suite's task evals (and its lm-eval regression slice) on a checkpoint, into the store."""
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.checkpoint import Checkpoint
+from workbench.environment import hardware, versions
+from workbench.eval.scorers import score
+from workbench.eval.suites import LoadedSuite
+from workbench.store import Run, Store
+
+
+@dataclass
+class EvalOptions:
+    data_dir: Path | None = None
+    limit: int | None = None
+    command: str = ""
+
+
+def mean_stderr(values: list[float]) -> tuple[float, float | None]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def chat_template_sha(ckpt: Checkpoint) -> str | None:
+    if ckpt.format == "gguf":
+        from workbench.llamacpp import gguf_metadata
+
+        template = gguf_metadata(ckpt.path).get("chat_template")
+    else:
+        from workbench.models import load_tokenizer
+
+        template = load_tokenizer(ckpt).chat_template
+    return hashlib.sha256(template.encode()).hexdigest() if template else None
+
+
+def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalOptions, *,
+              harness_plans: list[dict] = (), progress=None) -> Run:
+    """Inputs are validated by the caller (load_suite, plan_harness) before this opens a run."""
+    manifest = {
+        "command": options.command,
+        "checkpoint": ckpt.to_dict(),
+        "suite": suite.config.name,
+        "suite_path": str(suite.path),
+        "suite_sha": suite.sha,
+        "config": suite.config.model_dump(),
+        "limit": options.limit,
+        "seed": 0,
+        "chat_template_sha": chat_template_sha(ckpt),
+        "versions": versions(),
+        "timings": {},
+    }
+    with store.open_run("eval", manifest) as run:
+        for task in suite.config.tasks:
+            started = time.monotonic()
+            _run_task(ckpt, task, suite.items[task.name], run, progress)
+            run.manifest["timings"][task.name] = round(time.monotonic() - started, 2)
+        for i, plan in enumerate(harness_plans):
+            started = time.monotonic()
+            _run_harness(ckpt, plan, run)
+            run.manifest["timings"][f"harness[{i}]"] = round(time.monotonic() - started, 2)
+        run.manifest["hardware"] = hardware()
+    return run
+
+
+def _run_task(ckpt: Checkpoint, task, items: list[dict], run: Run, progress) -> None:
+    from workbench.eval.generation import generate
+
+    advance = progress.task(f"{task.name}: generating", total=len(items)) if progress else None
+    outputs = generate(ckpt, [it["messages"] for it in items], task.generation, progress=advance)
+    samples = []
+    per_scorer: dict[str, list[float]] = {s.label: [] for s in task.scorers}
+    for item, output in zip(items, outputs):
+        scores = {s.label: score(s, output, item["reference"]) for s in task.scorers}
+        for label, value in scores.items():
+            per_scorer[label].append(value)
+        samples.append({"id": item["id"], "messages": item["messages"], "output": output,
+                        "reference": item["reference"], "scores": scores})
+    run.write_samples(task.name, samples)
+    for label, values in per_scorer.items():
+        value, stderr = mean_stderr(values)
+        run.add_metric(task.name, label, value, stderr=stderr, n=len(values), higher_is_better=True, source="task")
+
+
+def _run_harness(ckpt: Checkpoint, plan, run: Run) -> None:
+    from workbench.eval.harness import run_harness
+
+    result = run_harness(ckpt, **plan)
+    for m in result.metrics:
+        run.add_metric(m["task"], m["metric"] if not m.get("filter") or m["filter"] == "none"
+                       else f"{m['metric']},{m['filter']}", m["value"], stderr=m.get("stderr"), n=m.get("n"),
+                       higher_is_better=m.get("higher_is_better"), source="lm-eval")
+    for task, rows in result.samples.items():
+        run.write_samples(f"lm-eval.{task}", rows)
+    run.manifest.setdefault("harness", []).append({"tasks": plan["tasks"], "settings": result.settings,
+                                                   "sources": result.sources})

@@ -1,0 +1,262 @@
+"""GGUF export: llama.cpp's own converter (HF -> f16 GGUF) and quantizer (llama_model_quantize).
+
+Everything is built in a hidden folder beside the output and renamed into place only when complete, so a
+failure or Ctrl-C leaves no partial artifacts.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
+from workbench.store.files import staging_dir
+from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
+from workbench.extras import available, require
+
+# user-facing name -> llama_cpp ftype constant; f16/bf16 are written by the converter itself
+QUANT_TYPES: dict[str, str | None] = {
+    "f16": None,
+    "bf16": None,
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+}
+DEFAULT_QUANTS = ["q4_k_m"]
+TOOL = "llama.cpp convert_hf_to_gguf + llama_model_quantize"
+
+_FALLBACK = re.compile(r"warning: (\S+)\s+- ncols\s+(\d+) not divisible by (\d+) \(required for type\s+(\w+)\)"
+                       r" -> falling back to\s+(\w+)")
+
+
+def parse_quants(quants: list[str] | str | None) -> list[str]:
+    """Normalize `q4_k_m`, `Q4_K_M`, `"q8_0,q4_k_m"` or a list of those; refuse unknown types."""
+    if quants is None:
+        return list(DEFAULT_QUANTS)
+    items = [quants] if isinstance(quants, str) else list(quants)
+    names = [part.strip().lower() for item in items for part in str(item).split(",") if part.strip()]
+    for name in names:
+        if name not in QUANT_TYPES:
+            raise BadInput(f"unknown GGUF quant type '{name}' (choose from {', '.join(QUANT_TYPES)})")
+    return list(dict.fromkeys(names)) or list(DEFAULT_QUANTS)
+
+
+def check(ckpt: Checkpoint, quants: list[str] | str | None) -> list[str]:
+    """Cheap validation before any model loads; returns the normalized quant list."""
+    names = parse_quants(quants)
+    if ckpt.format == "gguf":
+        raise BadInput(f"checkpoint '{ckpt.path}' is already a GGUF file; export takes an HF model folder or adapter")
+    if ckpt.format not in ("hf", "peft"):
+        raise BadInput(f"checkpoint '{ckpt.path}': GGUF export needs an HF model or adapter, not {ckpt.format}")
+    if ckpt.kind != "adapter":
+        _check_config(ckpt.path)
+        if _template_files(ckpt.path) is None:
+            raise BadInput(f"checkpoint '{ckpt.path}': no chat template (chat_template.jinja or tokenizer_config.json "
+                           "chat_template); the GGUF would have none to be served with")
+    for module in ("torch", "transformers"):  # the converter runs in a subprocess of this interpreter
+        if not available(module):
+            raise MissingExtra("GGUF conversion (llama.cpp's convert_hf_to_gguf.py)", "eval", module)
+    if any(QUANT_TYPES[q] for q in names):
+        require("llama_cpp", "GGUF quantization", "gguf")
+    require("gguf", "GGUF export", "gguf")
+    return names
+
+
+def _check_config(path: Path) -> dict:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path / 'config.json'}: unreadable ({exc})") from None
+
+
+def _template_files(path: Path) -> str | None:
+    """Which file holds a chat template, if any (the converter reads all three)."""
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return "chat_template"
+    try:
+        if json.loads((path / "tokenizer_config.json").read_text()).get("chat_template"):
+            return "tokenizer_config.json"
+    except (OSError, json.JSONDecodeError):
+        pass
+    return None
+
+
+def artifact_name(ckpt: Checkpoint) -> str:
+    return ckpt.path.name if ckpt.name == DEFAULT_REF else ckpt.name
+
+
+def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *,
+                keep_f16: bool = False, progress: bool = True) -> list[Checkpoint]:
+    """Export an HF model (or an adapter, merged first) to one GGUF file per quant type in out_dir."""
+    names = check(ckpt, quants)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BadInput(f"output folder '{out_dir}' is not empty; choose a new or empty folder")
+    tmp = staging_dir(out_dir)
+    try:
+        steps = _Steps(progress)
+        with steps.progress:
+            built = _build(ckpt, tmp, names, keep_f16, steps)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.rename(tmp / "out", out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for art in built:
+        art.path = out_dir / art.path.name
+    return built
+
+
+def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps: "_Steps") -> list[Checkpoint]:
+    from workbench.export.llama_tools import locate_tools
+
+    work, out = tmp / "work", tmp / "out"
+    work.mkdir()
+    out.mkdir()
+    source, merge_check = ckpt, None
+    if ckpt.kind == "adapter":
+        with steps.step(f"merge adapter {ckpt.name} into its base"):
+            from workbench.merge import merge_adapter
+
+            source, merge_report = merge_adapter(ckpt, work / "merged")
+        merge_check = merge_report.__dict__
+    with steps.step("locate llama.cpp's converter"):
+        tools = locate_tools()
+    _check_architecture(source.path, tools)
+    expected_template = _transformers_template(source.path)
+    source_sha = ckpt.sha or weights_sha(ckpt.path)
+
+    name = artifact_name(ckpt)
+    files: dict[str, Path] = {}
+    reports: dict[str, dict] = {}
+    metas: dict[Path, dict] = {}  # reading a GGUF's metadata takes seconds (tens of thousands of vocab strings)
+    need_f16 = keep_f16 or "f16" in names or any(QUANT_TYPES[q] for q in names)
+    if need_f16:
+        f16 = (out if keep_f16 or "f16" in names else work) / f"{name}-F16.gguf"
+        with steps.step("convert to GGUF f16 (llama.cpp convert_hf_to_gguf.py)"):
+            tools.convert(source.path, f16, "f16", work / "convert-f16.log")
+        metas[f16] = _check_template(f16, expected_template, source.path)  # before spending time on quants
+        if keep_f16 or "f16" in names:
+            files["f16"] = f16
+    if "bf16" in names:
+        files["bf16"] = out / f"{name}-BF16.gguf"
+        with steps.step("convert to GGUF bf16 (llama.cpp convert_hf_to_gguf.py)"):
+            tools.convert(source.path, files["bf16"], "bf16", work / "convert-bf16.log")
+    for quant in (q for q in names if QUANT_TYPES[q]):
+        files[quant] = out / f"{name}-{quant.upper()}.gguf"
+        with steps.step(f"quantize {quant} (llama_model_quantize)"):
+            reports[quant] = quantize(f16, files[quant], quant)
+        if reports[quant]["fallbacks"]:
+            steps.note(f"{quant}: {describe_fallbacks(reports[quant])}")
+
+    order = names + (["f16"] if keep_f16 and "f16" not in names else [])
+    artifacts = []
+    for quant in order:
+        meta = metas.get(files[quant]) or _check_template(files[quant], expected_template, source.path)
+        art = Checkpoint(
+            path=files[quant], name=files[quant].stem, kind="quantized", format="gguf", base=ckpt.base,
+            sha=weights_sha(files[quant]),
+            parent={"name": ckpt.name, "path": str(ckpt.path), "sha": source_sha, "kind": ckpt.kind,
+                    "quant": quant, "tool": TOOL, "llama_cpp": tools.version, "converter": tools.origin,
+                    **({"merged_with": "peft merge_and_unload", "merge_check": merge_check} if merge_check else {})},
+            extra={"size_bytes": files[quant].stat().st_size, "file_type": meta["file_type"],
+                   "tensor_types": meta["tensor_types"], **_fallback_fields(reports.get(quant))},
+        )
+        art.save_meta()
+        artifacts.append(art)
+    return artifacts
+
+
+def _check_architecture(model_dir: Path, tools) -> None:
+    archs = _check_config(model_dir).get("architectures") or []
+    supported = tools.supported_architectures()
+    if supported is not None and archs and archs[0] not in supported:
+        raise BadInput(f"{model_dir / 'config.json'}: architecture {archs[0]} is not supported by llama.cpp's "
+                       f"converter (llama-cpp-python {tools.version})")
+
+
+def _transformers_template(model_dir: Path) -> str | None:
+    """The chat template transformers applies for this folder: the one the checkpoint was evaluated with."""
+    transformers = require("transformers", "Reading the checkpoint's chat template", "eval")
+    template = transformers.AutoTokenizer.from_pretrained(str(model_dir)).chat_template
+    return template.get("default") if isinstance(template, dict) else template
+
+
+def _check_template(path: Path, expected: str | None, source: Path) -> dict:
+    from workbench.llamacpp import gguf_metadata
+
+    meta = gguf_metadata(path)
+    if not meta["chat_template"]:
+        raise EnvironmentProblem(f"{path.name}: llama.cpp's converter embedded no tokenizer.chat_template "
+                                 f"although {source} has one")
+    if expected is not None and meta["chat_template"] != expected:
+        raise BadInput(f"{source}: the chat template embedded in the GGUF differs from the one transformers "
+                       "applies (tokenizer_config.json's chat_template and chat_template.jinja disagree?)")
+    return meta
+
+
+def quantize(src: Path, dst: Path, quant: str) -> dict:
+    """llama_model_quantize src -> dst; returns what llama.cpp reported, including per-tensor type fallbacks."""
+    from workbench.llamacpp import captured_llama_log, cpu_threads
+
+    llama_cpp = require("llama_cpp", "GGUF quantization", "gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
+    params.nthread = cpu_threads()
+    with captured_llama_log() as log:
+        status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if status != 0 or not dst.exists():
+        last = next((ln for ln in reversed(log) if "error" in ln.lower()), f"status {status}")
+        raise EnvironmentProblem(f"llama_model_quantize to {quant} failed: {last.strip()}")
+    return parse_quantize_log(log)
+
+
+def parse_quantize_log(lines: list[str]) -> dict:
+    fallbacks: Counter = Counter()
+    ncols: dict[str, set] = {}
+    for line in lines:
+        m = _FALLBACK.search(line)
+        if m:
+            key = f"{m.group(4)}->{m.group(5)}"
+            fallbacks[key] += 1
+            ncols.setdefault(key, set()).add(f"{m.group(2)} not divisible by {m.group(3)}")
+    summary = next((ln.split("WARNING:", 1)[1].strip() for ln in lines if "required fallback quantization" in ln), None)
+    return {"fallbacks": dict(fallbacks), "fallback_reasons": {k: sorted(v) for k, v in ncols.items()},
+            "fallback_summary": summary}
+
+
+def describe_fallbacks(report: dict) -> str:
+    parts = [f"{k} x{n} (ncols {', '.join(report['fallback_reasons'][k])})" for k, n in report["fallbacks"].items()]
+    head = report["fallback_summary"] or f"{sum(report['fallbacks'].values())} tensor(s) required fallback"
+    return f"llama.cpp: {head}: " + "; ".join(parts)
+
+
+def _fallback_fields(report: dict | None) -> dict:
+    if not report:
+        return {}
+    return {"fallbacks": report["fallbacks"], "fallback_summary": report["fallback_summary"]}
+
+
+class _Steps:
+    """One spinner line per step on stderr, with its elapsed time."""
+
+    def __init__(self, enabled: bool):
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), disable=not enabled)
+
+    @contextlib.contextmanager
+    def step(self, description: str):
+        task = self.progress.add_task(description, total=1)
+        yield
+        self.progress.update(task, completed=1)
+
+    def note(self, message: str) -> None:
+        if not self.progress.disable:
+            self.progress.console.print(message, soft_wrap=True, highlight=False, markup=False)

@@ -1,0 +1,139 @@
+"""The llama.cpp runtime (through llama-cpp-python): load a GGUF and chat with it the way it will be served,
+with the chat template embedded in the file, plus reading a GGUF's metadata.
+"""
+
+import contextlib
+import ctypes
+import os
+from collections import Counter
+from pathlib import Path
+
+from workbench.errors import BadInput
+from workbench.extras import require
+
+SEED = 0
+DEFAULT_TEMPLATE = "chat_template.default"  # the name llama-cpp-python gives tokenizer.chat_template
+
+
+def _llama_cpp(purpose: str):
+    return require("llama_cpp", purpose, "gguf")
+
+
+def _check_gguf_file(path: Path) -> None:
+    if not path.is_file():
+        raise BadInput(f"GGUF '{path}': no such file")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise BadInput(f"GGUF '{path}': not a GGUF file (bad magic)")
+
+
+def cpu_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_gguf(path, n_ctx: int = 2048, n_threads: int | None = None, *, logits_all: bool = False):
+    """A llama_cpp.Llama for the file, set to chat with the file's own Jinja chat template."""
+    path = Path(path)
+    _check_gguf_file(path)
+    llama_cpp = _llama_cpp("Running a GGUF model")
+    # Naming the template's handler explicitly stops llama-cpp-python from swapping a template it recognizes
+    # (ChatML, Llama 3, Mistral) for its own hand-written formatter, which can differ (e.g. a default system
+    # prompt). A file without a template would otherwise fall back to "llama-2": chat() refuses it instead.
+    return llama_cpp.Llama(
+        model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or cpu_threads(), seed=SEED,
+        verbose=False, logits_all=logits_all, chat_format=DEFAULT_TEMPLATE,
+    )
+
+
+def _require_template(llm) -> None:
+    if "tokenizer.chat_template" not in llm.metadata:
+        raise BadInput(f"GGUF '{llm.model_path}': no tokenizer.chat_template in the file, so it can't be chatted "
+                       "with as it will be served; re-export it from a checkpoint with a chat template")
+
+
+def chat(llm, messages_list: list[list[dict]], max_tokens: int, stop: list[str] | None = None,
+         temperature: float = 0.0) -> list[str]:
+    """One answer per conversation (greedy at temperature 0), formatted with the GGUF's chat template and
+    stopped at its end-of-generation tokens. Each conversation starts from an empty context, so answers
+    don't depend on the order of the list."""
+    _require_template(llm)
+    answers = []
+    for messages in messages_list:
+        llm.reset()
+        out = llm.create_chat_completion(
+            messages=messages, max_tokens=max_tokens, stop=stop or [], temperature=temperature,
+            repeat_penalty=1.0, seed=SEED,
+        )
+        answers.append(out["choices"][0]["message"]["content"] or "")
+    return answers
+
+
+def chat_prompt_tokens(llm, messages: list[dict]) -> list[int]:
+    """The token ids create_chat_completion actually feeds the model for `messages` (template + tokenizer)."""
+    _require_template(llm)
+    llm.reset()
+    out = llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
+    n = out["usage"]["prompt_tokens"]
+    return [int(t) for t in llm.input_ids[:n]]
+
+
+def sequence_logits(llm, tokens: list[int]):
+    """Next-token logits at every position of `tokens` (needs load_gguf(..., logits_all=True)); numpy [n, vocab]."""
+    llm.reset()
+    llm.eval(tokens)
+    return llm.scores[: len(tokens)].copy()
+
+
+def gguf_metadata(path) -> dict:
+    """A few keys of a GGUF file, read with the gguf package (no model load)."""
+    path = Path(path)
+    _check_gguf_file(path)
+    gguf = require("gguf", "Reading GGUF metadata", "gguf")
+    reader = gguf.GGUFReader(path)
+
+    def value(key):
+        field = reader.get_field(key)
+        return None if field is None else field.contents()
+
+    arch = value("general.architecture")
+    file_type = value("general.file_type")
+    try:
+        file_type_name = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else None
+    except ValueError:
+        file_type_name = str(file_type)
+    return {
+        "architecture": arch,
+        "name": value("general.name"),
+        "file_type": file_type_name,
+        "context_length": value(f"{arch}.context_length") if arch else None,
+        "chat_template": value("tokenizer.chat_template"),
+        "bos_token_id": value("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": value("tokenizer.ggml.eos_token_id"),
+        "eot_token_id": value("tokenizer.ggml.eot_token_id"),
+        "add_bos_token": value("tokenizer.ggml.add_bos_token"),
+        "tensor_types": dict(Counter(t.tensor_type.name for t in reader.tensors).most_common()),
+    }
+
+
+@contextlib.contextmanager
+def captured_llama_log():
+    """Collect llama.cpp's log lines (instead of printing them) for the duration; yields the list of lines."""
+    llama_cpp = _llama_cpp("Capturing llama.cpp's log")
+    from llama_cpp import _logger
+
+    chunks: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        chunks.append(text.decode("utf-8", errors="replace"))
+
+    lines: list[str] = []
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield lines
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        lines.extend("".join(chunks).splitlines())

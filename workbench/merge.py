@@ -1,0 +1,85 @@
+"""Merging a LoRA adapter into its base, verified: merged logits must match base + adapter on a probe batch."""
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.checkpoint import Checkpoint, weights_sha
+from workbench.store.files import staging_dir
+from workbench.errors import BadInput
+from workbench.extras import require
+
+PROBE_TEXTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "Extract the contact from the message: Hi, I'm Ana Silva, 31, from Porto. ana@example.org",
+    "Question: Natalia sold clips to 48 of her friends in April. How many clips did she sell?\nAnswer:",
+]
+DEFAULT_TOLERANCE = 1e-3  # float32 merge; the difference is rounding in the reordered matmuls
+
+
+@dataclass
+class MergeReport:
+    max_abs_logit_diff: float
+    mean_abs_logit_diff: float
+    argmax_agreement: float
+    tolerance: float
+    probe_tokens: int
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_logit_diff <= self.tolerance
+
+
+def _probe_logits(model, tokenizer, torch):
+    batch = tokenizer(PROBE_TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits.float()
+    mask = batch["attention_mask"].bool()
+    return logits[mask], int(mask.sum())
+
+
+def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, MergeReport]:
+    if adapter.kind != "adapter":
+        raise BadInput(f"checkpoint '{adapter.path}' is not an adapter (it is a {adapter.kind} {adapter.format} checkpoint)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BadInput(f"output folder '{out_dir}' is not empty")
+    torch = require("torch", "Merging", "train")
+    from workbench.models import base_of, load_model, load_tokenizer
+
+    base = base_of(adapter)
+    tokenizer = load_tokenizer(adapter)
+    tokenizer.padding_side = "right"
+    model = load_model(adapter)  # base + adapter, unmerged
+    before, n_tokens = _probe_logits(model, tokenizer, torch)
+    merged = model.merge_and_unload()
+    after, _ = _probe_logits(merged, tokenizer, torch)
+    diff = (before - after).abs()
+    report = MergeReport(
+        max_abs_logit_diff=float(diff.max()), mean_abs_logit_diff=float(diff.mean()),
+        argmax_agreement=float((before.argmax(-1) == after.argmax(-1)).float().mean()),
+        tolerance=tolerance, probe_tokens=n_tokens,
+    )
+    if not report.ok:
+        raise BadInput(
+            f"merge check failed for '{adapter.path}': max |logit diff| {report.max_abs_logit_diff:.3g} > {tolerance:g}"
+        )
+    tmp = staging_dir(out_dir)
+    try:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        ckpt = Checkpoint(
+            path=tmp, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(tmp),
+            parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,
+                    "base": base.name, "base_sha": base.sha, "how": "peft merge_and_unload",
+                    "merge_check": report.__dict__},
+        )
+        ckpt.save_meta()
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ckpt.path = out_dir.resolve()
+    return ckpt, report

@@ -1,0 +1,175 @@
+"""Run folders: <store>/runs/<run-id>/{run.json, results.json, samples/*.jsonl}.
+
+A run's status goes started -> ok | error. Validation happens before a run is opened, so bad input
+leaves nothing in the store.
+"""
+
+import datetime as dt
+import json
+import os
+import secrets
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from workbench.errors import BadInput
+from workbench.store import index
+from workbench.store.files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+
+SCHEMA_VERSION = 1
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(kind: str) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{kind}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Run:
+    """A run folder being written or read."""
+
+    path: Path
+    manifest: dict
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    def add_metric(self, task: str, metric: str, value: float | None, *, stderr: float | None = None,
+                   n: int | None = None, higher_is_better: bool | None = True, **extra) -> None:
+        self.metrics.append({"task": task, "metric": metric, "value": value, "stderr": stderr, "n": n,
+                             "higher_is_better": higher_is_better, **extra})
+
+    def write_samples(self, name: str, rows: list[dict]) -> None:
+        write_jsonl_atomic(self.path / "samples" / f"{safe_name(name)}.jsonl", rows)
+
+    def samples(self, name: str) -> list[dict]:
+        path = self.path / "samples" / f"{safe_name(name)}.jsonl"
+        return read_jsonl(path) if path.exists() else []
+
+    def sample_files(self) -> list[str]:
+        folder = self.path / "samples"
+        return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
+
+    def metric(self, task: str, metric: str) -> dict | None:
+        return next((m for m in self.metrics if m["task"] == task and m["metric"] == metric), None)
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.db"
+
+    def connect(self):
+        return index.connect(self.index_path)
+
+    @contextmanager
+    def open_run(self, kind: str, manifest: dict) -> Iterator[Run]:
+        """Create a run folder (status started), yield it, and close it ok or error."""
+        run_id = new_run_id(kind)
+        path = self.runs_dir / run_id
+        path.mkdir(parents=True)
+        full = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "kind": kind, "status": "started",
+                "created_at": now(), **manifest}
+        run = Run(path=path, manifest=full)
+        self._save(run)
+        try:
+            yield run
+        except BaseException as exc:
+            run.manifest["status"] = "error"
+            run.manifest["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            run.manifest["finished_at"] = now()
+            self._save(run)
+            raise
+        run.manifest["status"] = "ok"
+        run.manifest["finished_at"] = now()
+        self._save(run)
+
+    def _save(self, run: Run) -> None:
+        write_json_atomic(run.path / "results.json", {"schema_version": SCHEMA_VERSION, "metrics": run.metrics})
+        write_json_atomic(run.path / "run.json", run.manifest)
+        conn = self.connect()
+        try:
+            index.upsert_run(conn, run.manifest, run.metrics)
+        finally:
+            conn.close()
+
+    def load(self, run_id: str) -> Run:
+        path = self.runs_dir / run_id
+        manifest = read_json(path / "run.json")
+        results_path = path / "results.json"
+        metrics = read_json(results_path)["metrics"] if results_path.exists() else []
+        return Run(path=path, manifest=manifest, metrics=metrics)
+
+    def resolve(self, ref: str) -> Run:
+        """A run id, a unique prefix of one, or 'latest'."""
+        ids = self.run_ids()
+        if ref == "latest" and ids:
+            return self.load(ids[-1])
+        if ref in ids:
+            return self.load(ref)
+        matches = [i for i in ids if i.startswith(ref) or i.endswith(ref)]
+        if len(matches) == 1:
+            return self.load(matches[0])
+        if not matches:
+            raise BadInput(f"run '{ref}': no such run in store {self.root}")
+        raise BadInput(f"run '{ref}' is ambiguous in store {self.root}: {', '.join(matches[:5])}")
+
+    def run_ids(self) -> list[str]:
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir() if (p / "run.json").exists())
+
+    def list_runs(self, kind: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """Manifests from the index, newest first."""
+        if not self.index_path.exists():
+            return []
+        conn = self.connect()
+        try:
+            sql = "SELECT manifest FROM runs"
+            args: list = []
+            if kind:
+                sql += " WHERE kind=?"
+                args.append(kind)
+            sql += " ORDER BY created_at DESC, run_id DESC"
+            if limit is not None:
+                sql += " LIMIT ? OFFSET ?"
+                args += [limit, offset]
+            return [json.loads(row[0]) for row in conn.execute(sql, args)]
+        finally:
+            conn.close()
+
+    def rebuild_index(self) -> int:
+        """Recreate index.db from the run folders; returns the number of runs indexed."""
+        tmp = self.root / f".index.{os.getpid()}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        conn = index.connect(tmp)
+        count = 0
+        try:
+            for run_id in self.run_ids():
+                run = self.load(run_id)
+                index.upsert_run(conn, run.manifest, run.metrics)
+                count += 1
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
+        os.replace(tmp, self.index_path)
+        return count
