@@ -2,8 +2,11 @@
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
+
+from workbench.cli.options import StoreOpt, command_line, store_for
 
 
 def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, out: Path, keep_f16: bool = False,
@@ -55,6 +58,26 @@ def _print_summary(summary: dict) -> None:
     console.print(f"export {secs['export']} s" + (f", verify {secs['verify']} s" if secs["verify"] is not None else ""))
 
 
+def _record(run, summary: dict) -> None:
+    """The export as a store run: its source checkpoint, and per file its size and what verification measured."""
+    run.manifest["checkpoint"] = summary["checkpoint"] | {"format": "hf"}
+    run.manifest["outputs"] = summary["files"]
+    run.manifest["timings"] = summary["seconds"]
+    checks = (summary.get("verify") or {}).get("files", {})
+    n_prompts = len((summary.get("verify") or {}).get("prompts", []))
+    for f in summary["files"]:
+        name = Path(f["path"]).name
+        run.add_metric(name, "size_bytes", f.get("size_bytes"), higher_is_better=False, quant=f.get("quant"))
+        v = checks.get(name) or {}
+        if v.get("mean_kl") is not None:
+            run.add_metric(name, "mean_kl", v["mean_kl"], higher_is_better=False, quant=f.get("quant"))
+        if v.get("top1_agreement") is not None:
+            run.add_metric(name, "top1_agreement", v["top1_agreement"], quant=f.get("quant"))
+        if "same_answer" in v:
+            run.add_metric(name, "same_greedy_answer", v["same_answer"] / max(n_prompts, 1), n=n_prompts,
+                           quant=f.get("quant"))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
@@ -65,11 +88,24 @@ def register(app: typer.Typer) -> None:
         keep_f16: bool = typer.Option(False, "--keep-f16", help="also keep the f16 GGUF the quants are made from"),
         verify: bool = typer.Option(True, "--verify/--no-verify", help="load each file in its runtime and compare"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+        store: Optional[Path] = StoreOpt,
     ) -> None:
         """Export a checkpoint (GGUF via llama.cpp), then verify it against the source, sample by sample."""
         from workbench.cli.output import emit_json
+        from workbench.environment import versions
+        from workbench.export import get_exporter
 
-        summary = export_command(checkpoint, fmt, quant or None, out, keep_f16, verify=verify)
+        get_exporter(fmt)  # an unknown format fails before the store is touched
+        if out.exists() and any(out.iterdir()):
+            from workbench.errors import BadInput
+
+            raise BadInput(f"output folder '{out}' is not empty")
+        st = store_for(store)
+        manifest = {"command": command_line(), "format": fmt, "quants": quant, "versions": versions()}
+        with st.open_run("export", manifest) as run:
+            summary = export_command(checkpoint, fmt, quant or None, out, keep_f16, verify=verify)
+            _record(run, summary)
+        summary["run_id"] = run.run_id
         if json_out:
             emit_json(summary)
         else:

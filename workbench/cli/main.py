@@ -3,7 +3,6 @@
 import os
 import sys
 
-import click
 import typer
 
 from workbench.errors import EXIT_USAGE, WorkbenchError
@@ -36,11 +35,11 @@ def run() -> None:
 
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # typer vendors click: its usage errors derive from this
         exc.show()
-        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
     except KeyboardInterrupt:
         sys.exit(130)
     if isinstance(code, int):

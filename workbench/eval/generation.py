@@ -11,11 +11,14 @@ def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: Generation
 
         llm = load_gguf(ckpt.path)
         outputs = []
-        for conv in conversations:  # llama.cpp serves one sequence at a time here
-            outputs.extend(chat(llm, [conv], max_tokens=spec.max_new_tokens, stop=spec.stop or None,
-                                temperature=spec.temperature))
-            if progress:
-                progress(1)
+        try:
+            for conv in conversations:  # llama.cpp serves one sequence at a time here
+                outputs.extend(chat(llm, [conv], max_tokens=spec.max_new_tokens, stop=spec.stop or None,
+                                    temperature=spec.temperature))
+                if progress:
+                    progress(1)
+        finally:
+            llm.close()  # closed here, not at interpreter exit, where llama_cpp's finalizer fails noisily
         return outputs
     return _generate_hf(ckpt, conversations, spec, progress=progress)
 

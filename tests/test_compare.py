@@ -1,0 +1,32 @@
+import pytest
+
+from workbench.compare import compare_runs, paired_samples
+from workbench.store import Store
+
+
+def _eval_run(store, name, scores, limit=None):
+    with store.open_run("eval", {"checkpoint": {"name": name}, "suite": "s", "limit": limit}) as run:
+        run.write_samples("t", [{"id": str(i), "messages": [{"role": "user", "content": "q"}], "output": f"{name}{i}",
+                                 "reference": "r", "scores": {"exact": s}} for i, s in enumerate(scores)])
+        run.add_metric("t", "exact", sum(scores) / len(scores), n=len(scores), source="task")
+    return store.load(run.run_id)
+
+
+def test_deltas_and_paired_counts(tmp_path):
+    store = Store(tmp_path)
+    a = _eval_run(store, "base", [0, 0, 1, 1])
+    b = _eval_run(store, "tuned", [1, 1, 1, 0])
+    cmp = compare_runs(a, b)
+    (row,) = cmp.rows
+    assert row.a == 0.5 and row.b == 0.75 and row.delta == pytest.approx(0.25)
+    assert (row.improved, row.regressed) == (2, 1)
+    assert cmp.setting_differences == []
+    pairs = paired_samples(a, b, 2)["t"]
+    assert [(p["a"], p["b"]) for p in pairs] == [("base0", "tuned0"), ("base1", "tuned1")]
+
+
+def test_settings_that_differ_are_named(tmp_path):
+    store = Store(tmp_path)
+    a = _eval_run(store, "base", [1, 0], limit=None)
+    b = _eval_run(store, "tuned", [1, 1], limit=2)
+    assert compare_runs(a, b).setting_differences == ["limit: None vs 2"]
