@@ -82,3 +82,30 @@ def test_doctor_json(store_dir):
     assert report["store"] == str(store_dir)
     assert report["versions"]["ckpt-workbench"]
     assert set(report["extras"]) >= {"train", "eval", "gguf", "dashboard"}
+
+
+def test_gate_passes_exit_0_and_fails_exit_1_with_reports(store_dir, tmp_path, tiny_model_dir):
+    junitparser = pytest.importorskip("junitparser", reason="needs the test extra (junitparser)")
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "prompt": f"Say {i}", "reference": str(i)}) + "\n"
+                            for i in range(3)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: tiny\ntasks:\n  - name: say\n    data: items.jsonl\n"
+                     "    generation: {max_new_tokens: 4}\n    scorers: [{type: exact}]\n")
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("gates:\n  - {task: say, metric: exact, min_value: 0.0}\n")
+    ok = wb("eval", str(tiny_model_dir), "--suite", str(suite), "--gates", str(gates), "--junit",
+            str(tmp_path / "ok.xml"))
+    assert ok.returncode == 0, ok.stderr
+    gates.write_text("gates:\n  - {task: say, metric: exact, min_value: 1.0}\n")
+    md = tmp_path / "summary.md"
+    bad = wb("eval", str(tiny_model_dir), "--suite", str(suite), "--gates", str(gates), "--junit",
+             str(tmp_path / "bad.xml"), "--markdown", str(md), env={"GITHUB_STEP_SUMMARY": str(tmp_path / "gh.md")})
+    assert bad.returncode == 1, bad.stderr
+    assert "gate failed" in bad.stderr
+    failed = junitparser.JUnitXml.fromfile(str(tmp_path / "bad.xml"))
+    cases = [case for suite_ in failed for case in suite_]
+    assert len(cases) == 1 and not cases[0].is_passed
+    assert "min_value" in md.read_text() and md.read_text().strip() in (tmp_path / "gh.md").read_text()
+    passed = junitparser.JUnitXml.fromfile(str(tmp_path / "ok.xml"))
+    assert all(case.is_passed for s in passed for case in s)

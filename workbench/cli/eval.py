@@ -7,6 +7,7 @@ import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
 from workbench.cli.output import emit_json, info, out
+from workbench.errors import BadInput, GateFailed
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +17,14 @@ def register(app: typer.Typer) -> None:
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="'default', an HF model folder, a PEFT adapter folder or a .gguf file."),
     suite: str = typer.Option(..., "--suite", "-s", help="Suite name (evals/suites) or path to a suite YAML."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Run id to compare against when done."),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="Run id to compare and gate against, or a checkpoint to evaluate on the suite first."),
+    gates_file: Optional[Path] = typer.Option(
+        None, "--gates", help="Gates YAML (a top-level 'gates:' list); replaces the suite's own gates."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate results as JUnit XML."),
+    markdown: Optional[Path] = typer.Option(
+        None, "--markdown", help="Write the gate summary as Markdown (appended to $GITHUB_STEP_SUMMARY when set)."),
+    gate_json: Optional[Path] = typer.Option(None, "--gate-json", help="Write the gate results as JSON."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per task."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local benchmark mirror (default: $WB_DATA_DIR)."),
     no_harness: bool = typer.Option(False, "--no-harness", help="Skip the suite's lm-eval regression tasks."),
@@ -28,34 +36,76 @@ def eval_cmd(
     from workbench.checkpoint import resolve_checkpoint
     from workbench.eval.runner import EvalOptions, run_suite
     from workbench.eval.suites import load_suite
+    from workbench.gate import check_gates, load_gates
     from workbench.home import data_dir as resolve_data_dir
 
     # Everything the user gave is checked here, before a model loads or the store is touched.
     loaded = load_suite(suite, evals_dir=evals_dir, limit=limit)
     ckpt = resolve_checkpoint(checkpoint)
+    gates = load_gates(gates_file) if gates_file else loaded.config.gates
+    if not gates and (junit or markdown or gate_json):
+        raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
     st = store_for(store)
-    base_run = st.resolve(baseline) if baseline else None
+    base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
+    check_gates(gates, loaded.config, base_run)
     mirror = resolve_data_dir(data_dir)
     plans = [] if no_harness else [_harness_plan(spec, ckpt, mirror, limit) for spec in loaded.config.harness]
+    base_plans = [] if no_harness or base_ckpt is None else [
+        _harness_plan(spec, base_ckpt, mirror, limit) for spec in loaded.config.harness]
 
     from workbench.cli.progress import bars
 
+    if base_ckpt is not None:
+        info(f"evaluating baseline {base_ckpt.name} ({base_ckpt.kind}, {base_ckpt.format}) "
+             f"on suite {loaded.config.name}")
+        with bars() as progress:
+            base_run = run_suite(base_ckpt, loaded, st,
+                                 EvalOptions(data_dir=mirror, limit=limit, command=command_line()),
+                                 harness_plans=base_plans, progress=progress)
     info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {loaded.config.name}")
     with bars() as progress:
         run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line()),
                         harness_plans=plans, progress=progress)
     from workbench.compare import compare_runs, render_table, results_table
 
+    report = None
+    if gates:
+        from workbench.gate import evaluate_gates
+        from workbench.reports import write_reports
+
+        report = evaluate_gates(run, base_run, gates)
+        for path in write_reports(report, junit=junit, markdown=markdown, json_path=gate_json):
+            info(f"gate report: {path}")
     if json_out:
         payload = {"run_id": run.run_id, "checkpoint": run.manifest["checkpoint"], "metrics": run.metrics}
         if base_run:
             payload["comparison"] = compare_runs(base_run, run).to_dict()
+        if report:
+            payload["gate"] = report.to_dict()
         emit_json(payload)
-        return
-    out.print(results_table(run))
-    if base_run:
-        out.print(render_table(compare_runs(base_run, run)))
-    info(f"run {run.run_id} recorded in {st.root}")
+    else:
+        out.print(results_table(run))
+        if base_run:
+            out.print(render_table(compare_runs(base_run, run)))
+        if report:
+            from workbench.reports import gate_table
+
+            out.print(gate_table(report))
+        info(f"run {run.run_id} recorded in {st.root}")
+    if report and not report.passed:
+        raise GateFailed(report.summary())  # exit 1, after every report is written
+
+
+def _resolve_baseline(st, ref: str):
+    """(run, None) for a run in the store, else (None, checkpoint) to evaluate on the same suite first."""
+    from workbench.checkpoint import resolve_checkpoint
+
+    try:
+        return st.resolve(ref), None
+    except BadInput as not_a_run:
+        if ref != "default" and not Path(ref).expanduser().exists():
+            raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}) and not a checkpoint path") from None
+    return None, resolve_checkpoint(ref)
 
 
 def _harness_plan(spec, ckpt, mirror, limit) -> dict:
