@@ -1,60 +1,33 @@
-"""ckpt-workbench dashboard: runs in the store and their metrics.
+"""ckpt-workbench dashboard: the entry point `wb dashboard` serves (Streamlit multipage).
 
-Reads the store only through workbench.store and workbench.compare, so it shows the CLI's numbers.
+Pages read the store only through workbench.store / workbench.compare (via workbench.views), so every number
+shown is the one the CLI prints.
 """
 
-import os
+import sys
 from pathlib import Path
 
-import pandas as pd
-import plotly.express as px
-import streamlit as st
+# The pages live in app_pages/, not pages/: Streamlit takes a pages/ folder beside the entry script for a
+# legacy (v1) multipage app and then ignores st.navigation for the first session.
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the pages import store_cache / page_parts from this folder
+    sys.path.insert(0, str(HERE))
 
-from workbench.home import store_dir
-from workbench.store import Store
+import streamlit as st  # noqa: E402
+
+import store_cache  # noqa: E402
 
 st.set_page_config(page_title="ckpt-workbench", layout="wide")
-STORE = Store(store_dir(os.environ.get("WB_STORE")))
 
-
-@st.cache_data(ttl=10)
-def load_runs(root: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    store = Store(Path(root))
-    manifests = store.list_runs()
-    runs = pd.DataFrame([{
-        "run": m["run_id"], "kind": m["kind"], "status": m["status"], "checkpoint": (m.get("checkpoint") or {}).get("name"),
-        "checkpoint kind": (m.get("checkpoint") or {}).get("kind"), "suite": m.get("suite"), "created": m["created_at"],
-    } for m in manifests])
-    rows = []
-    for m in manifests:
-        if m["kind"] != "eval" or m["status"] != "ok":
-            continue
-        for metric in store.load(m["run_id"]).metrics:
-            rows.append({"run": m["run_id"], "checkpoint": (m.get("checkpoint") or {}).get("name"), **metric})
-    return runs, pd.DataFrame(rows)
-
-
-st.title("ckpt-workbench")
-st.caption(f"store: {STORE.root}")
-runs, metrics = load_runs(str(STORE.root))
-if runs.empty:
-    st.info("No runs yet. Record one with `wb eval default --suite contacts`.")
-    st.stop()
-
-st.subheader("Runs")
-st.dataframe(runs, hide_index=True, use_container_width=True)
-
-st.subheader("Metrics by run")
-if metrics.empty:
-    st.info("No finished eval runs yet.")
-    st.stop()
-tasks = sorted(metrics["task"].unique())
-task = st.selectbox("task", tasks, index=tasks.index("contacts") if "contacts" in tasks else 0)
-shown = metrics[metrics["task"] == task].copy()
-shown["label"] = shown["checkpoint"] + " · " + shown["run"].str[-6:]
-fig = px.bar(shown, x="metric", y="value", color="label", barmode="group", error_y="stderr",
-             labels={"value": "score (fraction of samples, 0-1)", "metric": "metric", "label": "checkpoint · run"},
-             title=f"{task}: metric per run (error bars: standard error)")
-fig.update_yaxes(range=[0, 1])
-st.plotly_chart(fig, use_container_width=True)
-st.dataframe(shown[["run", "checkpoint", "metric", "value", "stderr", "n"]], hide_index=True, use_container_width=True)
+PAGES = [  # file, title, icon; the first is the default page, served at /
+    ("leaderboard", "Leaderboard", "leaderboard"), ("compare", "Compare", "compare_arrows"),
+    ("exports", "Exports", "package_2"), ("lineage", "Lineage", "account_tree"), ("runs", "Run detail", "list_alt"),
+    ("training", "Training curves", "show_chart"),
+]
+page = st.navigation([st.Page(str(HERE / "app_pages" / f"{name}.py"), title=title, icon=f":material/{icon}:",
+                              default=i == 0) for i, (name, title, icon) in enumerate(PAGES)])
+with st.sidebar:
+    st.caption(f"store: `{store_cache.store().root}`")
+    if st.button("Reload store", help="Forget cached reads (they also refresh by themselves when a run is written)."):
+        store_cache.clear()
+page.run()

@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The dashboard's browser test drives Debian's Chromium through Playwright (never `playwright install`,
+# which downloads a browser of its own). Without root it is skipped, and says so.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "[test] installing chromium for the dashboard browser test" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+    echo "[test] could not install chromium: the browser test will be skipped" >&2
+fi
 export OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false
 export WB_DATA_DIR="${WB_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 exec .venv/bin/python -m pytest "$@"

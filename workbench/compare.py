@@ -100,7 +100,10 @@ def render_table(cmp: Comparison):
     table = Table(title=f"{cmp.checkpoint_a} ({cmp.run_a})  vs  {cmp.checkpoint_b} ({cmp.run_b})")
     for col in ("task", "metric", "n", "A", "B", "Δ (B-A)", "B better/worse"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    one_sided = [r for r in cmp.rows if r.a is None or r.b is None]
     for r in cmp.rows:
+        if r in one_sided:
+            continue
         n = str(r.n_a) if r.n_a == r.n_b else f"{r.n_a}/{r.n_b}"
         delta = "-" if r.delta is None else f"{r.delta:+.4f}"
         if r.delta is not None and r.higher_is_better is not None and r.delta != 0:
@@ -108,8 +111,15 @@ def render_table(cmp: Comparison):
             delta = f"[{'green' if good else 'red'}]{delta}[/]"
         paired = "-" if r.improved is None else f"{r.improved}/{r.regressed}"
         table.add_row(r.task, r.metric, n, _fmt(r.a, r.stderr_a), _fmt(r.b, r.stderr_b), delta, paired)
+    notes = []
+    if one_sided:
+        only_a = sorted({r.task for r in one_sided if r.b is None})
+        only_b = sorted({r.task for r in one_sided if r.a is None})
+        notes += [f"only in A: {', '.join(only_a)}"] if only_a else []
+        notes += [f"only in B: {', '.join(only_b)}"] if only_b else []
     if cmp.setting_differences:
-        table.caption = "[yellow]settings differ: " + "; ".join(cmp.setting_differences) + "[/]"
+        notes.append("[yellow]settings differ: " + "; ".join(cmp.setting_differences) + "[/]")
+    table.caption = "\n".join(notes) or None
     return table
 
 
@@ -156,3 +166,93 @@ def render_samples(cmp: Comparison, pairs: dict[str, list[dict]]):
             table.add_row(r["id"], r["prompt"][-90:], r["a"], r["b"], "yes" if r["a"] == r["b"] else "[yellow]no[/]")
         tables.append(table)
     return tables
+
+
+# --- Shared with the dashboard: the CLI table's cells, intervals, and the per-sample drill-down. ---
+
+Z_95 = 1.959963984540054
+
+
+def confidence_interval(value: float | None, stderr: float | None, z: float = Z_95) -> tuple[float, float] | None:
+    """Normal-approximation interval value ± z·stderr (95% by default); None when there is no stderr."""
+    if value is None or stderr is None:
+        return None
+    return value - z * stderr, value + z * stderr
+
+
+def comparison_cells(cmp: Comparison) -> list[dict[str, str]]:
+    """The rows of `render_table` as plain strings, formatted exactly as `wb compare` prints them."""
+    rows = []
+    for r in cmp.rows:
+        rows.append({
+            "task": r.task, "metric": r.metric, "n": str(r.n_a) if r.n_a == r.n_b else f"{r.n_a}/{r.n_b}",
+            "A": _fmt(r.a, r.stderr_a), "B": _fmt(r.b, r.stderr_b),
+            "Δ (B-A)": "-" if r.delta is None else f"{r.delta:+.4f}",
+            "B better/worse": "-" if r.improved is None else f"{r.improved}/{r.regressed}",
+        })
+    return rows
+
+
+def row_direction(r: Row) -> str:
+    """'better', 'worse' or 'same' for B against A, by the metric's direction; '' when it cannot be said."""
+    if r.delta is None or r.higher_is_better is None:
+        return ""
+    if r.delta == 0:
+        return "same"
+    return "better" if (r.delta > 0) == bool(r.higher_is_better) else "worse"
+
+
+def sample_tasks(a: Run, b: Run) -> list[str]:
+    """Sample files both runs wrote: task names, and 'lm-eval.<task>' for harness samples."""
+    return sorted((set(a.sample_files()) & set(b.sample_files())) - {"train_log"})
+
+
+def _lm_eval_view(s: dict) -> dict:
+    """An lm-eval sample record in the shape of a task sample: id, prompt, output, reference, scores."""
+    suffix = "" if s.get("filter") in (None, "none") else f",{s['filter']}"
+    if s.get("responses"):
+        output = str(s["responses"][0])
+        if s.get("filtered") is not None and str(s["filtered"]) != output:
+            output += f"\n→ extracted: {s['filtered']}"
+    elif s.get("loglikelihoods") and s.get("continuations"):
+        lls = s["loglikelihoods"]
+        output = str(s["continuations"][max(range(len(lls)), key=lls.__getitem__)])
+    else:
+        output = ""
+    return {"id": f"{s.get('doc_id')}{suffix}", "prompt": s.get("prompt", ""), "output": output,
+            "reference": s.get("target"), "scores": {f"{k}{suffix}": v for k, v in (s.get("metrics") or {}).items()}}
+
+
+def _sample_view(s: dict) -> dict:
+    if "doc_id" in s and "scores" not in s:
+        view = _lm_eval_view(s)
+    else:
+        messages = s.get("messages") or []
+        view = {"id": str(s.get("id")), "prompt": messages[-1]["content"] if messages else s.get("prompt", ""),
+                "output": s.get("output"), "reference": s.get("reference"), "scores": s.get("scores") or {}}
+    view["judge"] = {k: v for k, v in s.items() if any(w in k for w in ("judge", "verdict", "rationale"))}
+    return view
+
+
+def sample_diffs(a: Run, b: Run, task: str) -> list[dict]:
+    """Every item of `task` (a sample file name) that both runs scored, A beside B, and per metric whether
+    B is better or worse (by the metric's direction; higher is better when the run does not say)."""
+    direction = {m["metric"]: m.get("higher_is_better") for m in a.metrics + b.metrics
+                 if m["task"] == task.removeprefix("lm-eval.")}
+    by_id = {v["id"]: v for v in map(_sample_view, a.samples(task))}
+    out = []
+    for vb in map(_sample_view, b.samples(task)):
+        va = by_id.get(vb["id"])
+        if va is None:
+            continue
+        better, worse = [], []
+        for metric, after in vb["scores"].items():
+            before = va["scores"].get(metric)
+            if not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or before == after:
+                continue
+            up = after > before
+            (better if up == (direction.get(metric) is not False) else worse).append(metric)
+        out.append({"id": vb["id"], "prompt": va["prompt"], "reference": vb["reference"], "a": va["output"],
+                    "b": vb["output"], "scores_a": va["scores"], "scores_b": vb["scores"], "judge_a": va["judge"],
+                    "judge_b": vb["judge"], "better": better, "worse": worse})
+    return out

@@ -1,0 +1,33 @@
+"""Small pieces several pages share: empty-store messages and run labels."""
+
+import re
+
+import pandas as pd
+import streamlit as st
+
+import store_cache
+from workbench import views
+
+RECORD_EVAL = "`wb eval CHECKPOINT --suite SUITE` (e.g. `wb eval default --suite contacts`)"
+
+
+def no_data(what: str, command: str) -> None:
+    """Say what is missing and which command records it, then stop the page."""
+    st.info(f"No {what} yet: {command} records them in this store ({store_cache.store().root}).")
+    st.stop()
+
+
+def run_label(manifest: dict) -> str:
+    c = views.ckpt(manifest)
+    suite = f" · {manifest['suite']}" if manifest.get("suite") else ""
+    return f"{views.checkpoint_label(c)}{suite} · {manifest['run_id']}"
+
+
+def fmt(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """st.table renders cells as Markdown: escape them so '-' stays a dash and names keep their underscores."""
+    escape = lambda text: re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$])", r"\\\1", str(text))  # noqa: E731
+    return table.rename(columns=escape).map(escape)

@@ -1,0 +1,351 @@
+"""Every dashboard page under Streamlit's AppTest, on an empty store and on a seeded one.
+
+The seeded store holds what the CLI records: a train run (loss log), eval runs of the base, the adapter and a
+GGUF (task samples and lm-eval metrics), a merge and an export (verification metrics per file).
+"""
+
+import re
+import sys
+
+import pytest
+
+from workbench.compare import compare_runs, comparison_cells, sample_diffs
+from workbench.content import content_dir
+from workbench.store import Store
+from workbench import views
+
+pytest.importorskip("streamlit", reason="needs the dashboard extra (pip install 'ckpt-workbench[dashboard]')")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(content_dir("dashboards") / "app.py")
+
+BASE = {"name": "default", "kind": "base", "format": "hf", "base": None, "sha": "b" * 64, "path": "/m/default",
+        "parent": {"format": "gguf", "path": "/m/SmolLM2.Q4_1.gguf", "sha": "0" * 64,
+                   "how": "transformers gguf dequantize"}}
+ADAPTER = {"name": "contacts-lora", "kind": "adapter", "format": "peft", "base": "default", "sha": "a" * 64,
+           "path": "/m/adapter", "parent": {"base": "default", "base_path": "/m/default", "base_sha": "b" * 64,
+                                            "method": "sft-lora"}}
+MERGED = {"name": "contacts-lora-merged", "kind": "merged", "format": "hf", "base": "default", "sha": "c" * 64,
+          "path": "/m/merged", "parent": {"adapter": "contacts-lora", "adapter_path": "/m/adapter",
+                                          "adapter_sha": "a" * 64, "base": "default", "base_sha": "b" * 64,
+                                          "how": "peft merge_and_unload"}}
+GGUF = {"name": "merged-Q4_K_M", "kind": "quantized", "format": "gguf", "base": "default", "sha": "d" * 64,
+        "path": "/m/gguf/merged-Q4_K_M.gguf", "parent": {"name": "contacts-lora-merged", "sha": "c" * 64,
+                                                          "kind": "merged", "quant": "q4_k_m"}}
+SCORES = {  # per checkpoint: (exact, json_valid) for items 0..5
+    "default": [(0, 0), (0, 1), (1, 1), (0, 0), (1, 1), (0, 1)],
+    "contacts-lora": [(1, 1), (1, 1), (0, 1), (1, 1), (1, 1), (0, 0)],
+    "merged-Q4_K_M": [(1, 1), (1, 1), (0, 1), (1, 1), (0, 1), (0, 0)],
+}
+
+
+def _eval(store: Store, ckpt: dict, suite: str = "contacts") -> str:
+    scores = SCORES.get(ckpt["name"], SCORES["contacts-lora"])
+    manifest = {"command": f"wb eval {ckpt['path']} --suite {suite}", "checkpoint": ckpt, "suite": suite,
+                "suite_sha": "s" * 64, "limit": None, "seed": 0, "versions": {"python": "3.11", "torch": "2.4"},
+                "timings": {"contacts": 12.5, "harness[0]": 3.25}}
+    with store.open_run("eval", manifest) as run:
+        run.write_samples("contacts", [
+            {"id": f"item-{i}", "messages": [{"role": "user", "content": f"contact {i} as JSON"}],
+             "output": f'{{"name": "{ckpt["name"]} {i}"}}', "reference": f'{{"name": "p{i}"}}',
+             "scores": {"exact": float(e), "json_valid": float(j)}} for i, (e, j) in enumerate(scores)])
+        for k, label in enumerate(("exact", "json_valid")):
+            values = [s[k] for s in scores]
+            run.add_metric("contacts", label, sum(values) / len(values), stderr=0.2 if k == 0 else 0.15, n=len(values),
+                           source="task")
+        run.add_metric("mmlu_management", "acc", 0.3 if ckpt["kind"] == "base" else 0.2, stderr=0.15, n=10,
+                       source="lm-eval")
+    return run.run_id
+
+
+def seed(store: Store) -> dict:
+    ids = {}
+    with store.open_run("train", {"command": "wb train contacts-lora -o /m/adapter", "seed": 0,
+                                  "config": {"name": "contacts-lora"}, "versions": {"trl": "1.0"}}) as run:
+        run.manifest["checkpoint"] = ADAPTER
+        run.manifest["timings"] = {"train": 120.0}
+        log = [{"step": s, "loss": 2.0 / s, "learning_rate": 3e-4 * (1 - s / 50), "elapsed_s": 3.0 * s}
+               for s in range(5, 45, 5)]
+        run.write_samples("train_log", log)
+        run.add_metric("train", "final_loss", log[-1]["loss"], n=len(log), higher_is_better=False)
+    ids["train"] = run.run_id
+    ids["base"] = _eval(store, BASE)
+    ids["adapter"] = _eval(store, ADAPTER)
+    with store.open_run("merge", {"command": "wb merge /m/adapter -o /m/merged", "checkpoint": ADAPTER}) as run:
+        run.manifest["output"] = MERGED
+        run.add_metric("merge_check", "max_abs_logit_diff", 1e-5, n=64, higher_is_better=False)
+    ids["merge"] = run.run_id
+    with store.open_run("export", {"command": "wb export /m/merged -f gguf", "format": "gguf",
+                                   "quants": ["q4_k_m", "q8_0"]}) as run:
+        run.manifest["checkpoint"] = {k: MERGED[k] for k in ("name", "path", "kind", "sha")} | {"format": "hf"}
+        run.manifest["outputs"] = [
+            {"path": "/m/gguf/merged-Q4_K_M.gguf", "quant": "q4_k_m", "size_bytes": 100 * 2**20, "sha": "d" * 64},
+            {"path": "/m/gguf/merged-Q8_0.gguf", "quant": "q8_0", "size_bytes": 150 * 2**20, "sha": "e" * 64},
+            {"path": "/m/gguf/merged-Q2_K.gguf", "quant": "q2_k", "size_bytes": 120 * 2**20, "sha": "f" * 64}]
+        run.manifest["timings"] = {"export": 30.0, "verify": 10.0}
+        for name, quant, size, kl, top1, same in (("merged-Q4_K_M.gguf", "q4_k_m", 100, 0.05, 0.93, 0.75),
+                                                  ("merged-Q8_0.gguf", "q8_0", 150, 0.002, 0.99, 1.0),
+                                                  ("merged-Q2_K.gguf", "q2_k", 120, 0.30, 0.80, 0.5)):
+            run.add_metric(name, "size_bytes", size * 2**20, higher_is_better=False, quant=quant)
+            run.add_metric(name, "mean_kl", kl, higher_is_better=False, quant=quant)
+            run.add_metric(name, "top1_agreement", top1, quant=quant)
+            run.add_metric(name, "same_greedy_answer", same, n=4, quant=quant)
+    ids["export"] = run.run_id
+    ids["merged_eval"] = _eval(store, MERGED)  # scores as the adapter's
+    ids["gguf"] = _eval(store, GGUF)
+    return ids
+
+
+def plain(table):
+    """An st.table's frame without the Markdown escapes the page adds."""
+    unescape = lambda text: re.sub(r"\\(.)", r"\1", text)  # noqa: E731
+    return table.rename(columns=unescape).map(unescape)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("dash") / "store")
+    return store, seed(store)
+
+
+@pytest.fixture
+def app(seeded, monkeypatch):
+    monkeypatch.setenv("WB_STORE", str(seeded[0].root))
+
+    def open_page(page: str, **query) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page(page)
+        at.query_params.update(query)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+@pytest.mark.parametrize("page, command", [
+    ("app_pages/leaderboard.py", "wb eval"), ("app_pages/compare.py", "wb eval"), ("app_pages/exports.py", "wb export"),
+    ("app_pages/lineage.py", "wb train"), ("app_pages/runs.py", "wb eval"), ("app_pages/training.py", "wb train")])
+def test_empty_store_says_which_command_records_the_data(tmp_path, monkeypatch, page, command):
+    monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page(page).run()
+    assert not at.exception
+    assert at.info and at.info[0].value.startswith("No ") and command in at.info[0].value
+    assert not (tmp_path / "store").exists()  # looking creates nothing
+
+
+def test_leaderboard_sorts_and_filters(app, seeded):
+    at = app("app_pages/leaderboard.py")
+    table = at.dataframe[0].value
+    assert list(table["checkpoint"]) == ["contacts-lora · aaaaaaa", "contacts-lora-merged · ccccccc",
+                                         "merged-Q4_K_M · ddddddd", "default · bbbbbbb"]
+    assert list(table["contacts / exact"]) == pytest.approx([4 / 6, 4 / 6, 3 / 6, 2 / 6])
+    assert table["contacts / exact ±95%"].iloc[0] == pytest.approx(1.959963984540054 * 0.2)
+    assert len(at.get("plotly_chart")) == 1
+    sort_by = next(s for s in at.selectbox if s.label == "Sort by")
+    sort_by.set_value("mmlu_management / acc").run()
+    assert list(at.dataframe[0].value["checkpoint"])[0] == "default · bbbbbbb"
+    next(t for t in at.toggle if t.label == "Best first").set_value(False).run()
+    assert list(at.dataframe[0].value["checkpoint"])[-1] == "default · bbbbbbb"
+    next(s for s in at.selectbox if s.label == "Base model").set_value("default").run()
+    assert len(at.dataframe[0].value) == 4  # all descend from 'default'
+
+
+@pytest.fixture
+def no_gate(monkeypatch):
+    """workbench.gate not importable, and the dashboard's cached comparisons forgotten around that."""
+    import streamlit as st
+
+    import workbench
+
+    monkeypatch.setitem(sys.modules, "workbench.gate", None)
+    monkeypatch.delattr(workbench, "gate", raising=False)
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def test_compare_shows_the_cli_numbers(app, seeded, no_gate):
+    store, ids = seeded
+    at = app("app_pages/compare.py", a=ids["base"], b=ids["adapter"])
+    expected = comparison_cells(compare_runs(store.load(ids["base"]), store.load(ids["adapter"])))
+    shown = plain(at.table[0].value)
+    assert shown.to_dict("records") == expected
+    assert shown.loc[2, "B better/worse"] == "-"  # lm-eval metric: no paired counts
+    assert "verdict" not in shown.columns  # without workbench.gate: no verdict column, no guesses
+    assert at.metric[0].value == "2" and at.metric[1].value == "1"  # exact + json_valid up, mmlu down
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_compare_drill_down_filters_to_regressions(app, seeded):
+    store, ids = seeded
+    at = app("app_pages/compare.py", a=ids["base"], b=ids["adapter"])
+    diffs = sample_diffs(store.load(ids["base"]), store.load(ids["adapter"]), "contacts")
+    worse = [d["id"] for d in diffs if d["worse"]]
+    assert worse == ["item-2", "item-5"]
+    assert len(at.dataframe[0].value) == 6
+    next(t for t in at.toggle if t.label == "Regressions only").set_value(True).run()
+    assert list(at.dataframe[0].value["id"]) == worse
+    next(s for s in at.selectbox if s.label == "Judge regressions by").set_value("json_valid").run()
+    assert list(at.dataframe[0].value["id"]) == ["item-5"]
+    assert "B better on 2, worse on 1 (json_valid)" in " ".join(c.value for c in at.caption)
+
+
+def test_compare_shows_the_gates_significance_verdicts(app, seeded):
+    import streamlit as st
+
+    gate = pytest.importorskip("workbench.gate", reason="the gate (workbench/gate.py) is not in this tree")
+    st.cache_data.clear()
+    store, ids = seeded
+    at = app("app_pages/compare.py", a=ids["base"], b=ids["adapter"])
+    verdicts = list(plain(at.table[0].value)["verdict"])
+    # exact: 3 items up, 1 down -> McNemar exact p = 0.625; json_valid: 2 up, 1 down
+    assert verdicts[0] == f"no significant difference (mcnemar-exact p={gate.mcnemar(3, 1)[1]:.3g})"
+    assert verdicts[1] == f"no significant difference (mcnemar-exact p={gate.mcnemar(2, 1)[1]:.3g})"
+    assert verdicts[2].startswith("no significant difference (normal-unpaired p=")  # lm-eval: no samples here
+
+
+def test_compare_checkpoint_mode_uses_each_checkpoints_latest_run(app, seeded):
+    store, ids = seeded
+    at = app("app_pages/compare.py")
+    at.radio[0].set_value("two checkpoints (latest run of each)").run()
+    assert not at.exception
+    labels = {s.label: s.value for s in at.selectbox}
+    assert labels["Suite"] == "contacts"
+    newest = store.list_runs(kind="eval")[0]  # runs made in the same second: the index decides the order
+    assert labels["Checkpoint B (candidate)"] == views.checkpoint_label(newest["checkpoint"])
+    assert at.query_params["b"] == newest["run_id"]
+    assert labels["Checkpoint A (baseline)"] != labels["Checkpoint B (candidate)"]
+
+
+def test_exports_page_plots_size_against_quality(app, seeded):
+    at = app("app_pages/exports.py")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # size vs quality, KL per quant
+    parity = at.dataframe[0].value
+    assert list(parity["quant"]) == ["q4_k_m", "q2_k", "q8_0"]  # by size
+    assert list(parity["size (MiB)"]) == [100, 120, 150]
+    assert at.table  # the GGUF's eval against its source's eval
+    front = views.pareto_front(parity.rename(columns={"mean KL (nats/token)": "kl"}).to_dict("records"),
+                               "size (MiB)", "kl", False)
+    assert [p["quant"] for p in front] == ["q4_k_m", "q8_0"]  # q2_k is bigger and worse than q4_k_m
+
+
+def test_lineage_joins_base_adapter_merged_exports(app, seeded):
+    at = app("app_pages/lineage.py")
+    table = at.dataframe[0].value.set_index("checkpoint")
+    assert table.loc["contacts-lora", "made from"] == "default"
+    assert table.loc["contacts-lora-merged", "made from"] == "contacts-lora"
+    assert table.loc["merged-Q4_K_M", "made from"] == "contacts-lora-merged"
+    assert table.loc["merged-Q8_0", "made from"] == "contacts-lora-merged"
+    assert table.loc["default", "made from"] == "SmolLM2.Q4_1.gguf"
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_run_detail_shows_manifest_versions_timings(app, seeded):
+    store, ids = seeded
+    at = app("app_pages/runs.py", run=ids["export"])
+    assert at.selectbox[0].value == ids["export"]
+    assert len(at.dataframe[0].value) == len(ids)  # the run list
+    assert at.metric[0].value == "ok"
+    assert at.code[0].value == "wb export /m/merged -f gguf"
+    assert len(at.get("plotly_chart")) == 1  # timings
+    versions = [d.value for d in at.dataframe if "package" in d.value.columns]
+    assert versions == []  # the export run recorded none; the eval run does:
+    at.selectbox[0].set_value(ids["base"]).run()
+    versions = next(d.value for d in at.dataframe if "package" in d.value.columns)
+    assert dict(zip(versions["package"], versions["version"])) == {"python": "3.11", "torch": "2.4"}
+
+
+def test_training_curves(app, seeded):
+    at = app("app_pages/training.py")
+    assert len(at.get("plotly_chart")) == 2  # loss, learning rate
+    assert list(at.dataframe[0].value["step"]) == list(range(5, 45, 5))
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    """200 synthetic runs from the benchmark's generator (the shapes the CLI records)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench_dashboard.py"
+    spec = importlib.util.spec_from_file_location("bench_dashboard", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.make_store(tmp_path_factory.mktemp("big") / "store", 200)
+
+
+@pytest.mark.parametrize("page", ["leaderboard", "compare", "exports", "lineage", "runs", "training"])
+def test_every_page_works_on_hundreds_of_runs(big_store, monkeypatch, page):
+    monkeypatch.setenv("WB_STORE", str(big_store.root))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [i.value for i in at.info if i.value.startswith("No ")]  # every page has data to show
+    if page == "runs":  # 200 runs: paged, 50 a page
+        assert len(at.dataframe[0].value) == 50 and at.number_input[0].max == 4
+    if page == "lineage":  # too many checkpoints for one graph: it opens on one family
+        assert at.selectbox[0].value != "all"
+    if page == "leaderboard":
+        assert "first 30 of" in " ".join(c.value for c in at.caption)
+
+
+def test_sample_diffs_agree_with_compare_paired_counts(seeded):
+    store, ids = seeded
+    a, b = store.load(ids["base"]), store.load(ids["adapter"])
+    diffs = sample_diffs(a, b, "contacts")
+    for row in compare_runs(a, b).rows:
+        if row.improved is not None:
+            assert row.improved == sum(row.metric in d["better"] for d in diffs)
+            assert row.regressed == sum(row.metric in d["worse"] for d in diffs)
+
+
+def test_sample_diffs_pair_lm_eval_records_by_document_and_filter(tmp_path):
+    store = Store(tmp_path / "store")
+    ids = []
+    for name, answers in (("base", [0.0, 1.0]), ("tuned", [1.0, 0.0])):
+        with store.open_run("eval", {"checkpoint": {"name": name}, "suite": "s"}) as run:
+            run.write_samples("lm-eval.gsm8k", [
+                {"doc_id": i, "filter": "strict-match", "prompt": f"Q{i}", "target": "18",
+                 "responses": [f"{name} answer {i}"], "filtered": f"{i}", "metrics": {"exact_match": v}}
+                for i, v in enumerate(answers)])
+            run.add_metric("gsm8k", "exact_match,strict-match", sum(answers) / 2, n=2, higher_is_better=True,
+                           source="lm-eval")
+        ids.append(run.run_id)
+    diffs = sample_diffs(store.load(ids[0]), store.load(ids[1]), "lm-eval.gsm8k")
+    assert [(d["id"], d["better"], d["worse"]) for d in diffs] == [
+        ("0,strict-match", ["exact_match,strict-match"], []), ("1,strict-match", [], ["exact_match,strict-match"])]
+    assert diffs[0]["prompt"] == "Q0" and diffs[0]["b"] == "tuned answer 0\n→ extracted: 0"
+
+
+def test_wb_dashboard_serves_on_loopback(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--port", str(port),
+                             "--store", str(tmp_path / "store")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as resp:
+                    assert resp.read().decode().strip() == "ok"
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "dashboard did not come up in 90 s"
+                time.sleep(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            assert resp.status == 200 and b"<html" in resp.read().lower()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
