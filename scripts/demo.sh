@@ -35,12 +35,11 @@ wb merge "$OUT/adapter" -o "$OUT/merged"
 step "5. export GGUF Q8_0 and Q4_K_M with llama.cpp's converter and quantizer"
 wb export "$OUT/merged" --format gguf --quant q8_0,q4_k_m -o "$OUT/gguf"
 
-step "6. answer the task in llama.cpp with the chat template embedded in each GGUF"
-merged=$(wb eval "$OUT/merged" --suite contacts --json | run_id)
-q8=$(wb eval "$OUT"/gguf/*-Q8_0.gguf --suite contacts --json | run_id)
-q4=$(wb eval "$OUT"/gguf/*-Q4_K_M.gguf --suite contacts --json | run_id)
-wb compare "$merged" "$q8" --samples 3
-wb compare "$merged" "$q4" --samples 3
+step "6. answer the task in llama.cpp with the chat template embedded in each GGUF, next to transformers"
+q8=$(wb eval "$OUT"/gguf/*-Q8_0.gguf --suite demo --no-harness --json | run_id)
+q4=$(wb eval "$OUT"/gguf/*-Q4_K_M.gguf --suite demo --no-harness --json | run_id)
+wb compare "$adapter" "$q8" --samples 3
+wb compare "$adapter" "$q4" --samples 3
 
 step "7. everything recorded"
 wb runs

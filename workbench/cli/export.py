@@ -36,8 +36,9 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from workbench.cli.output import out
 
     checks = (summary.get("verify") or {}).get("files", {})
     table = Table(title=f"{summary['format']} export of {summary['checkpoint']['name']} -> {summary['out']}")
@@ -52,10 +53,9 @@ def _print_summary(summary: dict) -> None:
                       str(v.get("prompt_tokens_match", "-")), f"{v['same_answer']}/{n}" if v else "-",
                       f"{v['top1_agreement']:.3f}" if v.get("top1_agreement") is not None else "-",
                       f"{v['mean_kl']:.4f}" if v.get("mean_kl") is not None else "-")
-    console = Console()
-    console.print(table)
+    out.print(table)
     secs = summary["seconds"]
-    console.print(f"export {secs['export']} s" + (f", verify {secs['verify']} s" if secs["verify"] is not None else ""))
+    out.print(f"export {secs['export']} s" + (f", verify {secs['verify']} s" if secs["verify"] is not None else ""))
 
 
 def _record(run, summary: dict) -> None:
