@@ -40,15 +40,20 @@ def eval_cmd(
     from workbench.home import data_dir as resolve_data_dir
 
     # Everything the user gave is checked here, before a model loads or the store is touched.
+    # Cheap checks come first: resolving 'default' may convert the default model (a minute, once).
     loaded = load_suite(suite, evals_dir=evals_dir, limit=limit)
-    ckpt = resolve_checkpoint(checkpoint)
     gates = load_gates(gates_file) if gates_file else loaded.config.gates
     if not gates and (junit or markdown or gate_json):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
+    mirror = resolve_data_dir(data_dir)
+    if not no_harness and loaded.config.harness:
+        from workbench.eval.harness import check_harness
+
+        check_harness([t for spec in loaded.config.harness for t in spec.tasks], data_dir=mirror)
     st = store_for(store)
     base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
     check_gates(gates, loaded.config, base_run)
-    mirror = resolve_data_dir(data_dir)
+    ckpt = resolve_checkpoint(checkpoint)
     plans = [] if no_harness else [_harness_plan(spec, ckpt, mirror, limit) for spec in loaded.config.harness]
     base_plans = [] if no_harness or base_ckpt is None else [
         _harness_plan(spec, base_ckpt, mirror, limit) for spec in loaded.config.harness]
@@ -109,14 +114,10 @@ def _resolve_baseline(st, ref: str):
 
 
 def _harness_plan(spec, ckpt, mirror, limit) -> dict:
-    from workbench.errors import BadInput
-    from workbench.eval.harness import check_harness
-
     if ckpt.format == "gguf":
         raise BadInput(f"checkpoint '{ckpt.path}': lm-eval regression tasks run on HF checkpoints here; "
                        "use --no-harness for a GGUF file")
     plan = dict(tasks=spec.tasks, data_dir=mirror, limit=limit if limit is not None else spec.limit,
                 num_fewshot=spec.num_fewshot, batch_size=spec.batch_size,
                 apply_chat_template=spec.apply_chat_template, gen_kwargs=spec.gen_kwargs or None)
-    check_harness(plan["tasks"], data_dir=mirror)
     return plan
