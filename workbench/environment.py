@@ -9,9 +9,9 @@ TRACKED = ["ckpt-workbench", "torch", "transformers", "peft", "trl", "accelerate
            "llama-cpp-python", "gguf", "streamlit", "plotly"]
 
 
-def versions() -> dict[str, str | None]:
+def versions(dists: list[str] = TRACKED) -> dict[str, str | None]:
     out = {"python": platform.python_version()}
-    for dist in TRACKED:
+    for dist in dists:
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

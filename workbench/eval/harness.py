@@ -351,11 +351,6 @@ def _settings(raw: dict, lm, model_args: dict, ckpt: Checkpoint, *, limit, batch
 
 
 def _versions(ckpt: Checkpoint) -> dict:
-    names = ["lm_eval", "transformers", "torch", "datasets"] + (["peft"] if ckpt.kind == "adapter" else [])
-    out = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from workbench.environment import versions
+
+    return versions(["lm_eval", "transformers", "torch", "datasets"] + (["peft"] if ckpt.kind == "adapter" else []))

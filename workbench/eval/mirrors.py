@@ -6,12 +6,12 @@ mirror holds reads it from there; prompts, splits, few-shot source and scoring s
 """
 
 import contextlib
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.extras import require
 
@@ -92,14 +92,6 @@ def task_splits(task) -> list[str]:
     names = [cfg.test_split, cfg.validation_split, cfg.training_split, cfg.fewshot_split,
              getattr(fewshot_cfg, "split", None)]
     return list(dict.fromkeys(n for n in names if n))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
