@@ -1,12 +1,11 @@
 """Merging a LoRA adapter into its base, verified: merged logits must match base + adapter on a probe batch."""
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.checkpoint import Checkpoint, weights_sha
-from workbench.store.files import staging_dir
+from workbench.store.files import publish_dir, staging_dir
 from workbench.errors import BadInput
 from workbench.extras import require
 
@@ -76,9 +75,7 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
                     "merge_check": report.__dict__},
         )
         ckpt.save_meta()
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ckpt.path = out_dir.resolve()

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, store_for
-from workbench.cli.output import emit_json, err, out
+from workbench.cli.output import emit_json, out
 
 
 def register(app: typer.Typer) -> None:

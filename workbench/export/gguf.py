@@ -6,14 +6,13 @@ failure or Ctrl-C leaves no partial artifacts.
 
 import contextlib
 import json
-import os
 import re
 import shutil
 from collections import Counter
 from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
-from workbench.store.files import staging_dir
+from workbench.store.files import publish_dir, staging_dir
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
 from workbench.extras import available, require
 
@@ -101,9 +100,7 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
         steps = _Steps(progress)
         with steps.progress:
             built = _build(ckpt, tmp, names, keep_f16, steps)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.rename(tmp / "out", out_dir)
+        publish_dir(tmp / "out", out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for art in built:

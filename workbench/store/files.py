@@ -49,3 +49,10 @@ def staging_dir(target: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private
     return tmp
+
+
+def publish_dir(staged: Path, target: Path) -> None:
+    """Move a finished staged folder into place; `target` may exist only as an empty folder (checked by callers)."""
+    if target.exists():
+        target.rmdir()
+    os.replace(staged, target)

@@ -1,7 +1,6 @@
 """LoRA SFT with TRL's SFTTrainer on conversational prompt/completion data (loss on the completion only)."""
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 from workbench.checkpoint import Checkpoint, resolve_checkpoint, weights_sha
 from workbench.config import TrainConfig
 from workbench.data.records import as_sft_rows, load_chat_items, sha256_file
-from workbench.store.files import staging_dir
+from workbench.store.files import publish_dir, staging_dir
 from workbench.errors import BadInput
 from workbench.extras import require
 
@@ -87,9 +86,7 @@ def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None
                    "final_loss": log[-1]["loss"] if log else None},
         )
         ckpt.save_meta()
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(adapter_dir, out_dir)
+        publish_dir(adapter_dir, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ckpt.path = out_dir.resolve()
