@@ -5,6 +5,7 @@ shown is the one the CLI prints.
 """
 
 import sys
+import threading
 from pathlib import Path
 
 # The pages live in app_pages/, not pages/: Streamlit takes a pages/ folder beside the entry script for a
@@ -18,6 +19,22 @@ import streamlit as st  # noqa: E402
 import store_cache  # noqa: E402
 
 st.set_page_config(page_title="ckpt-workbench", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_imports() -> threading.Thread:
+    """Import what the Compare page needs (the gate's statistics, pydantic, numpy: about a second on 2 cores) in
+    the background once per server, while the first page draws, so the first visit to Compare does not wait."""
+    def work():
+        import workbench.config  # noqa: F401
+        import workbench.gate  # noqa: F401
+
+    thread = threading.Thread(target=work, name="wb-warm-imports", daemon=True)
+    thread.start()
+    return thread
+
+
+_warm_imports()
 
 PAGES = [  # file, title, icon; the first is the default page, served at /
     ("leaderboard", "Leaderboard", "leaderboard"), ("compare", "Compare", "compare_arrows"),
