@@ -225,7 +225,10 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     names = sorted(p.name for p in out.iterdir())
     stem = tiny_model_dir.name
     assert names == sorted([f"{stem}-Q8_0.gguf", f"{stem}-Q8_0.gguf.wb.json", f"{stem}-F16.gguf",
-                            f"{stem}-F16.gguf.wb.json"])
+                            f"{stem}-F16.gguf.wb.json", f"{stem}-Q8_0.Modelfile", f"{stem}-F16.Modelfile",
+                            "README.ollama.md"])
+    for f in summary["files"]:  # the Ollama bundle of each file passed its template round trip
+        assert f["ollama"]["roundtrip"]["passed"] and f["ollama"]["roundtrip"]["total"] >= 5, f["ollama"]
     assert [f["quant"] for f in summary["files"]] == ["q8_0", "f16"]
     assert all(f["size_bytes"] == Path(f["path"]).stat().st_size for f in summary["files"])
     assert _no_partials(tmp_path, "gguf")
@@ -243,8 +246,14 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     assert meta["eos_token_id"] == tok.eos_token_id
 
     verify = summary["verify"]["files"][q8.name]
+    print(json.dumps({k: v for k, v in verify.items() if k != "answers"}, indent=1))
     assert verify["prompt_tokens_match"] is True
+    assert verify["heldout"]["n_tokens"] == summary["verify"]["heldout"]["tokens"] > 1000
     assert verify["top1_agreement"] > 0.9  # random weights, but q8_0 barely moves the logits
+    assert verify["mean_kl"] < 0.01 and verify["perplexity"] > 1000  # random weights: near-uniform over 49k
+    smoke = verify["smoke"]
+    assert smoke["total"] == 5 and smoke["passed"] == (smoke["stopped"] == smoke["no_leaks"] ==
+                                                       smoke["no_invented_turns"] == 5)
     assert summary["seconds"]["export"] > 0
 
 

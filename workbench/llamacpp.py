@@ -80,6 +80,36 @@ def chat_prompt_tokens(llm, messages: list[dict]) -> list[int]:
     return [int(t) for t in llm.input_ids[:n]]
 
 
+def gguf_tokenizer(path):
+    """fn(text) -> token ids as llama.cpp tokenizes a prompt from the file's vocabulary (special tokens parsed,
+    no BOS added), loading the vocabulary only."""
+    path = Path(path)
+    _check_gguf_file(path)
+    llama_cpp = _llama_cpp("Tokenizing with a GGUF's vocabulary")
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+    def tokenize(text: str) -> list[int]:
+        return [int(t) for t in vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True)]
+
+    return tokenize
+
+
+def greedy_tokens(llm, prompt: list[int], max_tokens: int) -> tuple[list[int], int | None]:
+    """Greedy continuation of `prompt` as token ids, and the end-of-generation token that stopped it (None when
+    max_tokens ran out first). Token-level, so special tokens in the output are seen as such."""
+    llama_cpp = _llama_cpp("Generating with a GGUF model")
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    out: list[int] = []
+    llm.reset()
+    for token in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+        if llama_cpp.llama_vocab_is_eog(vocab, token):
+            return out, int(token)
+        out.append(int(token))
+        if len(out) >= max_tokens:
+            break
+    return out, None
+
+
 def sequence_logits(llm, tokens: list[int]):
     """Next-token logits at every position of `tokens` (needs load_gguf(..., logits_all=True)); numpy [n, vocab]."""
     llm.reset()

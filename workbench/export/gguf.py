@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
-from workbench.store.files import publish_dir, staging_dir
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
 from workbench.extras import available, require
+from workbench.store.files import publish_dir, staging_dir
 
 # user-facing name -> llama_cpp ftype constant; f16/bf16 are written by the converter itself
 QUANT_TYPES: dict[str, str | None] = {
@@ -89,7 +89,7 @@ def artifact_name(ckpt: Checkpoint) -> str:
 
 
 def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *,
-                keep_f16: bool = False, progress: bool = True) -> list[Checkpoint]:
+                keep_f16: bool = False, progress: bool = True, ollama: bool = True) -> list[Checkpoint]:
     """Export an HF model (or an adapter, merged first) to one GGUF file per quant type in out_dir."""
     names = check(ckpt, quants)
     out_dir = Path(out_dir)
@@ -99,7 +99,7 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
     try:
         steps = _Steps(progress)
         with steps.progress:
-            built = _build(ckpt, tmp, names, keep_f16, steps)
+            built = _build(ckpt, tmp, names, keep_f16, steps, ollama)
         publish_dir(tmp / "out", out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -108,7 +108,8 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
     return built
 
 
-def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps: "_Steps") -> list[Checkpoint]:
+def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps: "_Steps",
+           ollama: bool = True) -> list[Checkpoint]:
     from workbench.export.llama_tools import locate_tools
 
     work, out = tmp / "work", tmp / "out"
@@ -154,6 +155,7 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
     artifacts = []
     for quant in order:
         meta = metas.get(files[quant]) or _check_template(files[quant], expected_template, source.path)
+        metas[files[quant]] = meta
         art = Checkpoint(
             path=files[quant], name=files[quant].stem, kind="quantized", format="gguf", base=ckpt.base,
             sha=weights_sha(files[quant]),
@@ -163,9 +165,41 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
             extra={"size_bytes": files[quant].stat().st_size, "file_type": meta["file_type"],
                    "tensor_types": meta["tensor_types"], **_fallback_fields(reports.get(quant))},
         )
-        art.save_meta()
         artifacts.append(art)
+    if ollama:
+        with steps.step("Ollama bundle: Modelfile + template round-trip check"):
+            _ollama_bundles(artifacts, source.path, out, metas)
+        for art in artifacts:
+            if art.extra["ollama"].get("error"):
+                steps.note(f"{art.path.name}: Ollama bundle: {art.extra['ollama']['error']}")
+    for art in artifacts:
+        art.save_meta()
     return artifacts
+
+
+def _ollama_bundles(artifacts: list[Checkpoint], source_dir: Path, out: Path, metas: dict[Path, dict]) -> None:
+    from workbench import llamacpp
+    from workbench.export import ollama
+
+    transformers = require("transformers", "Ollama bundle (chat template)", "eval")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(source_dir))
+    eos = _generation_eos(source_dir)
+    for art in artifacts:
+        meta = metas[art.path]
+        ids = eos + [meta[k] for k in ("eos_token_id", "eot_token_id") if meta.get(k) is not None]
+        art.extra["ollama"] = ollama.write_bundle(art.path, tokenizer, source_dir, ids,
+                                                  llama_tokenize=llamacpp.gguf_tokenizer(art.path))
+    written = [a.extra["ollama"]["modelfile"] for a in artifacts if "modelfile" in a.extra["ollama"]]
+    if written:
+        ollama.write_readme(out, written)
+
+
+def _generation_eos(model_dir: Path) -> list[int]:
+    try:
+        eos = json.loads((model_dir / "generation_config.json").read_text()).get("eos_token_id")
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
 
 
 def _check_architecture(model_dir: Path, tools) -> None:

@@ -1,10 +1,15 @@
-"""Verify GGUF files the way they will be served: load each in llama.cpp, chat with its embedded template, and
-measure what the export cost against the source checkpoint under transformers.
+"""Verify GGUF files the way they will be served: load each in llama.cpp and measure what the export cost against
+the source checkpoint under transformers.
 
-Per file: whether llama.cpp's prompt tokens equal transformers' apply_chat_template tokens, greedy answers of
-both, and, teacher-forced on the source's greedy answers, top-1 agreement and mean KL(source || gguf).
+Per file:
+- held-out text (quality.py): perplexity, mean KL(source || gguf) and top-1 agreement of next-token
+  distributions, llama.cpp's logits vs transformers' on the same token windows, in a stream;
+- smoke chats with the file's embedded chat template, greedy: the prompt tokens equal transformers'
+  apply_chat_template tokens, the model stops (an end-of-generation token within max tokens), no special
+  token leaks into the text, no invented user turn, and the answer equals transformers' greedy answer.
 """
 
+from functools import partial
 from pathlib import Path
 
 from workbench.checkpoint import Checkpoint
@@ -14,7 +19,11 @@ DEFAULT_PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "Give me three tips for staying healthy."}],
     [{"role": "user", "content": "Write a Python function that returns the square of a number."}],
+    [{"role": "system", "content": "You answer in one short sentence."}, {"role": "user", "content": "Why is the sky blue?"}],
+    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help you today?"},
+     {"role": "user", "content": "How do I say goodbye in French?"}],
 ]
+SMOKE_MAX_TOKENS = 192  # room to stop: a smoke chat that runs past this has not stopped
 
 
 def hf_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
@@ -39,53 +48,77 @@ def hf_greedy(model, tokenizer, conversations: list[list[dict]], max_tokens: int
     return answers
 
 
-def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[list[dict]] | None = None,
-                max_tokens: int = 48) -> dict:
-    """Compare each GGUF under llama.cpp with `source` under transformers; returns a JSON-able report."""
-    import numpy as np
-
+def smoke_chat(llm, tokenizer, messages: list[dict], max_tokens: int, user_prefix: str) -> dict:
+    """One greedy chat under llama.cpp with the GGUF's template, judged on the generated token ids."""
     from workbench import llamacpp
+
+    prompt = llamacpp.chat_prompt_tokens(llm, messages)
+    ids, stop = llamacpp.greedy_tokens(llm, prompt, max_tokens)
+    specials = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    leaked = [tokenizer.convert_ids_to_tokens(i) for i in ids if i in specials]
+    raw = tokenizer.decode(ids, skip_special_tokens=False)
+    bare_user = tokenizer.decode(tokenizer(user_prefix, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
+    invented = bool(user_prefix and user_prefix in raw) or bool(
+        bare_user.strip() and any(line.strip() == bare_user.strip() for line in raw.splitlines()[1:]))
+    return {"prompt": prompt, "ids": ids, "text": tokenizer.decode(ids, skip_special_tokens=True),
+            "stopped": stop is not None, "stop_token": tokenizer.convert_ids_to_tokens(stop) if stop is not None else None,
+            "leaked_special_tokens": sorted(set(leaked)), "invented_user_turn": invented}
+
+
+def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[list[dict]] | None = None,
+                max_tokens: int = 48, *, heldout: str | Path | None = None, window: int | None = None,
+                max_heldout_tokens: int | None = 2048, progress: bool = False) -> dict:
+    """Compare each GGUF under llama.cpp with `source` under transformers; returns a JSON-able report."""
+    from workbench import llamacpp
+    from workbench.export import quality
+    from workbench.export.ollama import TemplateNotExpressible, derive_shape
     from workbench.models import load_model, load_tokenizer
 
-    torch = require("torch", "GGUF verification", "eval")
     prompts = prompts or DEFAULT_PROMPTS
     tokenizer = load_tokenizer(source)
     model = load_model(source)
+    texts = quality.load_heldout_texts(heldout, tokenizer)
+    windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
     ref_ids = hf_greedy(model, tokenizer, prompts, max_tokens)
     prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
-    ref_logprobs = []
-    with torch.no_grad():
-        for p, a in zip(prompt_ids, ref_ids):
-            logits = model(torch.tensor([p + a])).logits[0, len(p) - 1: len(p) + len(a) - 1].double()
-            ref_logprobs.append(torch.log_softmax(logits, -1).numpy())
-    del model
+    source_fn = quality.transformers_logits_fn(model)
+    try:
+        user_prefix = derive_shape(tokenizer).prefix["user"]
+    except TemplateNotExpressible:
+        user_prefix = ""
     report = {"source": {"name": source.name, "path": str(source.path),
                          "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref_ids]},
-              "prompts": [m[-1]["content"] for m in prompts], "files": {}}
+              "prompts": [m[-1]["content"] for m in prompts],
+              "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
+                          "windows": len(windows), "window": len(windows[0]),
+                          "tokens": sum(len(w) - 1 for w in windows)},
+              "files": {}}
 
     for art in artifacts:
-        n_ctx = max(len(p) + len(a) for p, a in zip(prompt_ids, ref_ids)) + max_tokens + 8
+        n_ctx = max([len(w) for w in windows] + [len(p) + SMOKE_MAX_TOKENS + 8 for p in prompt_ids])
         llm = llamacpp.load_gguf(art.path, n_ctx=max(n_ctx, 256), logits_all=True)
         try:
-            answers = llamacpp.chat(llm, prompts, max_tokens)
-            same_prompt = [llamacpp.chat_prompt_tokens(llm, m) == p for m, p in zip(prompts, prompt_ids)]
-            agree, kls = [], []
-            for p, a, ref in zip(prompt_ids, ref_ids, ref_logprobs):
-                if not a:
-                    continue
-                logits = llamacpp.sequence_logits(llm, p + a)[len(p) - 1: len(p) + len(a) - 1].astype(np.float64)
-                logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-                agree.extend((logp.argmax(-1) == ref.argmax(-1)).tolist())
-                kls.extend((np.exp(ref) * (ref - logp)).sum(-1).tolist())
+            chats = [smoke_chat(llm, tokenizer, m, max(SMOKE_MAX_TOKENS, max_tokens), user_prefix) for m in prompts]
+            held = quality.measure(source_fn, {"gguf": partial(llamacpp.sequence_logits, llm)}, windows)["gguf"]
         finally:
             llm.close()
-        ref_text = report["source"]["answers"]
+        same = [c["ids"][:max_tokens] == ref for c, ref in zip(chats, ref_ids)]
+        smoke = {"stopped": sum(c["stopped"] for c in chats), "no_leaks": sum(not c["leaked_special_tokens"] for c in chats),
+                 "no_invented_turns": sum(not c["invented_user_turn"] for c in chats), "total": len(chats),
+                 "leaked": sorted({t for c in chats for t in c["leaked_special_tokens"]}),
+                 "stop_tokens": sorted({c["stop_token"] for c in chats if c["stop_token"]})}
+        smoke["passed"] = smoke["stopped"] == smoke["no_leaks"] == smoke["no_invented_turns"] == smoke["total"]
         report["files"][Path(art.path).name] = {
             "quant": (art.parent or {}).get("quant"),
-            "prompt_tokens_match": all(same_prompt),
-            "answers": answers,
-            "same_answer": sum(x.strip() == y.strip() for x, y in zip(answers, ref_text)),
-            "top1_agreement": float(np.mean(agree)) if agree else None,
-            "mean_kl": float(np.mean(kls)) if kls else None,
+            "prompt_tokens_match": all(c["prompt"] == p for c, p in zip(chats, prompt_ids)),
+            "answers": [c["text"] for c in chats],
+            "same_answer": sum(same),
+            "smoke": smoke,
+            "heldout": held.as_dict(),
+            "perplexity": held.perplexity,
+            "source_perplexity": held.source_perplexity,
+            "top1_agreement": held.top1_agreement,
+            "mean_kl": held.mean_kl,
         }
+    del model
     return report
