@@ -10,6 +10,13 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
     echo "[test] could not install chromium: the browser test will be skipped" >&2
 fi
+# The Ollama template tests cross-check wb's Go-template renderer against Go's own text/template (a stdlib-only
+# program, built offline). `wb export` itself never needs Go. Without root the cross-check is skipped, and says so.
+if ! command -v go >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "[test] installing golang-go for the Ollama template cross-check" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null) ||
+    echo "[test] could not install golang-go: the Go cross-check will be skipped" >&2
+fi
 export OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false
 export WB_DATA_DIR="${WB_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 exec .venv/bin/python -m pytest "$@"
