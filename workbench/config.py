@@ -49,11 +49,33 @@ class TrainConfig(Strict):
 
 # ---- eval suites --------------------------------------------------------------------------------------------
 
+JUDGE_SCORERS = ("judge", "judge_pairwise")
+
+
 class ScorerSpec(Strict):
-    type: Literal["exact", "normalized_exact", "json_valid", "json_fields", "contains", "regex", "numeric"]
+    type: Literal["exact", "normalized_exact", "json_valid", "json_fields", "json_schema", "contains", "regex",
+                  "numeric", "token_f1", "rouge_l", "judge", "judge_pairwise"]
     name: str | None = None
     pattern: str | None = None  # regex
     tolerance: float = 0.0  # numeric
+    # json_schema: the schema inline, or a .json file path relative to the suite (load_suite reads it in)
+    json_schema: dict | str | None = None
+    # judge (rubric grading) and judge_pairwise (versus --baseline): see docs/judge.md
+    rubric: str | None = None
+    scale: tuple[int, int] = (1, 5)
+    use_reference: bool = True  # show the judge the sample's reference answer when it has one
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("a json_schema scorer needs 'json_schema' (inline or a file path)")
+        if self.type == "regex" and self.pattern is None:
+            raise ValueError("a regex scorer needs 'pattern'")
+        if self.type == "judge" and not self.rubric:
+            raise ValueError("a judge scorer needs a 'rubric'")
+        if self.scale[0] >= self.scale[1]:
+            raise ValueError("scale: the low end must be below the high end")
+        return self
 
     @property
     def label(self) -> str:
@@ -74,6 +96,8 @@ class TaskSpec(Strict):
     scorers: list[ScorerSpec] = Field(min_length=1)
     generation: GenerationSpec = GenerationSpec()
     limit: int | None = Field(None, ge=1)
+    # Human-graded answers (JSONL: id, answer, score) the judge is checked against (Cohen's kappa)
+    gold: str | None = None
 
 
 class HarnessSpec(Strict):
@@ -109,6 +133,21 @@ class GateSpec(Strict):
         return self.name or f"{self.task}/{self.metric}"
 
 
+class JudgeSpec(Strict):
+    """Where the LLM judge runs. Without base_url wb starts llama.cpp's server on loopback for `model`."""
+
+    base_url: str | None = None  # an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1
+    model: str = "default"  # local: 'default' or a .gguf path; external: the endpoint's model name
+    api_key_env: str | None = None  # the NAME of the environment variable holding the key, never the key
+    response_format: Literal["auto", "json_schema", "json_object", "grammar", "none"] = "auto"
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    retries: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    max_tokens: int = Field(256, ge=16)
+    n_ctx: int = Field(4096, ge=512)  # local server only
+
+
 class SuiteConfig(Strict):
     name: str
     description: str = ""
@@ -116,6 +155,7 @@ class SuiteConfig(Strict):
     # lm-eval runs; several entries when tasks need different settings (limit, shots, generation length).
     harness: list[HarnessSpec] = []
     gates: list[GateSpec] = []
+    judge: JudgeSpec = JudgeSpec()
 
 
 def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:

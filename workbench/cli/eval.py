@@ -53,6 +53,10 @@ def eval_cmd(
     st = store_for(store)
     base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
     check_gates(gates, loaded.config, base_run)
+    if loaded.uses_judge:
+        from workbench.judge.session import check_judge
+
+        check_judge(loaded.config.judge)
     ckpt = resolve_checkpoint(checkpoint)
     plans = [] if no_harness else [_harness_plan(spec, ckpt, mirror, limit) for spec in loaded.config.harness]
     base_plans = [] if no_harness or base_ckpt is None else [
@@ -69,8 +73,14 @@ def eval_cmd(
                                  harness_plans=base_plans, progress=progress)
     info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {loaded.config.name}")
     with bars() as progress:
-        run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line()),
+        run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
+                                                      baseline=base_run),
                         harness_plans=plans, progress=progress)
+    from workbench.cli.output import err
+    from workbench.judge.reliability import summary_lines
+
+    for line in summary_lines(run.manifest.get("judge")):
+        err.print(line, soft_wrap=True, markup=False)
     from workbench.compare import compare_runs, render_table, results_table
 
     report = None
@@ -87,6 +97,8 @@ def eval_cmd(
             payload["comparison"] = compare_runs(base_run, run).to_dict()
         if report:
             payload["gate"] = report.to_dict()
+        if run.manifest.get("judge"):
+            payload["judge"] = run.manifest["judge"]
         emit_json(payload)
     else:
         out.print(results_table(run))

@@ -1,5 +1,6 @@
 """`wb eval`: run a suite's task evals (and its lm-eval regression slice) on a checkpoint, into the store."""
 
+import contextlib
 import hashlib
 import math
 import time
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.checkpoint import Checkpoint
+from workbench.config import JUDGE_SCORERS
 from workbench.environment import hardware, versions
 from workbench.eval.scorers import score
 from workbench.eval.suites import LoadedSuite
@@ -18,6 +20,7 @@ class EvalOptions:
     data_dir: Path | None = None
     limit: int | None = None
     command: str = ""
+    baseline: Run | None = None  # judge_pairwise scorers compare this run's answers with the baseline's
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -57,11 +60,15 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
         "versions": versions(),
         "timings": {},
     }
-    with store.open_run("eval", manifest) as run:
+    with store.open_run("eval", manifest) as run, _judge_session(suite) as judge:
+        if judge is not None:
+            run.manifest["judge"] = {"tasks": {}}
         for task in suite.config.tasks:
             started = time.monotonic()
-            _run_task(ckpt, task, suite.items[task.name], run, progress)
+            _run_task(ckpt, task, suite.items[task.name], run, progress, judge=judge, suite=suite, options=options)
             run.manifest["timings"][task.name] = round(time.monotonic() - started, 2)
+        if judge is not None:
+            run.manifest["judge"].update(judge.summary())
         for i, plan in enumerate(harness_plans):
             started = time.monotonic()
             _run_harness(ckpt, plan, run)
@@ -70,23 +77,52 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
     return run
 
 
-def _run_task(ckpt: Checkpoint, task, items: list[dict], run: Run, progress) -> None:
+def _judge_session(suite: LoadedSuite):
+    if not suite.uses_judge:
+        return contextlib.nullcontext()
+    from workbench.judge.session import JudgeSession
+
+    return JudgeSession(suite.config.judge)
+
+
+def _run_task(ckpt: Checkpoint, task, items: list[dict], run: Run, progress, *, judge=None, suite=None,
+              options: EvalOptions | None = None) -> None:
     from workbench.eval.generation import generate
 
     advance = progress.task(f"{task.name}: generating", total=len(items)) if progress else None
     outputs = generate(ckpt, [it["messages"] for it in items], task.generation, progress=advance)
     samples = []
-    per_scorer: dict[str, list[float]] = {s.label: [] for s in task.scorers}
+    plain = [s for s in task.scorers if s.type not in JUDGE_SCORERS]
+    per_scorer: dict[str, list[float]] = {s.label: [] for s in plain}
     for item, output in zip(items, outputs):
-        scores = {s.label: score(s, output, item["reference"]) for s in task.scorers}
+        scores = {s.label: score(s, output, item["reference"]) for s in plain}
         for label, value in scores.items():
             per_scorer[label].append(value)
         samples.append({"id": item["id"], "messages": item["messages"], "output": output,
                         "reference": item["reference"], "scores": scores})
+    if judge is not None and len(plain) < len(task.scorers):
+        _judge_task(judge, task, samples, items, run, progress, suite, options)
     run.write_samples(task.name, samples)
     for label, values in per_scorer.items():
         value, stderr = mean_stderr(values)
         run.add_metric(task.name, label, value, stderr=stderr, n=len(values), higher_is_better=True, source="task")
+
+
+def _judge_task(judge, task, samples, items, run: Run, progress, suite: LoadedSuite, options) -> None:
+    from workbench.judge.grading import judge_task
+
+    baseline = options.baseline if options else None
+    metrics, reliability, gold_records = judge_task(
+        judge.client, task, samples, baseline_samples=baseline.samples(task.name) if baseline else None,
+        baseline_run=baseline.run_id if baseline else None, gold=suite.gold.get(task.name), items=items,
+        progress=progress)
+    for label, values, errors, extra in metrics:
+        value, stderr = mean_stderr(values) if values else (None, None)
+        run.add_metric(task.name, label, value, stderr=stderr, n=len(values), higher_is_better=True,
+                       source="judge", errors=errors, **extra)
+    if gold_records:
+        run.write_samples(f"{task.name}.judge-gold", gold_records)
+    run.manifest["judge"]["tasks"][task.name] = reliability
 
 
 def _run_harness(ckpt: Checkpoint, plan, run: Run) -> None:

@@ -1,12 +1,14 @@
 """Finding and validating eval suites (evals/suites/*.yaml, or a path)."""
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.config import SuiteConfig, load_yaml_model
+from workbench.config import JUDGE_SCORERS, SuiteConfig, load_yaml_model
 from workbench.content import content_dir
 from workbench.data.records import load_chat_items, sha256_file
 from workbench.errors import BadInput
+from workbench.extras import require
 
 
 @dataclass
@@ -15,6 +17,11 @@ class LoadedSuite:
     path: Path
     sha: str
     items: dict[str, list[dict]]  # task name -> validated chat items (limit applied)
+    gold: dict[str, list[dict]] = field(default_factory=dict)  # task name -> human-graded answers
+
+    @property
+    def uses_judge(self) -> bool:
+        return any(s.type in JUDGE_SCORERS for t in self.config.tasks for s in t.scorers)
 
 
 def find_suite(ref: str, evals_dir: str | None = None) -> Path:
@@ -40,10 +47,62 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
     names = [t.name for t in config.tasks]
     if len(set(names)) != len(names):
         raise BadInput(f"{path}: tasks: duplicate task names")
-    items = {}
-    for task in config.tasks:
+    items, gold = {}, {}
+    for ti, task in enumerate(config.tasks):
         data_path = (path.parent / task.data).resolve()
         loaded = load_chat_items(data_path)
         cap = min(x for x in (limit, task.limit, len(loaded)) if x is not None)
         items[task.name] = loaded[:cap]
-    return LoadedSuite(config=config, path=path.resolve(), sha=sha256_file(path), items=items)
+        for si, spec in enumerate(task.scorers):
+            if spec.type == "json_schema":
+                spec.json_schema = _load_schema(path, f"tasks.{ti}.scorers.{si}.json_schema", spec.json_schema)
+        if task.gold:
+            judged = [s for s in task.scorers if s.type == "judge"]
+            if not judged:
+                raise BadInput(f"{path}: tasks.{ti}.gold: human labels need a 'judge' scorer to compare with")
+            rows = _load_gold(path.parent / task.gold, {it["id"] for it in loaded}, judged[0].scale)
+            kept = {it["id"] for it in items[task.name]}  # --limit limits the gold set to the same items
+            gold[task.name] = [g for g in rows if g["id"] in kept]
+    return LoadedSuite(config=config, path=path.resolve(), sha=sha256_file(path), items=items, gold=gold)
+
+
+def _load_schema(suite_path: Path, key: str, value) -> dict:
+    """An inline schema, or a JSON file relative to the suite; checked against its metaschema now."""
+    jsonschema = require("jsonschema", "The json_schema scorer", "eval")
+    if isinstance(value, str):
+        file = (suite_path.parent / value).resolve()
+        try:
+            value = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BadInput(f"{suite_path}: {key}: no such file {file}") from None
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{file}: not valid JSON: {exc}") from None
+    try:
+        jsonschema.validators.validator_for(value).check_schema(value)
+    except jsonschema.SchemaError as exc:
+        raise BadInput(f"{suite_path}: {key}: not a valid JSON schema: {exc.message}") from None
+    return value
+
+
+def _load_gold(path: Path, ids: set, scale: tuple[int, int]) -> list[dict]:
+    """Rows {id, answer, score}: a person's grade of a fixed answer to the task item `id`."""
+    if not path.is_file():
+        raise BadInput(f"gold set '{path}': no such file")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise BadInput(f"{path}:{n}: not valid JSON") from None
+        if isinstance(row, dict) and "id" in row:
+            row["id"] = str(row["id"])
+        if not isinstance(row, dict) or not isinstance(row.get("answer"), str) or row.get("id") not in ids:
+            raise BadInput(f"{path}:{n}: needs 'id' (an item of the task's data) and 'answer' (text)")
+        if not isinstance(row.get("score"), int) or not scale[0] <= row["score"] <= scale[1]:
+            raise BadInput(f"{path}:{n}: score: an integer in {scale[0]}..{scale[1]}")
+        rows.append(row)
+    if not rows:
+        raise BadInput(f"gold set '{path}': empty")
+    return rows

@@ -1,0 +1,212 @@
+"""A judge endpoint: OpenAI-compatible chat completions with a concurrency limit, timeouts, retries with
+exponential backoff, the verdict checked against a JSON schema (repaired, or re-asked when malformed), and the
+answer cache. What still fails after the last retry raises JudgeFailure, which graders record per sample.
+
+The API key lives only in the HTTP client's headers: it is never part of a cache key, record or message.
+"""
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from workbench.config import JudgeSpec
+from workbench.extras import require
+from workbench.judge.cache import JudgeCache
+
+RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
+REASK = ("Your reply was not usable: {problem}. Reply again with only one JSON object that follows the "
+         "requested format, nothing else.")
+
+
+class JudgeFailure(Exception):
+    """One judge call that failed for good (after retries): recorded on its sample, never counted as a score."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying after a pause (connection, timeout, 429, 5xx)."""
+
+
+@dataclass
+class Endpoint:
+    base_url: str
+    model: str  # the name sent in requests
+    model_id: str  # what the cache is keyed by (for a local GGUF, its sha256)
+    response_format: str  # json_schema | json_object | grammar | none
+    api_key: str | None = field(default=None, repr=False)
+
+    def describe(self) -> dict:
+        """What a run record may keep: no key, and no credentials or query string from the URL."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return {"base_url": urlunsplit((parts.scheme, netloc, parts.path, "", "")), "model": self.model,
+                "model_id": self.model_id, "response_format": self.response_format,
+                "api_key": "set" if self.api_key else "none"}
+
+
+@dataclass
+class Counters:
+    requests: int = 0  # HTTP requests sent, every attempt included
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def to_dict(self) -> dict:
+        return {"requests": self.requests, "cache_hits": self.cache_hits, "retries": self.retries,
+                "failures": self.failures}
+
+
+def parse_verdict(content: str, schema: dict, check: Callable[[dict], str | None] | None = None):
+    """(value, None) for a reply that is (or contains) a JSON object valid against `schema`, else (None, problem)."""
+    jsonschema = require("jsonschema", "The LLM judge", "judge")
+    value = _json_object(content)
+    if value is None:
+        return None, f"not a JSON object: {content.strip()[:80]!r}"
+    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "<root>"
+        return None, f"{where}: {error.message}"
+    problem = check(value) if check else None
+    return (None, problem) if problem else (value, None)
+
+
+def _json_object(text: str):
+    """The reply as JSON, or repaired: code fences dropped, or the outermost {...} span taken."""
+    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
+    candidates = [text]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start:end + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+class JudgeClient:
+    """`start`, when given, is called once before the first request (not for cache hits) and returns the base
+    URL: the local server starts only when some verdict is not in the cache."""
+
+    def __init__(self, endpoint: Endpoint, spec: JudgeSpec, cache: JudgeCache | None = None,
+                 start: Callable[[], str] | None = None):
+        self._httpx = require("httpx", "The LLM judge", "judge")
+        self.endpoint, self.spec, self.cache = endpoint, spec, cache
+        self.counters = Counters()
+        self._start = start
+        self._http = None
+        self._lock = threading.Lock()
+
+    def _client(self):
+        with self._lock:
+            if self._http is None:
+                if self._start is not None:
+                    self.endpoint.base_url = self._start()
+                httpx, spec = self._httpx, self.spec
+                headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+                self._http = httpx.Client(base_url=self.endpoint.base_url.rstrip("/") + "/", headers=headers,
+                                          timeout=httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0)))
+            return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request_body(self, messages: list[dict], schema: dict) -> dict:
+        body = {"model": self.endpoint.model, "messages": messages, "temperature": 0.0,
+                "max_tokens": self.spec.max_tokens, "seed": 0}
+        mode = self.endpoint.response_format
+        if mode == "json_schema":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "verdict", "strict": True, "schema": schema}}
+        elif mode == "json_object":  # llama.cpp's servers turn the schema into a grammar
+            body["response_format"] = {"type": "json_object", "schema": schema}
+        elif mode == "grammar":
+            grammar = require("llama_cpp.llama_grammar", "A GBNF grammar for the judge", "gguf")
+            body["grammar"] = grammar.json_schema_to_gbnf(json.dumps(schema))
+        return body
+
+    def ask(self, messages: list[dict], schema: dict, check: Callable[[dict], str | None] | None = None) -> dict:
+        """The judge's verdict for `messages` as a dict valid against `schema` (and `check`), or JudgeFailure."""
+        request = self.request_body(messages, schema)
+        key = self.cache.key(self.endpoint.model_id, request) if self.cache else None
+        if key and (cached := self.cache.get(key)) is not None:
+            value, problem = parse_verdict(cached, schema, check)
+            if problem is None:
+                self.counters.add("cache_hits")
+                return value
+        body, problem, pause = request, "no attempt made", False
+        for attempt in range(self.spec.retries + 1):
+            if attempt:
+                self.counters.add("retries")
+                if pause:
+                    time.sleep(self.spec.backoff_s * 2 ** (attempt - 1))
+            try:
+                content = self._post(body)
+            except _Transient as exc:
+                problem, pause = str(exc), True
+                continue
+            value, bad = parse_verdict(content, schema, check)
+            if bad is None:
+                if key:
+                    self.cache.put(key, self.endpoint.model_id, content)
+                return value
+            # Re-asking the same prompt at temperature 0 would get the same reply: show the judge its mistake.
+            problem, pause = f"malformed verdict ({bad})", False
+            body = {**request, "messages": messages + [{"role": "assistant", "content": content[:4000]},
+                                                       {"role": "user", "content": REASK.format(problem=bad)}]}
+        self.counters.add("failures")
+        raise JudgeFailure(self._redact(f"{problem}; gave up after {self.spec.retries + 1} attempts"))
+
+    def _post(self, body: dict) -> str:
+        httpx, http = self._httpx, self._client()
+        self.counters.add("requests")
+        try:
+            resp = http.post("chat/completions", json=body)
+        except httpx.TimeoutException:
+            raise _Transient(f"timed out after {self.spec.timeout_s:g}s") from None
+        except httpx.TransportError as exc:
+            raise _Transient(f"cannot reach the judge endpoint ({type(exc).__name__})") from None
+        if resp.status_code >= 500 or resp.status_code in RETRY_STATUS:
+            raise _Transient(self._redact(f"HTTP {resp.status_code}: {resp.text.strip()[:160]}"))
+        if resp.status_code >= 400:
+            raise JudgeFailure(self._redact(f"HTTP {resp.status_code} (not retried): {resp.text.strip()[:300]}"))
+        try:
+            content = resp.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Transient(self._redact(f"not a chat completion reply: {resp.text.strip()[:80]!r}")) from None
+        return content or ""
+
+    def _redact(self, text: str) -> str:
+        key = self.endpoint.api_key
+        return text.replace(key, "***") if key else text
+
+    def map(self, fn: Callable, items: list, progress: Callable[[int], None] | None = None) -> list:
+        """fn(item) for every item, `concurrency` at a time, results in order."""
+        def one(item):
+            result = fn(item)
+            if progress:
+                progress(1)
+            return result
+
+        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
+            return list(pool.map(one, items))
