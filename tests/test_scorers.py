@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from workbench.config import ScorerSpec
@@ -33,3 +35,43 @@ def test_mean_stderr_matches_sample_formula():
     mean, se = mean_stderr([1.0, 0.0, 1.0, 1.0])
     assert mean == 0.75
     assert se == pytest.approx((0.25 / 4) ** 0.5)
+
+
+# ---- library-backed scorers: token F1 (torchmetrics' SQuAD), ROUGE-L (rouge-score), JSON schema (jsonschema) ----
+
+def test_token_f1_is_squad_f1():
+    # SQuAD normalization drops case, punctuation and articles; F1 over the bag of remaining tokens:
+    # "cat sat" vs "cat sat down": precision 2/2, recall 2/3 -> F1 0.8.
+    assert score(ScorerSpec(type="token_f1"), "The cat sat!", "a cat sat down") == pytest.approx(0.8)
+    # Several acceptable answers: the best one counts.
+    assert score(ScorerSpec(type="token_f1"), "Paris", ["Lyon", "paris"]) == 1.0
+    assert score(ScorerSpec(type="token_f1"), "no overlap", "something else") == 0.0
+
+
+def test_rouge_l_is_lcs_f_measure():
+    # LCS of "the cat sat on the mat" and "the cat was on the mat" is 5 tokens (the cat on the mat): P = R = 5/6.
+    assert score(ScorerSpec(type="rouge_l"), "the cat sat on the mat", "the cat was on the mat") == pytest.approx(5 / 6)
+    assert score(ScorerSpec(type="rouge_l"), "identical words", "Identical words.") == 1.0
+
+
+def test_json_schema_scorer_and_suite_checks(tmp_path):
+    from workbench.errors import BadInput
+    from workbench.eval.suites import load_suite
+
+    schema = {"type": "object", "required": ["name", "age"],
+              "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}}}
+    spec = ScorerSpec(type="json_schema", json_schema=schema)
+    assert score(spec, '{"name": "Ana", "age": 31}', None) == 1.0
+    assert score(spec, '{"name": "Ana", "age": -1}', None) == 0.0
+    assert score(spec, '{"name": "Ana"}', None) == 0.0
+    assert score(spec, "not json", None) == 0.0
+
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "reference": "r"}\n')
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\ntasks:\n  - name: t\n    data: d.jsonl\n"
+                     "    scorers: [{type: json_schema, json_schema: s.json}]\n")
+    assert load_suite(str(suite)).config.tasks[0].scorers[0].json_schema == schema  # read in, relative to the suite
+    (tmp_path / "s.json").write_text('{"type": "no-such-type"}')
+    with pytest.raises(BadInput, match=r"tasks\.0\.scorers\.0\.json_schema: not a valid JSON schema"):
+        load_suite(str(suite))
