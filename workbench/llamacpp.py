@@ -34,10 +34,14 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
-def load_gguf(path, n_ctx: int = 2048, n_threads: int | None = None, *, logits_all: bool = False):
-    """A llama_cpp.Llama for the file, set to chat with the file's own Jinja chat template."""
+def load_gguf(path, n_ctx: int = 2048, n_threads: int | None = None, *, logits_all: bool = False,
+              lora_path=None):
+    """A llama_cpp.Llama for the file (with a GGUF LoRA adapter applied when lora_path is given), set to chat
+    with the file's own Jinja chat template."""
     path = Path(path)
     _check_gguf_file(path)
+    if lora_path is not None:
+        _check_gguf_file(Path(lora_path))
     llama_cpp = _llama_cpp("Running a GGUF model")
     # Naming the template's handler explicitly stops llama-cpp-python from swapping a template it recognizes
     # (ChatML, Llama 3, Mistral) for its own hand-written formatter, which can differ (e.g. a default system
@@ -45,6 +49,7 @@ def load_gguf(path, n_ctx: int = 2048, n_threads: int | None = None, *, logits_a
     return llama_cpp.Llama(
         model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or cpu_threads(), seed=SEED,
         verbose=False, logits_all=logits_all, chat_format=DEFAULT_TEMPLATE,
+        **({"lora_path": str(lora_path)} if lora_path is not None else {}),
     )
 
 
@@ -108,6 +113,19 @@ def greedy_tokens(llm, prompt: list[int], max_tokens: int) -> tuple[list[int], i
         if len(out) >= max_tokens:
             break
     return out, None
+
+
+def generation_speed(llm, prompt: list[int], n_tokens: int = 64) -> float:
+    """Greedy decoding speed in tokens per second (after the prompt is processed; end-of-generation ignored)."""
+    import time
+
+    llm.reset()
+    stamps = []
+    for _ in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+        stamps.append(time.perf_counter())
+        if len(stamps) > n_tokens:
+            break
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
 
 
 def sequence_logits(llm, tokens: list[int]):

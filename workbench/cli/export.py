@@ -10,21 +10,35 @@ from workbench.cli.options import StoreOpt, command_line, store_for
 
 
 def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, out: Path, keep_f16: bool = False,
-                   *, verify: bool = True, progress: bool = True) -> dict:
-    """Export `checkpoint` to `fmt` in `out`; returns a JSON-able summary (files, sizes, seconds, verification)."""
+                   *, verify: bool = True, progress: bool = True, heldout: Path | None = None, ladder: bool = False,
+                   kld_budget: float | None = None, **export_options) -> dict:
+    """Export `checkpoint` to `fmt` in `out`; returns a JSON-able summary (files, sizes, seconds, verification).
+    ladder: every quant type of the format (or those in `quants`), measured, the smallest within kld_budget
+    recommended."""
     from workbench.checkpoint import resolve_checkpoint, weights_sha
     from workbench.export import get_exporter
 
     started = time.monotonic()
     exporter = get_exporter(fmt)
+    if ladder and not verify:
+        from workbench.errors import BadInput
+
+        raise BadInput("--ladder measures every quant type: it cannot be combined with --no-verify")
+    if ladder and not quants:
+        quants = list(exporter.quant_types)
+    if heldout is not None and not Path(heldout).is_file():
+        from workbench.errors import BadInput
+
+        raise BadInput(f"held-out text '{heldout}': no such file")
     ckpt = resolve_checkpoint(checkpoint, with_sha=False)
     quants = exporter.check(ckpt, quants)  # before anything heavy loads, or even hashing the weights
     ckpt.sha = weights_sha(ckpt.path)
-    artifacts = exporter.export(ckpt, Path(out), quants, progress=progress, keep_f16=keep_f16)
+    artifacts = exporter.export(ckpt, Path(out), quants, progress=progress, keep_f16=keep_f16, **export_options)
     exported = time.monotonic()
-    verification = exporter.verify(artifacts, ckpt) if verify else None
+    verify_options = {"heldout": heldout} if heldout is not None else {}  # passed only when set: every verify()
+    verification = exporter.verify(artifacts, ckpt, **verify_options) if verify else None
     done = time.monotonic()
-    return {
+    summary = {
         "format": exporter.name,
         "checkpoint": {"name": ckpt.name, "path": str(ckpt.path), "kind": ckpt.kind, "sha": ckpt.sha},
         "out": str(Path(out).resolve()),
@@ -33,6 +47,11 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
         "seconds": {"export": round(exported - started, 2), "verify": round(done - exported, 2) if verify else None},
         "verify": verification,
     }
+    if ladder:
+        from workbench.export.ladder import DEFAULT_KLD_BUDGET, ladder_rows, recommend
+
+        summary["ladder"] = recommend(ladder_rows(summary), DEFAULT_KLD_BUDGET if kld_budget is None else kld_budget)
+    return summary
 
 
 def _print_summary(summary: dict) -> None:
@@ -43,19 +62,58 @@ def _print_summary(summary: dict) -> None:
     checks = (summary.get("verify") or {}).get("files", {})
     table = Table(title=f"{summary['format']} export of {summary['checkpoint']['name']} -> {summary['out']}")
     table.add_column("file", overflow="fold")
-    for col in ("quant", "size", "prompt = HF", "same answers", "top-1 agree", "mean KL"):
+    for col in ("quant", "size", "prompt = HF", "same answers", "top-1 agree", "mean KL", "ppl", "smoke", "ollama"):
         table.add_column(col)
     for f in summary["files"]:
         name = Path(f["path"]).name
         v = checks.get(name, {})
         n = len((summary.get("verify") or {}).get("prompts", []))
         table.add_row(name, f["quant"], f"{f['size_bytes'] / 2**20:.1f} MiB",
-                      str(v.get("prompt_tokens_match", "-")), f"{v['same_answer']}/{n}" if v else "-",
+                      str(v.get("prompt_tokens_match", "-")), f"{v['same_answer']}/{n}" if "same_answer" in v else "-",
                       f"{v['top1_agreement']:.3f}" if v.get("top1_agreement") is not None else "-",
-                      f"{v['mean_kl']:.4f}" if v.get("mean_kl") is not None else "-")
+                      f"{v['mean_kl']:.4f}" if v.get("mean_kl") is not None else "-",
+                      f"{v['perplexity']:.2f}" if v.get("perplexity") is not None else "-",
+                      _smoke_cell(v.get("smoke")), _ollama_cell(f.get("ollama")))
     out.print(table)
+    if summary.get("ladder"):
+        _print_ladder(summary["ladder"])
     secs = summary["seconds"]
     out.print(f"export {secs['export']} s" + (f", verify {secs['verify']} s" if secs["verify"] is not None else ""))
+
+
+def _smoke_cell(smoke: dict | None) -> str:
+    if not smoke:
+        return "-"
+    n = smoke["total"]
+    return "ok" if smoke["passed"] else (f"stopped {smoke['stopped']}/{n}, clean {smoke['no_leaks']}/{n}, "
+                                         f"own turn {smoke['no_invented_turns']}/{n}")
+
+
+def _ollama_cell(bundle: dict | None) -> str:
+    if not bundle:
+        return "-"
+    if "roundtrip" not in bundle:
+        return f"no bundle: {bundle.get('error')}"
+    rt = bundle["roundtrip"]
+    return f"{rt['matched']}/{rt['total']} same prompt" + ("" if rt["passed"] else f"; {bundle.get('error')}")
+
+
+def _print_ladder(ladder: dict) -> None:
+    from rich.table import Table
+
+    from workbench.cli.output import out
+
+    table = Table(title=f"quant ladder (KLD budget {ladder['kld_budget']})")
+    for col in ("quant", "size", "perplexity", "mean KL", "top-1", "tokens/s", ""):
+        table.add_column(col)
+    for r in sorted(ladder["rows"], key=lambda r: -r["size_bytes"]):
+        mark = "recommended" if r["quant"] == ladder["recommended"] else (
+            "within budget" if r["quant"] in ladder["within_budget"] else "")
+        table.add_row(r["quant"], f"{r['size_bytes'] / 2**20:.1f} MiB", f"{r['perplexity']:.3f}",
+                      f"{r['mean_kl']:.4f}", f"{r['top1_agreement']:.3f}", f"{r['tokens_per_second']:.0f}", mark)
+    out.print(table)
+    out.print(f"recommended: {ladder['recommended_file']}" if ladder["recommended"] else
+              f"no quant type is within the KLD budget {ladder['kld_budget']}")
 
 
 def _record(run, summary: dict) -> None:
@@ -76,6 +134,18 @@ def _record(run, summary: dict) -> None:
         if "same_answer" in v:
             run.add_metric(name, "same_greedy_answer", v["same_answer"] / max(n_prompts, 1), n=n_prompts,
                            quant=f.get("quant"))
+        for key, better in (("perplexity", False), ("tokens_per_second", True)):
+            if v.get(key) is not None:
+                run.add_metric(name, key, v[key], higher_is_better=better, quant=f.get("quant"))
+        if v.get("smoke"):
+            run.add_metric(name, "smoke_chats_passed", float(v["smoke"]["passed"]), n=v["smoke"]["total"],
+                           quant=f.get("quant"))
+        roundtrip = (f.get("ollama") or {}).get("roundtrip")
+        if roundtrip:
+            run.add_metric(name, "ollama_template_roundtrip", roundtrip["matched"] / max(roundtrip["total"], 1),
+                           n=roundtrip["total"], quant=f.get("quant"))
+    if summary.get("ladder"):
+        run.manifest["ladder"] = summary["ladder"]
 
 
 def register(app: typer.Typer) -> None:
@@ -88,6 +158,14 @@ def register(app: typer.Typer) -> None:
         keep_f16: bool = typer.Option(False, "--keep-f16", help="also keep the f16 GGUF the quants are made from"),
         verify: bool = typer.Option(True, "--verify/--no-verify", help="load each file in its runtime and compare"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+        heldout: Optional[Path] = typer.Option(None, "--heldout", help="held-out text for perplexity/KL: .txt, or "
+                                               ".jsonl of chat items (rendered with the chat template) or {text}"),
+        ladder: bool = typer.Option(False, "--ladder", help="export every quant type, measure each, recommend one"),
+        kld_budget: Optional[float] = typer.Option(None, "--kld-budget", help="ladder: max mean KL (nats) [0.05]"),
+        adapter_gguf: bool = typer.Option(False, "--adapter-gguf", help="gguf, adapter input: also the LoRA as a "
+                                          "GGUF adapter + base GGUF + Modelfile with ADAPTER"),
+        calibration: Optional[Path] = typer.Option(None, "--calibration", help="awq/gptq: calibration data (.jsonl "
+                                                   "of chat items or {text}, or .txt) [bundled conversations]"),
         store: Optional[Path] = StoreOpt,
     ) -> None:
         """Export a checkpoint (GGUF via llama.cpp), then verify it against the source, sample by sample."""
@@ -95,7 +173,11 @@ def register(app: typer.Typer) -> None:
         from workbench.environment import versions
         from workbench.export import get_exporter
 
-        get_exporter(fmt)  # an unknown format fails before the store is touched
+        exporter = get_exporter(fmt)  # an unknown format fails before the store is touched
+        if calibration is not None and exporter.name not in ("awq", "gptq"):
+            from workbench.errors import BadInput
+
+            raise BadInput(f"--calibration applies to awq and gptq exports, not {exporter.name}")
         if out.exists() and any(out.iterdir()):
             from workbench.errors import BadInput
 
@@ -103,7 +185,10 @@ def register(app: typer.Typer) -> None:
         st = store_for(store)
         manifest = {"command": command_line(), "format": fmt, "quants": quant, "versions": versions()}
         with st.open_run("export", manifest) as run:
-            summary = export_command(checkpoint, fmt, quant or None, out, keep_f16, verify=verify)
+            summary = export_command(checkpoint, fmt, quant or None, out, keep_f16, verify=verify, heldout=heldout,
+                                     ladder=ladder, kld_budget=kld_budget,
+                                     **({"calibration": calibration} if calibration is not None else {}),
+                                     **({"adapter_gguf": True} if adapter_gguf else {}))
             _record(run, summary)
         summary["run_id"] = run.run_id
         if json_out:

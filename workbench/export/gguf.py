@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -89,9 +90,14 @@ def artifact_name(ckpt: Checkpoint) -> str:
 
 
 def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *,
-                keep_f16: bool = False, progress: bool = True, ollama: bool = True) -> list[Checkpoint]:
+                keep_f16: bool = False, progress: bool = True, ollama: bool = True,
+                adapter_gguf: bool = False) -> list[Checkpoint]:
     """Export an HF model (or an adapter, merged first) to one GGUF file per quant type in out_dir."""
     names = check(ckpt, quants)
+    if adapter_gguf:
+        from workbench.export.gguf_adapter import check_adapter
+
+        check_adapter(ckpt)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BadInput(f"output folder '{out_dir}' is not empty; choose a new or empty folder")
@@ -99,7 +105,7 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
     try:
         steps = _Steps(progress)
         with steps.progress:
-            built = _build(ckpt, tmp, names, keep_f16, steps, ollama)
+            built = _build(ckpt, tmp, names, keep_f16, steps, ollama, adapter_gguf)
         publish_dir(tmp / "out", out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -109,7 +115,7 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
 
 
 def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps: "_Steps",
-           ollama: bool = True) -> list[Checkpoint]:
+           ollama: bool = True, adapter_gguf: bool = False) -> list[Checkpoint]:
     from workbench.export.llama_tools import locate_tools
 
     work, out = tmp / "work", tmp / "out"
@@ -135,18 +141,18 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
     need_f16 = keep_f16 or "f16" in names or any(QUANT_TYPES[q] for q in names)
     if need_f16:
         f16 = (out if keep_f16 or "f16" in names else work) / f"{name}-F16.gguf"
-        with steps.step("convert to GGUF f16 (llama.cpp convert_hf_to_gguf.py)"):
+        with steps.step("convert to GGUF f16 (llama.cpp convert_hf_to_gguf.py)", "convert_f16"):
             tools.convert(source.path, f16, "f16", work / "convert-f16.log")
         metas[f16] = _check_template(f16, expected_template, source.path)  # before spending time on quants
         if keep_f16 or "f16" in names:
             files["f16"] = f16
     if "bf16" in names:
         files["bf16"] = out / f"{name}-BF16.gguf"
-        with steps.step("convert to GGUF bf16 (llama.cpp convert_hf_to_gguf.py)"):
+        with steps.step("convert to GGUF bf16 (llama.cpp convert_hf_to_gguf.py)", "convert_bf16"):
             tools.convert(source.path, files["bf16"], "bf16", work / "convert-bf16.log")
     for quant in (q for q in names if QUANT_TYPES[q]):
         files[quant] = out / f"{name}-{quant.upper()}.gguf"
-        with steps.step(f"quantize {quant} (llama_model_quantize)"):
+        with steps.step(f"quantize {quant} (llama_model_quantize)", f"quantize_{quant}"):
             reports[quant] = quantize(f16, files[quant], quant)
         if reports[quant]["fallbacks"]:
             steps.note(f"{quant}: {describe_fallbacks(reports[quant])}")
@@ -163,12 +169,22 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
                     "quant": quant, "tool": TOOL, "llama_cpp": tools.version, "converter": tools.origin,
                     **({"merged_with": "peft merge_and_unload", "merge_check": merge_check} if merge_check else {})},
             extra={"size_bytes": files[quant].stat().st_size, "file_type": meta["file_type"],
+                   "seconds": _file_seconds(quant, steps.seconds),
                    "tensor_types": meta["tensor_types"], **_fallback_fields(reports.get(quant))},
         )
         artifacts.append(art)
+    base_dir = None
+    if adapter_gguf:
+        from workbench.export.gguf_adapter import build_adapter_files
+        from workbench.models import base_of
+
+        base = base_of(ckpt)
+        base_dir = base.path
+        artifacts += build_adapter_files(ckpt, base, {a.parent["quant"]: a for a in artifacts}, tools, work, out, steps,
+                                         quantize, _base_converter(base.path, name, tools, work, out))
     if ollama:
         with steps.step("Ollama bundle: Modelfile + template round-trip check"):
-            _ollama_bundles(artifacts, source.path, out, metas)
+            _ollama_bundles(artifacts, source.path, out, metas, base_dir)
         for art in artifacts:
             if art.extra["ollama"].get("error"):
                 steps.note(f"{art.path.name}: Ollama bundle: {art.extra['ollama']['error']}")
@@ -177,18 +193,46 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
     return artifacts
 
 
-def _ollama_bundles(artifacts: list[Checkpoint], source_dir: Path, out: Path, metas: dict[Path, dict]) -> None:
+def _base_converter(base_dir: Path, merged_name: str, tools, work: Path, out: Path):
+    """convert(quant) -> the base model as a GGUF of that type in `out`, from one f16 conversion."""
+    stem = base_dir.name if base_dir.name != merged_name else f"base-{base_dir.name}"
+    f16 = work / f"{stem}-F16.gguf"
+
+    def convert(quant: str) -> Path:
+        target = out / f"{stem}-{quant.upper()}.gguf"
+        if quant == "bf16":
+            tools.convert(base_dir, target, "bf16", work / "convert-base-bf16.log")
+            return target
+        if not f16.exists():
+            tools.convert(base_dir, f16, "f16", work / "convert-base-f16.log")
+        if quant == "f16":
+            shutil.copyfile(f16, target)
+        else:
+            quantize(f16, target, quant)
+        return target
+
+    return convert
+
+
+def _ollama_bundles(artifacts: list[Checkpoint], source_dir: Path, out: Path, metas: dict[Path, dict],
+                    base_dir: Path | None = None) -> None:
+    """A Modelfile per file; the adapter GGUF's one serves it on its base GGUF (FROM base + ADAPTER)."""
     from workbench import llamacpp
     from workbench.export import ollama
 
     transformers = require("transformers", "Ollama bundle (chat template)", "eval")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(source_dir))
-    eos = _generation_eos(source_dir)
+    tokenizers = {source_dir: transformers.AutoTokenizer.from_pretrained(str(source_dir))}
+    if base_dir is not None:
+        tokenizers[base_dir] = transformers.AutoTokenizer.from_pretrained(str(base_dir))
     for art in artifacts:
-        meta = metas[art.path]
-        ids = eos + [meta[k] for k in ("eos_token_id", "eot_token_id") if meta.get(k) is not None]
-        art.extra["ollama"] = ollama.write_bundle(art.path, tokenizer, source_dir, ids,
-                                                  llama_tokenize=llamacpp.gguf_tokenizer(art.path))
+        model_dir = base_dir if (art.parent or {}).get("role") == "adapter base" else source_dir
+        weights = out / art.extra["base_gguf"] if art.kind == "adapter" else art.path
+        meta = metas.get(weights) or llamacpp.gguf_metadata(weights)
+        metas[weights] = meta
+        ids = _generation_eos(model_dir) + [meta[k] for k in ("eos_token_id", "eot_token_id") if meta.get(k) is not None]
+        adapter = {"adapter": art.path.name, "base_gguf": weights.name} if art.kind == "adapter" else {}
+        art.extra["ollama"] = ollama.write_bundle(art.path, tokenizers[model_dir], model_dir, ids,
+                                                  llama_tokenize=llamacpp.gguf_tokenizer(weights), **adapter)
     written = [a.extra["ollama"]["modelfile"] for a in artifacts if "modelfile" in a.extra["ollama"]]
     if written:
         ollama.write_readme(out, written)
@@ -266,6 +310,16 @@ def describe_fallbacks(report: dict) -> str:
     return f"llama.cpp: {head}: " + "; ".join(parts)
 
 
+def _file_seconds(quant: str, seconds: dict[str, float]) -> dict[str, float]:
+    """What making this one file took: its conversion, plus its quantization for the quantized types."""
+    if quant == "bf16":
+        return {"convert": seconds.get("convert_bf16", 0.0), "total": seconds.get("convert_bf16", 0.0)}
+    parts = {"convert": seconds.get("convert_f16", 0.0)}
+    if QUANT_TYPES[quant]:
+        parts["quantize"] = seconds.get(f"quantize_{quant}", 0.0)
+    return parts | {"total": round(sum(parts.values()), 2)}
+
+
 def _fallback_fields(report: dict | None) -> dict:
     if not report:
         return {}
@@ -281,11 +335,15 @@ class _Steps:
 
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                  console=Console(stderr=True), disable=not enabled)
+        self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def step(self, description: str):
+    def step(self, description: str, timing: str | None = None):
         task = self.progress.add_task(description, total=1)
+        started = time.monotonic()
         yield
+        if timing:
+            self.seconds[timing] = round(time.monotonic() - started, 2)
         self.progress.update(task, completed=1)
 
     def note(self, message: str) -> None:

@@ -94,12 +94,24 @@ def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
                           "tokens": sum(len(w) - 1 for w in windows)},
               "files": {}}
 
+    n_ctx = max(256, *[len(w) for w in windows], *[len(p) + SMOKE_MAX_TOKENS + 8 for p in prompt_ids])
     for art in artifacts:
-        n_ctx = max([len(w) for w in windows] + [len(p) + SMOKE_MAX_TOKENS + 8 for p in prompt_ids])
-        llm = llamacpp.load_gguf(art.path, n_ctx=max(n_ctx, 256), logits_all=True)
+        if (art.parent or {}).get("role") == "adapter base":
+            report["files"][Path(art.path).name] = {"quant": art.parent.get("quant"), "skipped":
+                                                    "base model the adapter GGUF is served on; not the fine-tune"}
+            continue
+        vs_merged = None
+        if art.kind == "adapter":  # base GGUF + LoRA GGUF, as Ollama's FROM + ADAPTER serves them
+            folder = Path(art.path).parent
+            llm = llamacpp.load_gguf(folder / art.extra["base_gguf"], n_ctx=n_ctx, logits_all=True, lora_path=art.path)
+        else:
+            llm = llamacpp.load_gguf(art.path, n_ctx=n_ctx, logits_all=True)
         try:
             chats = [smoke_chat(llm, tokenizer, m, max(SMOKE_MAX_TOKENS, max_tokens), user_prefix) for m in prompts]
+            speed = llamacpp.generation_speed(llm, chats[0]["prompt"])
             held = quality.measure(source_fn, {"gguf": partial(llamacpp.sequence_logits, llm)}, windows)["gguf"]
+            if art.kind == "adapter":
+                vs_merged = _vs_merged(llm, Path(art.path).parent / art.extra["merged_counterpart"], n_ctx, windows)
         finally:
             llm.close()
         same = [c["ids"][:max_tokens] == ref for c, ref in zip(chats, ref_ids)]
@@ -119,6 +131,22 @@ def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
             "source_perplexity": held.source_perplexity,
             "top1_agreement": held.top1_agreement,
             "mean_kl": held.mean_kl,
+            "tokens_per_second": round(speed, 1),
+            **({"vs_merged": vs_merged} if vs_merged else {}),
         }
     del model
     return report
+
+
+def _vs_merged(llm, merged_path: Path, n_ctx: int, windows: list[list[int]]) -> dict:
+    """Base + adapter (llm) against the merged GGUF of the same quant type, both under llama.cpp."""
+    from workbench import llamacpp
+    from workbench.export import quality
+
+    merged = llamacpp.load_gguf(merged_path, n_ctx=n_ctx, logits_all=True)
+    try:
+        result = quality.measure(partial(llamacpp.sequence_logits, merged),
+                                 {"adapter": partial(llamacpp.sequence_logits, llm)}, windows)["adapter"]
+    finally:
+        merged.close()
+    return {"merged_gguf": merged_path.name, **result.as_dict()}

@@ -78,6 +78,13 @@ class LlamaTools:
         run_logged(cmd, self.env(), log_path, what=f"llama.cpp's converter on {model_dir}")
 
 
+    def convert_adapter(self, adapter_dir: Path, base_dir: Path, outfile: Path, outtype: str, log_path: Path) -> None:
+        """Run convert_lora_to_gguf.py on a PEFT LoRA adapter (the base folder supplies config and vocabulary)."""
+        cmd = [sys.executable, str(self.convert_lora), "--base", str(base_dir), "--outtype", outtype,
+               "--outfile", str(outfile), str(adapter_dir)]
+        run_logged(cmd, self.env(), log_path, what=f"llama.cpp's LoRA converter on {adapter_dir}")
+
+
 def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, *, what: str) -> None:
     """Run a tool with its output in a log file; raise a one-line error quoting its last error line."""
     with open(log_path, "wb") as log:
