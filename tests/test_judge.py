@@ -196,7 +196,7 @@ def test_kappa_matches_statsmodels():
 # ---- through the CLI: a run with judge faults finishes, exit 0, errors recorded; the key never leaks ---------
 
 def _fault_suite(tmp_path: Path, url: str, key_env: str | None = None, modes=("ok", "flaky", "down500", "nonjson",
-                                                                              "range", "slow")) -> Path:
+                                                                              "range", "slow"), pairwise=False) -> Path:
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"id": m, "prompt": f"Say hi. MODE:{m}", "reference": "hi"}) + "\n"
                             for m in modes))
@@ -206,7 +206,8 @@ def _fault_suite(tmp_path: Path, url: str, key_env: str | None = None, modes=("o
     suite = tmp_path / "faults.yaml"
     suite.write_text(json.dumps({"name": "faults", "judge": judge, "tasks": [{
         "name": "qa", "data": str(data), "generation": {"max_new_tokens": 4},
-        "scorers": [{"type": "contains"}, {"type": "judge", "rubric": RUBRIC}]}]}))
+        "scorers": [{"type": "contains"}, {"type": "judge", "rubric": RUBRIC}]
+        + ([{"type": "judge_pairwise"}] if pairwise else [])}]}))
     return suite
 
 
@@ -252,3 +253,30 @@ def test_api_key_never_stored_or_logged(judge_server, store_dir, tmp_path, tiny_
         assert key.encode() not in path.read_bytes(), path
     for text in (res.stdout, res.stderr, caplog.text, str(failure.value)):
         assert key not in text
+
+
+def test_wb_judge_regrades_a_recorded_run_pairwise(judge_server, store_dir, tmp_path, tiny_model_dir):
+    suite = _fault_suite(tmp_path, _url(judge_server), modes=("ok", "fine"), pairwise=True)
+    env = {"WB_JUDGE_CACHE": str(tmp_path / "cache")}
+    res = wb("eval", str(tiny_model_dir), "--suite", str(suite), "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "judge_pairwise: skipped: pairwise grading needs a baseline run" in res.stderr
+    run_id = json.loads(res.stdout)["run_id"]
+    judged = wb("judge", run_id, "--baseline", run_id, "--json", env=env)
+    assert judged.returncode == 0, judged.stderr
+    payload = json.loads(judged.stdout)
+    assert payload["source_run"] == run_id
+    pairwise = next(m for m in payload["metrics"] if m["metric"] == "judge_pairwise")
+    assert (pairwise["value"], pairwise["n"], pairwise["baseline_run"]) == (0.5, 2, run_id)
+    assert payload["judge"]["cache_hits"] == 2  # the rubric grades: same answers, same prompts as the eval run
+    manifest = json.loads((store_dir / "runs" / payload["run_id"] / "run.json").read_text())
+    assert manifest["kind"] == "judge" and manifest["source_run"] == run_id
+    # Another endpoint, down: every call fails, the run still finishes (exit 0) with the errors recorded.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = wb("judge", run_id, "--judge-url", f"http://127.0.0.1:{port}/v1", "--judge-model", "m", "--json", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "2 failed judge calls" in down.stderr
+    rubric = next(m for m in json.loads(down.stdout)["metrics"] if m["metric"] == "judge")
+    assert (rubric["value"], rubric["n"], rubric["errors"]) == (None, 0, 2)

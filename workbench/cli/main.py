@@ -17,9 +17,19 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from workbench.cli import compare, dashboard, doctor, eval, export, merge, runs, train
+    from workbench.cli import (
+        compare,
+        dashboard,
+        doctor,
+        eval,
+        export,
+        judge,
+        merge,
+        runs,
+        train,
+    )
 
-    for module in (train, eval, merge, export, compare, dashboard, runs, doctor):
+    for module in (train, eval, judge, merge, export, compare, dashboard, runs, doctor):
         module.register(app)
 
 

@@ -101,21 +101,22 @@ def _run_task(ckpt: Checkpoint, task, items: list[dict], run: Run, progress, *, 
         samples.append({"id": item["id"], "messages": item["messages"], "output": output,
                         "reference": item["reference"], "scores": scores})
     if judge is not None and len(plain) < len(task.scorers):
-        _judge_task(judge, task, samples, items, run, progress, suite, options)
+        record_judge_task(judge, task, samples, items, run, progress, gold=suite.gold.get(task.name),
+                          baseline=options.baseline if options else None)
     run.write_samples(task.name, samples)
     for label, values in per_scorer.items():
         value, stderr = mean_stderr(values)
         run.add_metric(task.name, label, value, stderr=stderr, n=len(values), higher_is_better=True, source="task")
 
 
-def _judge_task(judge, task, samples, items, run: Run, progress, suite: LoadedSuite, options) -> None:
+def record_judge_task(judge, task, samples: list[dict], items: list[dict], run: Run, progress, *,
+                      gold: list[dict] | None, baseline: Run | None) -> None:
+    """Judge scorers on `samples` (updated in place); their metrics, gold-set records and reliability into `run`."""
     from workbench.judge.grading import judge_task
 
-    baseline = options.baseline if options else None
     metrics, reliability, gold_records = judge_task(
         judge.client, task, samples, baseline_samples=baseline.samples(task.name) if baseline else None,
-        baseline_run=baseline.run_id if baseline else None, gold=suite.gold.get(task.name), items=items,
-        progress=progress)
+        baseline_run=baseline.run_id if baseline else None, gold=gold, items=items, progress=progress)
     for label, values, errors, extra in metrics:
         value, stderr = mean_stderr(values) if values else (None, None)
         run.add_metric(task.name, label, value, stderr=stderr, n=len(values), higher_is_better=True,
