@@ -79,3 +79,17 @@ def test_judge_run_rubric_pairwise_and_cached_rerun(store_dir, tmp_path):
     assert judge2["cache_hits"] >= 3 + 6 + 6 - judge["failures"]
     assert "judge: 0 requests sent" in again.stderr
     assert judge2["tasks"] == judge["tasks"]
+
+
+def test_a_local_server_that_cannot_start_is_an_environment_problem_raised_once(tmp_path):
+    from workbench.errors import EnvironmentProblem
+    from workbench.judge.cache import JudgeCache
+    from workbench.judge.session import JudgeSession
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)  # passes the magic check, llama.cpp cannot load it
+    messages = [{"role": "user", "content": "x"}]
+    with JudgeSession(JudgeSpec(model=str(bad), concurrency=2), JudgeCache(tmp_path / "cache")) as session, \
+            pytest.raises(EnvironmentProblem, match="the local judge server exited with code"):
+        session.client.map(lambda _: session.client.ask(messages, PAIRWISE_SCHEMA), range(4))
+    assert session.client.counters.requests == 0 and session.server_started is False

@@ -107,14 +107,21 @@ class JudgeClient:
         self.endpoint, self.spec, self.cache = endpoint, spec, cache
         self.counters = Counters()
         self._start = start
+        self._start_error: BaseException | None = None
         self._http = None
         self._lock = threading.Lock()
 
     def _client(self):
         with self._lock:
+            if self._start_error is not None:  # the other workers must not try to start the server again
+                raise self._start_error
             if self._http is None:
                 if self._start is not None:
-                    self.endpoint.base_url = self._start()
+                    try:
+                        self.endpoint.base_url = self._start()
+                    except BaseException as exc:
+                        self._start_error = exc
+                        raise
                 httpx, spec = self._httpx, self.spec
                 headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
                 self._http = httpx.Client(base_url=self.endpoint.base_url.rstrip("/") + "/", headers=headers,
@@ -208,5 +215,8 @@ class JudgeClient:
                 progress(1)
             return result
 
-        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.spec.concurrency)
+        try:
             return list(pool.map(one, items))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on an error (or Ctrl-C) queued calls are dropped
