@@ -149,9 +149,66 @@ def test_unknown_quant_refused_before_any_model_load(tiny_model_dir, tmp_path):
 
 def test_unknown_format_lists_known_ones():
     from workbench.export import get_exporter
+    from workbench.export.registry import export_formats
 
-    with pytest.raises(BadInput, match=r"unknown export format 'awq' \(choose from gguf\)"):
-        get_exporter("awq")
+    with pytest.raises(BadInput, match=r"unknown export format 'onnx' \(choose from .*gguf"):
+        get_exporter("onnx")
+    assert "gguf" in export_formats()
+
+
+def _bad_corrupt_weights(model_dir: Path, tmp: Path) -> list[str]:
+    broken = tmp / "broken"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return [str(broken), "-q", "q8_0"]
+
+
+def _bad_architecture(model_dir: Path, tmp: Path) -> list[str]:
+    odd = tmp / "odd"
+    shutil.copytree(model_dir, odd)
+    config = json.loads((odd / "config.json").read_text())
+    config["architectures"] = ["NoSuchModelForCausalLM"]
+    (odd / "config.json").write_text(json.dumps(config))
+    return [str(odd), "-q", "q8_0"]
+
+
+def _bad_out_not_empty(model_dir: Path, tmp: Path) -> list[str]:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "keep.txt").write_text("mine")
+    return [str(model_dir), "-q", "q8_0"]
+
+
+BAD_INPUTS = {
+    "unknown format": (lambda d, t: [str(d), "--format", "onnx"], 3, "unknown export format 'onnx'"),
+    "unknown quant": (lambda d, t: [str(d), "-q", "q3_k_xl"], 3, "unknown GGUF quant type 'q3_k_xl'"),
+    "corrupt safetensors": (_bad_corrupt_weights, 3, "llama.cpp's converter on .*broken failed: "),
+    "unsupported architecture": (_bad_architecture, 3, "architecture NoSuchModelForCausalLM is not supported"),
+    "output folder not empty": (_bad_out_not_empty, 3, "output folder '.*out' is not empty"),
+}
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_through_the_cli(case, tiny_model_dir, tmp_path, llama_tools):
+    """`wb export` as a user runs it: one line naming the problem, exit 3, no partial artifact."""
+    import re
+
+    make, code, message = BAD_INPUTS[case]
+    args = make(tiny_model_dir, tmp_path)
+    env = dict(os.environ, WB_STORE=str(tmp_path / "store"), TMPDIR=str(tmp_path / "tmp"), COLUMNS="400")
+    (tmp_path / "tmp").mkdir()
+    before = set(os.listdir(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "workbench", "export", *args, "-o", str(tmp_path / "out"),
+                           "--no-verify"], capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert proc.returncode == code, proc.stderr
+    assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr
+    assert _no_partials(tmp_path, "out")
+    out = tmp_path / "out"
+    assert not out.exists() or os.listdir(out) == ["keep.txt"]
+    assert set(os.listdir(tmp_path)) - before <= {"store"}  # nothing else written beside the output
 
 
 def test_quant_names_are_normalized():
@@ -270,12 +327,18 @@ def test_export_verb_json(tiny_model_dir, tmp_path, llama_tools):
     export.register(app)
     app.command("noop")(lambda: None)  # a single-command typer app would swallow the verb name
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["export", str(tiny_model_dir), "-q", "Q8_0", "-o", str(out), "--no-verify",
-                                      "--json"])
+    data = Path(__file__).resolve().parent.parent / "evals" / "data" / "contacts_train.jsonl"
+    result = CliRunner().invoke(app, ["export", str(tiny_model_dir), "-q", "Q4_K_M", "-o", str(out), "--no-verify",
+                                      "--json", "--imatrix-data", str(data)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert [Path(f["path"]).name for f in summary["files"]] == [f"{tiny_model_dir.name}-Q8_0.gguf"]
+    assert [Path(f["path"]).name for f in summary["files"]] == [f"{tiny_model_dir.name}-Q4_K_M.gguf"]
     assert summary["verify"] is None and summary["seconds"]["verify"] is None
+    # the importance matrix from the data reached llama.cpp's quantizer for every quantized matrix
+    imatrix = resolve_checkpoint(out / f"{tiny_model_dir.name}-Q4_K_M.gguf").parent["imatrix"]
+    print(f"\nimatrix: {imatrix}")
+    assert imatrix["tensors"] == 2 * 7 + 1 and imatrix["tokens"] > 5000  # 7 matrices per layer + output
+    assert set(imatrix["missing"]) <= {"token_embd.weight"}  # embeddings are a lookup, not a matmul
 
 @needs_llama_cpp
 def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path, llama_tools):
@@ -441,3 +504,58 @@ def test_default_model_answers_llama_cpp_vs_transformers(default_export, default
     assert by_quant["q4_k_m"]["top1_agreement"] >= 0.8 and by_quant["q4_k_m"]["mean_kl"] < 0.1
     assert by_quant["q4_k_m"]["mean_kl"] > by_quant["q8_0"]["mean_kl"] > by_quant["f16"]["mean_kl"]
 
+
+
+@needs_llama_cpp
+def test_adapter_only_gguf_on_its_base(tiny_model_dir, tmp_path, llama_tools):
+    """--adapter-gguf: the LoRA as a GGUF adapter (llama.cpp's LoRA converter) + the base as GGUF + a Modelfile
+    with FROM base and ADAPTER; base + adapter under llama.cpp behaves like the merged GGUF, and the adapter
+    really is applied (the base alone does not)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from workbench import llamacpp
+    from workbench.cli.export import export_command
+    from workbench.export import ollama, quality
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    torch.manual_seed(2)
+    lora = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    adapter_dir = tmp_path / "adapter"
+    get_peft_model(base, lora).save_pretrained(str(adapter_dir))
+
+    out = tmp_path / "gguf"
+    summary = export_command(str(adapter_dir), "gguf", ["f16"], out, False, progress=False, adapter_gguf=True)
+    base_file = f"{tiny_model_dir.name}-F16.gguf"
+    assert sorted(os.listdir(out)) == sorted([
+        "README.ollama.md", "adapter-F16.gguf", "adapter-F16.gguf.wb.json", "adapter-F16.Modelfile",
+        base_file, f"{base_file}.wb.json", f"{tiny_model_dir.name}-F16.Modelfile",
+        "adapter-LoRA-F16.gguf", "adapter-LoRA-F16.gguf.wb.json", "adapter-LoRA-F16.Modelfile"])
+    modelfile = (out / "adapter-LoRA-F16.Modelfile").read_text()
+    assert f"\nFROM ./{base_file}\nADAPTER ./adapter-LoRA-F16.gguf\n" in modelfile
+    lora_entry = next(f for f in summary["files"] if f["path"].endswith("adapter-LoRA-F16.gguf"))
+    assert lora_entry["ollama"]["roundtrip"]["passed"]
+    assert ollama.parse_modelfile(modelfile)["stops"] == ["<|im_end|>", "<|im_start|>"]
+    assert resolve_checkpoint(out / "adapter-LoRA-F16.gguf").kind == "adapter"
+
+    checks = summary["verify"]["files"]
+    assert "skipped" in checks[base_file]
+    vs_merged = checks["adapter-LoRA-F16.gguf"]["vs_merged"]
+    print(f"\nbase+adapter vs merged f16: KL {vs_merged['mean_kl']:.2e}, top-1 {vs_merged['top1_agreement']:.3f}")
+    assert vs_merged["merged_gguf"] == "adapter-F16.gguf"
+    assert vs_merged["top1_agreement"] >= 0.97 and vs_merged["mean_kl"] < 1e-3
+
+    # the adapter is really applied: the base alone is much further from the merged model
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    windows = quality.token_windows(tok, quality.load_heldout_texts(None, tok), 128, max_tokens=512)
+    merged = llamacpp.load_gguf(out / "adapter-F16.gguf", n_ctx=256, logits_all=True)
+    alone = llamacpp.load_gguf(out / base_file, n_ctx=256, logits_all=True)
+    try:
+        base_only = quality.measure(lambda ids: llamacpp.sequence_logits(merged, ids),
+                                    {"base": lambda ids: llamacpp.sequence_logits(alone, ids)}, windows)["base"]
+    finally:
+        merged.close()
+        alone.close()
+    print(f"base alone vs merged: KL {base_only.mean_kl:.2e}")
+    assert base_only.mean_kl > 20 * max(vs_merged["mean_kl"], 1e-6)

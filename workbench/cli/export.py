@@ -164,6 +164,8 @@ def register(app: typer.Typer) -> None:
         kld_budget: Optional[float] = typer.Option(None, "--kld-budget", help="ladder: max mean KL (nats) [0.05]"),
         adapter_gguf: bool = typer.Option(False, "--adapter-gguf", help="gguf, adapter input: also the LoRA as a "
                                           "GGUF adapter + base GGUF + Modelfile with ADAPTER"),
+        imatrix_data: Optional[Path] = typer.Option(None, "--imatrix-data", help="gguf: importance matrix for the "
+                                                    "quantizer from this data (your fine-tune .jsonl or .txt)"),
         calibration: Optional[Path] = typer.Option(None, "--calibration", help="awq/gptq: calibration data (.jsonl "
                                                    "of chat items or {text}, or .txt) [bundled conversations]"),
         store: Optional[Path] = StoreOpt,
@@ -188,7 +190,8 @@ def register(app: typer.Typer) -> None:
             summary = export_command(checkpoint, fmt, quant or None, out, keep_f16, verify=verify, heldout=heldout,
                                      ladder=ladder, kld_budget=kld_budget,
                                      **({"calibration": calibration} if calibration is not None else {}),
-                                     **({"adapter_gguf": True} if adapter_gguf else {}))
+                                     **({"adapter_gguf": True} if adapter_gguf else {}),
+                                     **({"imatrix_data": imatrix_data} if imatrix_data is not None else {}))
             _record(run, summary)
         summary["run_id"] = run.run_id
         if json_out:

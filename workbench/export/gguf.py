@@ -91,9 +91,11 @@ def artifact_name(ckpt: Checkpoint) -> str:
 
 def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *,
                 keep_f16: bool = False, progress: bool = True, ollama: bool = True,
-                adapter_gguf: bool = False) -> list[Checkpoint]:
+                adapter_gguf: bool = False, imatrix_data: Path | None = None) -> list[Checkpoint]:
     """Export an HF model (or an adapter, merged first) to one GGUF file per quant type in out_dir."""
     names = check(ckpt, quants)
+    if imatrix_data is not None and not Path(imatrix_data).is_file():
+        raise BadInput(f"importance-matrix data '{imatrix_data}': no such file")
     if adapter_gguf:
         from workbench.export.gguf_adapter import check_adapter
 
@@ -105,7 +107,7 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
     try:
         steps = _Steps(progress)
         with steps.progress:
-            built = _build(ckpt, tmp, names, keep_f16, steps, ollama, adapter_gguf)
+            built = _build(ckpt, tmp, names, keep_f16, steps, ollama, adapter_gguf, imatrix_data)
         publish_dir(tmp / "out", out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,7 +117,7 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
 
 
 def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps: "_Steps",
-           ollama: bool = True, adapter_gguf: bool = False) -> list[Checkpoint]:
+           ollama: bool = True, adapter_gguf: bool = False, imatrix_data: Path | None = None) -> list[Checkpoint]:
     from workbench.export.llama_tools import locate_tools
 
     work, out = tmp / "work", tmp / "out"
@@ -150,10 +152,17 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
         files["bf16"] = out / f"{name}-BF16.gguf"
         with steps.step("convert to GGUF bf16 (llama.cpp convert_hf_to_gguf.py)", "convert_bf16"):
             tools.convert(source.path, files["bf16"], "bf16", work / "convert-bf16.log")
+    imatrix, imatrix_summary = None, None
+    if imatrix_data is not None and any(QUANT_TYPES[q] for q in names):
+        from workbench.export.imatrix import ImatrixParam, compute_imatrix
+
+        with steps.step(f"importance matrix from {Path(imatrix_data).name}", "imatrix"):
+            matrix, imatrix_summary = compute_imatrix(source.path, Path(imatrix_data), metas[f16]["architecture"])
+            imatrix = ImatrixParam(matrix)
     for quant in (q for q in names if QUANT_TYPES[q]):
         files[quant] = out / f"{name}-{quant.upper()}.gguf"
         with steps.step(f"quantize {quant} (llama_model_quantize)", f"quantize_{quant}"):
-            reports[quant] = quantize(f16, files[quant], quant)
+            reports[quant] = quantize(f16, files[quant], quant, **({"imatrix": imatrix} if imatrix else {}))
         if reports[quant]["fallbacks"]:
             steps.note(f"{quant}: {describe_fallbacks(reports[quant])}")
 
@@ -167,7 +176,9 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
             sha=weights_sha(files[quant]),
             parent={"name": ckpt.name, "path": str(ckpt.path), "sha": source_sha, "kind": ckpt.kind,
                     "quant": quant, "tool": TOOL, "llama_cpp": tools.version, "converter": tools.origin,
-                    **({"merged_with": "peft merge_and_unload", "merge_check": merge_check} if merge_check else {})},
+                    **({"merged_with": "peft merge_and_unload", "merge_check": merge_check} if merge_check else {}),
+                    **({"imatrix": imatrix_summary | {"missing": reports[quant]["imatrix_missing"]}}
+                       if imatrix_summary and quant in reports else {})},
             extra={"size_bytes": files[quant].stat().st_size, "file_type": meta["file_type"],
                    "seconds": _file_seconds(quant, steps.seconds),
                    "tensor_types": meta["tensor_types"], **_fallback_fields(reports.get(quant))},
@@ -274,7 +285,7 @@ def _check_template(path: Path, expected: str | None, source: Path) -> dict:
     return meta
 
 
-def quantize(src: Path, dst: Path, quant: str) -> dict:
+def quantize(src: Path, dst: Path, quant: str, imatrix=None) -> dict:
     """llama_model_quantize src -> dst; returns what llama.cpp reported, including per-tensor type fallbacks."""
     from workbench.llamacpp import captured_llama_log, cpu_threads
 
@@ -282,6 +293,8 @@ def quantize(src: Path, dst: Path, quant: str) -> dict:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.nthread = cpu_threads()
+    if imatrix is not None:
+        params.imatrix = imatrix.pointer()
     with captured_llama_log() as log:
         status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if status != 0 or not dst.exists():
@@ -300,8 +313,9 @@ def parse_quantize_log(lines: list[str]) -> dict:
             fallbacks[key] += 1
             ncols.setdefault(key, set()).add(f"{m.group(2)} not divisible by {m.group(3)}")
     summary = next((ln.split("WARNING:", 1)[1].strip() for ln in lines if "required fallback quantization" in ln), None)
+    missing = [ln.split("did not find weights for", 1)[1].strip() for ln in lines if "did not find weights for" in ln]
     return {"fallbacks": dict(fallbacks), "fallback_reasons": {k: sorted(v) for k, v in ncols.items()},
-            "fallback_summary": summary}
+            "fallback_summary": summary, "imatrix_missing": missing}
 
 
 def describe_fallbacks(report: dict) -> str:
