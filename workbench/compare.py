@@ -6,8 +6,8 @@ from workbench.store import Run
 
 # Settings that change scores: two runs that differ here are not directly comparable.
 SETTING_KEYS = ("suite", "suite_sha", "limit")
-HARNESS_SETTING_KEYS = ("num_fewshot", "limit", "batch_size", "apply_chat_template", "chat_template_sha256", "seed",
-                        "dtype", "device", "gen_kwargs")
+HARNESS_SETTING_KEYS = ("num_fewshot", "limit", "batch_size", "apply_chat_template", "fewshot_as_multiturn",
+                        "chat_template_sha256", "seed", "dtype", "device", "gen_kwargs", "model")
 
 
 @dataclass
@@ -65,9 +65,28 @@ def setting_differences(a: Run, b: Run) -> list[str]:
              if a.manifest.get(k) != b.manifest.get(k)]
     for i, (ha, hb) in enumerate(zip(a.manifest.get("harness") or [], b.manifest.get("harness") or [])):
         sa, sb = ha.get("settings") or {}, hb.get("settings") or {}
+        if ha.get("tasks") != hb.get("tasks"):
+            diffs.append(f"harness[{i}].tasks: {ha.get('tasks')!r} vs {hb.get('tasks')!r}")
         diffs += [f"harness[{i}].{k}: {sa.get(k)!r} vs {sb.get(k)!r}" for k in HARNESS_SETTING_KEYS
                   if sa.get(k) != sb.get(k)]
+        va, vb = sa.get("versions") or {}, sb.get("versions") or {}
+        # libraries both runs used (an adapter run adds peft; a llama.cpp run has no torch)
+        diffs += [f"harness[{i}].versions.{k}: {va[k]!r} vs {vb[k]!r}" for k in sorted(set(va) & set(vb))
+                  if va[k] != vb[k]]
+        da, db = _data_hashes(ha.get("sources")), _data_hashes(hb.get("sources"))
+        diffs += [f"harness[{i}].data.{t}: {da[t]} vs {db[t]}" for t in sorted(set(da) & set(db)) if da[t] != db[t]]
     return diffs
+
+
+def _data_hashes(sources: dict | None) -> dict[str, str]:
+    """task -> a short description of its data: source kind and the sha256 of its files (mirror, local files)."""
+    out = {}
+    for task, src in (sources or {}).items():
+        files = src.get("files") or {}
+        shas = sorted(str(f.get("sha256", ""))[:12] for entry in files.values()
+                      for f in (entry if isinstance(entry, list) else [entry]))
+        out[task] = f"{src.get('source')}:{','.join(shas)}" if shas else f"{src.get('source')}:{src.get('dataset')}"
+    return out
 
 
 def compare_runs(a: Run, b: Run) -> Comparison:

@@ -107,6 +107,7 @@ class HarnessSpec(Strict):
     batch_size: int = Field(8, ge=1)
     apply_chat_template: bool = False
     gen_kwargs: dict[str, Any] = {}
+    include_path: str | None = None  # a folder of the user's lm-eval task YAML, relative to the suite file
 
 
 class GateSpec(Strict):

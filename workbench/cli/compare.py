@@ -17,15 +17,25 @@ def compare(
     run_a: str = typer.Argument(..., help="Run id (or unique prefix/suffix, or 'latest')."),
     run_b: str = typer.Argument(..., help="Run id to compare against A."),
     samples: int = typer.Option(0, "--samples", help="Also show N per-sample outputs of A and B side by side."),
+    allow_differences: bool = typer.Option(
+        False, "--allow-differences", help="Compare even when settings that change scores differ (listed)."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
-    """Compare two runs metric by metric (B - A), with paired per-sample counts for task evals."""
+    """Compare two runs metric by metric (B - A), with paired per-sample counts for task evals.
+
+    Exits 3 when settings that change scores differ between the runs (each one named), unless
+    --allow-differences is given; then the differences are listed under the table."""
     from workbench.compare import compare_runs, paired_samples, render_samples, render_table
 
     st = store_for(store)
     a, b = st.resolve(run_a), st.resolve(run_b)
     cmp = compare_runs(a, b)
+    if cmp.setting_differences and not allow_differences:
+        from workbench.errors import BadInput
+
+        raise BadInput(f"runs {a.run_id} and {b.run_id} are not comparable: settings differ: "
+                       f"{'; '.join(cmp.setting_differences)} (pass --allow-differences to compare anyway)")
     pairs = paired_samples(a, b, samples) if samples else {}
     if json_out:
         emit_json(cmp.to_dict() | ({"samples": pairs} if samples else {}))

@@ -16,7 +16,26 @@ def register(app: typer.Typer) -> None:
 
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="'default', an HF model folder, a PEFT adapter folder or a .gguf file."),
-    suite: str = typer.Option(..., "--suite", "-s", help="Suite name (evals/suites) or path to a suite YAML."),
+    suite: str | None = typer.Option(
+        None, "--suite", "-s", help="Suite name (evals/suites, e.g. 'regression') or path to a suite YAML."),
+    tasks: str | None = typer.Option(
+        None, "--tasks", "-t", help="lm-eval task, group or tag names, comma-separated (instead of --suite)."),
+    include_path: Path | None = typer.Option(
+        None, "--include-path", help="A folder of your own lm-eval task YAML (with --tasks, or for a suite's harness)."),
+    base: str | None = typer.Option(
+        None, "--base", help="For a PEFT adapter: the base model to put it on (checked to fit; default: its own)."),
+    num_fewshot: int | None = typer.Option(None, "--num-fewshot", min=0, help="lm-eval: few-shot examples."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="lm-eval: batch size (default 8)."),
+    chat_template: bool | None = typer.Option(
+        None, "--chat-template/--no-chat-template", help="lm-eval: apply the model's chat template (default off)."),
+    gen_kwargs: str | None = typer.Option(
+        None, "--gen-kwargs", help="lm-eval: generation overrides, e.g. max_gen_toks=128,temperature=0."),
+    seed: int = typer.Option(1234, "--seed", help="lm-eval: python/numpy/torch/few-shot seed."),
+    dtype: str = typer.Option("float32", "--dtype", help="lm-eval: weights dtype (auto, float32, bfloat16, ...)."),
+    device: str = typer.Option("auto", "--device", help="lm-eval: 'auto' (cuda when available, else cpu), cpu, cuda."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="lm-eval model backend: auto (hf; llamacpp for .gguf), hf, vllm, llamacpp."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="lm-eval: recompute everything (no result/request cache)."),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="Run id to compare and gate against, or a checkpoint to evaluate on the suite first."),
     gates_file: Optional[Path] = typer.Option(
@@ -41,15 +60,16 @@ def eval_cmd(
 
     # Everything the user gave is checked here, before a model loads or the store is touched.
     # Cheap checks come first: resolving 'default' may convert the default model (a minute, once).
-    loaded = load_suite(suite, evals_dir=evals_dir, limit=limit)
+    overrides = _harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path)
+    if bool(suite) == bool(tasks):
+        raise BadInput("give either --suite NAME or --tasks NAMES (lm-eval tasks)")
+    loaded = load_suite(suite, evals_dir=evals_dir, limit=limit) if suite else _tasks_suite(tasks, overrides)
     gates = load_gates(gates_file) if gates_file else loaded.config.gates
     if not gates and (junit or markdown or gate_json):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
     mirror = resolve_data_dir(data_dir)
-    if not no_harness and loaded.config.harness:
-        from workbench.eval.harness import check_harness
-
-        check_harness([t for spec in loaded.config.harness for t in spec.tasks], data_dir=mirror)
+    specs = [] if no_harness else [_apply_overrides(spec, overrides, loaded.path) for spec in loaded.config.harness]
+    prepared = [_prepare(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     st = store_for(store)
     base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
     check_gates(gates, loaded.config, base_run)
@@ -58,21 +78,28 @@ def eval_cmd(
 
         check_judge(loaded.config.judge)
     ckpt = resolve_checkpoint(checkpoint)
-    plans = [] if no_harness else [_harness_plan(spec, ckpt, mirror, limit) for spec in loaded.config.harness]
-    base_plans = [] if no_harness or base_ckpt is None else [
-        _harness_plan(spec, base_ckpt, mirror, limit) for spec in loaded.config.harness]
+    if base:
+        from workbench.eval.adapter_fit import check_adapter_fits
+
+        base_ckpt_given = resolve_checkpoint(base, with_sha=False)
+        check_adapter_fits(ckpt, base_ckpt_given)
+        ckpt.base = "default" if base == "default" else str(base_ckpt_given.path)
+    run_opts = {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}
+    plans = [_harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
+    base_plans = [] if base_ckpt is None else [
+        _harness_plan(spec, base_ckpt, mirror, limit, run_opts) for spec in specs]
 
     from workbench.cli.progress import bars
 
     if base_ckpt is not None:
         info(f"evaluating baseline {base_ckpt.name} ({base_ckpt.kind}, {base_ckpt.format}) "
              f"on suite {loaded.config.name}")
-        with bars() as progress:
+        with bars() as progress, _library_stdout_to_stderr():
             base_run = run_suite(base_ckpt, loaded, st,
                                  EvalOptions(data_dir=mirror, limit=limit, command=command_line()),
                                  harness_plans=base_plans, progress=progress)
     info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {loaded.config.name}")
-    with bars() as progress:
+    with bars() as progress, _library_stdout_to_stderr():
         run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
                                                       baseline=base_run),
                         harness_plans=plans, progress=progress)
@@ -113,6 +140,14 @@ def eval_cmd(
         raise GateFailed(report.summary())  # exit 1, after every report is written
 
 
+def _library_stdout_to_stderr():
+    """Libraries print banners on stdout (gptqmodel, when peft imports it): stdout is for wb's own output."""
+    import contextlib
+    import sys
+
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def _resolve_baseline(st, ref: str):
     """(run, None) for a run in the store, else (None, checkpoint) to evaluate on the same suite first."""
     from workbench.checkpoint import resolve_checkpoint
@@ -125,11 +160,68 @@ def _resolve_baseline(st, ref: str):
     return None, resolve_checkpoint(ref)
 
 
-def _harness_plan(spec, ckpt, mirror, limit) -> dict:
-    if ckpt.format == "gguf":
-        raise BadInput(f"checkpoint '{ckpt.path}': lm-eval regression tasks run on HF checkpoints here; "
-                       "use --no-harness for a GGUF file")
+def _harness_plan(spec, ckpt, mirror, limit, run_opts: dict, prepared=None) -> dict:
+    from workbench.eval.harness import resolve_backend, resolve_device
+
+    # a backend or device that can't run this checkpoint fails here, before the store is touched
+    device = resolve_device(run_opts["device"], resolve_backend(run_opts["backend"], ckpt))
     plan = dict(tasks=spec.tasks, data_dir=mirror, limit=limit if limit is not None else spec.limit,
                 num_fewshot=spec.num_fewshot, batch_size=spec.batch_size,
-                apply_chat_template=spec.apply_chat_template, gen_kwargs=spec.gen_kwargs or None)
+                apply_chat_template=spec.apply_chat_template, gen_kwargs=spec.gen_kwargs or None,
+                include_path=Path(spec.include_path) if spec.include_path else None, **(run_opts | {"device": device}))
+    if prepared is not None:
+        plan["prepared"] = prepared
     return plan
+
+
+def _prepare(spec, mirror):
+    from workbench.eval.harness import prepare_tasks
+
+    return prepare_tasks(spec.tasks, data_dir=mirror,
+                         include_path=Path(spec.include_path) if spec.include_path else None)
+
+
+def _harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path) -> dict:
+    """The lm-eval settings given on the command line; they override every harness entry of a suite."""
+    out = {"num_fewshot": num_fewshot, "batch_size": batch_size, "apply_chat_template": chat_template,
+           "gen_kwargs": _parse_kwargs(gen_kwargs) if gen_kwargs else None,
+           "include_path": str(include_path.resolve()) if include_path else None}
+    if include_path is not None and not include_path.is_dir():
+        raise BadInput(f"--include-path {include_path}: no such directory (expected a folder of lm-eval task YAML)")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _parse_kwargs(text: str) -> dict:
+    """'max_gen_toks=128,temperature=0' -> {'max_gen_toks': 128, 'temperature': 0}, as lm_eval's CLI reads it."""
+    import yaml
+
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--gen-kwargs: '{part}' is not key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _apply_overrides(spec, overrides: dict, suite_path: Path):
+    update = dict(overrides)
+    if "include_path" not in update and spec.include_path:  # a suite's own folder is relative to the suite
+        update["include_path"] = str((suite_path.parent / spec.include_path).resolve())
+    return spec.model_copy(update=update)
+
+
+def _tasks_suite(tasks: str, overrides: dict):
+    """An ad-hoc suite of one harness entry for `--tasks`: lm-eval's own defaults unless options say otherwise."""
+    import hashlib
+
+    from workbench.config import HarnessSpec, SuiteConfig
+    from workbench.eval.suites import LoadedSuite
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise BadInput("--tasks: no task names given")
+    spec = HarnessSpec(tasks=names, **overrides)
+    config = SuiteConfig(name="lm-eval", description="lm-eval tasks from the command line", harness=[spec])
+    sha = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    return LoadedSuite(config=config, path=Path("<--tasks>"), sha=sha, items={})

@@ -10,11 +10,12 @@ import hashlib
 import importlib.metadata
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from workbench.checkpoint import Checkpoint
-from workbench.errors import BadInput
+from workbench.errors import BadInput, EnvironmentProblem
 from workbench.eval.mirrors import use_mirrors
 from workbench.extras import require
 from workbench.home import home
@@ -34,9 +35,71 @@ class HarnessResult:
     settings: dict
     sources: dict  # task -> where its data came from (mirror files with sha256, or the hub)
     raw: dict  # lm-eval's own results dict (minus samples), JSON-able
+    cache: dict = field(default_factory=dict)  # result hit/miss, requests answered from cache vs computed
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PreparedTasks:
+    """lm-eval tasks built (datasets read, mirrors checked) before any model loads."""
+
+    names: list[str]
+    manager: Any
+    built: list
+    sources: dict
+    include_path: Path | None
+    data_dir: Path | None
+
+    def leaf_tasks(self) -> list:
+        out = []
+        for item in _flatten(self.built):
+            out.extend(_leaves(item))
+        return out
+
+    def fingerprint(self) -> dict:
+        """What the tasks are: each leaf task's resolved config (prompts, splits, metrics) and its data source."""
+        groups = [g for item in _flatten(self.built) if hasattr(item, "get_all_groups")
+                  for g in [item, *item.get_all_groups()]]
+        return {"names": self.names,
+                "groups": {g.name: g.to_dict() for g in groups},  # how group scores aggregate
+                "tasks": {t.config.task: {"config": t.dump_config(), "source": self.sources.get(t.config.task)}
+                          for t in self.leaf_tasks()}}
+
+
+def prepare_tasks(tasks: list[str], *, data_dir: Path | None = None, include_path: Path | None = None,
+                  metadata: dict | None = None) -> PreparedTasks:
+    """Resolve task names and build the tasks, reading their data (from the mirror where one is given).
+
+    Raises BadInput / EnvironmentProblem for a wrong task name, data dir, mirror file or task folder.
+    """
+    names = list(dict.fromkeys(tasks))
+    if not names:
+        raise BadInput("no lm-eval tasks given")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise BadInput(f"data dir {data_dir}: no such directory")
+    if include_path is not None and not Path(include_path).is_dir():
+        raise BadInput(f"include path {include_path}: no such directory (expected a folder of lm-eval task YAML)")
+    data_dir = Path(data_dir) if data_dir else None
+    include_path = Path(include_path).resolve() if include_path else None
+    manager = task_manager_for(names, include_path, metadata=metadata)
+    sources: dict = {}
+    datasets = require("datasets", PURPOSE, "eval")
+    bars_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # "Generating test split" bars for small local files are noise
+    try:
+        with use_mirrors(data_dir, sources):
+            built = [_build(manager, name) for name in names]
+    finally:
+        if bars_on:
+            datasets.enable_progress_bars()
+    return PreparedTasks(names, manager, built, sources, include_path, data_dir)
+
+
+def check_harness(tasks: list[str], *, data_dir: Path | None = None, include_path: Path | None = None) -> dict:
+    """Resolve the tasks and read their data without loading a model; returns the data sources."""
+    return prepare_tasks(tasks, data_dir=data_dir, include_path=include_path).sources
 
 
 def run_harness(
@@ -50,80 +113,213 @@ def run_harness(
     batch_size: int = 8,
     apply_chat_template: bool = False,
     seed: int = 1234,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "float32",
     gen_kwargs: dict | None = None,
     log_samples: bool = True,
+    backend: str = "auto",
+    use_cache: bool = True,
+    prepared: PreparedTasks | None = None,
 ) -> HarnessResult:
     """Run lm-eval tasks on a checkpoint, as `lm_eval run --model hf --seed <seed> ...` would.
 
     Tasks and their datasets are built (and checked) before the model loads, so a wrong task name, data dir
-    or mirror file fails in seconds.
+    or mirror file fails in seconds. With `use_cache`, an unchanged rerun is served from the result cache
+    without loading the model, and an interrupted run resumes from lm-eval's request cache.
     """
-    tasks = list(dict.fromkeys(tasks))
-    if not tasks:
-        raise BadInput("no lm-eval tasks given")
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise BadInput(f"data dir {data_dir}: no such directory")
-    if include_path is not None and not Path(include_path).is_dir():
-        raise BadInput(f"include path {include_path}: no such directory (expected a folder of lm-eval task YAML)")
     if limit is not None and not limit > 0:
         raise BadInput(f"limit must be positive, got {limit}")
     if dtype not in DTYPES:
         raise BadInput(f"dtype '{dtype}': expected one of {', '.join(DTYPES)}")
-    model_args = hf_model_args(ckpt, dtype)
+    backend = resolve_backend(backend, ckpt)
+    model_args = backend_model_args(backend, ckpt, dtype)
+    if prepared is None:
+        prepared = prepare_tasks(tasks, data_dir=data_dir, include_path=include_path, metadata=dict(model_args))
+    device = resolve_device(device, backend)
+    template_sha = chat_template_sha(ckpt) if apply_chat_template else None
+    settings = {
+        "num_fewshot": num_fewshot, "limit": limit, "batch_size": batch_size,
+        "apply_chat_template": bool(apply_chat_template), "fewshot_as_multiturn": bool(apply_chat_template),
+        "chat_template_sha256": template_sha, "seed": seed, "dtype": dtype if backend != LLAMACPP else None,
+        "device": device, "gen_kwargs": gen_kwargs or None, "model": backend, "model_args": model_args,
+        "checkpoint": ckpt.to_dict(), "versions": _versions(ckpt, backend),
+    }
+    from workbench.eval import harness_cache
+
+    model_key = harness_cache.fingerprint({
+        "weights": _weights_key(ckpt), "model": backend, "dtype": settings["dtype"], "device": device,
+        "batch_size": batch_size, "versions": settings["versions"]})
+    result_key = harness_cache.fingerprint({
+        "model": model_key, "settings": {k: v for k, v in settings.items() if k not in ("checkpoint", "model_args")},
+        "log_samples": log_samples, "tasks": prepared.fingerprint()})
+    if use_cache:
+        hit = harness_cache.load_result(result_key)
+        if hit is not None:
+            result = HarnessResult(**hit)
+            result.cache = {"result": "hit", "key": result_key, "requests_cached": 0, "requests_computed": 0}
+            return result
 
     evaluator = require("lm_eval.evaluator", PURPOSE, "eval")
-    registry = require("lm_eval.api.registry", PURPOSE, "eval")
-    manager = task_manager_for(tasks, Path(include_path) if include_path else None, metadata=dict(model_args))
-    sources: dict = {}
-    with use_mirrors(Path(data_dir) if data_dir else None, sources):
-        built = [_build(manager, name) for name in tasks]
-
-    lm = registry.get_model("hf").create_from_arg_obj(
-        dict(model_args), {"batch_size": batch_size, "max_batch_size": None, "device": device}
-    )
-    results = evaluator.simple_evaluate(
-        model=lm, model_args=dict(model_args), tasks=_flatten(built), task_manager=manager,
-        num_fewshot=num_fewshot, batch_size=batch_size, device=device, limit=limit,
-        log_samples=log_samples, apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=bool(apply_chat_template),  # the lm_eval CLI's default
-        gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-    )
     utils = require("lm_eval.utils", PURPOSE, "eval")
+    lm = create_lm(backend, model_args, batch_size=batch_size, device=device)
+    with harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
+        results = evaluator.simple_evaluate(
+            model=lm, model_args=dict(model_args), tasks=_flatten(prepared.built), task_manager=prepared.manager,
+            num_fewshot=num_fewshot, batch_size=batch_size, device=device, limit=limit,
+            use_cache=harness_cache.requests_db(model_key) if use_cache else None,
+            log_samples=log_samples, apply_chat_template=apply_chat_template,
+            fewshot_as_multiturn=bool(apply_chat_template),  # the lm_eval CLI's default
+            gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
+            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        )
     samples = results.pop("samples", None) or {}
     raw = json.loads(json.dumps(results, default=utils.handle_non_serializable))
     output_types = {name: cfg.get("output_type") for name, cfg in raw.get("configs", {}).items()}
-    return HarnessResult(
+    settings["num_fewshot"] = raw.get("n-shot", {})
+    result = HarnessResult(
         metrics=metric_rows(raw),
         samples={
             task: [sample_record(s, output_types.get(task)) for s in rows]
             for task, rows in json.loads(json.dumps(samples, default=utils.handle_non_serializable)).items()
         },
-        settings=_settings(raw, lm, model_args, ckpt, limit=limit, batch_size=batch_size, seed=seed,
-                           apply_chat_template=apply_chat_template, device=device, dtype=dtype,
-                           gen_kwargs=gen_kwargs),
-        sources=sources,
+        settings=settings,
+        sources=prepared.sources,
         raw=raw,
+    )
+    if use_cache:
+        harness_cache.save_result(result_key, result.to_dict() | {"cache": {}})
+        result.cache = {"result": "miss", "key": result_key, "requests_cached": counts.cached,
+                        "requests_computed": counts.computed}
+    else:
+        result.cache = {"result": "off"}
+    return result
+
+
+# ---------------------------------------------------------------- backends
+
+HF, VLLM, LLAMACPP = "hf", "vllm", "wb-llamacpp"
+BACKENDS = ("auto", HF, VLLM, "llamacpp")
+
+
+def resolve_backend(backend: str, ckpt: Checkpoint) -> str:
+    """'auto': llama.cpp for a GGUF file, transformers (lm-eval's hf) otherwise."""
+    if backend not in BACKENDS + (LLAMACPP,):
+        raise BadInput(f"backend '{backend}': expected one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return LLAMACPP if ckpt.format == "gguf" else HF
+    if backend in ("llamacpp", LLAMACPP):
+        if ckpt.format != "gguf":
+            raise BadInput(f"backend llamacpp runs GGUF files; checkpoint '{ckpt.path}' is {ckpt.format}")
+        return LLAMACPP
+    if ckpt.format == "gguf":
+        raise BadInput(f"checkpoint '{ckpt.path}' is a GGUF file: evaluate it with --backend llamacpp (or auto)")
+    if backend == VLLM:
+        from workbench.extras import available
+
+        if not available("vllm"):
+            raise EnvironmentProblem("the vLLM backend needs vllm (a CUDA machine): pip install vllm, "
+                                     "or use --backend hf")
+    return backend
+
+
+def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str) -> dict:
+    if backend == LLAMACPP:
+        return {"model_path": str(ckpt.path)}
+    args = hf_model_args(ckpt, dtype)
+    if backend == VLLM and "peft" in args:  # lm-eval's vllm backend applies an adapter as a LoRA request
+        args["lora_local_path"] = args.pop("peft")
+        args["enable_lora"] = True
+    return args
+
+
+def resolve_device(device: str | None, backend: str) -> str:
+    """'auto': cuda when torch sees a GPU, else cpu. llama.cpp runs where its build runs (recorded as cpu
+    unless the wheel was built with GPU offload)."""
+    if backend == LLAMACPP:
+        from workbench.eval.llamacpp_lm import llamacpp_device
+
+        return llamacpp_device()
+    if device in (None, "", "auto"):
+        if not _torch_built_with_gpu():  # a CPU-only torch build: no need to import torch (seconds) to know
+            return "cpu"
+        torch = require("torch", PURPOSE, "eval")
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        torch = require("torch", PURPOSE, "eval")
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem(f"device '{device}': torch sees no CUDA GPU on this machine (use --device cpu)")
+    return device
+
+
+def _torch_built_with_gpu() -> bool:
+    """Whether the installed torch was built with CUDA or ROCm, read from torch/version.py without importing it."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version_py = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    if not version_py.is_file():
+        return True  # can't tell: ask torch itself
+    text = version_py.read_text(encoding="utf-8")
+    builds = re.findall(r"^(?:cuda|hip)\s*(?::[^=]*)?=\s*(.+)$", text, flags=re.MULTILINE)
+    return not builds or any(value.strip() != "None" for value in builds)
+
+
+def create_lm(backend: str, model_args: dict, *, batch_size: int, device: str):
+    registry = require("lm_eval.api.registry", PURPOSE, "eval")
+    if backend == LLAMACPP:
+        import workbench.eval.llamacpp_lm  # noqa: F401  (registers the model name)
+    elif backend == VLLM:
+        require("vllm", "The vLLM backend", "vllm")
+    return registry.get_model(backend).create_from_arg_obj(
+        dict(model_args), {"batch_size": batch_size, "max_batch_size": None, "device": device}
     )
 
 
-def check_harness(tasks: list[str], *, data_dir: Path | None = None, include_path: Path | None = None) -> dict:
-    """Resolve the tasks and read their data (from the mirror where one is given) without loading a model.
+def chat_template_sha(ckpt: Checkpoint) -> str | None:
+    """sha256 of the chat template the model is prompted with (tokenizer's, or the GGUF's own)."""
+    template = read_chat_template(ckpt)
+    return hashlib.sha256(template.encode()).hexdigest() if template else None
 
-    Raises BadInput / EnvironmentProblem for the cases run_harness would hit; returns the data sources.
-    """
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise BadInput(f"data dir {data_dir}: no such directory")
-    if include_path is not None and not Path(include_path).is_dir():
-        raise BadInput(f"include path {include_path}: no such directory (expected a folder of lm-eval task YAML)")
-    manager = task_manager_for(list(dict.fromkeys(tasks)), Path(include_path) if include_path else None)
-    sources: dict = {}
-    with use_mirrors(Path(data_dir) if data_dir else None, sources):
-        for name in dict.fromkeys(tasks):
-            _build(manager, name)
-    return sources
+
+def read_chat_template(ckpt: Checkpoint) -> str | None:
+    """The checkpoint's chat template, read from its files (chat_template.jinja, tokenizer_config.json or the
+    GGUF metadata) without importing transformers; the tokenizer is loaded only when neither file says."""
+    if ckpt.format == "gguf":
+        from workbench.llamacpp import gguf_metadata
+
+        return gguf_metadata(ckpt.path).get("chat_template")
+    folder = ckpt.path
+    if ckpt.kind == "adapter" and not (folder / "tokenizer_config.json").exists():
+        from workbench.models import base_of
+
+        folder = base_of(ckpt).path
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        template = read_json(config).get("chat_template")
+        if isinstance(template, list):  # several named templates: the one transformers uses by default
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        return template
+    from workbench.models import load_tokenizer
+
+    template = load_tokenizer(ckpt).chat_template
+    return template.get("default") if isinstance(template, dict) else template
+
+
+def _weights_key(ckpt: Checkpoint) -> dict:
+    from workbench.checkpoint import weights_sha
+
+    key = {"sha": ckpt.sha or weights_sha(ckpt.path)}
+    if ckpt.kind == "adapter":
+        from workbench.models import base_of
+
+        base = base_of(ckpt)
+        key["base"] = base.sha or (weights_sha(base.path) if base.path.exists() else str(base.path))
+    return key
 
 
 def hf_model_args(ckpt: Checkpoint, dtype: str) -> dict:
@@ -202,6 +398,17 @@ def _build(manager, name: str):
     if name in loaded["tasks"]:
         return loaded["tasks"][name]
     return list(loaded["tasks"].values())  # a tag: simple_evaluate takes the member tasks
+
+
+def _leaves(item) -> list:
+    """The leaf Task objects under a built Task, Group or tag list."""
+    if hasattr(item, "get_all_tasks"):  # an lm-eval Group
+        return list(item.get_all_tasks())
+    if isinstance(item, dict):
+        return [t for member in item.values() for t in _leaves(member)]
+    if isinstance(item, list):
+        return [t for member in item for t in _leaves(member)]
+    return [item]
 
 
 def _flatten(built: list) -> list:
@@ -335,22 +542,9 @@ def sample_record(s: dict, output_type: str | None) -> dict:
     return rec
 
 
-def _settings(raw: dict, lm, model_args: dict, ckpt: Checkpoint, *, limit, batch_size, seed,
-              apply_chat_template, device, dtype, gen_kwargs) -> dict:
-    template_sha = None
-    if apply_chat_template:
-        template = lm.chat_template(apply_chat_template) or ""
-        template_sha = hashlib.sha256(template.encode()).hexdigest()
-    return {
-        "num_fewshot": raw.get("n-shot", {}), "limit": limit, "batch_size": batch_size,
-        "apply_chat_template": bool(apply_chat_template), "fewshot_as_multiturn": bool(apply_chat_template),
-        "chat_template_sha256": template_sha, "seed": seed, "dtype": dtype, "device": device,
-        "gen_kwargs": gen_kwargs, "model": "hf", "model_args": model_args, "checkpoint": ckpt.to_dict(),
-        "versions": _versions(ckpt),
-    }
-
-
-def _versions(ckpt: Checkpoint) -> dict:
+def _versions(ckpt: Checkpoint, backend: str) -> dict:
     from workbench.environment import versions
 
-    return versions(["lm_eval", "transformers", "torch", "datasets"] + (["peft"] if ckpt.kind == "adapter" else []))
+    libs = {HF: ["transformers", "torch"], VLLM: ["vllm", "transformers", "torch"],
+            LLAMACPP: ["llama-cpp-python"]}[backend]
+    return versions(["lm_eval", "datasets", *libs] + (["peft"] if ckpt.kind == "adapter" else []))

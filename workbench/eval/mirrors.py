@@ -144,11 +144,29 @@ def _download_from_hub(task, original, dataset_kwargs, kwargs, data_dir, sources
             f"{f' (config {cfg.dataset_name})' if cfg.dataset_name else ''} from the Hugging Face hub, "
             f"which is unreachable ({_why_offline(exc)}){hint}"
         ) from None
-    if not callable(cfg.custom_dataset):
+    local = _local_files((dataset_kwargs or {}).get("data_files"))
+    if callable(cfg.custom_dataset):
+        sources[cfg.task] = {"source": "custom", "dataset": cfg.dataset_path, "config": cfg.dataset_name}
+    elif local:  # a user's task over local files (dataset_path: json/csv/..., data_files: ...)
+        sources[cfg.task] = {"source": "files", "dataset": cfg.dataset_path, "files": local}
+    else:
         sources[cfg.task] = {"source": "hub", "dataset": cfg.dataset_path, "config": cfg.dataset_name,
                              "revision": (dataset_kwargs or {}).get("revision")}
-    else:
-        sources[cfg.task] = {"source": "custom", "dataset": cfg.dataset_path, "config": cfg.dataset_name}
+
+
+def _local_files(data_files) -> dict:
+    """split -> {path, sha256} for data_files that name local files, so their content keys the result cache."""
+    if not data_files:
+        return {}
+    if not isinstance(data_files, dict):
+        data_files = {"train": data_files}
+    out = {}
+    for split, paths in data_files.items():
+        for p in paths if isinstance(paths, list) else [paths]:
+            path = Path(str(p)).expanduser()
+            if path.is_file():
+                out.setdefault(split, []).append({"path": str(path.resolve()), "sha256": sha256_file(path)})
+    return out
 
 
 def _why_offline(exc: Exception) -> str:

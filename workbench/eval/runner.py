@@ -1,7 +1,6 @@
 """`wb eval`: run a suite's task evals (and its lm-eval regression slice) on a checkpoint, into the store."""
 
 import contextlib
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -33,15 +32,9 @@ def mean_stderr(values: list[float]) -> tuple[float, float | None]:
 
 
 def chat_template_sha(ckpt: Checkpoint) -> str | None:
-    if ckpt.format == "gguf":
-        from workbench.llamacpp import gguf_metadata
+    from workbench.eval.harness import chat_template_sha as template_sha  # reads files; no transformers import
 
-        template = gguf_metadata(ckpt.path).get("chat_template")
-    else:
-        from workbench.models import load_tokenizer
-
-        template = load_tokenizer(ckpt).chat_template
-    return hashlib.sha256(template.encode()).hexdigest() if template else None
+    return template_sha(ckpt)
 
 
 def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalOptions, *,
@@ -137,4 +130,4 @@ def _run_harness(ckpt: Checkpoint, plan, run: Run) -> None:
     for task, rows in result.samples.items():
         run.write_samples(f"lm-eval.{task}", rows)
     run.manifest.setdefault("harness", []).append({"tasks": plan["tasks"], "settings": result.settings,
-                                                   "sources": result.sources})
+                                                   "sources": result.sources, "cache": result.cache})

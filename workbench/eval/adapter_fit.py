@@ -1,0 +1,86 @@
+"""Does a PEFT adapter fit the base it is about to be evaluated on? Checked from file headers, before any load.
+
+Two checks, each a one-line BadInput:
+- shape: every LoRA matrix must match the base module it adapts (lora_A is [r, in], lora_B is [out, r]),
+  read from the safetensors headers (no torch, no weights loaded);
+- identity: when the adapter names a base that exists here (a folder, or 'default'), the given base must have
+  the same weights (sha256 of the weight files).
+"""
+
+import json
+import struct
+from pathlib import Path
+
+from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
+from workbench.errors import BadInput
+
+PEFT_PREFIX = "base_model.model."
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """tensor name -> shape, from the JSON header of a .safetensors file."""
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise BadInput(f"{path}: not a safetensors file (too short)")
+        (size,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(fh.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadInput(f"{path}: not a safetensors file (bad header)") from None
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def check_adapter_fits(adapter: Checkpoint, base: Checkpoint) -> None:
+    if adapter.kind != "adapter":
+        raise BadInput(f"--base applies to PEFT adapters; checkpoint '{adapter.path}' is a {adapter.kind} model")
+    if base.format != "hf" or base.kind == "adapter":
+        raise BadInput(f"base '{base.path}': an adapter's base must be an HF model folder, not {base.format}")
+    _check_shapes(adapter, base)
+    _check_identity(adapter, base)
+
+
+def _check_identity(adapter: Checkpoint, base: Checkpoint) -> None:
+    named = adapter.base
+    if not named:
+        return
+    if named == DEFAULT_REF:
+        from workbench.models import ensure_default_model
+
+        recorded = ensure_default_model()
+    elif Path(named).is_dir():
+        from workbench.checkpoint import resolve_checkpoint
+
+        recorded = resolve_checkpoint(named, with_sha=False)
+    else:
+        return  # a hub id: nothing local to compare with; the shape check still runs
+    if Path(recorded.path).resolve() == Path(base.path).resolve():
+        return
+    sha_recorded = recorded.sha or weights_sha(recorded.path)
+    sha_given = base.sha or weights_sha(base.path)
+    if sha_recorded != sha_given:
+        raise BadInput(f"adapter '{adapter.path}' was trained on {named} (adapter_config.json), and base "
+                       f"'{base.path}' has different weights (sha256 {sha_given[:12]} vs {sha_recorded[:12]})")
+
+
+def _check_shapes(adapter: Checkpoint, base: Checkpoint) -> None:
+    adapter_file = adapter.path / "adapter_model.safetensors"
+    base_files = sorted(Path(base.path).glob("*.safetensors"))
+    if not adapter_file.exists() or not base_files:
+        return  # .bin weights: their shapes can't be read without loading them
+    base_shapes: dict[str, list[int]] = {}
+    for f in base_files:
+        base_shapes.update(safetensors_shapes(f))
+    for name, shape in sorted(safetensors_shapes(adapter_file).items()):
+        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+            if not name.endswith(part):
+                continue
+            module = name.removeprefix(PEFT_PREFIX).removesuffix(part)
+            target = base_shapes.get(f"{module}.weight")
+            if target is None:
+                raise BadInput(f"adapter '{adapter.path}' does not fit base '{base.path}': "
+                               f"the base has no module {module}")
+            if len(target) != 2 or shape[dim] != target[dim]:
+                side = "input" if dim == 1 else "output"
+                raise BadInput(f"adapter '{adapter.path}' does not fit base '{base.path}': {module} has "
+                               f"{side} size {target[dim]} in the base, {shape[dim]} in the adapter")
