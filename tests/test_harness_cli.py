@@ -98,9 +98,9 @@ def _rows(db: Path) -> int:
 
 
 def test_kill_9_then_rerun_recomputes_only_unfinished(tiny_model_dir, data_dir, dirs, tmp_path):
-    n = 24
+    n = 16
     args = ["eval", str(tiny_model_dir), "--tasks", "gsm8k", "--limit", str(n), "--num-fewshot", "0",
-            "--batch-size", "1", "--gen-kwargs", "max_gen_toks=48", "--data-dir", str(data_dir), "--json"]
+            "--batch-size", "1", "--gen-kwargs", "max_gen_toks=32", "--data-dir", str(data_dir), "--json"]
     env = {**os.environ, "WB_HOME": str(dirs["home"]), "WB_STORE": str(dirs["store"])}
     proc = subprocess.Popen([sys.executable, "-m", "workbench", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
