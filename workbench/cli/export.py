@@ -104,13 +104,14 @@ def _print_ladder(ladder: dict) -> None:
     from workbench.cli.output import out
 
     table = Table(title=f"quant ladder (KLD budget {ladder['kld_budget']})")
-    for col in ("quant", "size", "perplexity", "mean KL", "top-1", "tokens/s", ""):
+    for col in ("quant", "size", "perplexity", "mean KL", "top-1", "tokens/s", "smoke chats", ""):
         table.add_column(col)
     for r in sorted(ladder["rows"], key=lambda r: -r["size_bytes"]):
         mark = "recommended" if r["quant"] == ladder["recommended"] else (
             "within budget" if r["quant"] in ladder["within_budget"] else "")
         table.add_row(r["quant"], f"{r['size_bytes'] / 2**20:.1f} MiB", f"{r['perplexity']:.3f}",
-                      f"{r['mean_kl']:.4f}", f"{r['top1_agreement']:.3f}", f"{r['tokens_per_second']:.0f}", mark)
+                      f"{r['mean_kl']:.4f}", f"{r['top1_agreement']:.3f}", f"{r['tokens_per_second']:.0f}",
+                      {True: "ok", False: "FAILED", None: "-"}[r.get("smoke_passed")], mark)
     out.print(table)
     out.print(f"recommended: {ladder['recommended_file']}" if ladder["recommended"] else
               f"no quant type is within the KLD budget {ladder['kld_budget']}")
@@ -128,7 +129,9 @@ def _record(run, summary: dict) -> None:
         run.add_metric(name, "size_bytes", f.get("size_bytes"), higher_is_better=False, quant=f.get("quant"))
         v = checks.get(name) or {}
         if v.get("mean_kl") is not None:
-            run.add_metric(name, "mean_kl", v["mean_kl"], higher_is_better=False, quant=f.get("quant"))
+            run.add_metric(name, "mean_kl", v["mean_kl"], higher_is_better=False, quant=f.get("quant"),
+                           stderr=(v.get("heldout") or {}).get("kl_stderr"),
+                           n=(v.get("heldout") or {}).get("n_tokens"))
         if v.get("top1_agreement") is not None:
             run.add_metric(name, "top1_agreement", v["top1_agreement"], quant=f.get("quant"))
         if "same_answer" in v:
@@ -140,6 +143,8 @@ def _record(run, summary: dict) -> None:
         if v.get("smoke"):
             run.add_metric(name, "smoke_chats_passed", float(v["smoke"]["passed"]), n=v["smoke"]["total"],
                            quant=f.get("quant"))
+        if v.get("smoke_chats"):
+            run.write_samples(f"smoke-{name}", v["smoke_chats"])
         roundtrip = (f.get("ollama") or {}).get("roundtrip")
         if roundtrip:
             run.add_metric(name, "ollama_template_roundtrip", roundtrip["matched"] / max(roundtrip["total"], 1),

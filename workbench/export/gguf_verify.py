@@ -126,6 +126,10 @@ def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
             "answers": [c["text"] for c in chats],
             "same_answer": sum(same),
             "smoke": smoke,
+            "smoke_chats": [{"messages": m, "answer": c["text"], "same_as_source": ok, "stopped": c["stopped"],
+                             "stop_token": c["stop_token"], "leaked_special_tokens": c["leaked_special_tokens"],
+                             "invented_user_turn": c["invented_user_turn"], "answer_tokens": len(c["ids"])}
+                            for m, c, ok in zip(prompts, chats, same)],
             "heldout": held.as_dict(),
             "perplexity": held.perplexity,
             "source_perplexity": held.source_perplexity,

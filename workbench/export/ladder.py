@@ -12,12 +12,14 @@ def ladder_rows(summary: dict) -> list[dict]:
         rows.append({"quant": f["quant"], "file": f["path"], "size_bytes": f["size_bytes"],
                      "perplexity": v.get("perplexity"), "source_perplexity": v.get("source_perplexity"),
                      "mean_kl": v.get("mean_kl"), "top1_agreement": v.get("top1_agreement"),
-                     "tokens_per_second": v.get("tokens_per_second")})
+                     "tokens_per_second": v.get("tokens_per_second"),
+                     "smoke_passed": (v.get("smoke") or {}).get("passed")})
     return rows
 
 
 def recommend(rows: list[dict], budget: float) -> dict:
-    """The smallest file with mean KL <= budget (None when none is)."""
+    """The smallest file with mean KL <= budget (None when none is). Smoke-chat failures are shown beside it,
+    not folded in: a small model's greedy near-ties can flip one chat at any quant type."""
     within = [r for r in rows if r["mean_kl"] is not None and r["mean_kl"] <= budget]
     best = min(within, key=lambda r: r["size_bytes"]) if within else None
     return {"kld_budget": budget, "rows": rows, "within_budget": [r["quant"] for r in within],
