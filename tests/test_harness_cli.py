@@ -273,3 +273,22 @@ def test_cuda_device_without_gpu_is_exit_4(tiny_model_dir, data_dir, dirs):
              "--data-dir", str(data_dir), **dirs)
     assert res.returncode == 4, res.stderr
     assert "device 'cuda': torch sees no CUDA GPU on this machine" in res.stderr
+
+
+def test_bundled_regression_suite_is_lm_eval_defaults():
+    from workbench.eval.suites import load_suite
+
+    suite = load_suite("regression")
+    assert [spec.tasks for spec in suite.config.harness] == [["mmlu"], ["gsm8k"]]
+    assert all(spec.num_fewshot is None and spec.limit is None and not spec.apply_chat_template
+               for spec in suite.config.harness)  # lm-eval's own defaults
+    assert not suite.config.tasks
+
+
+def test_suite_with_its_own_task_folder(tiny_model_dir, dirs, tmp_path):
+    write_user_task(tmp_path / "suite" / "tasks", tmp_path / "capitals.jsonl")
+    suite = tmp_path / "suite" / "mine.yaml"
+    suite.write_text("name: mine\nharness:\n  - tasks: [wbtest_capitals]\n    include_path: tasks\n    num_fewshot: 0\n")
+    out = run_json(wb("eval", str(tiny_model_dir), "--suite", str(suite), "--json", **dirs))
+    assert [(m["task"], m["n"]) for m in out["metrics"]] == [("wbtest_capitals", 4)]
+    assert harness_entry(dirs["store"], out["run_id"])["settings"]["num_fewshot"] == {"wbtest_capitals": 0}
