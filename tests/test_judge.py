@@ -159,7 +159,7 @@ def test_judge_task_records_errors_apart_from_scores(judge_server, tmp_path):
     pw = reliability["judge_pairwise"]
     assert (pw["flip_rate"], pw["tie_rate"], pw["first_position_rate"]) == (1.0, 1.0, 1.0)
     assert by_label["judge_pairwise"][1] == [0.5, 0.5] and by_label["judge_pairwise"][2] == 1  # 'range' fails
-    assert by_label["judge_pairwise"][3]["unpaired"] == 1
+    assert by_label["judge_pairwise"][3]["unpaired"] == 1 and pw["identical"] == 0
     orders = samples[0]["judge"]["judge_pairwise"]["orders"]
     assert [(o["a"], o["said"], o["winner"]) for o in orders] == [("run", "A", "run"), ("baseline", "A", "baseline")]
 
@@ -268,7 +268,9 @@ def test_wb_judge_regrades_a_recorded_run_pairwise(judge_server, store_dir, tmp_
     assert payload["source_run"] == run_id
     pairwise = next(m for m in payload["metrics"] if m["metric"] == "judge_pairwise")
     assert (pairwise["value"], pairwise["n"], pairwise["baseline_run"]) == (0.5, 2, run_id)
-    assert payload["judge"]["cache_hits"] == 2  # the rubric grades: same answers, same prompts as the eval run
+    # Against itself every pair is identical: ties without a judge call; the rubric grades come from the cache.
+    assert payload["judge"]["tasks"]["qa"]["judge_pairwise"]["identical"] == 2
+    assert (payload["judge"]["requests"], payload["judge"]["cache_hits"]) == (0, 2)
     manifest = json.loads((store_dir / "runs" / payload["run_id"] / "run.json").read_text())
     assert manifest["kind"] == "judge" and manifest["source_run"] == run_id
     # Another endpoint, down: every call fails, the run still finishes (exit 0) with the errors recorded.

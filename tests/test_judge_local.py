@@ -62,15 +62,16 @@ def test_judge_run_rubric_pairwise_and_cached_rerun(store_dir, tmp_path):
     assert judge["requests"] > 0 and judge["cache_hits"] + judge["requests"] >= 3 + 6 + 6
     assert judge["endpoint"]["server_started"] is True
     pw = judge["tasks"]["explain"]["judge_pairwise"]
-    assert pw["n"] == 3 and 0 <= pw["flip_rate"] <= 1 and 0 <= pw["tie_rate"] <= 1
-    assert pw["tie_rate"] >= pw["flip_rate"]  # every flip is a tie
+    # The default HF model was converted from this very GGUF: some answers come out identical (ties, no call).
+    assert pw["n"] == 3 and pw["errors"] == 0 and pw["identical"] < 3
+    assert 0 <= pw["flip_rate"] <= 1 and 0 <= pw["tie_rate"] <= 1 and pw["wins"] + pw["losses"] <= 3
     rubric = judge["tasks"]["explain"]["judge"]
     assert rubric["gold"]["n"] + rubric["gold"]["errors"] == 6 and "spearman_rho" in rubric["length_correlation"]
     assert "flip rate" in first.stderr and "tie rate" in first.stderr and "spearman" in first.stderr
     run_dir = store_dir / "runs" / json.loads(first.stdout)["run_id"]
     rows = [json.loads(line) for line in (run_dir / "samples" / "explain.jsonl").read_text().splitlines()]
     assert all({"judge", "judge_pairwise"} <= set(r["judge"]) for r in rows)
-    assert all(len(r["judge"]["judge_pairwise"]["orders"]) == 2 for r in rows)
+    assert sum(len(r["judge"]["judge_pairwise"]["orders"]) == 2 for r in rows) == 3 - pw["identical"]
 
     again = wb(*args, env=env)
     assert again.returncode == 0, again.stderr

@@ -105,12 +105,19 @@ def judge_task(client: JudgeClient, task: TaskSpec, samples: list[dict], *, base
             continue
         base = {b["id"]: b for b in baseline_samples}
         paired = [s for s in samples if s["id"] in base]
-        jobs = [(s, first) for s in paired for first in ("run", "baseline")]
+        # The same answer on both sides is a tie by definition: no judge call, and no position-flip evidence.
+        differ = [s for s in paired if s["output"].strip() != base[s["id"]]["output"].strip()]
+        jobs = [(s, first) for s in differ for first in ("run", "baseline")]
         tick = progress.task(f"{task.name}: judge {spec.label}", total=len(jobs)) if progress else None
         done = client.map(partial(_judge_order, client, spec, base), jobs, tick)
+        orders = {s["id"]: done[2 * i: 2 * i + 2] for i, s in enumerate(differ)}
         records = []
-        for i, sample in enumerate(paired):
-            rec = combine_orders(done[2 * i: 2 * i + 2], baseline_run)
+        for sample in paired:
+            if sample["id"] in orders:
+                rec = combine_orders(orders[sample["id"]], baseline_run)
+            else:
+                rec = {"baseline_run": baseline_run, "orders": [], "identical": True, "flipped": False,
+                       "verdict": "tie"}
             rec["baseline_output"] = base[sample["id"]]["output"]
             records.append(rec)
             sample.setdefault("judge", {})[spec.label] = rec

@@ -27,13 +27,15 @@ def rubric_reliability(records: list[dict], answers: list[str]) -> dict:
 
 
 def pairwise_reliability(records: list[dict], run_answers: list[str]) -> dict:
-    """flip_rate: share of pairs judged in both orders whose winner changed with the order (those count as ties);
-    tie_rate: share of final verdicts that are ties (flips included); first_position_rate: share of decisive
+    """identical: pairs with the same answer on both sides (ties without a judge call, left out of the flip rate);
+    flip_rate: share of pairs judged in both orders whose winner changed with the order (those count as ties);
+    tie_rate: share of final verdicts that are ties (flips and identical pairs included); first_position_rate: share of decisive
     single-order verdicts that picked answer A; longer_wins_rate: share of decisive final verdicts won by the
     longer answer (pairs of equal length left out); length_correlation: Spearman's rho of the run's points
     (win 1, tie 0.5, loss 0) with the word-length difference run minus baseline."""
     judged = [(r, a) for r, a in zip(records, run_answers) if "verdict" in r]
     n = len(judged)
+    both_ways = [r for r, _ in judged if not r.get("identical")]
     said = [o["said"] for r, _ in judged for o in r["orders"]]
     decisive = [s for s in said if s != "tie"]
     longer = []
@@ -44,7 +46,8 @@ def pairwise_reliability(records: list[dict], run_answers: list[str]) -> dict:
     points = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[r["verdict"]] for r, _ in judged]
     return {
         "kind": "pairwise", "n": len(records), "errors": len(records) - n,
-        "flip_rate": sum(r["flipped"] for r, _ in judged) / n if n else None,
+        "identical": n - len(both_ways),
+        "flip_rate": sum(r["flipped"] for r in both_ways) / len(both_ways) if both_ways else None,
         "tie_rate": sum(r["verdict"] == "tie" for r, _ in judged) / n if n else None,
         "wins": sum(r["verdict"] == "win" for r, _ in judged), "losses": sum(r["verdict"] == "loss" for r, _ in judged),
         "first_position_rate": sum(s == "A" for s in decisive) / len(decisive) if decisive else None,
@@ -105,7 +108,8 @@ def summary_lines(judge: dict) -> list[str]:
                 lines.append(line)
             else:
                 lc = rel["length_correlation"]
-                lines.append(f"  {task}/{label}: {rel['n'] - rel['errors']}/{rel['n']} pairs judged both ways; "
+                lines.append(f"  {task}/{label}: {rel['n'] - rel['errors']}/{rel['n']} pairs "
+                             f"({rel.get('identical', 0)} identical, judged both ways otherwise); "
                              f"flip rate {f(rel['flip_rate'])}, tie rate {f(rel['tie_rate'])}, "
                              f"wins {rel['wins']} losses {rel['losses']}, A-position rate "
                              f"{f(rel['first_position_rate'])}, longer-wins rate {f(rel['longer_wins_rate'])}, "
