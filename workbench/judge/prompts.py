@@ -18,7 +18,8 @@ def rubric_schema(scale: tuple[int, int]) -> dict:
 
 
 PAIRWISE_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["rationale", "winner"],
-                   "properties": {"rationale": {"type": "string"}, "winner": {"enum": ["A", "B", "tie"]}}}
+                   "properties": {"rationale": {"type": "string"},
+                                  "winner": {"type": "string", "enum": ["A", "B", "tie"]}}}
 
 
 def _question(messages: list[dict]) -> str:
