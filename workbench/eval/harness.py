@@ -227,8 +227,7 @@ def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str) -> dict:
         return {"model_path": str(ckpt.path)}
     args = hf_model_args(ckpt, dtype)
     if backend == VLLM and "peft" in args:  # lm-eval's vllm backend applies an adapter as a LoRA request
-        args["lora_local_path"] = args.pop("peft")
-        args["enable_lora"] = True
+        args["lora_local_path"] = args.pop("peft")  # lm-eval turns on vLLM's enable_lora for it
     return args
 
 
