@@ -136,8 +136,19 @@ def eval_cmd(
 
             out.print(gate_table(report))
         info(f"run {run.run_id} recorded in {st.root}")
+    for entry in run.manifest.get("harness") or []:
+        _cache_note(entry)
     if report and not report.passed:
         raise GateFailed(report.summary())  # exit 1, after every report is written
+
+
+def _cache_note(entry: dict) -> None:
+    cache, tasks = entry.get("cache") or {}, ", ".join(entry.get("tasks") or [])
+    if cache.get("result") == "hit":
+        info(f"lm-eval {tasks}: served from the result cache (no model loaded)")
+    elif cache.get("requests_cached"):
+        info(f"lm-eval {tasks}: {cache['requests_cached']} requests answered from the request cache, "
+             f"{cache['requests_computed']} computed")
 
 
 def _library_stdout_to_stderr():
