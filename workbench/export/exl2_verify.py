@@ -1,0 +1,102 @@
+"""Verify EXL2 folders the way they are served: loaded by exllamav2 (ExLlamaV2 + its CUDA kernels), fed the
+token ids transformers' tokenizer and chat template produce, and measured against the source checkpoint under
+transformers on the same GPU: held-out perplexity, mean KL(source || exl2), top-1 agreement (quality.py), and
+greedy smoke chats (stops, no special-token leaks, no invented user turn, same answer as the source).
+"""
+
+from pathlib import Path
+
+from workbench.checkpoint import Checkpoint
+from workbench.extras import require
+
+
+def load_exl2(path: Path, max_seq_len: int):
+    exllamav2 = require("exllamav2", "EXL2 verification", "exl2")
+    config = exllamav2.ExLlamaV2Config(str(path))
+    config.max_seq_len = max_seq_len
+    model = exllamav2.ExLlamaV2(config)
+    model.load()
+    return model
+
+
+def exl2_logits_fn(model):
+    """fn(ids) -> logits [len(ids), vocab]: one forward pass without a cache."""
+    torch = require("torch", "EXL2 verification", "eval")
+
+    def run(ids: list[int]):
+        with torch.inference_mode():
+            return model.forward(torch.tensor([ids], dtype=torch.long)).float()[0].cpu().numpy()
+
+    return run
+
+
+def exl2_greedy(model, prompt: list[int], max_tokens: int, stops: set[int]) -> tuple[list[int], int | None]:
+    torch = require("torch", "EXL2 verification", "eval")
+    ids = list(prompt)
+    with torch.inference_mode():
+        for _ in range(max_tokens):
+            nxt = int(model.forward(torch.tensor([ids], dtype=torch.long), last_id_only=True)[0, -1].argmax())
+            if nxt in stops:
+                return ids[len(prompt):], nxt
+            ids.append(nxt)
+    return ids[len(prompt):], None
+
+
+def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[list[dict]] | None = None, *,
+                heldout: str | Path | None = None, window: int | None = None, max_heldout_tokens: int | None = 2048,
+                smoke_max_tokens: int | None = None, **_ignored) -> dict:
+    from workbench.export import quality
+    from workbench.export.gguf_verify import DEFAULT_PROMPTS, hf_prompt_ids
+    from workbench.export.hf_quant_verify import (
+        ANSWER_TOKENS,
+        SMOKE_MAX_TOKENS,
+        _user_prefix,
+        greedy,
+        judge_chat,
+        smoke_summary,
+        stop_ids,
+    )
+    from workbench.models import load_model, load_tokenizer
+
+    smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
+    prompts = prompts or DEFAULT_PROMPTS
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, device="cuda")
+    texts = quality.load_heldout_texts(heldout, tokenizer)
+    windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
+    prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
+    stops = stop_ids(model, tokenizer)
+    ref = [greedy(model, p, ANSWER_TOKENS, stops)[0] for p in prompt_ids]
+    user_prefix = _user_prefix(tokenizer)
+    report = {"source": {"name": source.name, "path": str(source.path),
+                         "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref]},
+              "prompts": [m[-1]["content"] for m in prompts], "loader": "exllamav2 ExLlamaV2", "device": "cuda",
+              "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
+                          "windows": len(windows), "window": len(windows[0]), "tokens": sum(len(w) - 1 for w in windows)},
+              "files": {}}
+    source_fn = quality.transformers_logits_fn(model)
+    longest = max([len(w) for w in windows] + [len(p) + smoke_max_tokens + 1 for p in prompt_ids])
+    for art in artifacts:
+        qmodel = load_exl2(Path(art.path), max(longest, 256))
+        try:
+            held = quality.measure(source_fn, {"q": exl2_logits_fn(qmodel)}, windows)["q"]
+            chats = []
+            for p in prompt_ids:
+                ids, stop = exl2_greedy(qmodel, p, smoke_max_tokens, stops)
+                chats.append(judge_chat(tokenizer, ids, stop, user_prefix) | {"ids": ids})
+        finally:
+            qmodel.unload()
+        same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
+        report["files"][Path(art.path).name] = {
+            "quant": (art.parent or {}).get("quant"),
+            "answers": [c["text"] for c in chats],
+            "same_answer": sum(same),
+            "smoke": smoke_summary(chats),
+            "heldout": held.as_dict(),
+            "perplexity": held.perplexity,
+            "source_perplexity": held.source_perplexity,
+            "top1_agreement": held.top1_agreement,
+            "mean_kl": held.mean_kl,
+        }
+    del model
+    return report

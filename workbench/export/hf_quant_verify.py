@@ -1,0 +1,152 @@
+"""Verify AWQ/GPTQ folders the way transformers (and vLLM) serve them: reload each with
+AutoModelForCausalLM.from_pretrained, which reads quantization_config from config.json and runs GPTQModel's
+kernels, then measure against the source checkpoint:
+
+- held-out text (quality.py): perplexity, mean KL(source || quantized) and top-1 agreement, window by window;
+- smoke chats, greedy with the checkpoint's chat template: the model stops (an end-of-generation token within
+  the budget), no special token leaks into the text, no invented user turn, and whether the answer equals the
+  source's greedy answer.
+"""
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from workbench.checkpoint import Checkpoint
+from workbench.extras import require
+
+SMOKE_MAX_TOKENS = 192  # room to stop: a smoke chat that runs past this has not stopped
+ANSWER_TOKENS = 48  # the part of the greedy answers compared with the source
+
+
+@contextlib.contextmanager
+def quiet_stdout(log: Path | None = None):
+    """Send fd 1 (GPTQModel's banner and log lines on import and load) to a log or /dev/null, so `--json`
+    output stays one JSON object."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    target = os.open(str(log) if log else os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(target)
+
+
+def load_quantized(path: Path, device: str):
+    """The folder as transformers loads it (quantization_config from config.json)."""
+    import logging
+
+    for noisy in ("torchao", "torch.utils._pytree"):  # harmless load warnings of torchao on CPU-only torch
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    transformers = require("transformers", "Loading a quantized model", "eval")
+    with quiet_stdout():
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), device_map=device)
+    model.eval()
+    return model
+
+
+def greedy(model, prompt: list[int], max_tokens: int, stops: set[int]) -> tuple[list[int], int | None]:
+    """Greedy continuation of `prompt`; returns (generated ids before the stop token, stop token or None)."""
+    torch = require("torch", "Greedy generation", "eval")
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt], device=device)
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False,
+                             eos_token_id=sorted(stops), pad_token_id=min(stops))
+    new = out[0, len(prompt):].tolist()
+    cut = next((i for i, t in enumerate(new) if t in stops), None)
+    return (new, None) if cut is None else (new[:cut], new[cut])
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return {int(e) for e in eos} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
+def judge_chat(tokenizer, ids: list[int], stop: int | None, user_prefix: str) -> dict:
+    specials = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    raw = tokenizer.decode(ids, skip_special_tokens=False)
+    bare_user = tokenizer.decode(tokenizer(user_prefix, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
+    invented = bool(user_prefix and user_prefix in raw) or bool(
+        bare_user.strip() and any(line.strip() == bare_user.strip() for line in raw.splitlines()[1:]))
+    return {"text": tokenizer.decode(ids, skip_special_tokens=True), "stopped": stop is not None,
+            "stop_token": tokenizer.convert_ids_to_tokens(stop) if stop is not None else None,
+            "leaked_special_tokens": sorted({tokenizer.convert_ids_to_tokens(i) for i in ids if i in specials}),
+            "invented_user_turn": invented}
+
+
+def smoke_summary(chats: list[dict]) -> dict:
+    smoke = {"stopped": sum(c["stopped"] for c in chats), "no_leaks": sum(not c["leaked_special_tokens"] for c in chats),
+             "no_invented_turns": sum(not c["invented_user_turn"] for c in chats), "total": len(chats),
+             "leaked": sorted({t for c in chats for t in c["leaked_special_tokens"]}),
+             "stop_tokens": sorted({c["stop_token"] for c in chats if c["stop_token"]})}
+    smoke["passed"] = smoke["stopped"] == smoke["no_leaks"] == smoke["no_invented_turns"] == smoke["total"]
+    return smoke
+
+
+def _user_prefix(tokenizer) -> str:
+    from workbench.export.ollama import TemplateNotExpressible, derive_shape
+
+    try:
+        return derive_shape(tokenizer).prefix["user"]
+    except TemplateNotExpressible:
+        return ""
+
+
+def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[list[dict]] | None = None, *,
+                    heldout: str | Path | None = None, window: int | None = None,
+                    max_heldout_tokens: int | None = 2048, device: str | None = None,
+                    smoke_max_tokens: int | None = None, **_ignored) -> dict:
+    """Compare each quantized folder under transformers with `source` (fp32); returns a JSON-able report."""
+    from workbench.export import quality
+    from workbench.export.gguf_verify import DEFAULT_PROMPTS, hf_prompt_ids
+    from workbench.models import load_model, load_tokenizer
+
+    torch = require("torch", "Verifying a quantized export", "eval")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
+    prompts = prompts or DEFAULT_PROMPTS
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, device=device)
+    texts = quality.load_heldout_texts(heldout, tokenizer)
+    windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
+    prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
+    stops = stop_ids(model, tokenizer)
+    ref = [greedy(model, p, ANSWER_TOKENS, stops)[0] for p in prompt_ids]
+    user_prefix = _user_prefix(tokenizer)
+    report = {"source": {"name": source.name, "path": str(source.path),
+                         "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref]},
+              "prompts": [m[-1]["content"] for m in prompts], "loader": "transformers AutoModelForCausalLM",
+              "device": device,
+              "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
+                          "windows": len(windows), "window": len(windows[0]), "tokens": sum(len(w) - 1 for w in windows)},
+              "files": {}}
+    source_fn = quality.transformers_logits_fn(model)
+    for art in artifacts:
+        qmodel = load_quantized(Path(art.path), device)
+        held = quality.measure(source_fn, {"q": quality.transformers_logits_fn(qmodel)}, windows)["q"]
+        chats = []
+        for p in prompt_ids:
+            ids, stop = greedy(qmodel, p, smoke_max_tokens, stops)
+            chats.append(judge_chat(tokenizer, ids, stop, user_prefix) | {"ids": ids})
+        del qmodel
+        same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
+        report["files"][Path(art.path).name] = {
+            "quant": (art.parent or {}).get("quant"),
+            "answers": [c["text"] for c in chats],
+            "same_answer": sum(same),
+            "smoke": smoke_summary(chats),
+            "heldout": held.as_dict(),
+            "perplexity": held.perplexity,
+            "source_perplexity": held.source_perplexity,
+            "top1_agreement": held.top1_agreement,
+            "mean_kl": held.mean_kl,
+        }
+    del model
+    return report
