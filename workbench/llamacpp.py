@@ -135,6 +135,36 @@ def sequence_logits(llm, tokens: list[int]):
     return llm.scores[: len(tokens)].copy()
 
 
+def runtime_metadata(path) -> dict:
+    """The keys gguf_metadata() returns except tensor_types, as llama.cpp itself reads them (vocabulary-only
+    load: well under a second, where gguf-py's reader parses every vocabulary string)."""
+    path = Path(path)
+    _check_gguf_file(path)
+    llama_cpp = _llama_cpp("Reading GGUF metadata")
+    gguf = require("gguf", "Reading GGUF metadata", "gguf")
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        kv = dict(vocab.metadata)
+    finally:
+        vocab.close()
+
+    def number(key):
+        return int(kv[key]) if kv.get(key) not in (None, "") else None
+
+    arch = kv.get("general.architecture")
+    file_type = number("general.file_type")
+    try:
+        file_type_name = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else None
+    except ValueError:
+        file_type_name = str(file_type)
+    add_bos = kv.get("tokenizer.ggml.add_bos_token")
+    return {"architecture": arch, "name": kv.get("general.name"), "file_type": file_type_name,
+            "context_length": number(f"{arch}.context_length") if arch else None,
+            "chat_template": kv.get("tokenizer.chat_template"), "bos_token_id": number("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": number("tokenizer.ggml.eos_token_id"), "eot_token_id": number("tokenizer.ggml.eot_token_id"),
+            "add_bos_token": None if add_bos is None else add_bos == "true"}
+
+
 def gguf_metadata(path) -> dict:
     """A few keys of a GGUF file, read with the gguf package (no model load)."""
     path = Path(path)

@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
@@ -29,6 +30,7 @@ QUANT_TYPES: dict[str, str | None] = {
 DEFAULT_QUANTS = ["q4_k_m"]
 TOOL = "llama.cpp convert_hf_to_gguf + llama_model_quantize"
 
+_TENSOR_LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+\S+\s+- \[.*\], type =\s+(\w+), (?:converting to (\w+)|size)")
 _FALLBACK = re.compile(r"warning: (\S+)\s+- ncols\s+(\d+) not divisible by (\d+) \(required for type\s+(\w+)\)"
                        r" -> falling back to\s+(\w+)")
 
@@ -133,7 +135,8 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
     with steps.step("locate llama.cpp's converter"):
         tools = locate_tools()
     _check_architecture(source.path, tools)
-    expected_template = _transformers_template(source.path)
+    # transformers' import and the tokenizer load overlap the converter subprocess instead of preceding it
+    loading = ThreadPoolExecutor(1, thread_name_prefix="wb-tokenizer").submit(_source_tokenizer, source.path)
     source_sha = ckpt.sha or weights_sha(ckpt.path)
 
     name = artifact_name(ckpt)
@@ -145,8 +148,8 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
         f16 = (out if keep_f16 or "f16" in names else work) / f"{name}-F16.gguf"
         with steps.step("convert to GGUF f16 (llama.cpp convert_hf_to_gguf.py)", "convert_f16"):
             tools.convert(source.path, f16, "f16", work / "convert-f16.log")
-        metas[f16] = _check_template(f16, expected_template, source.path)  # before spending time on quants
-        if keep_f16 or "f16" in names:
+        if keep_f16 or "f16" in names:  # else the quantized files are checked: reading metadata takes seconds
+            metas[f16] = _check_template(f16, _template_of(loading.result()), source.path)
             files["f16"] = f16
     if "bf16" in names:
         files["bf16"] = out / f"{name}-BF16.gguf"
@@ -157,7 +160,8 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
         from workbench.export.imatrix import ImatrixParam, compute_imatrix
 
         with steps.step(f"importance matrix from {Path(imatrix_data).name}", "imatrix"):
-            matrix, imatrix_summary = compute_imatrix(source.path, Path(imatrix_data), metas[f16]["architecture"])
+            arch = (metas.get(f16) or _check_template(f16, _template_of(loading.result()), source.path))["architecture"]
+            matrix, imatrix_summary = compute_imatrix(source.path, Path(imatrix_data), arch)
             imatrix = ImatrixParam(matrix)
     for quant in (q for q in names if QUANT_TYPES[q]):
         files[quant] = out / f"{name}-{quant.upper()}.gguf"
@@ -169,7 +173,8 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
     order = names + (["f16"] if keep_f16 and "f16" not in names else [])
     artifacts = []
     for quant in order:
-        meta = metas.get(files[quant]) or _check_template(files[quant], expected_template, source.path)
+        meta = metas.get(files[quant]) or _check_template(files[quant], _template_of(loading.result()), source.path,
+                                                          reports.get(quant))
         metas[files[quant]] = meta
         art = Checkpoint(
             path=files[quant], name=files[quant].stem, kind="quantized", format="gguf", base=ckpt.base,
@@ -195,7 +200,7 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
                                          quantize, _base_converter(base.path, name, tools, work, out))
     if ollama:
         with steps.step("Ollama bundle: Modelfile + template round-trip check"):
-            _ollama_bundles(artifacts, source.path, out, metas, base_dir)
+            _ollama_bundles(artifacts, source.path, out, metas, base_dir, loading.result())
         for art in artifacts:
             if art.extra["ollama"].get("error"):
                 steps.note(f"{art.path.name}: Ollama bundle: {art.extra['ollama']['error']}")
@@ -226,13 +231,13 @@ def _base_converter(base_dir: Path, merged_name: str, tools, work: Path, out: Pa
 
 
 def _ollama_bundles(artifacts: list[Checkpoint], source_dir: Path, out: Path, metas: dict[Path, dict],
-                    base_dir: Path | None = None) -> None:
+                    base_dir: Path | None = None, tokenizer=None) -> None:
     """A Modelfile per file; the adapter GGUF's one serves it on its base GGUF (FROM base + ADAPTER)."""
     from workbench import llamacpp
     from workbench.export import ollama
 
     transformers = require("transformers", "Ollama bundle (chat template)", "eval")
-    tokenizers = {source_dir: transformers.AutoTokenizer.from_pretrained(str(source_dir))}
+    tokenizers = {source_dir: tokenizer or transformers.AutoTokenizer.from_pretrained(str(source_dir))}
     if base_dir is not None:
         tokenizers[base_dir] = transformers.AutoTokenizer.from_pretrained(str(base_dir))
     for art in artifacts:
@@ -265,17 +270,26 @@ def _check_architecture(model_dir: Path, tools) -> None:
                        f"converter (llama-cpp-python {tools.version})")
 
 
-def _transformers_template(model_dir: Path) -> str | None:
-    """The chat template transformers applies for this folder: the one the checkpoint was evaluated with."""
+def _source_tokenizer(model_dir: Path):
     transformers = require("transformers", "Reading the checkpoint's chat template", "eval")
-    template = transformers.AutoTokenizer.from_pretrained(str(model_dir)).chat_template
+    return transformers.AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def _template_of(tokenizer) -> str | None:
+    """The chat template transformers applies for this folder: the one the checkpoint was evaluated with."""
+    template = tokenizer.chat_template
     return template.get("default") if isinstance(template, dict) else template
 
 
-def _check_template(path: Path, expected: str | None, source: Path) -> dict:
-    from workbench.llamacpp import gguf_metadata
+def _check_template(path: Path, expected: str | None, source: Path, quantize_report: dict | None = None) -> dict:
+    """The file's metadata, its embedded chat template checked. A quantized file is read as llama.cpp reads it,
+    with the tensor types the quantizer reported (much faster than gguf-py's full parse)."""
+    from workbench.llamacpp import gguf_metadata, runtime_metadata
 
-    meta = gguf_metadata(path)
+    if quantize_report and quantize_report.get("tensor_types"):
+        meta = runtime_metadata(path) | {"tensor_types": quantize_report["tensor_types"]}
+    else:
+        meta = gguf_metadata(path)
     if not meta["chat_template"]:
         raise EnvironmentProblem(f"{path.name}: llama.cpp's converter embedded no tokenizer.chat_template "
                                  f"although {source} has one")
@@ -314,8 +328,9 @@ def parse_quantize_log(lines: list[str]) -> dict:
             ncols.setdefault(key, set()).add(f"{m.group(2)} not divisible by {m.group(3)}")
     summary = next((ln.split("WARNING:", 1)[1].strip() for ln in lines if "required fallback quantization" in ln), None)
     missing = [ln.split("did not find weights for", 1)[1].strip() for ln in lines if "did not find weights for" in ln]
+    types = Counter((m.group(2) or m.group(1)).upper() for m in map(_TENSOR_LINE.search, lines) if m)
     return {"fallbacks": dict(fallbacks), "fallback_reasons": {k: sorted(v) for k, v in ncols.items()},
-            "fallback_summary": summary, "imatrix_missing": missing}
+            "fallback_summary": summary, "imatrix_missing": missing, "tensor_types": dict(types.most_common())}
 
 
 def describe_fallbacks(report: dict) -> str:
