@@ -196,4 +196,5 @@ def convert(args: list[str], log: Path, *, expect: Path) -> None:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         hit = next((ln for ln in reversed(lines) if ln.startswith("##") or re.match(r"^\w*(Error|Exception)\b", ln)),
                    lines[-1] if lines else f"exit {proc.returncode}")
-        raise EnvironmentProblem(f"exllamav2's converter failed: {hit}")
+        why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else hit
+        raise EnvironmentProblem(f"exllamav2's converter failed: {why}")

@@ -283,7 +283,8 @@ def run_quantizer(method: str, spec: QuantSpec, source: Path, target: Path, cal_
         proc = subprocess.run([sys.executable, "-m", "workbench.export.hf_quant", str(job_file)], check=False, stdout=fh,
                               stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0 or not (target / "config.json").is_file():
-        raise EnvironmentProblem(f"{METHODS[method]['label']} {spec.name} with {TOOL} failed: {last_error(log)}")
+        why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else last_error(log)
+        raise EnvironmentProblem(f"{METHODS[method]['label']} {spec.name} with {TOOL} failed: {why}")
 
 
 def last_error(log: Path) -> str:
