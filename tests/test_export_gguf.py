@@ -491,7 +491,7 @@ def test_default_model_answers_llama_cpp_vs_transformers(default_export, default
         for name, r in report["files"].items():
             print(f"  {r['quant']:>7}: {r['answers'][i]!r}")
     for name, r in report["files"].items():
-        print(f"{name}: same answers {r['same_answer']}/3, top-1 agreement {r['top1_agreement']:.3f}, "
+        print(f"{name}: same answers {r['same_answer']}/{len(report['prompts'])}, top-1 agreement {r['top1_agreement']:.3f}, "
               f"mean KL {r['mean_kl']:.4f}")
 
     by_quant = {r["quant"]: r for r in report["files"].values()}
