@@ -29,7 +29,7 @@ def test_help_imports_no_heavy_library():
     assert "LOADED []" in res.stdout, res.stdout
 
 
-@pytest.mark.parametrize("verb", ["train", "eval", "merge", "export", "compare", "dashboard", "runs", "doctor"])
+@pytest.mark.parametrize("verb", ["train", "eval", "judge", "merge", "export", "compare", "dashboard", "runs", "doctor"])
 def test_every_verb_has_help(verb):
     res = wb(verb, "--help")
     assert res.returncode == 0, res.stderr
