@@ -357,7 +357,8 @@ def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path, llama_tools):
 
     out = tmp_path / "gguf"
     summary = export_command(str(adapter_dir), "gguf", ["f16"], out, False, progress=False)
-    assert [p.name for p in sorted(out.iterdir())] == ["adapter-F16.gguf", "adapter-F16.gguf.wb.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.ollama.md", "adapter-F16.Modelfile", "adapter-F16.gguf",
+                                                     "adapter-F16.gguf.wb.json"]
     ckpt = resolve_checkpoint(out / "adapter-F16.gguf")
     assert ckpt.parent["kind"] == "adapter" and ckpt.parent["merge_check"]["argmax_agreement"] == 1.0
     verify = summary["verify"]["files"]["adapter-F16.gguf"]
