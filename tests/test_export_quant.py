@@ -51,6 +51,7 @@ def _assert_measured(entry: dict, min_top1: float = 0.5) -> None:
     assert min_top1 < entry["top1_agreement"] <= 1.0, entry["top1_agreement"]
     assert entry["smoke"]["total"] == len(entry["answers"]) > 0
     assert entry["smoke"]["no_leaks"] == entry["smoke"]["total"], entry["smoke"]
+    assert entry["tokens_per_second"] > 0
 
 
 # --- AWQ / GPTQ on CPU -------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ transformers on the same GPU: held-out perplexity, mean KL(source || exl2), top-
 greedy smoke chats (stops, no special-token leaks, no invented user turn, same answer as the source).
 """
 
+import time
 from pathlib import Path
 
 from workbench.checkpoint import Checkpoint
@@ -80,10 +81,11 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
         qmodel = load_exl2(Path(art.path), max(longest, 256))
         try:
             held = quality.measure(source_fn, {"q": exl2_logits_fn(qmodel)}, windows)["q"]
-            chats = []
+            chats, started = [], time.perf_counter()
             for p in prompt_ids:
                 ids, stop = exl2_greedy(qmodel, p, smoke_max_tokens, stops)
                 chats.append(judge_chat(tokenizer, ids, stop, user_prefix) | {"ids": ids})
+            seconds = time.perf_counter() - started
         finally:
             qmodel.unload()
         same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
@@ -97,6 +99,8 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
             "source_perplexity": held.source_perplexity,
             "top1_agreement": held.top1_agreement,
             "mean_kl": held.mean_kl,
+            # greedy smoke-chat decoding without a cache, prompts included: generated tokens / wall seconds
+            "tokens_per_second": sum(len(c["ids"]) + c["stopped"] for c in chats) / seconds,
         }
     del model
     return report

@@ -123,6 +123,9 @@ def check(method: str, ckpt: Checkpoint, quants: list[str] | str | None) -> list
         raise BadInput(f"checkpoint '{ckpt.path}': {label} export needs an HF model or adapter, not {ckpt.format}")
     model_dir = source_dir(ckpt)
     config = read_config(model_dir)
+    if config.get("quantization_config"):
+        raise BadInput(f"{model_dir / 'config.json'}: the model is already quantized "
+                       f"({config['quantization_config'].get('quant_method', '?')}); export the full-precision model")
     specs = parse_quants(method, quants, config, model_dir / "config.json")
     if method == "awq":
         bad = {k: v for k, v in output_widths(config).items() if v % AWQ_OUT_MULTIPLE}
@@ -130,9 +133,6 @@ def check(method: str, ckpt: Checkpoint, quants: list[str] | str | None) -> list
             field, width = next(iter(bad.items()))
             raise BadInput(f"{model_dir / 'config.json'}: {field} = {width}: AWQ's clip search ({TOOL}) needs every "
                            f"layer's output width to be a multiple of {AWQ_OUT_MULTIPLE}")
-    if config.get("quantization_config"):
-        raise BadInput(f"{model_dir / 'config.json'}: the model is already quantized "
-                       f"({config['quantization_config'].get('quant_method', '?')}); export the full-precision model")
     for module in ("torch", "transformers"):
         require(module, f"{label} export", "eval")
     _require_gptqmodel(label)

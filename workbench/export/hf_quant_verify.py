@@ -11,6 +11,7 @@ kernels, then measure against the source checkpoint:
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 from workbench.checkpoint import Checkpoint
@@ -131,10 +132,11 @@ def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: li
     for art in artifacts:
         qmodel = load_quantized(Path(art.path), device)
         held = quality.measure(source_fn, {"q": quality.transformers_logits_fn(qmodel)}, windows)["q"]
-        chats = []
+        chats, started = [], time.perf_counter()
         for p in prompt_ids:
             ids, stop = greedy(qmodel, p, smoke_max_tokens, stops)
             chats.append(judge_chat(tokenizer, ids, stop, user_prefix) | {"ids": ids})
+        seconds = time.perf_counter() - started
         del qmodel
         same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
         report["files"][Path(art.path).name] = {
@@ -147,6 +149,8 @@ def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: li
             "source_perplexity": held.source_perplexity,
             "top1_agreement": held.top1_agreement,
             "mean_kl": held.mean_kl,
+            # greedy smoke-chat decoding, prompts included: generated tokens / wall seconds
+            "tokens_per_second": sum(len(c["ids"]) + c["stopped"] for c in chats) / seconds,
         }
     del model
     return report
