@@ -169,6 +169,14 @@ def test_missing_calibration_file_and_quantized_source_are_refused(tiny_ckpt, tm
         hf_quant.check("awq", resolve_checkpoint(quantized, with_sha=False), None)
 
 
+@needs_gptqmodel
+def test_options_of_other_formats_are_refused_not_ignored(tiny_model_dir, tmp_path, store_dir):
+    line = _one_line_error(wb("export", str(tiny_model_dir), "--format", "gptq", "--imatrix-data", "x.jsonl",
+                              "-o", str(tmp_path / "o"), "--store", str(store_dir)), 3)
+    assert "--imatrix-data does not apply to GPTQ export" in line, line
+    assert not (tmp_path / "o").exists()
+
+
 def test_quant_names_resolve_group_from_the_model_widths():
     from workbench.export.hf_quant import parse_quants
 

@@ -94,10 +94,12 @@ def artifact_name(ckpt: Checkpoint, bpw: str) -> str:
 
 
 def export_exl2(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *, progress: bool = True,
-                **_ignored) -> list[Checkpoint]:
+                **options) -> list[Checkpoint]:
     """Measure once, then convert to each bpw target; one model folder per target in out_dir."""
     from workbench.export.gguf import _Steps
+    from workbench.export.hf_quant import refuse_options
 
+    refuse_options("EXL2", options)
     names = check(ckpt, quants)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):

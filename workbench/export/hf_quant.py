@@ -177,10 +177,11 @@ def artifact_name(ckpt: Checkpoint, method: str, quant: str) -> str:
 
 
 def export_hf_quant(method: str, ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *,
-                    calibration: str | Path | None = None, progress: bool = True, **_ignored) -> list[Checkpoint]:
+                    calibration: str | Path | None = None, progress: bool = True, **options) -> list[Checkpoint]:
     """Quantize an HF model (or an adapter, merged first) with GPTQModel; one model folder per quant in out_dir."""
     from workbench.export.gguf import _Steps
 
+    refuse_options(METHODS[method]["label"], options)
     names = check(method, ckpt, quants)
     if calibration is not None and not Path(calibration).is_file():
         raise BadInput(f"calibration data '{calibration}': no such file")
@@ -198,6 +199,15 @@ def export_hf_quant(method: str, ckpt: Checkpoint, out_dir: Path, quants: list[s
     for art in built:
         art.path = out_dir / art.path.name
     return built
+
+
+def refuse_options(label: str, options: dict) -> None:
+    """Options of other formats (the CLI passes --keep-f16 always, --imatrix-data when given) must not be
+    silently ignored."""
+    given = [k for k, v in options.items() if v not in (None, False)]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise BadInput(f"{flag} does not apply to {label} export")
 
 
 def _build(method: str, ckpt: Checkpoint, tmp: Path, names: list[str], calibration, steps) -> list[Checkpoint]:
