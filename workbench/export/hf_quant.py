@@ -291,7 +291,7 @@ def run_quantizer(method: str, spec: QuantSpec, source: Path, target: Path, cal_
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     with open(log, "w") as fh:
         proc = subprocess.run([sys.executable, "-m", "workbench.export.hf_quant", str(job_file)], check=False, stdout=fh,
-                              stderr=subprocess.STDOUT, env=env)
+                              stderr=subprocess.STDOUT, env=env, cwd=log.parent)  # its logs/ folder lands there
     if proc.returncode != 0 or not (target / "config.json").is_file():
         why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else last_error(log)
         raise EnvironmentProblem(f"{METHODS[method]['label']} {spec.name} with {TOOL} failed: {why}")
