@@ -210,6 +210,9 @@ def wait_ready(page, title: str, timeout_ms: int = 60_000) -> None:
                               && [...document.querySelectorAll('[data-testid="stDataFrame"]')]
                                   .every(d => d.offsetParent === null || d.querySelector('canvas'))""",
                            timeout=timeout_ms)
+    # ...and until the browser has painted it: two animation frames run only once layout and paint are done, so
+    # a page's rendering counts towards its own time rather than delaying the next click.
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done())))")
 
 
 def page_url(base: str, name: str) -> str:
@@ -234,10 +237,17 @@ def time_browser(store: Store) -> dict[str, dict[str, float]]:
         page.goto(server.url)
         wait_ready(page, "Leaderboard")
         first_load = time.perf_counter() - started  # frontend bundle + leaderboard, cold
+        click_waits = []
         for label in ("nav cold", "nav warm"):
             for name, title in [*list(PAGES.items())[1:], ("leaderboard", "Leaderboard")]:
+                link = page.locator('[data-testid="stSidebarNav"] a', has_text=title)
+                # Clock starts at the click itself: Playwright first waits until the link can take a click (the
+                # browser may still be busy with the page before, whose own time that is).
                 started = time.perf_counter()
-                page.locator('[data-testid="stSidebarNav"] a', has_text=title).click()
+                link.click(trial=True)
+                click_waits.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                link.click()
                 wait_ready(page, title)
                 out[name][label] = time.perf_counter() - started
         for name, title in PAGES.items():
@@ -247,6 +257,8 @@ def time_browser(store: Store) -> dict[str, dict[str, float]]:
             wait_ready(page, title)
             out[name]["URL load"] = time.perf_counter() - started
         out["leaderboard"]["first load"] = first_load
+        print(f"waits for a sidebar link to take a click (not counted in nav): max {max(click_waits):.2f} s",
+              file=sys.stderr)
         browser.close()
     return out
 

@@ -23,9 +23,13 @@ st.set_page_config(page_title="ckpt-workbench", layout="wide")
 
 @st.cache_resource(show_spinner=False)
 def _warm_imports() -> threading.Thread:
-    """Import what the Compare page needs (the gate's statistics, pydantic, numpy: about a second on 2 cores) in
-    the background once per server, while the first page draws, so the first visit to Compare does not wait."""
+    """Import what the Compare page needs (the gate's statistics, pydantic, pandas' Styler with jinja2: about a
+    second on 2 cores) in the background once per server, while the first page draws, so the first visit to
+    Compare does not wait for them."""
     def work():
+        import numpy  # noqa: F401
+        import pandas.io.formats.style  # noqa: F401
+
         import workbench.config  # noqa: F401
         import workbench.gate  # noqa: F401
 
@@ -36,13 +40,14 @@ def _warm_imports() -> threading.Thread:
 
 _warm_imports()
 
+# Emoji, not ":material/...:" icons: Streamlit fetches those from fonts.gstatic.com, which an offline machine
+# cannot reach (each failed fetch shifts the sidebar and delays the next click).
 PAGES = [  # file, title, icon; the first is the default page, served at /
-    ("leaderboard", "Leaderboard", "leaderboard"), ("compare", "Compare", "compare_arrows"),
-    ("exports", "Exports", "package_2"), ("lineage", "Lineage", "account_tree"), ("runs", "Run detail", "list_alt"),
-    ("training", "Training curves", "show_chart"),
+    ("leaderboard", "Leaderboard", "🏆"), ("compare", "Compare", "⚖️"), ("exports", "Exports", "📦"),
+    ("lineage", "Lineage", "🌳"), ("runs", "Run detail", "📋"), ("training", "Training curves", "📉"),
 ]
-page = st.navigation([st.Page(str(HERE / "app_pages" / f"{name}.py"), title=title, icon=f":material/{icon}:",
-                              default=i == 0) for i, (name, title, icon) in enumerate(PAGES)])
+page = st.navigation([st.Page(str(HERE / "app_pages" / f"{name}.py"), title=title, icon=icon, default=i == 0)
+                      for i, (name, title, icon) in enumerate(PAGES)])
 with st.sidebar:
     st.caption(f"store: `{store_cache.store().root}`")
     if st.button("Reload store", help="Forget cached reads (they also refresh by themselves when a run is written)."):
