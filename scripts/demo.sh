@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole workbench on the embedded default model (SmolLM2-135M-Instruct), on CPU, offline:
 # train a LoRA adapter -> evaluate base and adapter (task + MMLU/GSM8K slice) -> merge (logits checked)
-# -> export GGUF Q8_0 and Q4_K_M -> answer the task in llama.cpp -> compare.
+# -> export GGUF Q8_0 and Q4_K_M (+ Ollama Modelfiles) -> answer the task in llama.cpp, gate the release
+# -> compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -32,11 +33,15 @@ wb compare "$base" "$adapter"
 step "4. merge the adapter (merged logits checked against base + adapter)"
 wb merge "$OUT/adapter" -o "$OUT/merged"
 
-step "5. export GGUF Q8_0 and Q4_K_M with llama.cpp's converter and quantizer"
+step "5. export GGUF Q8_0 and Q4_K_M (llama.cpp's converter and quantizer) with an Ollama Modelfile each"
 wb export "$OUT/merged" --format gguf --quant q8_0,q4_k_m -o "$OUT/gguf"
+cat "$OUT"/gguf/*-Q8_0.Modelfile
 
-step "6. answer the task in llama.cpp with the chat template embedded in each GGUF, next to transformers"
-q8=$(wb eval "$OUT"/gguf/*-Q8_0.gguf --suite demo --no-harness --json | run_id)
+step "6. answer the task in llama.cpp with the chat template embedded in each GGUF; gate the Q8_0 release"
+# The release gates (evals/gates/release.yaml) against the adapter's run: exit 1 here would stop the demo.
+q8=$(wb eval "$OUT"/gguf/*-Q8_0.gguf --suite demo --no-harness --baseline "$adapter" \
+       --gates evals/gates/release.yaml --junit "$OUT/gate.xml" --markdown "$OUT/gate.md" --json | run_id)
+cat "$OUT/gate.md"
 q4=$(wb eval "$OUT"/gguf/*-Q4_K_M.gguf --suite demo --no-harness --json | run_id)
 wb compare "$adapter" "$q8" --samples 3
 wb compare "$adapter" "$q4" --samples 3

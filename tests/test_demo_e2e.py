@@ -69,6 +69,8 @@ def test_gguf_files_answer_the_task_in_llama_cpp(demo):
         # The shipped file still does the job: close to the checkpoint it was exported from.
         assert _value(run, "contacts", "exact")["value"] >= _value(adapter, "contacts", "exact")["value"] - 0.15
     assert "greedy outputs" in log  # the side-by-side sample table was printed
+    assert "wb gate passed" in (out / "gate.md").read_text()  # the Q8_0 file passed the release gates
+    assert (out / "gate.xml").exists() and sorted((out / "gguf").glob("*.Modelfile"))  # JUnit, Ollama bundles
 
 
 @pytest.mark.slow

@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
                                                    "of chat items or {text}, or .txt) [bundled conversations]"),
         store: Optional[Path] = StoreOpt,
     ) -> None:
-        """Export a checkpoint (GGUF via llama.cpp), then verify it against the source, sample by sample."""
+        """Export a checkpoint (GGUF, AWQ, GPTQ, EXL2), then verify it in its runtime against the source."""
         from workbench.cli.output import emit_json
         from workbench.environment import versions
         from workbench.export import get_exporter
