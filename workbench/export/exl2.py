@@ -16,6 +16,7 @@ from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
+from workbench.export.source import export_source
 from workbench.extras import available, require
 from workbench.store.files import publish_dir, staging_dir
 
@@ -123,13 +124,7 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], steps) -> list[Checkpo
     work, out = tmp / "work", tmp / "out"
     work.mkdir()
     out.mkdir()
-    source, merge_check = ckpt, None
-    if ckpt.kind == "adapter":
-        with steps.step(f"merge adapter {ckpt.name} into its base"):
-            from workbench.merge import merge_adapter
-
-            source, merge_report = merge_adapter(ckpt, work / "merged")
-        merge_check = merge_report.__dict__
+    source, merged = export_source(ckpt, work, steps)
     version = _version()
     src, length = converter_input(source.path, work / "src")
     measurement = out / "measurement.json"  # kept: later targets can reuse it with convert_exl2 -m
@@ -151,7 +146,7 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], steps) -> list[Checkpo
             path=target, name=target.name, kind="quantized", format="exl2", base=ckpt.base, sha=weights_sha(target),
             parent={"name": ckpt.name, "path": str(ckpt.path), "sha": ckpt.sha, "kind": ckpt.kind, "quant": bpw,
                     "tool": TOOL, "exllamav2": version, "measurement": measurement.name,
-                    **({"merged_with": "peft merge_and_unload", "merge_check": merge_check} if merge_check else {})},
+                    **merged},
             extra={"size_bytes": folder_bytes(target), "weights_bytes": weights_bytes(target), "bpw": float(bpw),
                    "head_bits": HEAD_BITS, "calibration": "exllamav2 standard calibration set",
                    "measure_seconds": measure_seconds, "convert_seconds": round(time.monotonic() - started, 2)},

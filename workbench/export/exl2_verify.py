@@ -52,9 +52,9 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
         ANSWER_TOKENS,
         SMOKE_MAX_TOKENS,
         _user_prefix,
+        file_report,
         greedy,
         judge_chat,
-        smoke_summary,
         stop_ids,
     )
     from workbench.models import load_model, load_tokenizer
@@ -88,19 +88,6 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
             seconds = time.perf_counter() - started
         finally:
             qmodel.unload()
-        same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
-        report["files"][Path(art.path).name] = {
-            "quant": (art.parent or {}).get("quant"),
-            "answers": [c["text"] for c in chats],
-            "same_answer": sum(same),
-            "smoke": smoke_summary(chats),
-            "heldout": held.as_dict(),
-            "perplexity": held.perplexity,
-            "source_perplexity": held.source_perplexity,
-            "top1_agreement": held.top1_agreement,
-            "mean_kl": held.mean_kl,
-            # greedy smoke-chat decoding without a cache, prompts included: generated tokens / wall seconds
-            "tokens_per_second": sum(len(c["ids"]) + c["stopped"] for c in chats) / seconds,
-        }
+        report["files"][Path(art.path).name] = file_report(art, chats, ref, held, seconds)
     del model
     return report

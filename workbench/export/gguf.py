@@ -15,6 +15,7 @@ from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
+from workbench.export.source import export_source
 from workbench.extras import available, require
 from workbench.store.files import publish_dir, staging_dir
 
@@ -125,13 +126,7 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
     work, out = tmp / "work", tmp / "out"
     work.mkdir()
     out.mkdir()
-    source, merge_check = ckpt, None
-    if ckpt.kind == "adapter":
-        with steps.step(f"merge adapter {ckpt.name} into its base"):
-            from workbench.merge import merge_adapter
-
-            source, merge_report = merge_adapter(ckpt, work / "merged")
-        merge_check = merge_report.__dict__
+    source, merged = export_source(ckpt, work, steps)
     with steps.step("locate llama.cpp's converter"):
         tools = locate_tools()
     _check_architecture(source.path, tools)
@@ -181,7 +176,7 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
             sha=weights_sha(files[quant]),
             parent={"name": ckpt.name, "path": str(ckpt.path), "sha": source_sha, "kind": ckpt.kind,
                     "quant": quant, "tool": TOOL, "llama_cpp": tools.version, "converter": tools.origin,
-                    **({"merged_with": "peft merge_and_unload", "merge_check": merge_check} if merge_check else {}),
+                    **merged,
                     **({"imatrix": imatrix_summary | {"missing": reports[quant]["imatrix_missing"]}}
                        if imatrix_summary and quant in reports else {})},
             extra={"size_bytes": files[quant].stat().st_size, "file_type": meta["file_type"],

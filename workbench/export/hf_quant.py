@@ -22,6 +22,7 @@ from pathlib import Path
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
 from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
+from workbench.export.source import export_source
 from workbench.extras import available, require
 from workbench.store.files import publish_dir, staging_dir, write_json_atomic
 
@@ -216,13 +217,7 @@ def _build(method: str, ckpt: Checkpoint, tmp: Path, names: list[str], calibrati
     work, out = tmp / "work", tmp / "out"
     work.mkdir()
     out.mkdir()
-    source, merge_check = ckpt, None
-    if ckpt.kind == "adapter":
-        with steps.step(f"merge adapter {ckpt.name} into its base"):
-            from workbench.merge import merge_adapter
-
-            source, merge_report = merge_adapter(ckpt, work / "merged")
-        merge_check = merge_report.__dict__
+    source, merged = export_source(ckpt, work, steps)
     config = read_config(source.path)
     specs = {s.name: s for s in parse_quants(method, names, config, source.path / "config.json")}
     with steps.step("tokenize calibration data"):
@@ -245,7 +240,7 @@ def _build(method: str, ckpt: Checkpoint, tmp: Path, names: list[str], calibrati
             path=target, name=target.name, kind="quantized", format=method, base=ckpt.base, sha=weights_sha(target),
             parent={"name": ckpt.name, "path": str(ckpt.path), "sha": ckpt.sha, "kind": ckpt.kind, "quant": name,
                     "tool": TOOL, "gptqmodel": version,
-                    **({"merged_with": "peft merge_and_unload", "merge_check": merge_check} if merge_check else {})},
+                    **merged},
             extra={"size_bytes": folder_bytes(target), "weights_bytes": weights_bytes(target), "bits": spec.bits,
                    "group_size": spec.group_size, "calibration": cal_info, "quantize_seconds": seconds,
                    "quantization_config": _quant_config(target)},

@@ -138,19 +138,24 @@ def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: li
             chats.append(judge_chat(tokenizer, ids, stop, user_prefix) | {"ids": ids})
         seconds = time.perf_counter() - started
         del qmodel
-        same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
-        report["files"][Path(art.path).name] = {
-            "quant": (art.parent or {}).get("quant"),
-            "answers": [c["text"] for c in chats],
-            "same_answer": sum(same),
-            "smoke": smoke_summary(chats),
-            "heldout": held.as_dict(),
-            "perplexity": held.perplexity,
-            "source_perplexity": held.source_perplexity,
-            "top1_agreement": held.top1_agreement,
-            "mean_kl": held.mean_kl,
-            # greedy smoke-chat decoding, prompts included: generated tokens / wall seconds
-            "tokens_per_second": sum(len(c["ids"]) + c["stopped"] for c in chats) / seconds,
-        }
+        report["files"][Path(art.path).name] = file_report(art, chats, ref, held, seconds)
     del model
     return report
+
+
+def file_report(art: Checkpoint, chats: list[dict], ref: list[list[int]], held, seconds: float) -> dict:
+    """One verified file's entry: smoke chats against the source's answers `ref`, and held-out quality `held`."""
+    same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
+    return {
+        "quant": (art.parent or {}).get("quant"),
+        "answers": [c["text"] for c in chats],
+        "same_answer": sum(same),
+        "smoke": smoke_summary(chats),
+        "heldout": held.as_dict(),
+        "perplexity": held.perplexity,
+        "source_perplexity": held.source_perplexity,
+        "top1_agreement": held.top1_agreement,
+        "mean_kl": held.mean_kl,
+        # greedy smoke-chat decoding (no KV cache), prompts included: generated tokens / wall seconds
+        "tokens_per_second": sum(len(c["ids"]) + c["stopped"] for c in chats) / seconds,
+    }
