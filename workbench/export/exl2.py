@@ -16,9 +16,8 @@ from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
-from workbench.export.source import export_source
+from workbench.export.source import build_staged, export_source
 from workbench.extras import available, require
-from workbench.store.files import publish_dir, staging_dir
 
 QUANT_TYPES = ("3.0", "4.0", "4.65", "5.0", "6.0", "8.0")  # common targets; any 2.0-8.0 is accepted
 DEFAULT_QUANTS = ["4.0"]
@@ -97,25 +96,11 @@ def artifact_name(ckpt: Checkpoint, bpw: str) -> str:
 def export_exl2(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *, progress: bool = True,
                 **options) -> list[Checkpoint]:
     """Measure once, then convert to each bpw target; one model folder per target in out_dir."""
-    from workbench.export.gguf import _Steps
     from workbench.export.hf_quant import refuse_options
 
     refuse_options("EXL2", options)
     names = check(ckpt, quants)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise BadInput(f"output folder '{out_dir}' is not empty; choose a new or empty folder")
-    tmp = staging_dir(out_dir)
-    try:
-        steps = _Steps(progress)
-        with steps.progress:
-            built = _build(ckpt, tmp, names, steps)
-        publish_dir(tmp / "out", out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for art in built:
-        art.path = out_dir / art.path.name
-    return built
+    return build_staged(out_dir, progress, lambda tmp, steps: _build(ckpt, tmp, names, steps))
 
 
 def _build(ckpt: Checkpoint, tmp: Path, names: list[str], steps) -> list[Checkpoint]:

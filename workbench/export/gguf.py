@@ -15,9 +15,8 @@ from pathlib import Path
 
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
-from workbench.export.source import export_source
+from workbench.export.source import build_staged, export_source
 from workbench.extras import available, require
-from workbench.store.files import publish_dir, staging_dir
 
 # user-facing name -> llama_cpp ftype constant; f16/bf16 are written by the converter itself
 QUANT_TYPES: dict[str, str | None] = {
@@ -103,20 +102,11 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
         from workbench.export.gguf_adapter import check_adapter
 
         check_adapter(ckpt)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise BadInput(f"output folder '{out_dir}' is not empty; choose a new or empty folder")
-    tmp = staging_dir(out_dir)
-    try:
-        steps = _Steps(progress)
-        with steps.progress:
-            built = _build(ckpt, tmp, names, keep_f16, steps, ollama, adapter_gguf, imatrix_data)
-        publish_dir(tmp / "out", out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for art in built:
-        art.path = out_dir / art.path.name
-    return built
+
+    def build(tmp, steps):
+        return _build(ckpt, tmp, names, keep_f16, steps, ollama, adapter_gguf, imatrix_data)
+
+    return build_staged(out_dir, progress, build)
 
 
 def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps: "_Steps",

@@ -22,9 +22,9 @@ from pathlib import Path
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
 from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
-from workbench.export.source import export_source
+from workbench.export.source import build_staged, export_source
 from workbench.extras import available, require
-from workbench.store.files import publish_dir, staging_dir, write_json_atomic
+from workbench.store.files import write_json_atomic
 
 METHODS = {"gptq": {"bits": (2, 3, 4, 8), "label": "GPTQ"}, "awq": {"bits": (4,), "label": "AWQ"}}
 DEFAULT_QUANTS = ["w4a16"]
@@ -180,26 +180,12 @@ def artifact_name(ckpt: Checkpoint, method: str, quant: str) -> str:
 def export_hf_quant(method: str, ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *,
                     calibration: str | Path | None = None, progress: bool = True, **options) -> list[Checkpoint]:
     """Quantize an HF model (or an adapter, merged first) with GPTQModel; one model folder per quant in out_dir."""
-    from workbench.export.gguf import _Steps
 
     refuse_options(METHODS[method]["label"], options)
     names = check(method, ckpt, quants)
     if calibration is not None and not Path(calibration).is_file():
         raise BadInput(f"calibration data '{calibration}': no such file")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise BadInput(f"output folder '{out_dir}' is not empty; choose a new or empty folder")
-    tmp = staging_dir(out_dir)
-    try:
-        steps = _Steps(progress)
-        with steps.progress:
-            built = _build(method, ckpt, tmp, names, calibration, steps)
-        publish_dir(tmp / "out", out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for art in built:
-        art.path = out_dir / art.path.name
-    return built
+    return build_staged(out_dir, progress, lambda tmp, steps: _build(method, ckpt, tmp, names, calibration, steps))
 
 
 def refuse_options(label: str, options: dict) -> None:

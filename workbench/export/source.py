@@ -1,8 +1,13 @@
-"""What an exporter quantizes: the checkpoint itself, or an adapter merged into its base first."""
+"""What every exporter shares: the model it quantizes (an adapter is merged into its base first) and the staged
+build, published into the output folder only when complete."""
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from workbench.checkpoint import Checkpoint
+from workbench.errors import BadInput
+from workbench.store.files import publish_dir, staging_dir
 
 
 def export_source(ckpt: Checkpoint, work: Path, steps) -> tuple[Checkpoint, dict]:
@@ -14,3 +19,24 @@ def export_source(ckpt: Checkpoint, work: Path, steps) -> tuple[Checkpoint, dict
     with steps.step(f"merge adapter {ckpt.name} into its base"):
         merged, report = merge_adapter(ckpt, work / "merged")
     return merged, {"merged_with": "peft merge_and_unload", "merge_check": report.__dict__}
+
+
+def build_staged(out_dir: Path, progress: bool, build: Callable) -> list[Checkpoint]:
+    """Run build(tmp, steps) in a hidden folder beside out_dir (it writes artifacts into tmp/out), then move them
+    into out_dir; a failure or Ctrl-C leaves nothing there. Returns the artifacts at their published paths."""
+    from workbench.export.gguf import _Steps
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BadInput(f"output folder '{out_dir}' is not empty; choose a new or empty folder")
+    tmp = staging_dir(out_dir)
+    try:
+        steps = _Steps(progress)
+        with steps.progress:
+            built = build(tmp, steps)
+        publish_dir(tmp / "out", out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for art in built:
+        art.path = out_dir / art.path.name
+    return built
