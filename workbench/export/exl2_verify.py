@@ -47,34 +47,16 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
                 heldout: str | Path | None = None, window: int | None = None, max_heldout_tokens: int | None = 2048,
                 smoke_max_tokens: int | None = None, **_ignored) -> dict:
     from workbench.export import quality
-    from workbench.export.gguf_verify import DEFAULT_PROMPTS, hf_prompt_ids
     from workbench.export.hf_quant_verify import (
-        ANSWER_TOKENS,
         SMOKE_MAX_TOKENS,
-        _user_prefix,
         file_report,
-        greedy,
         judge_chat,
-        stop_ids,
+        source_reference,
     )
-    from workbench.models import load_model, load_tokenizer
 
     smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
-    prompts = prompts or DEFAULT_PROMPTS
-    tokenizer = load_tokenizer(source)
-    model = load_model(source, device="cuda")
-    texts = quality.load_heldout_texts(heldout, tokenizer)
-    windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
-    prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
-    stops = stop_ids(model, tokenizer)
-    ref = [greedy(model, p, ANSWER_TOKENS, stops)[0] for p in prompt_ids]
-    user_prefix = _user_prefix(tokenizer)
-    report = {"source": {"name": source.name, "path": str(source.path),
-                         "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref]},
-              "prompts": [m[-1]["content"] for m in prompts], "loader": "exllamav2 ExLlamaV2", "device": "cuda",
-              "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
-                          "windows": len(windows), "window": len(windows[0]), "tokens": sum(len(w) - 1 for w in windows)},
-              "files": {}}
+    tokenizer, model, windows, prompt_ids, stops, ref, user_prefix, report = source_reference(
+        source, "cuda", "exllamav2 ExLlamaV2", prompts, heldout, window, max_heldout_tokens)
     source_fn = quality.transformers_logits_fn(model)
     longest = max([len(w) for w in windows] + [len(p) + smoke_max_tokens + 1 for p in prompt_ids])
     for art in artifacts:

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from workbench.checkpoint import Checkpoint
 from workbench.extras import require
@@ -106,28 +107,12 @@ def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: li
                     smoke_max_tokens: int | None = None, **_ignored) -> dict:
     """Compare each quantized folder under transformers with `source` (fp32); returns a JSON-able report."""
     from workbench.export import quality
-    from workbench.export.gguf_verify import DEFAULT_PROMPTS, hf_prompt_ids
-    from workbench.models import load_model, load_tokenizer
 
     torch = require("torch", "Verifying a quantized export", "eval")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
-    prompts = prompts or DEFAULT_PROMPTS
-    tokenizer = load_tokenizer(source)
-    model = load_model(source, device=device)
-    texts = quality.load_heldout_texts(heldout, tokenizer)
-    windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
-    prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
-    stops = stop_ids(model, tokenizer)
-    ref = [greedy(model, p, ANSWER_TOKENS, stops)[0] for p in prompt_ids]
-    user_prefix = _user_prefix(tokenizer)
-    report = {"source": {"name": source.name, "path": str(source.path),
-                         "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref]},
-              "prompts": [m[-1]["content"] for m in prompts], "loader": "transformers AutoModelForCausalLM",
-              "device": device,
-              "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
-                          "windows": len(windows), "window": len(windows[0]), "tokens": sum(len(w) - 1 for w in windows)},
-              "files": {}}
+    tokenizer, model, windows, prompt_ids, stops, ref, user_prefix, report = source_reference(
+        source, device, "transformers AutoModelForCausalLM", prompts, heldout, window, max_heldout_tokens)
     source_fn = quality.transformers_logits_fn(model)
     for art in artifacts:
         qmodel = load_quantized(Path(art.path), device)
@@ -159,3 +144,38 @@ def file_report(art: Checkpoint, chats: list[dict], ref: list[list[int]], held, 
         # greedy smoke-chat decoding (no KV cache), prompts included: generated tokens / wall seconds
         "tokens_per_second": sum(len(c["ids"]) + c["stopped"] for c in chats) / seconds,
     }
+
+
+class SourceReference(NamedTuple):
+    tokenizer: object
+    model: object
+    windows: list[list[int]]  # held-out token windows
+    prompt_ids: list[list[int]]  # smoke-chat prompts, chat template applied
+    stops: set[int]
+    ref: list[list[int]]  # the source's greedy answers to the smoke prompts
+    user_prefix: str
+    report: dict  # the verification report's head; "files" is filled per artifact
+
+
+def source_reference(source: Checkpoint, device: str, loader: str, prompts: list[list[dict]] | None,
+                     heldout: str | Path | None, window: int | None, max_heldout_tokens: int | None) -> SourceReference:
+    """The source checkpoint's side of a verification, made once for every artifact of an export."""
+    from workbench.export import quality
+    from workbench.export.gguf_verify import DEFAULT_PROMPTS, hf_prompt_ids
+    from workbench.models import load_model, load_tokenizer
+
+    prompts = prompts or DEFAULT_PROMPTS
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, device=device)
+    texts = quality.load_heldout_texts(heldout, tokenizer)
+    windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
+    prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
+    stops = stop_ids(model, tokenizer)
+    ref = [greedy(model, p, ANSWER_TOKENS, stops)[0] for p in prompt_ids]
+    report = {"source": {"name": source.name, "path": str(source.path),
+                         "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref]},
+              "prompts": [m[-1]["content"] for m in prompts], "loader": loader, "device": device,
+              "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
+                          "windows": len(windows), "window": len(windows[0]), "tokens": sum(len(w) - 1 for w in windows)},
+              "files": {}}
+    return SourceReference(tokenizer, model, windows, prompt_ids, stops, ref, _user_prefix(tokenizer), report)
