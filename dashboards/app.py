@@ -40,14 +40,12 @@ def _warm_imports() -> threading.Thread:
 
 _warm_imports()
 
-# Emoji, not ":material/...:" icons: Streamlit fetches those from fonts.gstatic.com, which an offline machine
-# cannot reach (each failed fetch shifts the sidebar and delays the next click).
-PAGES = [  # file, title, icon; the first is the default page, served at /
-    ("leaderboard", "Leaderboard", "🏆"), ("compare", "Compare", "⚖️"), ("exports", "Exports", "📦"),
-    ("lineage", "Lineage", "🌳"), ("runs", "Run detail", "📋"), ("training", "Training curves", "📉"),
-]
-page = st.navigation([st.Page(str(HERE / "app_pages" / f"{name}.py"), title=title, icon=icon, default=i == 0)
-                      for i, (name, title, icon) in enumerate(PAGES)])
+# No page icons: Streamlit fetches ":material/...:" icons from fonts.gstatic.com, which an offline machine cannot
+# reach (each failed fetch shifted the sidebar and delayed the next click), and emoji need a colour-emoji font.
+PAGES = [("leaderboard", "Leaderboard"), ("compare", "Compare"), ("exports", "Exports"), ("lineage", "Lineage"),
+         ("runs", "Run detail"), ("training", "Training curves")]  # file, title; the first is served at /
+page = st.navigation([st.Page(str(HERE / "app_pages" / f"{name}.py"), title=title, default=i == 0)
+                      for i, (name, title) in enumerate(PAGES)])
 with st.sidebar:
     st.caption(f"store: `{store_cache.store().root}`")
     if st.button("Reload store", help="Forget cached reads (they also refresh by themselves when a run is written)."):
