@@ -242,11 +242,30 @@ def test_exl2_two_targets_share_one_measurement_and_are_verified(exl2_model, tmp
         assert qc["quant_method"] == "exl2" and qc["bits"] == float(art.parent["quant"]), qc
         assert "Reusing measurement" in (art.path / "convert.log").read_text()
     assert arts[0].extra["size_bytes"] < arts[1].extra["size_bytes"]
+    _assert_causal(arts[0].path)
     report = verify_exl2(arts, exl2_model, max_heldout_tokens=512, smoke_max_tokens=8)
     for art in arts:
         # random weights give near-flat next-token distributions, so argmax ties break either way: on an H100 the
         # 4.0 bpw file agreed on 0.49 of 510 tokens (chance: 1/49152)
         _assert_measured(report["files"][art.path.name], min_top1=0.25)
+
+
+def _assert_causal(path):
+    """A position's logits must not change when later tokens do (exllamav2's SDPA path once attended forward)."""
+    import torch
+
+    from workbench.export.exl2_verify import exl2_logits_fn, load_exl2
+
+    model = load_exl2(path, 256)
+    try:
+        run = exl2_logits_fn(model)
+        torch.manual_seed(0)
+        ids = torch.randint(100, 10_000, (32,)).tolist()
+        changed_tail = ids[:16] + [(i + 7) % 10_000 + 100 for i in ids[16:]]
+        a, b = run(ids)[:16], run(changed_tail)[:16]
+        assert abs(a - b).max() < 1e-2, abs(a - b).max()
+    finally:
+        model.unload()
 
 
 def test_exl2_check_refuses_without_cuda_before_loading(tiny_ckpt, monkeypatch):

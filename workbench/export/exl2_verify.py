@@ -14,6 +14,7 @@ from workbench.extras import require
 def load_exl2(path: Path, max_seq_len: int):
     exllamav2 = require("exllamav2", "EXL2 verification", "exl2")
     config = exllamav2.ExLlamaV2Config(str(path))
+    config.no_sdpa = True  # see NO_SDPA in exl2.py
     config.max_seq_len = max_seq_len
     model = exllamav2.ExLlamaV2(config)
     model.load()
