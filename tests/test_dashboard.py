@@ -190,6 +190,11 @@ def test_compare_drill_down_filters_to_regressions(app, seeded):
     next(s for s in at.selectbox if s.label == "Judge regressions by").set_value("json_valid").run()
     assert list(at.dataframe[0].value["id"]) == ["item-5"]
     assert "B better on 2, worse on 1 (json_valid)" in " ".join(c.value for c in at.caption)
+    item = next(s for s in at.selectbox if s.label == "Item")
+    assert item.options == ["item-5 — worse: json_valid"]
+    shown = " ".join(t.value for t in at.text)
+    diff = next(d for d in diffs if d["id"] == "item-5")
+    assert diff["prompt"] in shown and str(diff["a"]) in shown and str(diff["b"]) in shown
 
 
 def test_compare_shows_the_gates_significance_verdicts(app, seeded):

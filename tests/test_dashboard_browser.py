@@ -127,10 +127,12 @@ def test_compare_view_shows_the_numbers_wb_compare_prints(dashboard):
             page.get_by_text("Regressions only").click()
             worse = [f"item-{i}" for i, (x, y) in enumerate(zip(SCORES["base"], SCORES["tuned"]))
                      if any(b < a for a, b in zip(x, y))]
-            expanders = page.locator('[data-testid="stExpander"] summary')
-            page.wait_for_function("n => document.querySelectorAll('[data-testid=\"stExpander\"]').length === n",
-                                   arg=len(worse))
-            # each summary is the icon's ligature name, then "<id> — worse: <metrics>"
-            assert [t.strip().splitlines()[-1].split(" — ")[0] for t in expanders.all_inner_texts()] == worse
+            picker = page.get_by_role("combobox", name="Item")
+            sync_api.expect(picker).to_have_value(f"{worse[0]} — worse: exact")  # the rerun after the toggle drew
+            # the item picker lists exactly those, each as "<id> — worse: <metrics>"
+            picker.click()
+            options = page.get_by_role("option")
+            options.first.wait_for()
+            assert [t.strip().split(" — ")[0] for t in options.all_inner_texts()] == worse
         finally:
             browser.close()

@@ -1,6 +1,5 @@
 """The README's demo, end to end on the embedded default model: the real script, then checks on what it recorded."""
 
-import json
 import os
 import subprocess
 from pathlib import Path

@@ -144,20 +144,31 @@ def scores_text(scores: dict) -> str:
 st.dataframe(pd.DataFrame([{"id": r["id"], "worse in B": ", ".join(r["worse"]), "better in B": ", ".join(r["better"]),
                             "A scores": scores_text(r["scores_a"]), "B scores": scores_text(r["scores_b"])}
                            for r in page_rows]), hide_index=True, width="stretch")
-for i, r in enumerate(page_rows):
-    tag = (f"worse: {', '.join(r['worse'])}" if r["worse"]
-           else f"better: {', '.join(r['better'])}" if r["better"] else "unchanged")
-    with st.expander(f"{r['id']} — {tag}", expanded=i == 0):
-        # st.text, not st.code: plain preformatted text renders much faster than highlighted blocks
-        st.markdown("**Prompt**")
-        st.text(r["prompt"] or "")
-        if r["reference"] is not None:
-            st.markdown("**Reference**")
-            st.text(str(r["reference"]))
-        for col, side, name in zip(st.columns(2), ("a", "b"), (cmp["checkpoint_a"], cmp["checkpoint_b"])):
-            col.markdown(f"**{side.upper()}: {name}**")
-            col.text(str(r[side]))
-            col.caption("scores: " + scores_text(r[f"scores_{side}"]))
-            if r[f"judge_{side}"]:
-                col.markdown("**Judge verdict and rationale**")
-                col.json(r[f"judge_{side}"])
+
+
+def tag(r: dict) -> str:
+    if r["worse"]:
+        return f"worse: {', '.join(r['worse'])}"
+    return f"better: {', '.join(r['better'])}" if r["better"] else "unchanged"
+
+
+# One item in full at a time: ten open-able panels of prompts and outputs cost the browser more to draw than the
+# rest of the page together.
+by_item = {r["id"]: r for r in page_rows}
+item = st.selectbox("Item", list(by_item), format_func=lambda i: f"{i} — {tag(by_item[i])}",
+                    help="The items on this page; the table above lists them with their scores.")
+r = by_item[item]
+with st.container(border=True):
+    # st.text, not st.code: plain preformatted text renders much faster than highlighted blocks
+    st.markdown("**Prompt**")
+    st.text(r["prompt"] or "")
+    if r["reference"] is not None:
+        st.markdown("**Reference**")
+        st.text(str(r["reference"]))
+    for col, side, name in zip(st.columns(2), ("a", "b"), (cmp["checkpoint_a"], cmp["checkpoint_b"])):
+        col.markdown(f"**{side.upper()}: {name}**")
+        col.text(str(r[side]))
+        col.caption("scores: " + scores_text(r[f"scores_{side}"]))
+        if r[f"judge_{side}"]:
+            col.markdown("**Judge verdict and rationale**")
+            col.json(r[f"judge_{side}"])
