@@ -72,3 +72,36 @@ def test_several_processes_write_one_store(tmp_path):
         assert p.exitcode == 0
     store = Store(tmp_path)
     assert len(store.list_runs()) == 15 == len(store.run_ids())
+
+
+def test_weights_sha_is_remembered_until_a_weight_file_changes(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from workbench.checkpoint import SHA_CACHE_MIN_BYTES, weights_sha
+
+    monkeypatch.setenv("WB_HOME", str(tmp_path / "home"))
+    model = tmp_path / "model"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"a" * SHA_CACHE_MIN_BYTES)
+    (model / "config.json").write_text("{}")
+
+    def expected() -> str:
+        return hashlib.sha256(b"model.safetensors" + weights.read_bytes()).hexdigest()
+
+    first = weights_sha(model)
+    assert first == expected()
+    [entry] = (tmp_path / "home" / "weights-sha").iterdir()
+    assert entry.read_text().strip() == first
+    entry.write_text("0" * 64)  # proves the second call reads the remembered value instead of hashing
+    assert weights_sha(model) == "0" * 64
+
+    weights.write_bytes(b"b" * SHA_CACHE_MIN_BYTES)  # same size, new content and modification time
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert weights_sha(model) == expected() != first
+    small = tmp_path / "small.gguf"
+    small.write_bytes(b"x")
+    assert weights_sha(small) == hashlib.sha256(b"small.gguf" + b"x").hexdigest()
+    assert len(list((tmp_path / "home" / "weights-sha").iterdir())) == 2  # small files are not remembered

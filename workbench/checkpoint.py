@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.errors import BadInput
+from workbench.home import home
 from workbench.store.files import write_json_atomic
 
 META_NAME = "wb_checkpoint.json"
@@ -19,6 +20,7 @@ DEFAULT_REF = "default"
 KINDS = ("base", "adapter", "merged", "quantized")
 FORMATS = ("hf", "peft", "gguf", "awq", "gptq", "exl2")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+SHA_CACHE_MIN_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -48,17 +50,38 @@ class Checkpoint:
 
 
 def weights_sha(path: Path) -> str:
-    """sha256 over the weight files (names and bytes), independent of metadata files."""
+    """sha256 over the weight files (names and bytes), independent of metadata files.
+
+    Large checkpoints' hashes are remembered under $WB_HOME/weights-sha, keyed on each file's path, size and
+    modification time (as git's index does): hashing a 1B model's weights takes seconds, and a checkpoint is
+    usually hashed by every command that touches it."""
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
     )
+    stats = [(str(f.resolve()), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
+    cached = None
+    if sum(size for _, size, _ in stats) >= SHA_CACHE_MIN_BYTES:
+        cached = home() / "weights-sha" / hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+        try:
+            return cached.read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            pass
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-    return h.hexdigest()
+    sha = h.hexdigest()
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+            tmp.write_text(sha + "\n")
+            os.replace(tmp, cached)
+        except OSError:  # a read-only WB_HOME only costs the next command the hashing
+            pass
+    return sha
 
 
 def _read_meta(path: Path) -> dict:
