@@ -31,6 +31,7 @@ VENDOR_PREFIX = "vendor/llama.cpp/"
 TREE_FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE")
 TREE_DIRS = ("gguf-py/", "conversion/", "models/templates/")
 SOURCE_RECORD = "wb_source.json"
+SCRIPT_RUNNER = Path(__file__).with_name("script_runner.py")  # the scripts, minus a second of exit
 
 
 @dataclass(frozen=True)
@@ -74,14 +75,15 @@ class LlamaTools:
 
     def convert(self, model_dir: Path, outfile: Path, outtype: str, log_path: Path) -> None:
         """Run convert_hf_to_gguf.py in a subprocess; its output goes to log_path."""
-        cmd = [sys.executable, str(self.convert_hf), str(model_dir), "--outtype", outtype, "--outfile", str(outfile)]
+        cmd = [sys.executable, str(SCRIPT_RUNNER), str(self.convert_hf), str(model_dir), "--outtype", outtype,
+               "--outfile", str(outfile)]
         run_logged(cmd, self.env(), log_path, what=f"llama.cpp's converter on {model_dir}")
 
 
     def convert_adapter(self, adapter_dir: Path, base_dir: Path, outfile: Path, outtype: str, log_path: Path) -> None:
         """Run convert_lora_to_gguf.py on a PEFT LoRA adapter (the base folder supplies config and vocabulary)."""
-        cmd = [sys.executable, str(self.convert_lora), "--base", str(base_dir), "--outtype", outtype,
-               "--outfile", str(outfile), str(adapter_dir)]
+        cmd = [sys.executable, str(SCRIPT_RUNNER), str(self.convert_lora), "--base", str(base_dir),
+               "--outtype", outtype, "--outfile", str(outfile), str(adapter_dir)]
         run_logged(cmd, self.env(), log_path, what=f"llama.cpp's LoRA converter on {adapter_dir}")
 
 
