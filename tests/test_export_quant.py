@@ -130,6 +130,19 @@ def test_awq_with_user_calibration_reloads_and_measures(awq_ckpt, tmp_path):
     _assert_measured(report["files"][art.path.name])
 
 
+def test_quantizer_progress_reads_the_layer_from_gptqmodels_log(tmp_path):
+    from workbench.export.hf_quant import current_layer
+
+    log = tmp_path / "w4a16-g64.log"
+    log.write_text("INFO  Loading model\n")
+    assert current_layer(log) is None
+    # GPTQModel 7.6's own progress lines (\r-separated, layers counted from 0), as in a real AWQ run's log
+    log.write_text("x" * 5000 + "\rQuantizing layer 6 of 29             [6 of 29] | 0:04:01 / 0:16:18 [7/30]"
+                   "\rForward: Layer=`model.layers.7`, subset=2/4, batches=4 Row 0/14"
+                   "\rQuantizing layer 7 of 29             [7 of 29] | 0:04:21 / 0:16:18 [8/30] 26.7%\r")
+    assert current_layer(log) == "layer 8 of 30"
+
+
 # --- bad input, before any model loads --------------------------------------------------------------------------
 
 @needs_gptqmodel

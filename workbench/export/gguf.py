@@ -353,9 +353,10 @@ class _Steps:
 
     @contextlib.contextmanager
     def step(self, description: str, timing: str | None = None):
+        """Yields update(detail): shows how far a long step is, after its description."""
         task = self.progress.add_task(description, total=1)
         started = time.monotonic()
-        yield
+        yield lambda detail: self.progress.update(task, description=f"{description}: {detail}")
         if timing:
             self.seconds[timing] = round(time.monotonic() - started, 2)
         self.progress.update(task, completed=1)

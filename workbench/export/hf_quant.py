@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ CALIBRATION_WINDOW = 256  # tokens per calibration sample
 CALIBRATION_MAX_TOKENS = 64 * 1024
 TOOL = "GPTQModel"
 AWQ_OUT_MULTIPLE = 64  # GPTQModel 7.6's AWQ clip search batches output channels by 64 (asserted)
+_LAYER = re.compile(r"Quantizing layer (\d+) of (\d+)")
+PROGRESS_POLL_SECONDS = 1.0
 _NAME = re.compile(r"^w(?P<bits>\d+)a16(?:-g(?P<group>\d+))?$")
 
 
@@ -218,8 +221,9 @@ def _build(method: str, ckpt: Checkpoint, tmp: Path, names: list[str], calibrati
         target = out / artifact_name(ckpt, method, name)
         log = work / f"{name}.log"
         started = time.monotonic()
-        with steps.step(f"{METHODS[method]['label']} {name} ({TOOL} {version}; log in {target.name}/quantize.log)"):
-            run_quantizer(method, spec, source.path, target, cal_file, log)
+        with steps.step(f"{METHODS[method]['label']} {name} ({TOOL} {version}; log in {target.name}/quantize.log)") \
+                as show:
+            run_quantizer(method, spec, source.path, target, cal_file, log, show)
         seconds = round(time.monotonic() - started, 2)
         shutil.copy(log, target / "quantize.log")
         art = Checkpoint(
@@ -259,8 +263,10 @@ def _quant_config(target: Path) -> dict:
     return qc
 
 
-def run_quantizer(method: str, spec: QuantSpec, source: Path, target: Path, cal_file: Path, log: Path) -> None:
-    """GPTQModel in a child process; raise with the child's last error line if it fails."""
+def run_quantizer(method: str, spec: QuantSpec, source: Path, target: Path, cal_file: Path, log: Path,
+                  show: Callable[[str], None] | None = None) -> None:
+    """GPTQModel in a child process; raise with the child's last error line if it fails. show(detail) gets the
+    layer it is on, read from its log, while it runs."""
     job = {"method": method, "bits": spec.bits, "group_size": spec.group_size, "source": str(source),
            "target": str(target), "calibration": str(cal_file)}
     job_file = log.with_suffix(".json")
@@ -270,12 +276,33 @@ def run_quantizer(method: str, spec: QuantSpec, source: Path, target: Path, cal_
         env.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "workbench.export.hf_quant", str(job_file)], check=False, stdout=fh,
-                              stderr=subprocess.STDOUT, env=env, cwd=log.parent)  # its logs/ folder lands there
+    with open(log, "w") as fh, subprocess.Popen(
+            [sys.executable, "-m", "workbench.export.hf_quant", str(job_file)], stdout=fh, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, cwd=log.parent) as proc:  # its logs/ folder lands in cwd
+        try:
+            while True:
+                try:
+                    proc.wait(PROGRESS_POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    if show is not None and (layer := current_layer(log)):
+                        show(layer)
+        except BaseException:  # Ctrl-C: stop the child before the staging folder it writes into is deleted
+            proc.kill()
+            proc.wait()
+            raise
     if proc.returncode != 0 or not (target / "config.json").is_file():
         why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else last_error(log)
         raise EnvironmentProblem(f"{METHODS[method]['label']} {spec.name} with {TOOL} failed: {why}")
+
+
+def current_layer(log: Path) -> str | None:
+    """'layer 8 of 30' from the end of GPTQModel's log ("Quantizing layer 7 of 29": it counts from 0), if there."""
+    with open(log, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+        tail = fh.read().decode(errors="replace")
+    hits = _LAYER.findall(tail)
+    return f"layer {int(hits[-1][0]) + 1} of {int(hits[-1][1]) + 1}" if hits else None
 
 
 def last_error(log: Path) -> str:
