@@ -5,7 +5,6 @@ shown is the one the CLI prints.
 """
 
 import sys
-import threading
 from pathlib import Path
 
 # The pages live in app_pages/, not pages/: Streamlit takes a pages/ folder beside the entry script for a
@@ -20,25 +19,6 @@ import store_cache  # noqa: E402
 
 st.set_page_config(page_title="ckpt-workbench", layout="wide")
 
-
-@st.cache_resource(show_spinner=False)
-def _warm_imports() -> threading.Thread:
-    """Import what the Compare page needs (the gate's statistics, pydantic, pandas' Styler with jinja2: about a
-    second on 2 cores) in the background once per server, while the first page draws, so the first visit to
-    Compare does not wait for them."""
-    def work():
-        import numpy  # noqa: F401
-        import pandas.io.formats.style  # noqa: F401
-
-        import workbench.config  # noqa: F401
-        import workbench.gate  # noqa: F401
-
-    thread = threading.Thread(target=work, name="wb-warm-imports", daemon=True)
-    thread.start()
-    return thread
-
-
-_warm_imports()
 
 # No page icons: Streamlit fetches ":material/...:" icons from fonts.gstatic.com, which an offline machine cannot
 # reach (each failed fetch shifted the sidebar and delayed the next click), and emoji need a colour-emoji font.
