@@ -37,8 +37,8 @@ def dashboard(
         info(f"[yellow]warning:[/] binding {host}: anyone who can reach this machine can read your runs")
     env = dict(os.environ, WB_STORE=str(store_dir(store).resolve()), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     info(f"dashboard on http://{host}:{port} (store {env['WB_STORE']}); Ctrl-C stops it")
-    cmd = [sys.executable, "-m", "workbench.dashboard_server", "run", str(app_path), "--server.address", host, "--server.port",
-           str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    cmd = [sys.executable, "-m", "workbench.dashboard_server", "run", str(app_path), "--server.address", host,
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
            # A served dashboard, not a dev loop: Streamlit's source watcher re-scans every imported module's path
            # after each script run (about 2 s of a 2-core CPU after the first page), which delays the next page.
            "--server.fileWatcherType", "none"]
