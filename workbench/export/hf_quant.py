@@ -221,8 +221,8 @@ def _build(method: str, ckpt: Checkpoint, tmp: Path, names: list[str], calibrati
         target = out / artifact_name(ckpt, method, name)
         log = work / f"{name}.log"
         started = time.monotonic()
-        with steps.step(f"{METHODS[method]['label']} {name} ({TOOL} {version}; log in {target.name}/quantize.log)") \
-                as show:
+        steps.note(f"{METHODS[method]['label']} {name}: {TOOL}'s log will be {target.name}/quantize.log")
+        with steps.step(f"{METHODS[method]['label']} {name} ({TOOL} {version})") as show:
             run_quantizer(method, spec, source.path, target, cal_file, log, show)
         seconds = round(time.monotonic() - started, 2)
         shutil.copy(log, target / "quantize.log")
