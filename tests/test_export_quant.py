@@ -91,23 +91,28 @@ def test_gptq_cli_produces_reloads_measures_and_records(tiny_model_dir, tmp_path
     assert {"mean_kl", "top1_agreement", "perplexity", "size_bytes"} <= metrics
 
 
+def _tiny_llama(out: Path, default_ckpt, *, fp16: bool = False, **shape):
+    """A random-weight Llama of the given shape with the default model's tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
+    config = LlamaConfig(vocab_size=len(tok), num_hidden_layers=2, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+                         **shape)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    (model.to(torch.float16) if fp16 else model).save_pretrained(out)
+    tok.save_pretrained(out)
+    return resolve_checkpoint(out)
+
+
 @pytest.fixture(scope="module")
 def awq_ckpt(tmp_path_factory, default_ckpt):
     """A 2-layer Llama whose layer outputs are multiples of 64 (AWQ's clip search needs it; conftest's tiny model
     has 32-wide k/v projections), random weights, the default model's tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("awq-src")
-    tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return resolve_checkpoint(out)
+    return _tiny_llama(tmp_path_factory.mktemp("awq-src"), default_ckpt, hidden_size=128, intermediate_size=256,
+                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
 
 
 @needs_gptqmodel
@@ -224,19 +229,9 @@ def test_exl2_bpw_names():
 def exl2_model(tmp_path_factory, default_ckpt):
     """A 2-layer Llama, 256 wide (exllamav2's kernels want widths in multiples of 128), random weights, the
     default model's tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("exl2-src")
-    tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=768, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.float16).save_pretrained(out)
-    tok.save_pretrained(out)
-    return resolve_checkpoint(out)
+    return _tiny_llama(tmp_path_factory.mktemp("exl2-src"), default_ckpt, fp16=True, hidden_size=256,
+                       intermediate_size=768, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=1024)
 
 
 @pytest.mark.gpu
