@@ -200,7 +200,7 @@ def test_compare_drill_down_filters_to_regressions(app, seeded):
 def test_compare_shows_the_gates_significance_verdicts(app, seeded):
     import streamlit as st
 
-    gate = pytest.importorskip("workbench.gate", reason="the gate (workbench/gate.py) is not in this tree")
+    from workbench import gate
     st.cache_data.clear()
     store, ids = seeded
     at = app("app_pages/compare.py", a=ids["base"], b=ids["adapter"])

@@ -8,7 +8,7 @@ from workbench.gate import (check_gates, evaluate_gate, evaluate_gates, load_gat
                             mean_diff_n_required, paired_bootstrap_ci)
 from workbench.store import Store
 
-np = pytest.importorskip("numpy")
+np = pytest.importorskip("numpy", reason="needs numpy (installed with torch by scripts/setup.sh)")
 
 
 def _run(store, name, scores, *, task="t", metric="exact", ids=None, stderr=None, hib=True, source="task"):

@@ -7,7 +7,7 @@ from workbench.gate import evaluate_gates
 from workbench.reports import append_github_summary, render_markdown, write_junit, write_reports
 from workbench.store import Store
 
-junitparser = pytest.importorskip("junitparser")
+junitparser = pytest.importorskip("junitparser", reason="needs the test extra (junitparser)")
 
 
 def _run(store, name, scores):
