@@ -33,10 +33,27 @@ def _register() -> None:
         module.register(app)
 
 
+@app.callback()
+def _options(quiet: bool = typer.Option(False, "--quiet",
+                                        help="Print nothing but the result and errors (also accepted after the verb).")):
+    pass  # read in run(), before any library is imported
+
+
+def _take_quiet(argv: list[str]) -> bool:
+    """Remove every --quiet before a `--` from argv; True if there was one."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = "--quiet" in argv[:end]
+    argv[:end] = [a for a in argv[:end] if a != "--quiet"]
+    return found
+
+
 def run() -> None:
     # Torch spins idle threads that starve the other core under contention (5x slower steps here).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from workbench.cli.output import configure
+
+    configure(quiet=_take_quiet(sys.argv))
     import logging
 
     for noisy in ("torchao", "torch.utils._pytree"):  # torchao (GPTQModel needs it) warns on every model load
@@ -45,9 +62,9 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except WorkbenchError as exc:
-        from workbench.cli.output import err
+        from workbench.cli.output import errors
 
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         code = exc.exit_code
     except typer.Abort:
         code = 130

@@ -1,4 +1,9 @@
-"""Console helpers: progress and messages go to stderr; --json puts exactly one object on stdout."""
+"""Console helpers: progress and messages go to stderr; --json puts exactly one object on stdout.
+
+On a terminal, progress bars redraw in place. Anywhere else (CI, a pipe, a log file) they print an occasional
+line with counts and rates instead, and so do the tqdm bars of lm-eval, transformers, datasets and TRL (tqdm
+reads TQDM_MININTERVAL). `--quiet` prints nothing but the result and errors.
+"""
 
 import json
 import os
@@ -6,7 +11,11 @@ import sys
 
 from rich.console import Console
 
+# Seconds between progress lines when stderr is not a terminal (WB_PROGRESS_INTERVAL overrides).
+LOG_INTERVAL_S = 30.0
+
 err = Console(stderr=True, highlight=False)
+errors = Console(stderr=True, highlight=False)  # errors print even under --quiet
 out = Console(highlight=False)  # result tables; progress and messages go to err
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 160  # piped or logged (CI): rich would assume 80 columns and truncate metric names
@@ -19,3 +28,32 @@ def emit_json(obj) -> None:
 
 def info(message: str) -> None:
     err.print(message)
+
+
+def progress_interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get("WB_PROGRESS_INTERVAL", LOG_INTERVAL_S)))
+    except ValueError:
+        return LOG_INTERVAL_S
+
+
+def is_quiet() -> bool:
+    return os.environ.get("WB_QUIET") == "1"
+
+
+def configure(quiet: bool) -> None:
+    """Set how every library in this process reports progress; call before any of them is imported."""
+    if quiet:
+        os.environ["WB_QUIET"] = "1"  # children (the converter, GPTQModel) inherit it
+    if is_quiet():
+        err.quiet = True
+        os.environ.update(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
+                          TRANSFORMERS_VERBOSITY="error", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+        import logging
+        import warnings
+
+        logging.basicConfig(level=logging.ERROR)
+        logging.getLogger().setLevel(logging.ERROR)
+        warnings.simplefilter("ignore")
+    elif not err.is_terminal:
+        os.environ.setdefault("TQDM_MININTERVAL", str(progress_interval()))

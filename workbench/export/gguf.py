@@ -341,26 +341,47 @@ def _fallback_fields(report: dict | None) -> dict:
 
 
 class _Steps:
-    """One spinner line per step on stderr, with its elapsed time."""
+    """One spinner line per step on stderr, with its elapsed time; where stderr is not a terminal (CI, a log),
+    a line when a step starts, an occasional one with its detail, and one when it ends."""
 
     def __init__(self, enabled: bool):
-        from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        from workbench.cli.output import err, is_quiet
+
+        enabled = enabled and not is_quiet()
+        self.lines = enabled and not err.is_terminal
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=Console(stderr=True), disable=not enabled)
+                                 console=err, disable=not enabled or self.lines)
+        self.console = err if enabled else None
         self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
     def step(self, description: str, timing: str | None = None):
         """Yields update(detail): shows how far a long step is, after its description."""
+        from workbench.cli.output import progress_interval
+
         task = self.progress.add_task(description, total=1)
-        started = time.monotonic()
-        yield lambda detail: self.progress.update(task, description=f"{description}: {detail}")
+        started = last = time.monotonic()
+        self._line(f"{description} ...")
+
+        def update(detail):
+            nonlocal last
+            self.progress.update(task, description=f"{description}: {detail}")
+            if self.lines and time.monotonic() - last >= progress_interval():
+                last = time.monotonic()
+                self._line(f"{description}: {detail} ({last - started:.0f} s)")
+
+        yield update
         if timing:
             self.seconds[timing] = round(time.monotonic() - started, 2)
         self.progress.update(task, completed=1)
+        self._line(f"{description}: done in {time.monotonic() - started:.1f} s")
+
+    def _line(self, message: str) -> None:
+        if self.lines:
+            self.console.print(message, soft_wrap=True, highlight=False, markup=False)
 
     def note(self, message: str) -> None:
-        if not self.progress.disable:
-            self.progress.console.print(message, soft_wrap=True, highlight=False, markup=False)
+        if self.console is not None:
+            self.console.print(message, soft_wrap=True, highlight=False, markup=False)
