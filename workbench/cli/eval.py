@@ -58,11 +58,13 @@ def eval_cmd(
     from workbench.gate import check_gates, load_gates
     from workbench.home import data_dir as resolve_data_dir
 
-    # Everything the user gave is checked here, before a model loads or the store is touched.
-    # Cheap checks come first: resolving 'default' may convert the default model (a minute, once).
+    # Everything the user gave is checked here, before a model loads or the store is touched. The checkpoint
+    # comes first (a missing one is the likeliest mistake, and data checks may wait on the hub); resolving
+    # 'default' converts the default model on its first use only (a minute, once).
     overrides = _harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path)
     if bool(suite) == bool(tasks):
         raise BadInput("give either --suite NAME or --tasks NAMES (lm-eval tasks)")
+    ckpt = resolve_checkpoint(checkpoint)
     loaded = load_suite(suite, evals_dir=evals_dir, limit=limit) if suite else _tasks_suite(tasks, overrides)
     gates = load_gates(gates_file) if gates_file else loaded.config.gates
     if not gates and (junit or markdown or gate_json):
@@ -77,7 +79,6 @@ def eval_cmd(
         from workbench.judge.session import check_judge
 
         check_judge(loaded.config.judge)
-    ckpt = resolve_checkpoint(checkpoint)
     if base:
         from workbench.eval.adapter_fit import check_adapter_fits
 

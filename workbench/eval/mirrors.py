@@ -7,7 +7,6 @@ mirror holds reads it from there; prompts, splits, few-shot source and scoring s
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +129,12 @@ def use_mirrors(data_dir: Path | None, sources: dict):
 
 def _download_from_hub(task, original, dataset_kwargs, kwargs, data_dir, sources) -> None:
     cfg = task.config
+    local = _local_files((dataset_kwargs or {}).get("data_files"))
+    offline_why = None
+    if not local and not callable(cfg.custom_dataset):
+        from workbench.hub_probe import go_offline_if_unreachable
+
+        offline_why = go_offline_if_unreachable()
     try:
         original(task, dataset_kwargs, **kwargs)
     except ConnectionError as exc:  # datasets raises this both offline (HF_HUB_OFFLINE) and without a network
@@ -142,9 +147,8 @@ def _download_from_hub(task, original, dataset_kwargs, kwargs, data_dir, sources
         raise EnvironmentProblem(
             f"task {cfg.task} needs dataset {cfg.dataset_path}"
             f"{f' (config {cfg.dataset_name})' if cfg.dataset_name else ''} from the Hugging Face hub, "
-            f"which is unreachable ({_why_offline(exc)}){hint}"
+            f"which is unreachable ({offline_why or str(exc).splitlines()[0] or 'no network'}){hint}"
         ) from None
-    local = _local_files((dataset_kwargs or {}).get("data_files"))
     if callable(cfg.custom_dataset):
         sources[cfg.task] = {"source": "custom", "dataset": cfg.dataset_path, "config": cfg.dataset_name}
     elif local:  # a user's task over local files (dataset_path: json/csv/..., data_files: ...)
@@ -167,10 +171,3 @@ def _local_files(data_files) -> dict:
             if path.is_file():
                 out.setdefault(split, []).append({"path": str(path.resolve()), "sha256": sha256_file(path)})
     return out
-
-
-def _why_offline(exc: Exception) -> str:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
-            return f"{var}=1"
-    return str(exc).splitlines()[0] if str(exc) else "no network"
