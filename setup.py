@@ -1,4 +1,5 @@
-"""Bundles the content folders (evals/, exporters/, dashboards/) into the wheel as workbench/_bundled/.
+"""Bundles the content folders (evals/, exporters/, dashboards/) and the lock (constraints.txt) into the wheel
+as workbench/_bundled/.
 
 They are content, not packages: PyPI already owns the import names `evals` and `exporters`.
 An editable install reads them straight from the repository instead (see workbench/content.py).
@@ -21,6 +22,8 @@ class BuildWithContent(build_py):
             if target.exists():
                 shutil.rmtree(target)
             shutil.copytree(root / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # The lock set-up installs from: `wb doctor` compares the installed versions against it.
+        shutil.copy(root / "constraints.txt", Path(self.build_lib) / "workbench" / "_bundled" / "constraints.txt")
 
 
 setup(cmdclass={"build_py": BuildWithContent})

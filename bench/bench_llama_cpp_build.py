@@ -1,0 +1,134 @@
+"""Tokens/s of the portable llama.cpp build against a native (-march=native) build and an AVX2-only build, on
+this machine, side by side in one run.
+
+    .venv/bin/python bench/bench_llama_cpp_build.py [--repeats 5] [--prompt-tokens 256] [--gen-tokens 64]
+
+Each build is a wheel from scripts/llama_cpp_build.py (built on first use into the wheel cache: the native and
+AVX2 ones take a few minutes each), unpacked into $WB_HOME/bench/llama-builds/ and imported by a fresh child
+process through PYTHONPATH, so the three never mix. A child loads the default model's GGUF, evaluates a prompt
+and generates greedily; the figures are llama.cpp's own counters (llama_perf_context). A build that crashes
+on this CPU is reported as such: that is the point of the portable one. Rounds alternate the builds; the
+table shows medians, and the ratio portable / AVX2-only, which must be >= 1.0 here.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import llama_cpp_build  # noqa: E402
+
+BUILDS = ["portable", "avx2", "native"]
+
+CHILD = r"""
+import json, sys
+import llama_cpp
+from workbench.llamacpp_build import loaded_cpu_variant
+path, n_prompt, n_gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+llm = llama_cpp.Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, n_threads=int(sys.argv[4]),
+                      verbose=False, seed=0)
+text = ("The quick brown fox jumps over the lazy dog. " * 200).encode()
+tokens = llm.tokenize(text)[:n_prompt]
+llm.create_completion(tokens, max_tokens=n_gen, temperature=0.0, repeat_penalty=1.0)
+perf = llama_cpp.llama_perf_context(llm.ctx)
+print(json.dumps({"variant": loaded_cpu_variant(), "prompt_tokens": perf.n_p_eval, "prompt_ms": perf.t_p_eval_ms,
+                  "gen_tokens": perf.n_eval, "gen_ms": perf.t_eval_ms}))
+"""
+
+
+def unpacked(wheel: Path, root: Path) -> Path:
+    target = root / wheel.stem
+    if not (target / "llama_cpp").is_dir():
+        tmp = target.with_name(target.name + ".partial")
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(tmp)
+        for so in (tmp / "llama_cpp" / "lib").glob("*.so*"):
+            so.chmod(0o755)
+        tmp.rename(target)
+    return target
+
+
+def measure(site: Path, gguf: Path, args) -> dict:
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{REPO}", OMP_WAIT_POLICY="PASSIVE")
+    env.pop("LLAMA_CPP_LIB_PATH", None)
+    res = subprocess.run([sys.executable, "-c", CHILD, str(gguf), str(args.prompt_tokens), str(args.gen_tokens),
+                          str(args.threads)], capture_output=True, text=True, env=env, timeout=600)
+    if res.returncode != 0:
+        how = f"crashed (signal {-res.returncode})" if res.returncode < 0 else f"failed (exit {res.returncode})"
+        return {"error": how, "detail": res.stderr.strip().splitlines()[-1:] }
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--prompt-tokens", type=int, default=256)
+    ap.add_argument("--gen-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--sdist", type=Path, default=None)
+    args = ap.parse_args()
+
+    from workbench.home import home
+    from workbench.models import default_gguf_path
+
+    version = next(l.split("==")[1] for l in (REPO / "constraints.txt").read_text().splitlines()
+                   if l.startswith("llama-cpp-python=="))
+    sdist = args.sdist or Path(os.environ.get("WB_SDIST_CACHE", Path.home() / ".cache/ckpt-workbench/sdists")) \
+        / f"llama_cpp_python-{version}.tar.gz"
+    wheels = Path(os.environ.get("WB_WHEEL_CACHE", Path.home() / ".cache/ckpt-workbench/wheels"))
+    root = home() / "bench" / "llama-builds"
+    root.mkdir(parents=True, exist_ok=True)
+    sites = {}
+    for build in BUILDS:
+        if not llama_cpp_build.cached_wheel(wheels, version, build):
+            print(f"building the {build} wheel (a few minutes)", file=sys.stderr, flush=True)
+        sites[build] = unpacked(llama_cpp_build.build(sdist, wheels, build), root)
+    gguf = default_gguf_path()
+    runs: dict[str, list[dict]] = {b: [] for b in BUILDS}
+    for r in range(args.repeats):
+        for build in BUILDS:
+            runs[build].append(measure(sites[build], gguf, args))
+            print(f"round {r + 1}/{args.repeats} {build}: {runs[build][-1]}", file=sys.stderr, flush=True)
+
+    rows = {}
+    for build in BUILDS:
+        ok = [m for m in runs[build] if "error" not in m]
+        if not ok:
+            rows[build] = {"error": runs[build][0]["error"]}
+            continue
+        rows[build] = {
+            "variant": ok[0]["variant"],
+            "prompt_tps": statistics.median(m["prompt_tokens"] / m["prompt_ms"] * 1000 for m in ok),
+            "gen_tps": statistics.median(m["gen_tokens"] / m["gen_ms"] * 1000 for m in ok),
+            "runs": len(ok),
+        }
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), "unknown CPU")
+    print(f"\nllama.cpp {version}, default GGUF {gguf.name}, {args.prompt_tokens}-token prompt, {args.gen_tokens} "
+          f"generated, {args.threads} threads, {cpu}; medians of {args.repeats} alternating rounds\n")
+    print(f"| build | CPU variant loaded | prompt tok/s | generation tok/s |")
+    print(f"|---|---|---|---|")
+    for build in BUILDS:
+        row = rows[build]
+        if "error" in row:
+            print(f"| {build} | {row['error']} | - | - |")
+        else:
+            print(f"| {build} | {row['variant']} | {row['prompt_tps']:.1f} | {row['gen_tps']:.1f} |")
+    p, a = rows["portable"], rows["avx2"]
+    if "error" not in p and "error" not in a:
+        print(f"\nportable / AVX2-only: prompt {p['prompt_tps'] / a['prompt_tps']:.3f}, "
+              f"generation {p['gen_tps'] / a['gen_tps']:.3f}")
+    n = rows["native"]
+    if "error" not in p and "error" not in n:
+        print(f"portable / native:   prompt {p['prompt_tps'] / n['prompt_tps']:.3f}, "
+              f"generation {p['gen_tps'] / n['gen_tps']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

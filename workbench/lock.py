@@ -1,0 +1,36 @@
+"""The lock: constraints.txt pins every Python dependency to the versions of one resolve, which set-up installs
+and CI tests. Here: read it, and compare what is installed against it."""
+
+import importlib.metadata
+import re
+from pathlib import Path
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = _PIN.match(line.strip())
+        if m:
+            pins[_normalize(m.group(1))] = m.group(2)
+    return pins
+
+
+def installed_versions() -> dict[str, str]:
+    return {_normalize(d.metadata["Name"]): d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+
+
+def drift(pins: dict[str, str], installed: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(package, locked, installed or None) for each pin the environment does not match. A local version label
+    (llama-cpp-python's `+wb.portable.<key>`) matches its public version, as pip's `==` does."""
+    out = []
+    for name, locked in sorted(pins.items()):
+        have = installed.get(name)
+        if have is None or have.split("+")[0] != locked.split("+")[0]:
+            out.append((name, locked, have))
+    return out
