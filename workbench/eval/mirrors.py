@@ -147,7 +147,7 @@ def _download_from_hub(task, original, dataset_kwargs, kwargs, data_dir, sources
         raise EnvironmentProblem(
             f"task {cfg.task} needs dataset {cfg.dataset_path}"
             f"{f' (config {cfg.dataset_name})' if cfg.dataset_name else ''} from the Hugging Face hub, "
-            f"which is unreachable ({offline_why or str(exc).splitlines()[0] or 'no network'}){hint}"
+            f"which is unreachable ({offline_why or (str(exc).splitlines() or ['no network'])[0]}){hint}"
         ) from None
     if callable(cfg.custom_dataset):
         sources[cfg.task] = {"source": "custom", "dataset": cfg.dataset_path, "config": cfg.dataset_name}
