@@ -12,6 +12,7 @@ EXTRA_OF = {
     "peft": "train",
     "trl": "train",
     "datasets": "eval",
+    "datasketch": "train",
     "lm_eval": "eval",
     "llama_cpp": "gguf",
     "gguf": "gguf",

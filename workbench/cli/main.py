@@ -20,6 +20,7 @@ def _register() -> None:
     from workbench.cli import (
         compare,
         dashboard,
+        data,
         doctor,
         eval,
         export,
@@ -29,7 +30,7 @@ def _register() -> None:
         train,
     )
 
-    for module in (train, eval, judge, merge, export, compare, dashboard, runs, doctor):
+    for module in (train, data, eval, judge, merge, export, compare, dashboard, runs, doctor):
         module.register(app)
 
 

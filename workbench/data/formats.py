@@ -1,0 +1,140 @@
+"""Training-data formats, detected from a file's first row or declared: each row becomes one conversation.
+
+| format | a row |
+|---|---|
+| messages | {"messages": [{"role", "content"}, ...]} (ChatML-style); wb's task items add a "reference" answer |
+| sharegpt | {"conversations": [{"from": human/gpt/system, "value"}, ...]} |
+| alpaca | {"instruction", "input" (optional), "output"} |
+| prompt_completion | {"prompt", "completion"}: strings, or message lists |
+| preference | {"prompt", "chosen", "rejected"}: strings or message lists (also chosen/rejected alone) |
+
+A row that does not fit is named as file:line with its field, and nothing trains.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import BadInput
+
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference")
+ROLES = {"system", "user", "assistant", "tool"}
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant", "model": "assistant", "tool": "tool"}
+
+
+@dataclass
+class Row:
+    line: int
+    messages: list[dict]  # the conversation (for preference rows: the prompt)
+    chosen: list[dict] = field(default_factory=list)  # preference rows only
+    rejected: list[dict] = field(default_factory=list)
+
+    def text(self) -> str:
+        """Every turn's text, for hygiene checks (duplicates, lengths, contamination)."""
+        return " ".join(m["content"] for m in self.messages + self.chosen + self.rejected)
+
+
+def detect(row: dict) -> str | None:
+    if "messages" in row:
+        return "messages"
+    if "conversations" in row:
+        return "sharegpt"
+    if "instruction" in row and "output" in row:
+        return "alpaca"
+    if "chosen" in row and "rejected" in row:
+        return "preference"
+    if "prompt" in row and "completion" in row:
+        return "prompt_completion"
+    return None
+
+
+def _turns(where: str, key: str, value, *, as_role: str | None = None) -> list[dict]:
+    """A string (one turn of `as_role`) or a message list."""
+    if isinstance(value, str) and as_role:
+        return [{"role": as_role, "content": value}]
+    if not isinstance(value, list) or not value:
+        raise BadInput(f"{where}: {key}: expected {'a string or ' if as_role else ''}a non-empty list of messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise BadInput(f"{where}: {key}.{i}: expected {{role, content}} with role in {sorted(ROLES)}")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _text(where: str, row: dict, key: str, *, required: bool = True) -> str:
+    value = row.get(key, "" if not required else None)
+    if not isinstance(value, str):
+        raise BadInput(f"{where}: {key}: {'missing' if key not in row else 'expected a string'}")
+    return value
+
+
+def parse_row(fmt: str, row: dict, where: str, line: int) -> Row:
+    if fmt == "messages":
+        msgs = _turns(where, "messages", row.get("messages"))
+        if "reference" in row:  # a wb task item: the reference is the assistant's answer
+            ref = row["reference"]
+            msgs.append({"role": "assistant", "content": ref if isinstance(ref, str) else json.dumps(ref)})
+        return Row(line, msgs)
+    if fmt == "sharegpt":
+        convo = row.get("conversations")
+        if not isinstance(convo, list) or not convo:
+            raise BadInput(f"{where}: conversations: expected a non-empty list of {{from, value}}")
+        msgs = []
+        for i, turn in enumerate(convo):
+            role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+            if role is None or not isinstance(turn.get("value"), str):
+                raise BadInput(f"{where}: conversations.{i}: expected {{from: {'/'.join(SHAREGPT_ROLES)}, value}}")
+            msgs.append({"role": role, "content": turn["value"]})
+        return Row(line, msgs)
+    if fmt == "alpaca":
+        instruction, extra = _text(where, row, "instruction"), _text(where, row, "input", required=False)
+        prompt = f"{instruction}\n\n{extra}" if extra else instruction
+        return Row(line, [{"role": "user", "content": prompt},
+                          {"role": "assistant", "content": _text(where, row, "output")}])
+    if fmt == "prompt_completion":
+        prompt = _turns(where, "prompt", row.get("prompt"), as_role="user")
+        return Row(line, prompt + _turns(where, "completion", row.get("completion"), as_role="assistant"))
+    if fmt == "preference":
+        for key in ("chosen", "rejected"):
+            if key not in row:
+                raise BadInput(f"{where}: {key}: missing (a preference row has prompt, chosen and rejected)")
+        prompt = _turns(where, "prompt", row["prompt"], as_role="user") if "prompt" in row else []
+        return Row(line, prompt, _turns(where, "chosen", row["chosen"], as_role="assistant"),
+                   _turns(where, "rejected", row["rejected"], as_role="assistant"))
+    raise BadInput(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
+
+
+def load_rows(path: Path, fmt: str | None = None) -> tuple[str, list[Row]]:
+    """(format, rows) of a JSONL file; every row is checked, and the first bad one is named."""
+    if fmt is not None and fmt not in FORMATS:
+        raise BadInput(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    rows = []
+    with open(path, "rb") as fh:
+        for line, raw in enumerate(fh, 1):
+            where = f"{path}:{line}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"{where}: not UTF-8 (byte {exc.start})") from None
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BadInput(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise BadInput(f"{where}: expected a JSON object")
+            if fmt is None:
+                fmt = detect(row)
+                if fmt is None:
+                    raise BadInput(f"{where}: unknown row format (keys {', '.join(sorted(row)) or 'none'}); expected "
+                                   "messages, conversations (ShareGPT), instruction/output (Alpaca), "
+                                   "prompt/completion or prompt/chosen/rejected")
+            rows.append(parse_row(fmt, row, where, line))
+    if not rows:
+        raise BadInput(f"{path}: no rows")
+    return fmt, rows
