@@ -117,9 +117,11 @@ def _last_error_line(lines: list[str]) -> str:
 
 
 def installed_version() -> str:
-    """The llama-cpp-python version whose tools to use (without loading its shared library)."""
+    """The llama-cpp-python version whose tools to use (without loading its shared library). A local build label
+    (set-up's `+wb.portable.<key>`) names the flags the runtime was built with, not other sources: the sdist and
+    its converter are the public version's."""
     try:
-        return metadata.version(DISTRIBUTION)
+        return metadata.version(DISTRIBUTION).split("+")[0]
     except metadata.PackageNotFoundError:
         return FALLBACK_VERSION
 
