@@ -44,11 +44,34 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def staging_dir(target: Path) -> Path:
-    """A fresh folder beside `target` to build into, then move into place with os.replace (same filesystem)."""
+    """A fresh folder beside `target` to build into, then move into place with os.replace (same filesystem).
+    Its name carries the pid (and start time) of the process building it, so the next staging beside the same
+    target removes what a killed process left."""
+    from workbench.processes import start_time
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    remove_stale_staging(target)
+    prefix = f".{target.name}.partial-{os.getpid()}.{start_time(os.getpid()) or 0}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private
     return tmp
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging folders beside `target` whose process has ended; returns what was removed."""
+    import re
+    import shutil
+
+    from workbench.processes import alive
+
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.partial-(\d+)\.(\d+)-")
+    removed = []
+    for entry in target.parent.glob(f".{target.name}.partial-*"):
+        m = pattern.match(entry.name)
+        if m and entry.is_dir() and not alive(int(m.group(1)), m.group(2) if m.group(2) != "0" else None):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def publish_dir(staged: Path, target: Path) -> None:
