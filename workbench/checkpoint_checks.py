@@ -26,6 +26,17 @@ def check_checkpoint(ckpt: Checkpoint, base: Checkpoint | None = None) -> list[s
     return check_model_folder(Path(ckpt.path))
 
 
+def record_checks(ckpt: Checkpoint, base: Checkpoint | None = None) -> None:
+    """check_checkpoint, its warnings shown on stderr and kept in the checkpoint's record (the run manifest)."""
+    warnings = check_checkpoint(ckpt, base)
+    if warnings:
+        from workbench.cli.output import info
+
+        for line in warnings:
+            info(f"[yellow]warning:[/] {line}")
+        ckpt.extra["warnings"] = warnings
+
+
 def check_model_folder(path: Path) -> list[str]:
     warnings = check_config(path / "config.json")
     index = path / "model.safetensors.index.json"

@@ -19,3 +19,11 @@ def emit_json(obj) -> None:
 
 def info(message: str) -> None:
     err.print(message)
+
+
+def library_stdout_to_stderr():
+    """Libraries print banners on stdout (GPTQModel's when peft imports it, TRL's, tqdm's): stdout is for wb's
+    own output, --json's one object above all."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr)
