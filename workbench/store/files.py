@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -79,3 +80,17 @@ def publish_dir(staged: Path, target: Path) -> None:
     if target.exists():
         target.rmdir()
     os.replace(staged, target)
+
+
+@contextmanager
+def staged_folder(target: Path):
+    """Yields a folder path to build into (not yet created); on a clean exit it becomes `target` (absent or an
+    empty folder), and on any error, Ctrl-C included, it is removed and `target` is left as it was."""
+    import shutil
+
+    tmp = staging_dir(target)
+    try:
+        yield tmp / "out"
+        publish_dir(tmp / "out", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
