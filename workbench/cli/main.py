@@ -105,6 +105,12 @@ def _pin_hf_home() -> None:
     import: tokenicer (GPTQModel's) does os.environ.setdefault("HF_HOME", "/tmp/tokenicer_hf_home") on import,
     which would move the hub and remote-code caches into a world-writable /tmp folder for the whole process."""
     if not os.environ.get("HF_HOME"):
+        if not os.environ.get("HF_DATASETS_CACHE"):
+            # lm-eval loads the local benchmark mirrors through `datasets`, which caches Arrow copies of them:
+            # derived files, kept with wb's other caches under WB_HOME (safe to delete), not in ~/.cache/huggingface
+            from workbench.home import home
+
+            os.environ["HF_DATASETS_CACHE"] = str(home() / "hf-datasets")
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         os.environ["HF_HOME"] = os.path.join(cache, "huggingface")
 
