@@ -26,6 +26,18 @@ def check_checkpoint(ckpt: Checkpoint, base: Checkpoint | None = None) -> list[s
     return check_model_folder(Path(ckpt.path))
 
 
+def resolve_checked(ref: str) -> Checkpoint:
+    """resolve_checkpoint, with the files checked before the weights are hashed (a large file's hash is cached
+    under WB_HOME: a damaged checkpoint must not leave one)."""
+    from workbench.checkpoint import resolve_checkpoint, weights_sha
+
+    ckpt = resolve_checkpoint(ref, with_sha=False)
+    record_checks(ckpt)
+    if str(ref) != DEFAULT_REF:
+        ckpt.sha = weights_sha(Path(ckpt.path))
+    return ckpt
+
+
 def record_checks(ckpt: Checkpoint, base: Checkpoint | None = None) -> None:
     """check_checkpoint, its warnings shown on stderr and kept in the checkpoint's record (the run manifest)."""
     warnings = check_checkpoint(ckpt, base)

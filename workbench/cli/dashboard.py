@@ -35,11 +35,11 @@ def dashboard(
     app_path = content_dir("dashboards", dashboards_dir) / "app.py"
     if not app_path.exists():
         raise BadInput(f"dashboard app '{app_path}': no such file")
+    _check_port_free(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         info(f"[yellow]warning:[/] binding {host}: anyone who can reach this machine can read your runs")
     env = dict(os.environ, WB_STORE=str(store_dir(store).resolve()), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     info(f"dashboard on http://{host}:{port} (store {env['WB_STORE']}); Ctrl-C stops it")
-    _check_port_free(host, port)
     from workbench.children import guarded_env, module_command
 
     cmd = module_command("workbench.dashboard_server", "run", str(app_path), "--server.address", host,

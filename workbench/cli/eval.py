@@ -86,17 +86,19 @@ def eval_cmd(
         from workbench.judge.session import check_judge
 
         check_judge(loaded.config.judge)
-    ckpt = resolve_checkpoint(checkpoint)
-    base_ckpt_given = None
+    from workbench.checkpoint_checks import record_checks, resolve_checked
+
     if base:
         from workbench.eval.adapter_fit import check_adapter_fits
 
+        ckpt = resolve_checkpoint(checkpoint)
         base_ckpt_given = resolve_checkpoint(base, with_sha=False)
+        if ckpt.kind == "adapter":  # check_adapter_fits says what else is wrong
+            record_checks(ckpt, base_ckpt_given)
         check_adapter_fits(ckpt, base_ckpt_given)
         ckpt.base = "default" if base == "default" else str(base_ckpt_given.path)
-    from workbench.checkpoint_checks import record_checks
-
-    record_checks(ckpt, base_ckpt_given)
+    else:
+        ckpt = resolve_checked(checkpoint)
     if base_ckpt is not None:
         record_checks(base_ckpt)
     run_opts = {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}

@@ -21,19 +21,17 @@ def merge(
     json_out: bool = JsonOpt,
 ):
     """Merge an adapter into its base and check the merged logits."""
-    from workbench.checkpoint import resolve_checkpoint
     from workbench.environment import versions
     from workbench.errors import BadInput
     from workbench.merge import merge_adapter
 
-    from workbench.checkpoint_checks import record_checks
+    from workbench.checkpoint_checks import resolve_checked
     from workbench.output_paths import check_new_folder
 
     check_new_folder(out)
-    ckpt = resolve_checkpoint(adapter)
+    ckpt = resolve_checked(adapter)
     if ckpt.kind != "adapter":
         raise BadInput(f"'{adapter}' is not an adapter folder (no adapter_config.json)")
-    record_checks(ckpt)
     st = store_for(store)
     with st.open_run("merge", {"command": command_line(), "checkpoint": ckpt.to_dict(), "versions": versions()}) as run, \
             library_stdout_to_stderr():

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint, resolve_checkpoint, weights_sha
+from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.config import TrainConfig
 from workbench.data.records import as_sft_rows, load_chat_items, sha256_file
 from workbench.store.files import publish_dir, staging_dir
@@ -23,17 +23,16 @@ class SftInputs:
 
 def prepare_sft(cfg: TrainConfig, config_path: Path) -> SftInputs:
     """Everything a recipe names, checked before a run is opened or a model loads: its data rows and its base."""
-    from workbench.checkpoint_checks import record_checks
+    from workbench.checkpoint_checks import resolve_checked
 
     data_path = (config_path.parent / cfg.train_data).resolve()
     items = load_chat_items(data_path)
     try:
-        base = resolve_checkpoint(cfg.base)
+        base = resolve_checked(cfg.base)
     except BadInput as exc:
         raise BadInput(f"{config_path}: base: {exc}") from None
     if base.kind == "adapter" or base.format != "hf":
         raise BadInput(f"{config_path}: base: '{cfg.base}' must be an HF model folder or 'default', not a {base.kind}")
-    record_checks(base)
     return SftInputs(data_path, items, base)
 
 
