@@ -194,30 +194,30 @@ def test_full_disk_leaves_the_store_consistent(tmp_path, tiny_model_dir):
 
 
 HF_HOME_PROBE = """
-import atexit, os, sys
+import atexit, json, os, sys
 probe = sys.argv[1]
-atexit.register(lambda: open(probe, "w").write(os.environ.get("HF_HOME", "<unset>")))
+atexit.register(lambda: open(probe, "w").write(json.dumps({k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE")})))
 sys.argv = ["wb", *sys.argv[2:]]
 from workbench.cli.main import run
 run()
 """
 
 
-def _verb_with_probe(tmp_path: Path, args: list, env: dict) -> tuple[subprocess.CompletedProcess, str]:
+def _verb_with_probe(tmp_path: Path, args: list, env: dict) -> tuple[subprocess.CompletedProcess, dict]:
     probe = tmp_path / "hf_home_after"
     res = subprocess.run([sys.executable, "-c", HF_HOME_PROBE, str(probe), *map(str, args)], env=env,
                          capture_output=True, text=True, timeout=600)
-    return res, probe.read_text()
+    return res, json.loads(probe.read_text())
 
 
 @pytest.mark.parametrize("verb", ["merge", "train", "eval", "runs", "doctor"])
 def test_json_is_one_object_and_hf_home_is_untouched(verb, tmp_path, tiny_model_dir, request):
-    """GPTQModel's tokenicer, imported by peft, does os.environ.setdefault("HF_HOME", "/tmp/tokenicer_hf_home"):
+    """GPTQModel's tokenicer, imported by peft when it loads an adapter, does os.environ.setdefault("HF_HOME", "/tmp/tokenicer_hf_home"):
     the user's HF_HOME (here unset, so the hub's default) must survive every verb, and --json's stdout must be
     exactly one JSON object even where a library prints a banner."""
     env = _env(tmp_path)
-    env.pop("HF_HOME", None)
-    env.pop("XDG_CACHE_HOME", None)
+    for name in ("HF_HOME", "XDG_CACHE_HOME", "HF_DATASETS_CACHE"):
+        env.pop(name, None)
     expected = str(Path.home() / ".cache" / "huggingface")
     if verb == "merge":
         args = ["merge", request.getfixturevalue("tiny_adapter_dir"), "-o", tmp_path / "merged", "--json"]
@@ -232,7 +232,29 @@ def test_json_is_one_object_and_hf_home_is_untouched(verb, tmp_path, tiny_model_
         args = ["eval", tiny_model_dir, "--suite", _suite(tmp_path), "--json"]
     else:
         args = [verb, "--json"]
-    res, hf_home = _verb_with_probe(tmp_path, args, env)
+    res, after = _verb_with_probe(tmp_path, args, env)
     assert res.returncode == 0, res.stderr
     assert isinstance(json.loads(res.stdout), dict), res.stdout[:400]
-    assert hf_home == expected
+    assert after["HF_HOME"] == expected
+    # lm-eval's `datasets` caches Arrow copies of the local mirrors: with wb's other caches, not in ~/.cache
+    assert after["HF_DATASETS_CACHE"] == str(Path(env["WB_HOME"]) / "hf-datasets")
+
+
+def test_failed_converter_log_is_kept_in_the_run_folder(tmp_path, tiny_model_dir):
+    """llama.cpp's converter fails (a tokenizer.json it cannot read): the error names the log, which lives in the
+    export run's folder, not in /tmp or WB_HOME."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (broken / f.name).symlink_to(f)
+    (broken / "tokenizer.json").unlink()
+    (broken / "tokenizer.json").write_text("{")
+    env = _env(tmp_path, WB_HOME=tmp_path / "home")
+    res = subprocess.run([sys.executable, "-m", "workbench", "export", broken, "-q", "f16", "--no-verify",
+                          "-o", tmp_path / "g"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode in (3, 4), res.stderr
+    (run,) = _runs(tmp_path)
+    logs = list((tmp_path / "store" / "runs" / run["run_id"] / "logs").glob("*.log"))
+    assert len(logs) == 1 and str(logs[0]) in res.stderr.strip().splitlines()[-1]
+    assert not list((tmp_path / "home").rglob("*.log"))
+    assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".g.partial-*"))
