@@ -241,20 +241,22 @@ def test_json_is_one_object_and_hf_home_is_untouched(verb, tmp_path, tiny_model_
 
 
 def test_failed_converter_log_is_kept_in_the_run_folder(tmp_path, tiny_model_dir):
-    """llama.cpp's converter fails (a tokenizer.json it cannot read): the error names the log, which lives in the
-    export run's folder, not in /tmp or WB_HOME."""
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for f in tiny_model_dir.iterdir():
-        (broken / f.name).symlink_to(f)
-    (broken / "tokenizer.json").unlink()
-    (broken / "tokenizer.json").write_text("{")
-    env = _env(tmp_path, WB_HOME=tmp_path / "home")
-    res = subprocess.run([sys.executable, "-m", "workbench", "export", broken, "-q", "f16", "--no-verify",
+    """llama.cpp's converter fails (here a stand-in checkout whose converter reports an error, as a real one does
+    on a model it cannot convert): the error names the log, which lives in the export run's folder, not in /tmp
+    or WB_HOME, and nothing is published."""
+    checkout = tmp_path / "llama.cpp"
+    (checkout / "gguf-py").mkdir(parents=True)
+    (checkout / "convert_hf_to_gguf.py").write_text(
+        "import sys\nprint('INFO: loading model')\nprint('ERROR: tensor blk.0.attn_q.weight has no mapping')\n"
+        "sys.exit(1)\n")
+    env = _env(tmp_path, WB_HOME=tmp_path / "home", WB_LLAMA_CPP_DIR=checkout)
+    res = subprocess.run([sys.executable, "-m", "workbench", "export", tiny_model_dir, "-q", "f16", "--no-verify",
                           "-o", tmp_path / "g"], env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode in (3, 4), res.stderr
+    assert res.returncode == 3, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "has no mapping" in last
     (run,) = _runs(tmp_path)
     logs = list((tmp_path / "store" / "runs" / run["run_id"] / "logs").glob("*.log"))
-    assert len(logs) == 1 and str(logs[0]) in res.stderr.strip().splitlines()[-1]
+    assert len(logs) == 1 and str(logs[0]) in last and "has no mapping" in logs[0].read_text()
     assert not list((tmp_path / "home").rglob("*.log"))
     assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".g.partial-*"))

@@ -126,6 +126,11 @@ CHECKPOINT_CASES = {
                                          ("config.json", "trust_remote_code")),
     "model-type-unknown": (lambda ws, g: _eval(ws, ws.variant(g("tiny_model_dir"), "odd", config__json=(
         _config(g, model_type="wbcustom")))), 3, ("config.json", "wbcustom", "not known")),
+    "tokenizer-json-corrupt": (lambda ws, g: _eval(ws, ws.variant(g("tiny_model_dir"), "badtok", tokenizer__json="{")),
+                               3, ("tokenizer.json", "not valid JSON")),
+    "generation-config-corrupt": (lambda ws, g: _eval(ws, ws.variant(g("tiny_model_dir"), "badgen",
+                                                                     generation_config__json="[")), 3,
+                                  ("generation_config.json",)),
     "config-without-weights": (lambda ws, g: _eval(ws, ws.variant(g("tiny_model_dir"), "noweights",
                                                                model__safetensors=None)), 3, ("no weights",)),
     "shard-index-names-missing-shard": (lambda ws, g: _eval(ws, ws.variant(g("tiny_model_dir"), "sharded",

@@ -49,8 +49,14 @@ def record_checks(ckpt: Checkpoint, base: Checkpoint | None = None) -> None:
         ckpt.extra["warnings"] = warnings
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json")
+
+
 def check_model_folder(path: Path) -> list[str]:
     warnings = check_config(path / "config.json")
+    for name in TOKENIZER_FILES:  # read by transformers and llama.cpp's converter alike
+        if (path / name).exists():
+            _read_json_object(path / name)
     index = path / "model.safetensors.index.json"
     if index.exists():
         shards = set(_read_json_object(index).get("weight_map", {}).values())
