@@ -107,7 +107,7 @@ def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, *, what: str
         reason = _last_error_line(lines) or f"exit status {code}"
         # log_path usually sits in a build folder that is deleted on failure: keep a copy for the user, under
         # WB_HOME; a verb that records a run moves it into the run's folder (see ToolLog)
-        kept_dir = home() / "logs"
+        kept_dir = kept_logs_dir()
         kept_dir.mkdir(parents=True, exist_ok=True)
         fd, kept = tempfile.mkstemp(prefix=f"wb-{log_path.stem}-", suffix=".log", dir=kept_dir)
         os.close(fd)
@@ -116,6 +116,10 @@ def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, *, what: str
         exc = error(f"{what} failed: {reason} (full log: {kept})")
         exc.log_file = Path(kept)
         raise exc
+
+
+def kept_logs_dir() -> Path:
+    return home() / "logs"
 
 
 def _last_error_line(lines: list[str]) -> str:
