@@ -231,8 +231,9 @@ def register(app: typer.Typer) -> None:
             from workbench.errors import BadInput
 
             raise BadInput(f"--calibration applies to awq and gptq exports, not {exporter.name}")
-        for path, what in ((calibration, "--calibration"), (imatrix_data, "--imatrix-data")):
-            if path is not None and not path.is_file():
+        for path, what, applies in ((calibration, "--calibration", ("awq", "gptq")),
+                                    (imatrix_data, "--imatrix-data", ("gguf",))):
+            if path is not None and exporter.name in applies and not path.is_file():  # else the exporter refuses it
                 from workbench.errors import BadInput
 
                 raise BadInput(f"{what} '{path}': no such file")
