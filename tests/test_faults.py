@@ -260,3 +260,22 @@ def test_failed_converter_log_is_kept_in_the_run_folder(tmp_path, tiny_model_dir
     assert len(logs) == 1 and str(logs[0]) in last and "has no mapping" in logs[0].read_text()
     assert not list((tmp_path / "home").rglob("*.log"))
     assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".g.partial-*"))
+
+
+def test_staging_of_a_dead_process_is_removed_and_a_live_ones_kept(tmp_path):
+    """What a killed merge, train or export leaves beside its output (`.OUT.partial-PID.START-*`) is removed by
+    the next staging for the same output; another process's staging in progress is not."""
+    from workbench.processes import start_time
+    from workbench.store.files import staging_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_start = start_time(dead.pid) or "1"
+    dead.wait()
+    stale = tmp_path / f".out.partial-{dead.pid}.{dead_start}-abc"
+    (stale / "work").mkdir(parents=True)
+    (stale / "work" / "model.safetensors").write_bytes(b"x" * 1024)
+    live = tmp_path / f".out.partial-{os.getpid()}.{start_time(os.getpid())}-def"
+    live.mkdir()
+    fresh = staging_dir(tmp_path / "out")
+    assert not stale.exists() and live.exists() and fresh.exists()
+    assert fresh.name.startswith(f".out.partial-{os.getpid()}.")

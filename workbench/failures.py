@@ -23,8 +23,13 @@ def translate(exc: BaseException) -> WorkbenchError | None:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
     if name == "SafetensorError":  # safetensors' Rust error: a header or file cut short
         return BadInput(f"a .safetensors file is damaged ({text}); re-save or re-download the checkpoint")
-    if isinstance(exc, (ValueError, KeyError)) and ("model_type" in text or "Unrecognized model" in text):
-        return BadInput(f"the checkpoint's config.json names a model transformers does not know ({text})")
+    if isinstance(exc, (ValueError, KeyError)) and any(
+            n in text for n in ("model_type", "model type", "Unrecognized model", "does not recognize")):
+        first = text.split(". ")[0]
+        if "trust_remote_code" in str(exc):
+            return BadInput(f"the checkpoint is its own code, which needs trust_remote_code; wb never runs a "
+                            f"checkpoint's code ({first})")
+        return BadInput(f"the checkpoint's config.json names a model transformers does not know ({first})")
     if isinstance(exc, RuntimeError) and "size mismatch" in str(exc):
         first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), text)
         return BadInput(f"the adapter does not fit its base model: {first}")
