@@ -4,8 +4,8 @@
 - the exact exit code;
 - stderr is one line naming the file or field (two for a usage error: the usage, then the error);
 - no traceback, nothing on stdout;
-- nothing new or changed anywhere under tmp_path, which holds the inputs, the store, the -o folder, WB_HOME
-  and the process's temporary folder.
+- nothing new or changed anywhere under tmp_path, which holds the inputs, the store, the -o folder, WB_HOME,
+  HOME and the process's temporary folder.
 """
 
 import json
@@ -69,17 +69,19 @@ def assert_refused(res: Result, code: int, needles: tuple[str, ...], before: dic
 
 
 class Workspace:
-    """A tmp_path laid out as a user's: inputs/, store/, home/ (WB_HOME), sys-tmp/ (tempfile's folder)."""
+    """A tmp_path laid out as a user's: inputs/, store/, home/ (WB_HOME), user-home/ (HOME), sys-tmp/ (tempfile's
+    folder)."""
 
     def __init__(self, root: Path, monkeypatch):
         self.root = root
         self.inputs = root / "inputs"
         self.store = root / "store"
         self.home = root / "home"
-        for folder in (self.inputs, self.home, root / "sys-tmp"):
+        for folder in (self.inputs, self.home, root / "sys-tmp", root / "user-home"):
             folder.mkdir()
         monkeypatch.setenv("WB_STORE", str(self.store))
         monkeypatch.setenv("WB_HOME", str(self.home))
+        monkeypatch.setenv("HOME", str(root / "user-home"))  # ~/.cache and the like: watched too
         monkeypatch.setattr(tempfile, "tempdir", str(root / "sys-tmp"))
 
     def readonly(self) -> Path:
