@@ -121,9 +121,11 @@ class Store:
         finally:
             conn.close()
 
-    def load(self, run_id: str) -> Run:
+    def load(self, run_id: str, *, as_recorded: bool = False) -> Run:
+        """The run; a dead started run reads as interrupted unless as_recorded (what run.json says)."""
         path = self.runs_dir / run_id
-        manifest = live_status(read_json(path / "run.json"))
+        manifest = read_json(path / "run.json")
+        manifest = manifest if as_recorded else live_status(manifest)
         results_path = path / "results.json"
         metrics = read_json(results_path)["metrics"] if results_path.exists() else []
         return Run(path=path, manifest=manifest, metrics=metrics)
@@ -175,7 +177,7 @@ class Store:
         count = 0
         try:
             for run_id in self.run_ids():
-                run = self.load(run_id)
+                run = self.load(run_id, as_recorded=True)
                 index.upsert_run(conn, run.manifest, run.metrics)
                 count += 1
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
