@@ -230,10 +230,17 @@ def workspace(tmp_path, monkeypatch):
     workspace.close()
 
 
-def check_case(case, ws, request, capsys) -> None:
-    """Build the case's input, run it, and hold it to the contract (see the module docstring)."""
+def check_case(case, ws, request, capsys, *, data_cache: bool = False) -> None:
+    """Build the case's input, run it, and hold it to the contract (see the module docstring). data_cache: the
+    case reads lm-eval task data, whose Arrow copies `datasets` may cache under WB_HOME/hf-datasets (a cache of
+    what was read, not a record of the refused command)."""
     build, code, needles = case
     argv = build(ws, request.getfixturevalue)
     before = snapshot(ws.root)
     res = run_cli(argv, capsys)
+    if data_cache:
+        import shutil
+
+        shutil.rmtree(ws.home / "hf-datasets", ignore_errors=True)
+        os.utime(ws.home, ns=(before["home"][1], before["home"][1]))
     assert_refused(res, code, tuple(n(ws) if callable(n) else n for n in needles), before, ws.root)

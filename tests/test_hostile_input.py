@@ -185,6 +185,16 @@ def test_gguf_cut_with_lm_eval_tasks_is_refused_before_the_run(workspace, reques
                 ("cut.gguf", "truncated")), workspace, request, capsys)
 
 
+def test_gate_naming_no_task_of_the_run_is_refused_before_lm_eval_runs(workspace, request, capsys, data_dir):
+    def build(ws, g):
+        suite = ws.suite(extra="harness:\n  - {tasks: [mmlu_anatomy], limit: 2}\n")
+        gates = ws.file("g.yaml", "gates:\n  - {task: mmlu_anatomy, metric: acc, min_value: 0}\n"
+                                  "  - {task: mmlu_astronomy, metric: acc, min_value: 0.5}\n")
+        return ["eval", _tiny(g), "--suite", suite, "--gates", gates, "--data-dir", data_dir]
+
+    check_case((build, 3, ("mmlu_astronomy", "no task")), workspace, request, capsys, data_cache=True)
+
+
 def test_known_model_type_with_auto_map_runs_with_a_recorded_warning(workspace, tiny_model_dir, capsys):
     """Custom code beside a model type transformers knows: the built-in class runs, and the run says so."""
     ws = workspace

@@ -52,7 +52,6 @@ def eval_cmd(
     json_out: bool = JsonOpt,
 ):
     """Evaluate a checkpoint on a suite and record the run."""
-    from workbench.checkpoint import resolve_checkpoint
     from workbench.eval.runner import EvalOptions, run_suite
     from workbench.eval.suites import load_suite
     from workbench.gate import check_gates, load_gates
@@ -78,28 +77,19 @@ def eval_cmd(
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
     mirror = resolve_data_dir(data_dir)
     specs = [] if no_harness else [_apply_overrides(spec, overrides, loaded.path) for spec in loaded.config.harness]
+    # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
+    ckpt = _checked_checkpoint(checkpoint, base)
     prepared = [_prepare(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     st = store_for(store)
     base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
-    check_gates(gates, loaded.config, base_run, lm_eval=bool(specs))
+    check_gates(gates, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)))
     if loaded.uses_judge:
         from workbench.judge.session import check_judge
 
         check_judge(loaded.config.judge)
-    from workbench.checkpoint_checks import record_checks, resolve_checked
-
-    if base:
-        from workbench.eval.adapter_fit import check_adapter_fits
-
-        ckpt = resolve_checkpoint(checkpoint)
-        base_ckpt_given = resolve_checkpoint(base, with_sha=False)
-        if ckpt.kind == "adapter":  # check_adapter_fits says what else is wrong
-            record_checks(ckpt, base_ckpt_given)
-        check_adapter_fits(ckpt, base_ckpt_given)
-        ckpt.base = "default" if base == "default" else str(base_ckpt_given.path)
-    else:
-        ckpt = resolve_checked(checkpoint)
     if base_ckpt is not None:
+        from workbench.checkpoint_checks import record_checks
+
         record_checks(base_ckpt)
     run_opts = {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}
     plans = [_harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
@@ -157,6 +147,24 @@ def eval_cmd(
         _cache_note(entry)
     if report and not report.passed:
         raise GateFailed(report.summary())  # exit 1, after every report is written
+
+
+def _checked_checkpoint(checkpoint: str, base: str | None):
+    """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own."""
+    from workbench.checkpoint import resolve_checkpoint
+    from workbench.checkpoint_checks import record_checks, resolve_checked
+
+    if not base:
+        return resolve_checked(checkpoint)
+    from workbench.eval.adapter_fit import check_adapter_fits
+
+    ckpt = resolve_checkpoint(checkpoint)
+    base_ckpt = resolve_checkpoint(base, with_sha=False)
+    if ckpt.kind == "adapter":  # else check_adapter_fits says what is wrong
+        record_checks(ckpt, base_ckpt)
+    check_adapter_fits(ckpt, base_ckpt)
+    ckpt.base = "default" if base == "default" else str(base_ckpt.path)
+    return ckpt
 
 
 def _cache_note(entry: dict) -> None:
