@@ -57,3 +57,19 @@ def test_os_errors_name_the_file(code, kind, needle):
 
 def test_an_unknown_exception_is_left_alone():
     assert translate(ZeroDivisionError("a bug in wb")) is None
+
+
+def test_a_full_disk_inside_safetensors_is_no_space_not_damage(tmp_path, tiny_model_dir):
+    """safetensors wraps ENOSPC in its own error: still 'no space left', not 'a damaged file'."""
+    from hostile_support import SmallDisk
+    from safetensors.torch import save_file
+    import torch
+
+    disk = SmallDisk(tmp_path / "disk", "64k")
+    try:
+        with pytest.raises(Exception) as raised:
+            save_file({"w": torch.zeros(64, 1024)}, str(disk.path / "model.safetensors"))
+    finally:
+        disk.close()
+    error = translate(raised.value)
+    assert isinstance(error, EnvironmentProblem) and "no space left" in str(error), repr(raised.value)

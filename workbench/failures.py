@@ -21,6 +21,9 @@ def translate(exc: BaseException) -> WorkbenchError | None:
         return BadInput(f"a file is not valid JSON ({exc.msg}, line {exc.lineno}, column {exc.colno})")
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    if "No space left on device" in str(exc) or "os error 28" in str(exc):  # a library's wrapped ENOSPC
+        return EnvironmentProblem(f"no space left on the device being written ({text}); free some space and "
+                                  "run again")
     if name == "SafetensorError":  # safetensors' Rust error: a header or file cut short
         return BadInput(f"a .safetensors file is damaged ({text}); re-save or re-download the checkpoint")
     if isinstance(exc, (ValueError, KeyError)) and any(
