@@ -335,6 +335,7 @@ def test_wb_dashboard_serves_on_loopback(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    (tmp_path / "store").mkdir()  # an empty store (a --store that does not exist is refused)
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--port", str(port),
                              "--store", str(tmp_path / "store")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ}, start_new_session=True)

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -182,7 +181,7 @@ def _bad_out_not_empty(model_dir: Path, tmp: Path) -> list[str]:
 BAD_INPUTS = {
     "unknown format": (lambda d, t: [str(d), "--format", "onnx"], 3, "unknown export format 'onnx'"),
     "unknown quant": (lambda d, t: [str(d), "-q", "q3_k_xl"], 3, "unknown GGUF quant type 'q3_k_xl'"),
-    "corrupt safetensors": (_bad_corrupt_weights, 3, "llama.cpp's converter on .*broken failed: "),
+    "corrupt safetensors": (_bad_corrupt_weights, 3, "broken/model.safetensors: truncated"),  # before any run
     "unsupported architecture": (_bad_architecture, 3, "architecture NoSuchModelForCausalLM is not supported"),
     "output folder not empty": (_bad_out_not_empty, 3, "output folder '.*out' is not empty"),
 }
@@ -374,9 +373,10 @@ def test_converter_failure_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch,
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     out = tmp_path / "out"
-    logs = tmp_path / "tmp"
-    logs.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(logs))  # where the converter's log is kept for the user
+    from workbench.export import llama_tools as tools_module
+
+    logs = tmp_path / "logs"
+    monkeypatch.setattr(tools_module, "kept_logs_dir", lambda: logs)  # where the log is kept for the user
     with pytest.raises(BadInput, match="llama.cpp's converter .* failed: .*full log: ") as raised:
         export_gguf(resolve_checkpoint(broken), out, ["q8_0"], progress=False)
     assert not out.exists() and _no_partials(tmp_path, "out")

@@ -126,7 +126,7 @@ def test_kill_9_then_rerun_recomputes_only_unfinished(tiny_model_dir, data_dir, 
     fresh = run_json(wb(*args, "--no-cache", **{**dirs, "home": tmp_path / "other-home"}))
     assert resumed["metrics"] == fresh["metrics"]
     killed = [r for r in Store(dirs["store"]).list_runs() if r["status"] != "ok"]
-    assert len(killed) == 1 and killed[0]["status"] == "started"  # kill -9 leaves the run marked unfinished
+    assert len(killed) == 1 and killed[0]["status"] == "interrupted"  # kill -9: started, and its process gone
 
 
 # ---------------------------------------------------------------- a user's own task folder

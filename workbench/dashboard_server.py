@@ -26,6 +26,11 @@ def _warm() -> None:
 
 
 def main() -> None:
+    # pandas first, here: plotly (imported by streamlit in this thread) looks pandas up in sys.modules without
+    # importing it, and a pandas half-imported by the warming thread crashed the server at start
+    # ("partially initialized module 'pandas' has no attribute 'Series'").
+    import pandas  # noqa: F401
+
     threading.Thread(target=_warm, name="wb-warm-imports", daemon=True).start()
     from streamlit.web.cli import main as streamlit_main
 

@@ -43,11 +43,17 @@ def load_gates(path: Path) -> list[GateSpec]:
     return load_yaml_model(Path(path), GatesFile).gates
 
 
-def check_gates(gates: list[GateSpec], suite: SuiteConfig, baseline: Run | None = None) -> None:
+def check_gates(gates: list[GateSpec], suite: SuiteConfig, baseline: Run | None = None, *,
+                lm_eval_tasks: set[str] | None = None) -> None:
     """Before any model loads: gates on the suite's own tasks must name one of that task's scorers, and a baseline
-    run must have every metric a max_drop gate compares."""
+    run must have every metric a max_drop gate compares. Given the names the run's lm-eval tasks can report
+    (lm_eval_tasks; an empty set when none run), a gate must name a suite task or one of those."""
     scorers = {t.name: [s.label for s in t.scorers] for t in suite.tasks}
     for gate in gates:
+        if lm_eval_tasks is not None and gate.task not in scorers and gate.task not in lm_eval_tasks:
+            known = sorted(scorers) + sorted(lm_eval_tasks)
+            shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+            raise BadInput(f"gate '{gate.label}': no task '{gate.task}' in this run (its tasks: {shown or 'none'})")
         # Other task names may be lm-eval tasks, groups or subtasks: those are checked against the run.
         if gate.task in scorers and gate.metric not in scorers[gate.task]:
             raise BadInput(f"gate '{gate.label}': task '{gate.task}' has no metric '{gate.metric}' "

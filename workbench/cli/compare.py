@@ -28,7 +28,7 @@ def compare(
     --allow-differences is given; then the differences are listed under the table."""
     from workbench.compare import compare_runs, paired_samples, render_samples, render_table
 
-    st = store_for(store)
+    st = store_for(store, writing=False)
     a, b = st.resolve(run_a), st.resolve(run_b)
     cmp = compare_runs(a, b)
     if cmp.setting_differences and not allow_differences:

@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 def dashboard(
     store: Optional[Path] = StoreOpt,
-    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port to serve on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback is exposed)."),
     dashboards_dir: Optional[str] = typer.Option(None, "--dashboards-dir", help="Your own app folder."),
 ):
@@ -28,21 +27,47 @@ def dashboard(
     from workbench.extras import require
     from workbench.home import store_dir
 
+    from workbench.output_paths import check_store_folder
+
+    check_store_folder(store_dir(store), must_exist=store is not None)  # a fresh default store is just empty
     require("streamlit", "The dashboard", "dashboard")
     require("plotly", "The dashboard", "dashboard")
     app_path = content_dir("dashboards", dashboards_dir) / "app.py"
     if not app_path.exists():
         raise BadInput(f"dashboard app '{app_path}': no such file")
+    _check_port_free(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         info(f"[yellow]warning:[/] binding {host}: anyone who can reach this machine can read your runs")
     env = dict(os.environ, WB_STORE=str(store_dir(store).resolve()), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     info(f"dashboard on http://{host}:{port} (store {env['WB_STORE']}); Ctrl-C stops it")
-    cmd = [sys.executable, "-m", "workbench.dashboard_server", "run", str(app_path), "--server.address", host,
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           # A served dashboard, not a dev loop: Streamlit's source watcher re-scans every imported module's path
-           # after each script run (about 2 s of a 2-core CPU after the first page), which delays the next page.
-           "--server.fileWatcherType", "none"]
+    from workbench.children import guarded_env, module_command
+
+    cmd = module_command("workbench.dashboard_server", "run", str(app_path), "--server.address", host,
+                         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats",
+                         "false",
+                         # A served dashboard, not a dev loop: Streamlit's source watcher re-scans every imported
+                         # module's path after each script run (about 2 s of a 2-core CPU after the first page).
+                         "--server.fileWatcherType", "none")
     try:
-        return subprocess.call(cmd, env=env)
+        # SIGTERM (systemd, docker stop, a CI runner) ends wb without cleanup: the runner then ends Streamlit.
+        return subprocess.call(cmd, env=guarded_env(env))
     except KeyboardInterrupt:
         return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    from workbench.errors import BadInput
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BadInput(f"--host '{host}': {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BadInput(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, info, out
+from workbench.cli.output import emit_json, info, library_stdout_to_stderr, out
 from workbench.errors import BadInput, GateFailed
 
 
@@ -44,7 +44,7 @@ def eval_cmd(
     markdown: Optional[Path] = typer.Option(
         None, "--markdown", help="Write the gate summary as Markdown (appended to $GITHUB_STEP_SUMMARY when set)."),
     gate_json: Optional[Path] = typer.Option(None, "--gate-json", help="Write the gate results as JSON."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per task."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per task."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local benchmark mirror (default: $WB_DATA_DIR)."),
     no_harness: bool = typer.Option(False, "--no-harness", help="Skip the suite's lm-eval regression tasks."),
     evals_dir: Optional[str] = typer.Option(None, "--evals-dir", help="Your own evals folder (default: bundled)."),
@@ -52,39 +52,46 @@ def eval_cmd(
     json_out: bool = JsonOpt,
 ):
     """Evaluate a checkpoint on a suite and record the run."""
-    from workbench.checkpoint import resolve_checkpoint
     from workbench.eval.runner import EvalOptions, run_suite
     from workbench.eval.suites import load_suite
     from workbench.gate import check_gates, load_gates
     from workbench.home import data_dir as resolve_data_dir
 
-    # Everything the user gave is checked here, before a model loads or the store is touched. The checkpoint
-    # comes first (a missing one is the likeliest mistake, and data checks may wait on the hub); resolving
-    # 'default' converts the default model on its first use only (a minute, once).
+    # Everything the user gave is checked here, before a model loads or the store is touched. Cheap checks
+    # come first; the checkpoint before any data (data checks may wait on the hub); resolving 'default'
+    # converts the default model on its first use only (a minute, once).
     overrides = _harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path)
     if bool(suite) == bool(tasks):
         raise BadInput("give either --suite NAME or --tasks NAMES (lm-eval tasks)")
-    ckpt = resolve_checkpoint(checkpoint)
+    from workbench.eval.harness import DTYPES
+
+    if dtype not in DTYPES:
+        raise BadInput(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
+    from workbench.output_paths import check_new_file
+
+    for path, what in ((junit, "--junit"), (markdown, "--markdown"), (gate_json, "--gate-json")):
+        if path is not None:
+            check_new_file(path, what)
     loaded = load_suite(suite, evals_dir=evals_dir, limit=limit) if suite else _tasks_suite(tasks, overrides)
     gates = load_gates(gates_file) if gates_file else loaded.config.gates
     if not gates and (junit or markdown or gate_json):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
     mirror = resolve_data_dir(data_dir)
     specs = [] if no_harness else [_apply_overrides(spec, overrides, loaded.path) for spec in loaded.config.harness]
+    # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
+    ckpt = _checked_checkpoint(checkpoint, base)
     prepared = [_prepare(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     st = store_for(store)
     base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
-    check_gates(gates, loaded.config, base_run)
+    check_gates(gates, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)))
     if loaded.uses_judge:
         from workbench.judge.session import check_judge
 
         check_judge(loaded.config.judge)
-    if base:
-        from workbench.eval.adapter_fit import check_adapter_fits
+    if base_ckpt is not None:
+        from workbench.checkpoint_checks import record_checks
 
-        base_ckpt_given = resolve_checkpoint(base, with_sha=False)
-        check_adapter_fits(ckpt, base_ckpt_given)
-        ckpt.base = "default" if base == "default" else str(base_ckpt_given.path)
+        record_checks(base_ckpt)
     run_opts = {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}
     plans = [_harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
     base_plans = [] if base_ckpt is None else [
@@ -95,12 +102,12 @@ def eval_cmd(
     if base_ckpt is not None:
         info(f"evaluating baseline {base_ckpt.name} ({base_ckpt.kind}, {base_ckpt.format}) "
              f"on suite {loaded.config.name}")
-        with bars() as progress, _library_stdout_to_stderr():
+        with bars() as progress, library_stdout_to_stderr():
             base_run = run_suite(base_ckpt, loaded, st,
                                  EvalOptions(data_dir=mirror, limit=limit, command=command_line()),
                                  harness_plans=base_plans, progress=progress)
     info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {loaded.config.name}")
-    with bars() as progress, _library_stdout_to_stderr():
+    with bars() as progress, library_stdout_to_stderr():
         run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
                                                       baseline=base_run),
                         harness_plans=plans, progress=progress)
@@ -143,6 +150,24 @@ def eval_cmd(
         raise GateFailed(report.summary())  # exit 1, after every report is written
 
 
+def _checked_checkpoint(checkpoint: str, base: str | None):
+    """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own."""
+    from workbench.checkpoint import resolve_checkpoint
+    from workbench.checkpoint_checks import record_checks, resolve_checked
+
+    if not base:
+        return resolve_checked(checkpoint)
+    from workbench.eval.adapter_fit import check_adapter_fits
+
+    ckpt = resolve_checkpoint(checkpoint)
+    base_ckpt = resolve_checkpoint(base, with_sha=False)
+    if ckpt.kind == "adapter":  # else check_adapter_fits says what is wrong
+        record_checks(ckpt, base_ckpt)
+    check_adapter_fits(ckpt, base_ckpt)
+    ckpt.base = "default" if base == "default" else str(base_ckpt.path)
+    return ckpt
+
+
 def _cache_note(entry: dict) -> None:
     cache, tasks = entry.get("cache") or {}, ", ".join(entry.get("tasks") or [])
     if cache.get("result") == "hit":
@@ -150,14 +175,6 @@ def _cache_note(entry: dict) -> None:
     elif cache.get("requests_cached"):
         info(f"lm-eval {tasks}: {cache['requests_cached']} requests answered from the request cache, "
              f"{cache['requests_computed']} computed")
-
-
-def _library_stdout_to_stderr():
-    """Libraries print banners on stdout (gptqmodel, when peft imports it): stdout is for wb's own output."""
-    import contextlib
-    import sys
-
-    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _resolve_baseline(st, ref: str):

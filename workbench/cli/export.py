@@ -1,6 +1,8 @@
 """`wb export CHECKPOINT --format gguf --quant q4_k_m ... -o DIR`: export, then verify in the serving runtime."""
 
+import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -9,34 +11,59 @@ import typer
 from workbench.cli.options import StoreOpt, command_line, store_for
 
 
-def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, out: Path, keep_f16: bool = False,
-                   *, verify: bool = True, progress: bool = True, heldout: Path | None = None, ladder: bool = False,
-                   kld_budget: float | None = None, **export_options) -> dict:
-    """Export `checkpoint` to `fmt` in `out`; returns a JSON-able summary (files, sizes, seconds, verification).
-    ladder: every quant type of the format (or those in `quants`), measured, the smallest within kld_budget
-    recommended."""
-    from workbench.checkpoint import resolve_checkpoint, weights_sha
-    from workbench.export import get_exporter
+@dataclass
+class ExportPlan:
+    exporter: object
+    ckpt: object
+    quants: list[str]
 
-    started = time.monotonic()
+
+def plan_export(checkpoint: str, fmt: str, quants: list[str] | str | None, out: Path, *, verify: bool = True,
+                heldout: Path | None = None, ladder: bool = False) -> ExportPlan:
+    """Everything the user gave, checked before a run is opened or anything heavy loads."""
+    from workbench.checkpoint import resolve_checkpoint
+    from workbench.checkpoint_checks import record_checks
+    from workbench.errors import BadInput
+    from workbench.export import get_exporter
+    from workbench.output_paths import check_new_folder
+
     exporter = get_exporter(fmt)
     if ladder and not verify:
-        from workbench.errors import BadInput
-
         raise BadInput("--ladder measures every quant type: it cannot be combined with --no-verify")
     if ladder and not quants:
         quants = list(exporter.quant_types)
     if heldout is not None and not Path(heldout).is_file():
-        from workbench.errors import BadInput
-
         raise BadInput(f"held-out text '{heldout}': no such file")
+    check_new_folder(Path(out))
     ckpt = resolve_checkpoint(checkpoint, with_sha=False)
     quants = exporter.check(ckpt, quants)  # before anything heavy loads, or even hashing the weights
+    record_checks(ckpt)
+    return ExportPlan(exporter, ckpt, quants)
+
+
+def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, out: Path, keep_f16: bool = False,
+                   *, verify: bool = True, progress: bool = True, heldout: Path | None = None, ladder: bool = False,
+                   kld_budget: float | None = None, plan: ExportPlan | None = None, **export_options) -> dict:
+    """Export `checkpoint` to `fmt` in `out`; returns a JSON-able summary (files, sizes, seconds, verification).
+    ladder: every quant type of the format (or those in `quants`), measured, the smallest within kld_budget
+    recommended. The files are built and verified in a staging folder beside `out` and published only then:
+    a failure, Ctrl-C or kill before that leaves `out` as it was."""
+    from workbench.checkpoint import weights_sha
+    from workbench.faultpoints import pause_point
+    from workbench.store.files import staged_folder
+
+    started = time.monotonic()
+    plan = plan or plan_export(checkpoint, fmt, quants, out, verify=verify, heldout=heldout, ladder=ladder)
+    exporter, ckpt = plan.exporter, plan.ckpt
     ckpt.sha = weights_sha(ckpt.path)
-    artifacts = exporter.export(ckpt, Path(out), quants, progress=progress, keep_f16=keep_f16, **export_options)
-    exported = time.monotonic()
-    verify_options = {"heldout": heldout} if heldout is not None else {}  # passed only when set: every verify()
-    verification = exporter.verify(artifacts, ckpt, **verify_options) if verify else None
+    with staged_folder(Path(out)) as build:
+        artifacts = exporter.export(ckpt, build, plan.quants, progress=progress, keep_f16=keep_f16, **export_options)
+        exported = time.monotonic()
+        pause_point("export-verify")
+        verify_options = {"heldout": heldout} if heldout is not None else {}  # passed only when set: every verify()
+        verification = exporter.verify(artifacts, ckpt, **verify_options) if verify else None
+    for art in artifacts:
+        art.path = Path(out) / art.path.name
     done = time.monotonic()
     summary = {
         "format": exporter.name,
@@ -153,6 +180,25 @@ def _record(run, summary: dict) -> None:
         run.manifest["ladder"] = summary["ladder"]
 
 
+@contextlib.contextmanager
+def _tool_logs_into(run):
+    """A failed tool's log (kept under WB_HOME by llama_tools.run_logged) moves into the failed run's folder."""
+    import shutil
+
+    from workbench.errors import WorkbenchError
+
+    try:
+        yield
+    except WorkbenchError as exc:
+        kept = getattr(exc, "log_file", None)
+        if kept is None or not Path(kept).exists():
+            raise
+        moved = run.path / "logs" / Path(kept).name
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(kept), moved)
+        raise type(exc)(str(exc).replace(str(kept), str(moved))) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
@@ -176,7 +222,7 @@ def register(app: typer.Typer) -> None:
         store: Optional[Path] = StoreOpt,
     ) -> None:
         """Export a checkpoint (GGUF, AWQ, GPTQ, EXL2), then verify it in its runtime against the source."""
-        from workbench.cli.output import emit_json
+        from workbench.cli.output import emit_json, library_stdout_to_stderr
         from workbench.environment import versions
         from workbench.export import get_exporter
 
@@ -185,15 +231,18 @@ def register(app: typer.Typer) -> None:
             from workbench.errors import BadInput
 
             raise BadInput(f"--calibration applies to awq and gptq exports, not {exporter.name}")
-        if out.exists() and any(out.iterdir()):
-            from workbench.errors import BadInput
+        for path, what, applies in ((calibration, "--calibration", ("awq", "gptq")),
+                                    (imatrix_data, "--imatrix-data", ("gguf",))):
+            if path is not None and exporter.name in applies and not path.is_file():  # else the exporter refuses it
+                from workbench.errors import BadInput
 
-            raise BadInput(f"output folder '{out}' is not empty")
+                raise BadInput(f"{what} '{path}': no such file")
         st = store_for(store)
+        plan = plan_export(checkpoint, fmt, quant or None, out, verify=verify, heldout=heldout, ladder=ladder)
         manifest = {"command": command_line(), "format": fmt, "quants": quant, "versions": versions()}
-        with st.open_run("export", manifest) as run:
+        with st.open_run("export", manifest) as run, library_stdout_to_stderr(), _tool_logs_into(run):
             summary = export_command(checkpoint, fmt, quant or None, out, keep_f16, verify=verify, heldout=heldout,
-                                     ladder=ladder, kld_budget=kld_budget,
+                                     ladder=ladder, kld_budget=kld_budget, plan=plan,
                                      **({"calibration": calibration} if calibration is not None else {}),
                                      **({"adapter_gguf": True} if adapter_gguf else {}),
                                      **({"imatrix_data": imatrix_data} if imatrix_data is not None else {}))

@@ -34,9 +34,15 @@ def judge_cmd(
     from workbench.judge.reliability import summary_lines
     from workbench.judge.session import check_judge
 
+    from workbench.errors import BadInput
+
     st = store_for(store)
     source = st.resolve(run_ref)
     base_run = st.resolve(baseline) if baseline else None
+    for option, run in (("RUN", source), ("--baseline", base_run)):
+        if run is not None and run.manifest.get("kind") not in ("eval", "judge"):
+            raise BadInput(f"{option} {run.run_id} is a {run.manifest.get('kind')} run; wb judge grades the answers "
+                           "of an eval run")
     loaded = load_suite(suite or source.manifest.get("suite_path") or source.manifest.get("suite", ""),
                         evals_dir=evals_dir)
     loaded.config.judge = judge_overrides(loaded.config.judge, base_url=judge_url, model=judge_model,

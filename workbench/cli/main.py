@@ -16,7 +16,14 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register() -> None:
+    global _registered
+    if _registered:  # main() may run more than once in a process (tests)
+        return
+    _registered = True
     from workbench.cli import (
         compare,
         dashboard,
@@ -41,7 +48,7 @@ def _options(quiet: bool = typer.Option(False, "--quiet",
 
 
 def _take_quiet(argv: list[str]) -> bool:
-    """Remove every --quiet before a `--` from argv; True if there was one."""
+    """Remove every --quiet before a `--` from the arguments; True if there was one."""
     end = argv.index("--") if "--" in argv else len(argv)
     found = "--quiet" in argv[:end]
     argv[:end] = [a for a in argv[:end] if a != "--quiet"]
@@ -49,32 +56,82 @@ def _take_quiet(argv: list[str]) -> bool:
 
 
 def run() -> None:
+    _exit(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code. Every error leaves here as one line on stderr."""
     # Torch spins idle threads that starve the other core under contention (5x slower steps here).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = list(sys.argv[1:] if argv is None else argv)
     from workbench.cli.output import configure
 
-    configure(quiet=_take_quiet(sys.argv))
+    configure(quiet=_take_quiet(args))
+    _pin_hf_home()
     import logging
 
     for noisy in ("torchao", "torch.utils._pytree"):  # torchao (GPTQModel needs it) warns on every model load
         logging.getLogger(noisy).setLevel(logging.ERROR)  # with CPU-only torch; harmless, and not ours to show
     _register()
     try:
-        code = app(standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except WorkbenchError as exc:
-        from workbench.cli.output import errors
-
-        errors.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        code = exc.exit_code
+        code = _report(exc)
     except typer.Abort:
         code = 130
     except typer.TyperException as exc:  # typer vendors click: its usage errors derive from this
-        exc.show()
-        code = getattr(exc, "exit_code", EXIT_USAGE)
+        code = _usage_error(exc)
     except KeyboardInterrupt:
         code = 130
-    _exit(code if isinstance(code, int) else 0)
+    except Exception as exc:
+        from workbench.failures import translate
+
+        known = translate(exc)
+        if known is None:
+            raise
+        code = _report(known)
+    return code if isinstance(code, int) else 0
+
+
+def _report(exc: WorkbenchError) -> int:
+    from rich.markup import escape
+
+    from workbench.cli.output import errors
+
+    errors.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a path may hold [brackets]
+    return exc.exit_code
+
+
+def _usage_error(exc) -> int:
+    """Two lines, not click's four: the usage, and the error with where to read more."""
+    from workbench.cli.output import errors as err
+
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    if not message.strip():  # `wb` alone: the help, as click shows it
+        exc.show()
+        return getattr(exc, "exit_code", EXIT_USAGE)
+    if ctx is not None:
+        err.print(ctx.get_usage(), markup=False, soft_wrap=True)
+        message += f" (see '{ctx.command_path} --help')"
+    err.print(f"error: {message}", markup=False, soft_wrap=True)
+    return getattr(exc, "exit_code", EXIT_USAGE)
+
+
+def _pin_hf_home() -> None:
+    """Name the Hugging Face cache the user already has (HF_HOME, else the hub's default) before any third-party
+    import: tokenicer (GPTQModel's) does os.environ.setdefault("HF_HOME", "/tmp/tokenicer_hf_home") on import,
+    which would move the hub and remote-code caches into a world-writable /tmp folder for the whole process."""
+    if not os.environ.get("HF_HOME"):
+        if not os.environ.get("HF_DATASETS_CACHE"):
+            # lm-eval loads the local benchmark mirrors through `datasets`, which caches Arrow copies of them:
+            # derived files, kept with wb's other caches under WB_HOME (safe to delete), not in ~/.cache/huggingface
+            from workbench.home import home
+
+            os.environ["HF_DATASETS_CACHE"] = str(home() / "hf-datasets")
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ["HF_HOME"] = os.path.join(cache, "huggingface")
 
 
 def _exit(code: int) -> None:

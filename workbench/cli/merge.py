@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, info
+from workbench.cli.output import emit_json, info, library_stdout_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -16,23 +16,25 @@ def register(app: typer.Typer) -> None:
 def merge(
     adapter: str = typer.Argument(..., help="PEFT adapter folder."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the merged model (must be empty or absent)."),
-    tolerance: float = typer.Option(1e-3, help="Largest allowed |logit diff| merged vs base + adapter."),
+    tolerance: float = typer.Option(1e-3, min=0.0, help="Largest allowed |logit diff| merged vs base + adapter."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
     """Merge an adapter into its base and check the merged logits."""
-    from workbench.checkpoint import resolve_checkpoint
     from workbench.environment import versions
     from workbench.errors import BadInput
     from workbench.merge import merge_adapter
 
-    ckpt = resolve_checkpoint(adapter)
+    from workbench.checkpoint_checks import resolve_checked
+    from workbench.output_paths import check_new_folder
+
+    check_new_folder(out)
+    ckpt = resolve_checked(adapter)
     if ckpt.kind != "adapter":
         raise BadInput(f"'{adapter}' is not an adapter folder (no adapter_config.json)")
-    if out.exists() and any(out.iterdir()):
-        raise BadInput(f"output folder '{out}' is not empty")
     st = store_for(store)
-    with st.open_run("merge", {"command": command_line(), "checkpoint": ckpt.to_dict(), "versions": versions()}) as run:
+    with st.open_run("merge", {"command": command_line(), "checkpoint": ckpt.to_dict(), "versions": versions()}) as run, \
+            library_stdout_to_stderr():
         merged, report = merge_adapter(ckpt, out, tolerance=tolerance)
         run.manifest["output"] = merged.to_dict()
         run.add_metric("merge_check", "max_abs_logit_diff", report.max_abs_logit_diff, n=report.probe_tokens,

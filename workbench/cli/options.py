@@ -16,8 +16,15 @@ def command_line() -> str:
     return "wb " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def store_for(path: Optional[Path]):
+def store_for(path: Optional[Path], *, writing: bool = True):
+    """The store a verb reads (writing=False) or records a run in; checked to be usable before any work."""
     from workbench.home import store_dir
+    from workbench.output_paths import check_store_folder, check_store_writable
     from workbench.store import Store
 
-    return Store(store_dir(path))
+    root = store_dir(path)
+    if writing:
+        check_store_writable(root)
+    else:
+        check_store_folder(root)
+    return Store(root)

@@ -45,8 +45,8 @@ def configure(quiet: bool) -> None:
     """Set how every library in this process reports progress; call before any of them is imported."""
     if quiet:
         os.environ["WB_QUIET"] = "1"  # children (the converter, GPTQModel) inherit it
+    err.quiet = is_quiet()
     if is_quiet():
-        err.quiet = True
         os.environ.update(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
                           TRANSFORMERS_VERBOSITY="error", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
         import logging
@@ -57,3 +57,11 @@ def configure(quiet: bool) -> None:
         warnings.simplefilter("ignore")
     elif not err.is_terminal:
         os.environ.setdefault("TQDM_MININTERVAL", str(progress_interval()))
+
+
+def library_stdout_to_stderr():
+    """Libraries print banners on stdout (GPTQModel's when peft imports it, TRL's, tqdm's): stdout is for wb's
+    own output, --json's one object above all."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr)

@@ -9,13 +9,16 @@ from workbench.cli.options import JsonOpt, StoreOpt, store_for
 from workbench.cli.output import emit_json, err, out
 
 
+RUN_KINDS = ("train", "eval", "judge", "merge", "export")
+
+
 def register(app: typer.Typer) -> None:
     app.command("runs")(runs)
 
 
 def runs(
-    kind: Optional[str] = typer.Option(None, help="Only runs of this kind (train, eval, merge, export)."),
-    limit: int = typer.Option(50, help="Show at most N runs (newest first)."),
+    kind: Optional[str] = typer.Option(None, help=f"Only runs of this kind ({', '.join(RUN_KINDS)})."),
+    limit: int = typer.Option(50, min=0, help="Show at most N runs (newest first)."),
     rebuild_index: bool = typer.Option(False, "--rebuild-index", help="Rebuild index.db from the run folders."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
@@ -23,7 +26,10 @@ def runs(
     """List runs, newest first."""
     from rich.table import Table
 
-    st = store_for(store)
+    if kind is not None and kind not in RUN_KINDS:
+        raise typer.BadParameter(f"'{kind}' is not a run kind (choose from {', '.join(RUN_KINDS)})",
+                                 param_hint="'--kind'")
+    st = store_for(store, writing=rebuild_index)
     if rebuild_index:
         err.print(f"indexed {st.rebuild_index()} runs in {st.index_path}")
     manifests = st.list_runs(kind=kind, limit=limit)
@@ -37,7 +43,7 @@ def runs(
         table.add_column(col)
     for m in manifests:
         status = m["status"]
-        colour = {"ok": "green", "error": "red"}.get(status, "yellow")
+        colour = {"ok": "green", "error": "red", "interrupted": "magenta"}.get(status, "yellow")
         table.add_row(m["run_id"], m["kind"], f"[{colour}]{status}[/]", (m.get("checkpoint") or {}).get("name", "-"),
                       m.get("suite") or "-", m["created_at"])
     out.print(table)

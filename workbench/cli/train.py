@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, info
+from workbench.cli.output import emit_json, info, library_stdout_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 def train(
     config: str = typer.Argument(..., help="Training recipe YAML, or the name of a bundled recipe (evals/recipes)."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the adapter (must be empty or absent)."),
-    max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Override training.max_steps."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -30,21 +30,26 @@ def train(
         path = content_dir("evals") / "recipes" / f"{config}.yaml"
     if not path.exists():
         raise BadInput(f"training config '{config}': no such file")
+    if path.is_dir():
+        raise BadInput(f"training config '{config}': is a folder, expected a YAML file")
     cfg = load_yaml_model(path, TrainConfig)
     if max_steps:
         cfg.training.max_steps = max_steps
-    if out.exists() and any(out.iterdir()):
-        raise BadInput(f"output folder '{out}' is not empty")
+    from workbench.output_paths import check_new_folder
+
+    check_new_folder(out)
 
     from workbench.environment import hardware, versions
-    from workbench.train.sft import train_sft
+    from workbench.train.sft import prepare_sft, train_sft
+
+    inputs = prepare_sft(cfg, path)
 
     st = store_for(store)
     manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),
                 "seed": cfg.training.seed, "versions": versions()}
     info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
-    with st.open_run("train", manifest) as run:
-        ckpt, log = train_sft(cfg, path, out, on_log=lambda row: info(
+    with st.open_run("train", manifest) as run, library_stdout_to_stderr():
+        ckpt, log = train_sft(cfg, path, out, inputs=inputs, on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
         run.manifest["checkpoint"] = ckpt.to_dict()
         run.manifest["hardware"] = hardware()

@@ -17,39 +17,51 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def numbered_lines(path: Path):
+    """(line number, text) for each line of a UTF-8 file; a line that is not UTF-8 is a BadInput naming file:line."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line); "
+                               "save the file as UTF-8") from None
+
+
 def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
     """Rows as {"id", "messages", "reference"}; a plain "prompt" becomes one user message."""
     if not path.exists():
         raise BadInput(f"{path}: no such file")
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder, expected a JSONL file")
     items, seen = [], set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise BadInput(f"{where}: expected a JSON object")
-            if "messages" in row:
-                messages = row["messages"]
-                if not isinstance(messages, list) or not messages or not all(
-                    isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
-                ):
-                    raise BadInput(f"{where}: messages: expected a list of {{role, content}} with roles {sorted(ROLES)}")
-            elif isinstance(row.get("prompt"), str):
-                messages = [{"role": "user", "content": row["prompt"]}]
-            else:
-                raise BadInput(f"{where}: needs 'messages' (chat) or 'prompt' (string)")
-            if need_reference and "reference" not in row:
-                raise BadInput(f"{where}: missing 'reference'")
-            item_id = str(row.get("id", lineno))
-            if item_id in seen:
-                raise BadInput(f"{where}: duplicate id '{item_id}'")
-            seen.add(item_id)
-            items.append({"id": item_id, "messages": messages, "reference": row.get("reference")})
+    for lineno, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise BadInput(f"{where}: expected a JSON object")
+        if "messages" in row:
+            messages = row["messages"]
+            if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
+            ):
+                raise BadInput(f"{where}: messages: expected a list of {{role, content}} with roles {sorted(ROLES)}")
+        elif isinstance(row.get("prompt"), str):
+            messages = [{"role": "user", "content": row["prompt"]}]
+        else:
+            raise BadInput(f"{where}: needs 'messages' (chat) or 'prompt' (string)")
+        if need_reference and "reference" not in row:
+            raise BadInput(f"{where}: missing 'reference'")
+        item_id = str(row.get("id", lineno))
+        if item_id in seen:
+            raise BadInput(f"{where}: duplicate id '{item_id}'")
+        seen.add(item_id)
+        items.append({"id": item_id, "messages": messages, "reference": row.get("reference")})
     if not items:
         raise BadInput(f"{path}: no rows")
     return items

@@ -36,7 +36,7 @@ def check_adapter_fits(adapter: Checkpoint, base: Checkpoint) -> None:
         raise BadInput(f"--base applies to PEFT adapters; checkpoint '{adapter.path}' is a {adapter.kind} model")
     if base.format != "hf" or base.kind == "adapter":
         raise BadInput(f"base '{base.path}': an adapter's base must be an HF model folder, not {base.format}")
-    _check_shapes(adapter, base)
+    check_shapes(adapter, base)
     _check_identity(adapter, base)
 
 
@@ -63,7 +63,7 @@ def _check_identity(adapter: Checkpoint, base: Checkpoint) -> None:
                        f"'{base.path}' has different weights (sha256 {sha_given[:12]} vs {sha_recorded[:12]})")
 
 
-def _check_shapes(adapter: Checkpoint, base: Checkpoint) -> None:
+def check_shapes(adapter: Checkpoint, base: Checkpoint) -> None:
     adapter_file = adapter.path / "adapter_model.safetensors"
     base_files = sorted(Path(base.path).glob("*.safetensors"))
     if not adapter_file.exists() or not base_files:

@@ -58,6 +58,12 @@ class PreparedTasks:
             out.extend(_leaves(item))
         return out
 
+    def task_names(self) -> set[str]:
+        """Every name a metric of these tasks can carry: the names given, their groups and their leaf tasks."""
+        groups = [g for item in _flatten(self.built) if hasattr(item, "get_all_groups")
+                  for g in [item, *item.get_all_groups()]]
+        return set(self.names) | {g.name for g in groups} | {t.config.task for t in self.leaf_tasks()}
+
     def fingerprint(self) -> dict:
         """What the tasks are: each leaf task's resolved config (prompts, splits, metrics) and its data source."""
         groups = [g for item in _flatten(self.built) if hasattr(item, "get_all_groups")

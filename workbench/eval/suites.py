@@ -6,7 +6,7 @@ from pathlib import Path
 
 from workbench.config import JUDGE_SCORERS, SuiteConfig, load_yaml_model
 from workbench.content import content_dir
-from workbench.data.records import load_chat_items, sha256_file
+from workbench.data.records import load_chat_items, numbered_lines, sha256_file
 from workbench.errors import BadInput
 from workbench.extras import require
 
@@ -89,7 +89,7 @@ def _load_gold(path: Path, ids: set, scale: tuple[int, int]) -> list[dict]:
     if not path.is_file():
         raise BadInput(f"gold set '{path}': no such file")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in numbered_lines(path):
         if not line.strip():
             continue
         try:

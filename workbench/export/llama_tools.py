@@ -89,9 +89,14 @@ class LlamaTools:
 
 def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, *, what: str) -> None:
     """Run a tool with its output in a log file; raise a one-line error quoting its last error line."""
+    from workbench.children import guarded_env
+    from workbench.faultpoints import pause_point
+
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=guarded_env(env), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
         try:
+            pause_point("tool-running")
             code = proc.wait()
         except BaseException:  # Ctrl-C: don't leave the child writing into a folder we are about to delete
             proc.kill()
@@ -100,12 +105,21 @@ def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, *, what: str
     if code != 0:
         lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         reason = _last_error_line(lines) or f"exit status {code}"
-        # log_path usually sits in a build folder that is deleted on failure: keep a copy for the user
-        fd, kept = tempfile.mkstemp(prefix=f"wb-{log_path.stem}-", suffix=".log")
+        # log_path usually sits in a build folder that is deleted on failure: keep a copy for the user, under
+        # WB_HOME; a verb that records a run moves it into the run's folder (see ToolLog)
+        kept_dir = kept_logs_dir()
+        kept_dir.mkdir(parents=True, exist_ok=True)
+        fd, kept = tempfile.mkstemp(prefix=f"wb-{log_path.stem}-", suffix=".log", dir=kept_dir)
         os.close(fd)
         shutil.copyfile(log_path, kept)
         error = EnvironmentProblem if ("ModuleNotFoundError" in reason or "ImportError" in reason) else BadInput
-        raise error(f"{what} failed: {reason} (full log: {kept})")
+        exc = error(f"{what} failed: {reason} (full log: {kept})")
+        exc.log_file = Path(kept)
+        raise exc
+
+
+def kept_logs_dir() -> Path:
+    return home() / "logs"
 
 
 def _last_error_line(lines: list[str]) -> str:

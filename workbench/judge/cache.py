@@ -1,4 +1,4 @@
-"""The judge's answer cache: one JSON file per (judge model, full request), under $WB_HOME/judge-cache
+"""The judge's answer cache: one JSON file per (endpoint, judge model, full request), under $WB_HOME/judge-cache
 (or $WB_JUDGE_CACHE).
 
 Only answers that passed validation are stored, so a rerun sends no requests for them and retries the rest.
@@ -24,8 +24,9 @@ class JudgeCache:
         self.root = Path(root) if root else cache_dir()
 
     @staticmethod
-    def key(model_id: str, request: dict) -> str:
-        blob = json.dumps({"model": model_id, "request": request}, sort_keys=True, ensure_ascii=False)
+    def key(model_id: str, request: dict, endpoint: str = "") -> str:
+        blob = json.dumps({"model": model_id, "request": request, **({"endpoint": endpoint} if endpoint else {})},
+                          sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _path(self, key: str) -> Path:

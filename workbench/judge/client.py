@@ -2,7 +2,8 @@
 exponential backoff, the verdict checked against a JSON schema (repaired, or re-asked when malformed), and the
 answer cache. What still fails after the last retry raises JudgeFailure, which graders record per sample.
 
-The API key lives only in the HTTP client's headers: it is never part of a cache key, record or message.
+The API key lives only in the HTTP client's headers: it is never part of a cache key, record or message, and
+is masked in whatever the endpoint sends back before that is parsed, cached or recorded.
 """
 
 import json
@@ -107,6 +108,9 @@ class JudgeClient:
         self.endpoint, self.spec, self.cache = endpoint, spec, cache
         self.counters = Counters()
         self._start = start
+        # The cache is per endpoint: another server's verdicts are not this one's. A local server's URL changes
+        # with its port on every start, so it is keyed by its model (the GGUF's sha256) alone.
+        self._cache_scope = endpoint.base_url if start is None else ""
         self._start_error: BaseException | None = None
         self._http = None
         self._lock = threading.Lock()
@@ -155,7 +159,7 @@ class JudgeClient:
     def ask(self, messages: list[dict], schema: dict, check: Callable[[dict], str | None] | None = None) -> dict:
         """The judge's verdict for `messages` as a dict valid against `schema` (and `check`), or JudgeFailure."""
         request = self.request_body(messages, schema)
-        key = self.cache.key(self.endpoint.model_id, request) if self.cache else None
+        key = self.cache.key(self.endpoint.model_id, request, self._cache_scope) if self.cache else None
         if key and (cached := self.cache.get(key)) is not None:
             value, problem = parse_verdict(cached, schema, check)
             if problem is None:
@@ -168,10 +172,13 @@ class JudgeClient:
                 if pause:
                     time.sleep(self.spec.backoff_s * 2 ** (attempt - 1))
             try:
-                content = self._post(body)
+                content = self._redact(self._post(body))  # a hostile endpoint may echo the key back
             except _Transient as exc:
                 problem, pause = str(exc), True
                 continue
+            except JudgeFailure:  # not retried (a 4xx): still a failure to count
+                self.counters.add("failures")
+                raise
             value, bad = parse_verdict(content, schema, check)
             if bad is None:
                 if key:

@@ -7,12 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from workbench.errors import EnvironmentProblem, MissingExtra
+from workbench.faultpoints import pause_point
 from workbench.extras import require
 
 SERVER_MODULES = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
@@ -41,17 +41,21 @@ def local_server(gguf: Path, *, n_ctx: int = 4096, threads: int | None = None, a
     check_server_extra()
     port = free_port()
     # The file's own chat template, named explicitly (see workbench.llamacpp.load_gguf for why).
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-           "--n_threads", str(threads or cpu_threads()), "--chat_format", "chat_template.default",
-           "--seed", "0", "--verbose", "False"]
+    from workbench.children import guarded_env, module_command
+
+    cmd = module_command("llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+                         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+                         "--n_threads", str(threads or cpu_threads()), "--chat_format", "chat_template.default",
+                         "--seed", "0", "--verbose", "False")
     log = tempfile.NamedTemporaryFile(prefix="wb-judge-server-", suffix=".log", delete=False)  # noqa: SIM115
-    # Own session: a Ctrl-C in the terminal reaches wb, which then stops the server itself.
+    # Own session: a Ctrl-C in the terminal reaches wb, which then stops the server itself; the runner ends the
+    # server when wb is gone without stopping it (kill -9).
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=guarded_env())
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_healthy(proc, base_url, Path(log.name))
+        pause_point("judge-server-up")
         yield base_url
     finally:
         _stop(proc)

@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -20,6 +21,11 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the final file gets the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write() names no file; the message must (a full disk, above all)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -44,11 +50,34 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def staging_dir(target: Path) -> Path:
-    """A fresh folder beside `target` to build into, then move into place with os.replace (same filesystem)."""
+    """A fresh folder beside `target` to build into, then move into place with os.replace (same filesystem).
+    Its name carries the pid (and start time) of the process building it, so the next staging beside the same
+    target removes what a killed process left."""
+    from workbench.processes import start_time
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    remove_stale_staging(target)
+    prefix = f".{target.name}.partial-{os.getpid()}.{start_time(os.getpid()) or 0}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private
     return tmp
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging folders beside `target` whose process has ended; returns what was removed."""
+    import re
+    import shutil
+
+    from workbench.processes import alive
+
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.partial-(\d+)\.(\d+)-")
+    removed = []
+    for entry in target.parent.glob(f".{target.name}.partial-*"):
+        m = pattern.match(entry.name)
+        if m and entry.is_dir() and not alive(int(m.group(1)), m.group(2) if m.group(2) != "0" else None):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def publish_dir(staged: Path, target: Path) -> None:
@@ -56,3 +85,17 @@ def publish_dir(staged: Path, target: Path) -> None:
     if target.exists():
         target.rmdir()
     os.replace(staged, target)
+
+
+@contextmanager
+def staged_folder(target: Path):
+    """Yields a folder path to build into (not yet created); on a clean exit it becomes `target` (absent or an
+    empty folder), and on any error, Ctrl-C included, it is removed and `target` is left as it was."""
+    import shutil
+
+    tmp = staging_dir(target)
+    try:
+        yield tmp / "out"
+        publish_dir(tmp / "out", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

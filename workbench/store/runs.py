@@ -1,7 +1,8 @@
 """Run folders: <store>/runs/<run-id>/{run.json, results.json, samples/*.jsonl}.
 
 A run's status goes started -> ok | error. Validation happens before a run is opened, so bad input
-leaves nothing in the store.
+leaves nothing in the store. A run records the process writing it (`owner`): a `started` run whose process
+has ended (killed, or its machine lost power) reads as `interrupted`.
 """
 
 import datetime as dt
@@ -15,10 +16,20 @@ from pathlib import Path
 from typing import Iterator
 
 from workbench.errors import BadInput
+from workbench.faultpoints import pause_point
+from workbench.processes import identity, is_dead
 from workbench.store import index
 from workbench.store.files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 SCHEMA_VERSION = 1
+INTERRUPTED = "interrupted"  # never written: how a started run whose process is gone reads
+
+
+def live_status(manifest: dict) -> dict:
+    """The manifest as it reads now: `interrupted` for a started run whose process has ended."""
+    if manifest.get("status") == "started" and is_dead(manifest.get("owner")):
+        return manifest | {"status": INTERRUPTED}
+    return manifest
 
 
 def now() -> str:
@@ -85,9 +96,10 @@ class Store:
         path = self.runs_dir / run_id
         path.mkdir(parents=True)
         full = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "kind": kind, "status": "started",
-                "created_at": now(), **manifest}
+                "created_at": now(), "owner": identity(), **manifest}
         run = Run(path=path, manifest=full)
         self._save(run)
+        pause_point("run-opened")
         try:
             yield run
         except BaseException as exc:
@@ -109,9 +121,11 @@ class Store:
         finally:
             conn.close()
 
-    def load(self, run_id: str) -> Run:
+    def load(self, run_id: str, *, as_recorded: bool = False) -> Run:
+        """The run; a dead started run reads as interrupted unless as_recorded (what run.json says)."""
         path = self.runs_dir / run_id
         manifest = read_json(path / "run.json")
+        manifest = manifest if as_recorded else live_status(manifest)
         results_path = path / "results.json"
         metrics = read_json(results_path)["metrics"] if results_path.exists() else []
         return Run(path=path, manifest=manifest, metrics=metrics)
@@ -150,7 +164,7 @@ class Store:
             if limit is not None:
                 sql += " LIMIT ? OFFSET ?"
                 args += [limit, offset]
-            return [json.loads(row[0]) for row in conn.execute(sql, args)]
+            return [live_status(json.loads(row[0])) for row in conn.execute(sql, args)]
         finally:
             conn.close()
 
@@ -163,7 +177,7 @@ class Store:
         count = 0
         try:
             for run_id in self.run_ids():
-                run = self.load(run_id)
+                run = self.load(run_id, as_recorded=True)
                 index.upsert_run(conn, run.manifest, run.metrics)
                 count += 1
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

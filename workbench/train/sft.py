@@ -3,9 +3,10 @@
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint, resolve_checkpoint, weights_sha
+from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.config import TrainConfig
 from workbench.data.records import as_sft_rows, load_chat_items, sha256_file
 from workbench.store.files import publish_dir, staging_dir
@@ -13,15 +14,35 @@ from workbench.errors import BadInput
 from workbench.extras import require
 
 
-def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None) -> tuple[Checkpoint, list[dict]]:
-    """Train a LoRA adapter; returns its Checkpoint (lineage saved beside it) and the loss log."""
+@dataclass
+class SftInputs:
+    data_path: Path
+    items: list[dict]
+    base: Checkpoint
+
+
+def prepare_sft(cfg: TrainConfig, config_path: Path) -> SftInputs:
+    """Everything a recipe names, checked before a run is opened or a model loads: its data rows and its base."""
+    from workbench.checkpoint_checks import resolve_checked
+
     data_path = (config_path.parent / cfg.train_data).resolve()
-    items = load_chat_items(data_path)  # validates before any model loads
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BadInput(f"output folder '{out_dir}' is not empty")
-    base = resolve_checkpoint(cfg.base)
+    items = load_chat_items(data_path)
+    try:
+        base = resolve_checked(cfg.base)
+    except BadInput as exc:
+        raise BadInput(f"{config_path}: base: {exc}") from None
     if base.kind == "adapter" or base.format != "hf":
         raise BadInput(f"{config_path}: base: '{cfg.base}' must be an HF model folder or 'default', not a {base.kind}")
+    return SftInputs(data_path, items, base)
+
+
+def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None,
+              inputs: SftInputs | None = None) -> tuple[Checkpoint, list[dict]]:
+    """Train a LoRA adapter; returns its Checkpoint (lineage saved beside it) and the loss log."""
+    inputs = inputs or prepare_sft(cfg, config_path)
+    data_path, items, base = inputs.data_path, inputs.items, inputs.base
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BadInput(f"output folder '{out_dir}' is not empty")
 
     torch = require("torch", "Training", "train")
     transformers = require("transformers", "Training", "train")

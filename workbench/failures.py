@@ -1,0 +1,58 @@
+"""Library exceptions that reach a command's edge, as the project's one-line errors.
+
+Inputs are checked before any work (workbench.checkpoint_checks, the verbs' own checks); this is the net below
+them, for what only shows while working (a full disk, a file that changes underneath) and for library errors
+a check does not anticipate. Anything not recognised here is a bug in wb and keeps its traceback.
+"""
+
+import errno
+import json
+
+from workbench.errors import BadInput, EnvironmentProblem, WorkbenchError
+
+
+def translate(exc: BaseException) -> WorkbenchError | None:
+    """The project's error for `exc`, or None when it is not a known library failure."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _os_error(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return BadInput(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")
+    if isinstance(exc, json.JSONDecodeError):
+        return BadInput(f"a file is not valid JSON ({exc.msg}, line {exc.lineno}, column {exc.colno})")
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    if "No space left on device" in str(exc) or "os error 28" in str(exc):  # a library's wrapped ENOSPC
+        return EnvironmentProblem(f"no space left on the device being written ({text}); free some space and "
+                                  "run again")
+    if name == "SafetensorError":  # safetensors' Rust error: a header or file cut short
+        return BadInput(f"a .safetensors file is damaged ({text}); re-save or re-download the checkpoint")
+    if isinstance(exc, (ValueError, KeyError)) and any(
+            n in text for n in ("model_type", "model type", "Unrecognized model", "does not recognize")):
+        first = text.split(". ")[0]
+        if "trust_remote_code" in str(exc):
+            return BadInput(f"the checkpoint is its own code, which needs trust_remote_code; wb never runs a "
+                            f"checkpoint's code ({first})")
+        return BadInput(f"the checkpoint's config.json names a model transformers does not know ({first})")
+    if isinstance(exc, RuntimeError) and "size mismatch" in str(exc):
+        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), text)
+        return BadInput(f"the adapter does not fit its base model: {first}")
+    return None
+
+
+def _os_error(exc: OSError) -> WorkbenchError:
+    where = exc.filename or "a file"
+    if exc.errno == errno.ENOSPC:
+        return EnvironmentProblem(f"no space left on the device of {where}; free some space and run again")
+    if exc.errno == errno.EDQUOT:
+        return EnvironmentProblem(f"disk quota exceeded writing {where}; free some space and run again")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return BadInput(f"{where}: permission denied")
+    if exc.errno == errno.EROFS:
+        return BadInput(f"{where}: read-only file system")
+    if exc.errno == errno.EISDIR:
+        return BadInput(f"{where}: is a directory, expected a file")
+    if exc.errno == errno.ENOTDIR:
+        return BadInput(f"{where}: a part of the path is a file, not a directory")
+    if exc.errno == errno.ENOENT:
+        return BadInput(f"{where}: no such file or directory")
+    return EnvironmentProblem(f"{where}: {exc.strerror or exc}")
