@@ -171,3 +171,31 @@ def test_duplicates_lengths_and_rendered_samples(tmp_path, default_ckpt):
     lengths = report["lengths"]
     assert lengths["outliers"][0]["line"] == 34 and lengths["outliers"][0]["tokens"] > 1500
     assert len(report["rendered"]) == 5 and all("<|im_start|>user" in r["text"] for r in report["rendered"])
+
+
+def _recipe(tmp_path: Path, base: Path, rows: list[dict], against: str) -> Path:
+    _write_jsonl(tmp_path / "train.jsonl", rows)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: leak\nbase: {base}\ntrain_data: train.jsonl\ndata_checks:\n  against: [{against}]\n"
+                      "training: {max_steps: 1, batch_size: 2, logging_steps: 1, max_length: 64}\n")
+    return recipe
+
+
+def test_train_refuses_contaminated_rows_before_any_model_loads(tmp_path, tiny_model_dir, store_dir):
+    leak = json.loads(next(l for l in (REPO / "evals/data/contacts_test.jsonl").read_text().splitlines()))
+    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"Say {i}."}], "reference": f"{i}"}
+            for i in range(6)] + [leak]
+    recipe = _recipe(tmp_path, tiny_model_dir, rows, "contacts")
+    res = wb("train", str(recipe), "-o", str(tmp_path / "out"))
+    assert res.returncode == 3, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "1 rows share 13-grams with contacts (lines 7)" in lines[0], lines
+    assert "--allow-contamination" in lines[0]
+    assert not (tmp_path / "out").exists() and not (store_dir / "runs").exists()
+
+    res = wb("train", str(recipe), "-o", str(tmp_path / "out"), "--allow-contamination", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    from workbench.store import Store
+
+    run = Store(store_dir).load(json.loads(res.stdout)["run_id"])
+    assert run.manifest["data_checks"]["contaminated_lines"] == [7] and run.manifest["data_checks"]["allowed"]

@@ -38,6 +38,13 @@ class TrainingSpec(Strict):
     gradient_checkpointing: bool = False
 
 
+class DataChecksSpec(Strict):
+    # Eval data the training rows must not leak (suites, mirrored lm-eval tasks, JSONL files): `wb train` refuses
+    # rows that share n-grams with it unless --allow-contamination.
+    against: list[str] = []
+    ngram: int = Field(13, ge=1)
+
+
 class TrainConfig(Strict):
     name: str
     method: Literal["sft"] = "sft"
@@ -45,6 +52,7 @@ class TrainConfig(Strict):
     train_data: str  # JSONL path, relative to the config file
     lora: LoraSpec = LoraSpec()
     training: TrainingSpec = TrainingSpec()
+    data_checks: DataChecksSpec = DataChecksSpec()
 
 
 # ---- eval suites --------------------------------------------------------------------------------------------

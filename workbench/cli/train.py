@@ -17,6 +17,8 @@ def train(
     config: str = typer.Argument(..., help="Training recipe YAML, or the name of a bundled recipe (evals/recipes)."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the adapter (must be empty or absent)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Override training.max_steps."),
+    allow_contamination: bool = typer.Option(
+        False, "--allow-contamination", help="Train even when rows share n-grams with the recipe's data_checks.against."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -43,10 +45,11 @@ def train(
     from workbench.train.sft import prepare_sft, train_sft
 
     inputs = prepare_sft(cfg, path)
+    data_checks = _contamination_gate(cfg, path, inputs.data_path, allow_contamination)
 
     st = store_for(store)
     manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),
-                "seed": cfg.training.seed, "versions": versions()}
+                "seed": cfg.training.seed, "versions": versions(), "data_checks": data_checks}
     info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
         ckpt, log = train_sft(cfg, path, out, inputs=inputs, on_log=lambda row: info(
@@ -64,3 +67,28 @@ def train(
         emit_json(summary)
     else:
         info(f"adapter saved to {ckpt.path} in {summary['train_runtime_s']} s (run {run.run_id})")
+
+
+def _contamination_gate(cfg, recipe: Path, data_path: Path, allow: bool) -> dict | None:
+    """The recipe's contamination check, before any model loads: exit 3 naming the rows, unless allowed."""
+    if not cfg.data_checks.against:
+        return None
+    from workbench.data.check import contaminated
+    from workbench.data.eval_sources import against_items
+    from workbench.data.formats import load_rows
+    from workbench.errors import BadInput
+    from workbench.home import data_dir
+
+    _, rows = load_rows(data_path)
+    items = against_items(cfg.data_checks.against, data_dir())
+    report = contaminated(rows, items, cfg.data_checks.ngram)
+    lines = report.contaminated_rows
+    record = {"against": cfg.data_checks.against, "ngram": report.n, "eval_items": report.eval_items,
+              "contaminated_lines": lines, "allowed": bool(lines) and allow}
+    if lines and not allow:
+        shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+        raise BadInput(f"{data_path}: {len(lines)} rows share {report.n}-grams with {', '.join(cfg.data_checks.against)} "
+                       f"(lines {shown}); see `wb data check {data_path} --against ...`, or pass --allow-contamination")
+    if lines:
+        info(f"warning: {len(lines)} training rows overlap the eval data; training anyway (--allow-contamination)")
+    return record
