@@ -56,7 +56,9 @@ def configure(quiet: bool) -> None:
         logging.getLogger().setLevel(logging.ERROR)
         warnings.simplefilter("ignore")
     elif not err.is_terminal:
+        # MAXINTERVAL too: tqdm's monitor thread otherwise forces a redraw every 10 s on a slow loop.
         os.environ.setdefault("TQDM_MININTERVAL", str(progress_interval()))
+        os.environ.setdefault("TQDM_MAXINTERVAL", str(max(progress_interval(), 10.0)))
 
 
 def library_stdout_to_stderr():
