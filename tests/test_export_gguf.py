@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.checkpoint import resolve_checkpoint
+from workbench.resolve import resolve_checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 
 
@@ -173,6 +173,26 @@ def _bad_architecture(model_dir: Path, tmp: Path) -> list[str]:
     return [str(odd), "-q", "q8_0"]
 
 
+# every third message in another frame: no Ollama template reproduces it
+PER_POSITION = ("{% for message in messages %}{% if loop.index0 % 3 == 2 %}{{ '#' + message['role'] + ': ' }}{% else %}"
+                "{{ message['role'] + ': ' }}{% endif %}{{ message['content'] + '\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+
+
+def _with_template(model_dir: Path, tmp: Path, template: str) -> Path:
+    odd = tmp / "per-position"
+    shutil.copytree(model_dir, odd)
+    (odd / "chat_template.jinja").write_text(template)
+    config = json.loads((odd / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (odd / "tokenizer_config.json").write_text(json.dumps(config))
+    return odd
+
+
+def _bad_ollama_template(model_dir: Path, tmp: Path) -> list[str]:
+    return [str(_with_template(model_dir, tmp, PER_POSITION)), "-q", "q8_0"]
+
+
 def _bad_out_not_empty(model_dir: Path, tmp: Path) -> list[str]:
     (tmp / "out").mkdir()
     (tmp / "out" / "keep.txt").write_text("mine")
@@ -184,6 +204,8 @@ BAD_INPUTS = {
     "unknown quant": (lambda d, t: [str(d), "-q", "q3_k_xl"], 3, "unknown GGUF quant type 'q3_k_xl'"),
     "corrupt safetensors": (_bad_corrupt_weights, 3, "llama.cpp's converter on .*broken failed: "),
     "unsupported architecture": (_bad_architecture, 3, "architecture NoSuchModelForCausalLM is not supported"),
+    "no Ollama template": (_bad_ollama_template, 3, "no Ollama bundle can serve its chat template: .*per-position "
+                           "logic.*--no-ollama"),
     "output folder not empty": (_bad_out_not_empty, 3, "output folder '.*out' is not empty"),
 }
 
@@ -296,6 +318,10 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     assert ckpt.parent["quant"] == "q8_0" and ckpt.parent["llama_cpp"] == llama_tools.version
     assert ckpt.parent["tool"] == "llama.cpp convert_hf_to_gguf + llama_model_quantize"
 
+    from workbench import chat_format
+
+    # the file's own metadata and vocabulary give the same turns as the source's tokenizer
+    assert chat_format.from_gguf(q8) == chat_format.from_tokenizer(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
     meta = llamacpp.gguf_metadata(q8)
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     assert meta["architecture"] == "llama" and meta["file_type"] == "Q8_0"
@@ -314,6 +340,19 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     assert summary["seconds"]["export"] > 0
 
 
+
+
+@needs_llama_cpp
+def test_no_ollama_exports_without_the_bundle(tiny_model_dir, tmp_path, llama_tools):
+    """--no-ollama skips the bundle on purpose: the template no Ollama template reproduces exports, without one."""
+    model = _with_template(tiny_model_dir, tmp_path, PER_POSITION)
+    env = dict(os.environ, WB_STORE=str(tmp_path / "store"))
+    proc = subprocess.run([sys.executable, "-m", "workbench", "export", str(model), "-q", "q8_0", "-o",
+                           str(tmp_path / "out"), "--no-verify", "--no-ollama", "--json"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["per-position-Q8_0.gguf",
+                                                                   "per-position-Q8_0.gguf.wb.json"]
 
 
 @needs_llama_cpp

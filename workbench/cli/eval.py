@@ -52,7 +52,7 @@ def eval_cmd(
     json_out: bool = JsonOpt,
 ):
     """Evaluate a checkpoint on a suite and record the run."""
-    from workbench.checkpoint import resolve_checkpoint
+    from workbench.resolve import resolve_checkpoint
     from workbench.eval.runner import EvalOptions, run_suite
     from workbench.eval.suites import load_suite
     from workbench.gate import check_gates, load_gates
@@ -84,6 +84,7 @@ def eval_cmd(
         base_ckpt_given = resolve_checkpoint(base, with_sha=False)
         check_adapter_fits(ckpt, base_ckpt_given)
         ckpt.base = "default" if base == "default" else str(base_ckpt_given.path)
+        ckpt.base_checkpoint = base_ckpt_given
     run_opts = {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}
     plans = [_harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
     base_plans = [] if base_ckpt is None else [
@@ -161,13 +162,15 @@ def _library_stdout_to_stderr():
 
 def _resolve_baseline(st, ref: str):
     """(run, None) for a run in the store, else (None, checkpoint) to evaluate on the same suite first."""
-    from workbench.checkpoint import resolve_checkpoint
+    from workbench.resolve import resolve_checkpoint
 
     try:
         return st.resolve(ref), None
     except BadInput as not_a_run:
-        if ref != "default" and not Path(ref).expanduser().exists():
-            raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}) and not a checkpoint path") from None
+        from workbench.hub import parse_hub_id
+
+        if ref != "default" and not Path(ref).expanduser().exists() and parse_hub_id(ref) is None:
+            raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}), a checkpoint path or a hub id") from None
     return None, resolve_checkpoint(ref)
 
 

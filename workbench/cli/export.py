@@ -15,7 +15,8 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
     """Export `checkpoint` to `fmt` in `out`; returns a JSON-able summary (files, sizes, seconds, verification).
     ladder: every quant type of the format (or those in `quants`), measured, the smallest within kld_budget
     recommended."""
-    from workbench.checkpoint import resolve_checkpoint, weights_sha
+    from workbench.checkpoint import weights_sha
+    from workbench.resolve import resolve_checkpoint
     from workbench.export import get_exporter
 
     started = time.monotonic()
@@ -32,6 +33,8 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
         raise BadInput(f"held-out text '{heldout}': no such file")
     ckpt = resolve_checkpoint(checkpoint, with_sha=False)
     quants = exporter.check(ckpt, quants)  # before anything heavy loads, or even hashing the weights
+    if exporter.name == "gguf" and export_options.get("ollama", True):
+        _check_ollama_template(ckpt)
     ckpt.sha = weights_sha(ckpt.path)
     artifacts = exporter.export(ckpt, Path(out), quants, progress=progress, keep_f16=keep_f16, **export_options)
     exported = time.monotonic()
@@ -52,6 +55,25 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
 
         summary["ladder"] = recommend(ladder_rows(summary), DEFAULT_KLD_BUDGET if kld_budget is None else kld_budget)
     return summary
+
+
+def _check_ollama_template(ckpt) -> None:
+    """Refuse before converting when no Ollama template can reproduce the chat template."""
+    from workbench.errors import BadInput
+    from workbench.export.ollama import TemplateNotExpressible, derive_template
+    from workbench.models import load_tokenizer
+
+    try:
+        derive_template(load_tokenizer(ckpt))
+    except TemplateNotExpressible as exc:
+        raise BadInput(f"checkpoint '{ckpt.path}': no Ollama bundle can serve its chat template: {exc}; "
+                       "--no-ollama exports the GGUF files without one") from None
+
+
+def failed_bundles(summary: dict) -> list[str]:
+    """'FILE: why' for each GGUF file whose Ollama Modelfile was not written."""
+    return [f"{Path(f['path']).name}: {f['ollama']['error']}" for f in summary["files"]
+            if (f.get("ollama") or {}).get("error")]
 
 
 def _print_summary(summary: dict) -> None:
@@ -169,6 +191,8 @@ def register(app: typer.Typer) -> None:
         kld_budget: Optional[float] = typer.Option(None, "--kld-budget", help="ladder: max mean KL (nats) [0.05]"),
         adapter_gguf: bool = typer.Option(False, "--adapter-gguf", help="gguf, adapter input: also the LoRA as a "
                                           "GGUF adapter + base GGUF + Modelfile with ADAPTER"),
+        ollama: bool = typer.Option(True, "--ollama/--no-ollama", help="gguf: an Ollama Modelfile per file "
+                                    "(refused, exit 3, when no Ollama template reproduces the chat template)"),
         imatrix_data: Optional[Path] = typer.Option(None, "--imatrix-data", help="gguf: importance matrix for the "
                                                     "quantizer from this data (your fine-tune .jsonl or .txt)"),
         calibration: Optional[Path] = typer.Option(None, "--calibration", help="awq/gptq: calibration data (.jsonl "
@@ -196,8 +220,15 @@ def register(app: typer.Typer) -> None:
                                      ladder=ladder, kld_budget=kld_budget,
                                      **({"calibration": calibration} if calibration is not None else {}),
                                      **({"adapter_gguf": True} if adapter_gguf else {}),
+                                     **({"ollama": False} if not ollama and exporter.name == "gguf" else {}),
                                      **({"imatrix_data": imatrix_data} if imatrix_data is not None else {}))
             _record(run, summary)
+            failed = failed_bundles(summary)
+            if failed:
+                from workbench.errors import BadInput
+
+                raise BadInput("GGUF files written, but no Ollama Modelfile for " + "; ".join(failed)
+                               + " (--no-ollama exports without the bundle)")
         summary["run_id"] = run.run_id
         if json_out:
             emit_json(summary)

@@ -21,7 +21,7 @@ def merge(
     json_out: bool = JsonOpt,
 ):
     """Merge an adapter into its base and check the merged logits."""
-    from workbench.checkpoint import resolve_checkpoint
+    from workbench.resolve import resolve_checkpoint
     from workbench.environment import versions
     from workbench.errors import BadInput
     from workbench.merge import merge_adapter

@@ -94,6 +94,8 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
     where = {}
     for m in messages:
         count = text.count(m["content"])
+        if count == 0 and m["role"] == "system":  # a template that ignores system messages: so does the Go one
+            continue
         if count != 1:
             raise TemplateNotExpressible(
                 f"the chat template renders a {m['role']} message's content {count} times; an Ollama template "
@@ -104,7 +106,8 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
     if positions != sorted(positions):
         raise TemplateNotExpressible("the chat template reorders the conversation's messages")
     system = next((m for m in messages if m["role"] == "system"), None)
-    displaced = system is not None and (displaced or where[system["content"]] > positions[0])
+    ignored = system is not None and system["content"] not in where
+    displaced = system is not None and (ignored or displaced or where[system["content"]] > positions[0])
     observed, pos, prev = [], 0, ""
     for i, m in enumerate(messages):
         feats = {"prev": prev, "role": m["role"], "last": i == len(messages) - 1, "system": system is not None}
@@ -112,14 +115,14 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
         if m is system and displaced:
             continue
         at = where[m["content"]]
-        if displaced and pos <= where[system["content"]] < at:
+        if displaced and not ignored and pos <= where[system["content"]] < at:
             s_at = where[system["content"]]
             pieces = _pieces(text[pos:s_at], now) + (SYSTEM,) + _pieces(text[s_at + len(system["content"]):at], now)
         else:
             pieces = _pieces(text[pos:at], now)
         observed.append((feats, pieces))
         pos = at + len(m["content"])
-    if displaced and not any(SYSTEM in p for _, p in observed):
+    if displaced and not ignored and not any(SYSTEM in p for _, p in observed):
         raise TemplateNotExpressible("the chat template puts the system message after the last user message")
     return observed, (system is not None, _pieces(text[pos:], now))
 
@@ -168,7 +171,7 @@ def derive(render, *, now: datetime | None = None) -> DerivedTemplate:
 
 def _default_system(table, features, system_role) -> str | None:
     """The system block a template injects when the conversation has none, when it reads as one."""
-    if not system_role or "system" not in features:
+    if not system_role:
         return None
     key = lambda **f: tuple(f[x] for x in features)
     without = table.get(key(prev="", role="user", last=True, system=False))

@@ -99,14 +99,16 @@ def _json_object(text: str):
 
 class JudgeClient:
     """`start`, when given, is called once before the first request (not for cache hits) and returns the base
-    URL: the local server starts only when some verdict is not in the cache."""
+    URL: the local server starts only when some verdict is not in the cache. `prepare` turns a judge prompt
+    into what the judge model's chat format accepts (ChatFormat.messages: no system role, system text folded)."""
 
     def __init__(self, endpoint: Endpoint, spec: JudgeSpec, cache: JudgeCache | None = None,
-                 start: Callable[[], str] | None = None):
+                 start: Callable[[], str] | None = None, prepare: Callable[[list[dict]], list[dict]] | None = None):
         self._httpx = require("httpx", "The LLM judge", "judge")
         self.endpoint, self.spec, self.cache = endpoint, spec, cache
         self.counters = Counters()
         self._start = start
+        self._prepare = prepare
         self._start_error: BaseException | None = None
         self._http = None
         self._lock = threading.Lock()
@@ -139,6 +141,8 @@ class JudgeClient:
         self.close()
 
     def request_body(self, messages: list[dict], schema: dict) -> dict:
+        if self._prepare is not None:
+            messages = self._prepare(messages)
         body = {"model": self.endpoint.model, "messages": messages, "temperature": 0.0,
                 "max_tokens": self.spec.max_tokens, "seed": 0}
         mode = self.endpoint.response_format

@@ -15,7 +15,7 @@ LOCAL_ALIAS = "judge"
 
 def local_gguf(spec: JudgeSpec) -> Path:
     if spec.model == "default":
-        from workbench.models import default_gguf_path
+        from workbench.default_model import default_gguf_path
 
         return default_gguf_path()
     path = Path(spec.model).expanduser()
@@ -68,13 +68,15 @@ class JudgeSession:
             endpoint = Endpoint(spec.base_url, spec.model, spec.model, "json_schema" if mode == "auto" else mode,
                                 api_key(spec))
             return JudgeClient(endpoint, spec, self.cache)
+        from workbench.chat_format import from_gguf
         from workbench.data.records import sha256_file
 
         gguf = local_gguf(spec)
         # llama-cpp-python's server takes a schema inside response_format json_object (not json_schema)
         endpoint = Endpoint("", LOCAL_ALIAS, f"gguf-sha256:{sha256_file(gguf)}",
                             "json_object" if mode == "auto" else mode, api_key(spec))
-        return JudgeClient(endpoint, spec, self.cache, start=lambda: self._start_server(gguf))
+        return JudgeClient(endpoint, spec, self.cache, start=lambda: self._start_server(gguf),
+                           prepare=from_gguf(gguf).messages)
 
     def _start_server(self, gguf: Path) -> str:
         from workbench.judge.server import local_server
