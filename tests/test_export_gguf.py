@@ -599,3 +599,101 @@ def test_adapter_only_gguf_on_its_base(tiny_model_dir, tmp_path, llama_tools):
         alone.close()
     print(f"base alone vs merged: KL {base_only.mean_kl:.2e}")
     assert base_only.mean_kl > 20 * max(vs_merged["mean_kl"], 1e-6)
+
+
+# --- other families: tiny random models of their architectures, with their chat templates and turn tokens ------
+
+QWEN3 = ("{% for m in messages %}{% if m.role == 'assistant' %}{% set content = m.content.split('</think>')[-1]"
+         ".lstrip('\\n') %}{% else %}{% set content = m.content %}{% endif %}{{ '<|im_start|>' + m.role + '\\n' + "
+         "content + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+         "{% endif %}")
+MISTRAL = ("{{ bos_token }}{% if messages[0].role == 'system' %}{% set sys = messages[0].content %}{% set msgs = "
+           "messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}{% for m in msgs %}"
+           "{% if m.role == 'user' %}{{ '[INST] ' + (sys + '\\n\\n' if loop.first and sys else '') + m.content + "
+           "' [/INST]' }}{% else %}{{ m.content + eos_token }}{% endif %}{% endfor %}")
+PHI3 = ("{% for m in messages %}{{ '<|' + m.role + '|>\\n' + m.content + '<|end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
+GEMMA3 = ("{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + "
+          "'\\n\\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set "
+          "loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == "
+          "'assistant') -%}{%- set role = \"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+          "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}{{ message['content'] | "
+          "trim }}{{ '<end_of_turn>\\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\\n'}}"
+          "{%- endif -%}")
+
+# family -> (transformers config class, architecture, template, added special tokens, eos, end of turn)
+FAMILIES = {
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", QWEN3, ["<think>", "</think>"], None, "<|im_end|>"),
+    "mistral": ("MistralConfig", "MistralForCausalLM", MISTRAL, ["[INST]", "[/INST]", "</s>"], "</s>", "</s>"),
+    # Phi-3's turn tokens strip the whitespace after them (rstrip), in its tokenizer as in llama.cpp's Phi-3 vocab,
+    # which also expects <s>, </s> and <unk>
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", PHI3, ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<s>",
+                                                      "</s>", "<unk>"], None, "<|end|>"),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", GEMMA3, ["<start_of_turn>", "<end_of_turn>"], None,
+               "<end_of_turn>"),
+}
+
+
+def _tiny_family(default_ckpt, out: Path, family: str) -> Path:
+    import torch
+    import transformers
+
+    config_cls, arch, template, specials, eos, _ = FAMILIES[family]
+    tok = transformers.AutoTokenizer.from_pretrained(str(default_ckpt.path))
+    rstrip = family == "phi3"
+    tok.add_special_tokens({"additional_special_tokens": [
+        transformers.AddedToken(t, rstrip=rstrip and t.startswith("<|"), special=True, normalized=False)
+        for t in specials]})
+    if eos:
+        tok.eos_token = eos
+    tok.chat_template = template
+    shape = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                 tie_word_embeddings=True)
+    if family in ("qwen3", "gemma3"):
+        shape["head_dim"] = 16
+    config = getattr(transformers, config_cls)(**shape)
+    torch.manual_seed(0)
+    model = getattr(transformers, arch)(config)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    tok_config = json.loads((out / "tokenizer_config.json").read_text())
+    tok_config["tokenizer_class"] = "GPT2Tokenizer"  # the byte-level BPE vocabulary llama.cpp's converter reads
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    return out
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp_path, llama_tools):
+    from workbench import chat_format
+    from workbench.cli.export import export_command
+    from workbench.export import ollama
+
+    model = _tiny_family(default_ckpt, tmp_path / f"tiny-{family}", family)
+    out = tmp_path / "gguf"
+    summary = export_command(str(model), "gguf", "q8_0", out, progress=False)
+    [f] = summary["files"]
+    assert resolve_checkpoint(f["path"]).format == "gguf"
+    bundle = f["ollama"]
+    print(f"\n{family}: {llamacpp_arch(f['path'])}, stops {bundle.get('stops')}, round trip {bundle.get('roundtrip')}")
+    assert bundle["roundtrip"]["passed"] and (out / bundle["modelfile"]).is_file(), bundle
+    end_of_turn = FAMILIES[family][5]
+    assert bundle["stops"][0] == end_of_turn
+    source_format = chat_format.from_tokenizer(ollama_tokenizer(model))
+    assert set(chat_format.from_gguf(f["path"]).stop_tokens) >= set(source_format.stop_tokens)
+    smoke = summary["verify"]["files"][Path(f["path"]).name]["smoke"]
+    assert smoke["total"] == 5 and summary["verify"]["files"][Path(f["path"]).name]["prompt_tokens_match"]
+
+
+def llamacpp_arch(path) -> str:
+    from workbench import llamacpp
+
+    return llamacpp.gguf_metadata(path)["architecture"]
+
+
+def ollama_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))

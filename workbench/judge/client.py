@@ -99,8 +99,9 @@ def _json_object(text: str):
 
 class JudgeClient:
     """`start`, when given, is called once before the first request (not for cache hits) and returns the base
-    URL: the local server starts only when some verdict is not in the cache. `prepare` turns a judge prompt
-    into what the judge model's chat format accepts (ChatFormat.messages: no system role, system text folded)."""
+    URL: the local server starts only when some verdict is not in the cache. `prepare`, called once the server
+    is up, turns a judge prompt into what the judge model's chat format accepts (ChatFormat.messages: without a
+    system role, the system text is folded into the first user message)."""
 
     def __init__(self, endpoint: Endpoint, spec: JudgeSpec, cache: JudgeCache | None = None,
                  start: Callable[[], str] | None = None, prepare: Callable[[list[dict]], list[dict]] | None = None):
@@ -141,8 +142,6 @@ class JudgeClient:
         self.close()
 
     def request_body(self, messages: list[dict], schema: dict) -> dict:
-        if self._prepare is not None:
-            messages = self._prepare(messages)
         body = {"model": self.endpoint.model, "messages": messages, "temperature": 0.0,
                 "max_tokens": self.spec.max_tokens, "seed": 0}
         mode = self.endpoint.response_format
@@ -190,6 +189,8 @@ class JudgeClient:
 
     def _post(self, body: dict) -> str:
         httpx, http = self._httpx, self._client()
+        if self._prepare is not None:  # after the cache key: the key is the question, the model id its judge
+            body = {**body, "messages": self._prepare(body["messages"])}
         self.counters.add("requests")
         try:
             resp = http.post("chat/completions", json=body)
