@@ -667,9 +667,10 @@ def _tiny_family(default_ckpt, out: Path, family: str) -> Path:
 @needs_llama_cpp
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp_path, llama_tools):
+    from transformers import AutoTokenizer
+
     from workbench import chat_format
     from workbench.cli.export import export_command
-    from workbench.export import ollama
 
     model = _tiny_family(default_ckpt, tmp_path / f"tiny-{family}", family)
     out = tmp_path / "gguf"
@@ -677,23 +678,17 @@ def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp
     [f] = summary["files"]
     assert resolve_checkpoint(f["path"]).format == "gguf"
     bundle = f["ollama"]
-    print(f"\n{family}: {llamacpp_arch(f['path'])}, stops {bundle.get('stops')}, round trip {bundle.get('roundtrip')}")
+    print(f"\n{family}: {_architecture(f['path'])}, stops {bundle.get('stops')}, round trip {bundle.get('roundtrip')}")
     assert bundle["roundtrip"]["passed"] and (out / bundle["modelfile"]).is_file(), bundle
     end_of_turn = FAMILIES[family][5]
     assert bundle["stops"][0] == end_of_turn
-    source_format = chat_format.from_tokenizer(ollama_tokenizer(model))
+    source_format = chat_format.from_tokenizer(AutoTokenizer.from_pretrained(str(model)))
     assert set(chat_format.from_gguf(f["path"]).stop_tokens) >= set(source_format.stop_tokens)
     smoke = summary["verify"]["files"][Path(f["path"]).name]["smoke"]
     assert smoke["total"] == 5 and summary["verify"]["files"][Path(f["path"]).name]["prompt_tokens_match"]
 
 
-def llamacpp_arch(path) -> str:
+def _architecture(path) -> str:
     from workbench import llamacpp
 
     return llamacpp.gguf_metadata(path)["architecture"]
-
-
-def ollama_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_dir))

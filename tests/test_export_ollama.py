@@ -165,3 +165,23 @@ def test_unsupported_go_constructs_are_named():
         gotemplate.render("{{ with .System }}x{{ end }}", {"System": "s"})
     with pytest.raises(gotemplate.UnsupportedTemplate, match="undefined variable"):
         gotemplate.render("{{ $nope }}", {})
+
+
+# renders like ChatML except when a message mentions Tokyo: the probes cannot see it, the round trip does
+CONTENT_DEPENDENT = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + ('!' if '東京' in m.content"
+                     " else '') + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}"
+                     "{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_a_failed_round_trip_writes_no_modelfile(tokenizer, tmp_path):
+    gguf = tmp_path / "m.gguf"
+    tok = _with_template(tokenizer, tokenizer.chat_template)
+    fmt = chat_format.from_tokenizer(tok)
+    record = ollama.write_bundle(gguf, tok, tmp_path, fmt)
+    assert record["roundtrip"]["passed"] and (tmp_path / "m.Modelfile").is_file()
+
+    (tmp_path / "m.Modelfile").unlink()
+    odd = _with_template(tokenizer, CONTENT_DEPENDENT)
+    record = ollama.write_bundle(gguf, odd, tmp_path, chat_format.from_tokenizer(odd))
+    assert not record["roundtrip"]["passed"] and "modelfile" not in record
+    assert "differs from the Jinja chat template" in record["error"] and not (tmp_path / "m.Modelfile").exists()
