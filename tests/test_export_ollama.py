@@ -185,3 +185,16 @@ def test_a_failed_round_trip_writes_no_modelfile(tokenizer, tmp_path):
     record = ollama.write_bundle(gguf, odd, tmp_path, chat_format.from_tokenizer(odd))
     assert not record["roundtrip"]["passed"] and "modelfile" not in record
     assert "differs from the Jinja chat template" in record["error"] and not (tmp_path / "m.Modelfile").exists()
+
+
+def test_bos_the_runtime_adds_is_not_in_the_template(tokenizer, tmp_path):
+    """Ollama tokenizes prompts with the GGUF's add_bos_token: the Modelfile leaves BOS to it, and the check
+    compares BOS + Go rendering with the Jinja rendering that starts with BOS."""
+    tok = _with_template(tokenizer, WITH_START)
+    fmt = chat_format.from_tokenizer(tok)
+    record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, fmt, adds_bos=True)
+    assert record["roundtrip"]["passed"] and record["runtime_bos"] == tok.bos_token
+    template = ollama.parse_modelfile((tmp_path / "m.Modelfile").read_text())["template"]
+    messages = [{"role": "user", "content": "Hi"}]
+    rendered = gotemplate.render(template, ollama.ollama_values(messages))
+    assert tok.bos_token + rendered == ollama.jinja_render(tok, messages) and not rendered.startswith(tok.bos_token)

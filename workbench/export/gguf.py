@@ -235,7 +235,8 @@ def _ollama_bundles(artifacts: list[Checkpoint], source_dir: Path, out: Path, me
         fmt = chat_format.from_tokenizer(tokenizers[model_dir], ids)
         adapter = {"adapter": art.path.name, "base_gguf": weights.name} if art.kind == "adapter" else {}
         art.extra["ollama"] = ollama.write_bundle(art.path, tokenizers[model_dir], model_dir, fmt,
-                                                  llama_tokenize=llamacpp.gguf_tokenizer(weights), **adapter)
+                                                  llama_tokenize=llamacpp.gguf_tokenizer(weights),
+                                                  adds_bos=bool(meta.get("add_bos_token")), **adapter)
     written = [a.extra["ollama"]["modelfile"] for a in artifacts if "modelfile" in a.extra["ollama"]]
     if written:
         ollama.write_readme(out, written)

@@ -31,15 +31,22 @@ def jinja_render(tokenizer, messages: list[dict], generation: bool = True) -> st
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
 
-def tokenizer_renderer(tokenizer):
-    return lambda messages, generation: jinja_render(tokenizer, messages, generation)
+def tokenizer_renderer(tokenizer, runtime_bos: str = ""):
+    """The Jinja rendering as an Ollama template must produce it: without the leading BOS text when the runtime
+    adds BOS itself (Ollama tokenizes prompts with the GGUF's add_bos_token; a template that wrote it too would
+    feed the model two)."""
+    def render(messages, generation):
+        text = jinja_render(tokenizer, messages, generation)
+        return text[len(runtime_bos):] if runtime_bos and text.startswith(runtime_bos) else text
+
+    return render
 
 
-def derive_template(tokenizer) -> DerivedTemplate:
+def derive_template(tokenizer, runtime_bos: str = "") -> DerivedTemplate:
     """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct."""
     if not isinstance(getattr(tokenizer, "chat_template", None), str):
         raise TemplateNotExpressible("the checkpoint has no chat template to translate")
-    return derive(tokenizer_renderer(tokenizer))
+    return derive(tokenizer_renderer(tokenizer, runtime_bos))
 
 
 def check_conversations(derived: DerivedTemplate, conversations=None) -> list[list[dict]]:
@@ -106,11 +113,11 @@ def parse_modelfile(text: str) -> dict:
 
 
 def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, tokenize=None, renderer=None,
-                    llama_tokenize=None) -> dict:
+                    llama_tokenize=None, runtime_bos: str = "") -> dict:
     """Render each conversation with the Modelfile's Go template (Ollama's values) and with the Jinja template
     (`render(messages, add_generation_prompt)`); they must be the same text, and with `tokenize` (the HF
-    tokenizer) / `llama_tokenize` (the GGUF's vocabulary) the same tokens. Every end-of-turn token must be in
-    the stop list."""
+    tokenizer) / `llama_tokenize` (the GGUF's vocabulary) the same tokens, `runtime_bos` (the BOS the runtime
+    adds) before both. Every end-of-turn token must be in the stop list."""
     from workbench.export import gotemplate
 
     go_render = renderer or gotemplate.render
@@ -126,11 +133,11 @@ def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, token
             continue
         row["match"] = got_text == expected_text
         if tokenize is not None:
-            expected = tokenize(expected_text)
+            expected = tokenize(runtime_bos + expected_text)
             row["n_tokens"] = len(expected)
-            row["match"] = row["match"] and tokenize(got_text) == expected
+            row["match"] = row["match"] and tokenize(runtime_bos + got_text) == expected
             if llama_tokenize is not None:
-                row["llama_cpp_tokens_match"] = llama_tokenize(got_text) == expected
+                row["llama_cpp_tokens_match"] = llama_tokenize(runtime_bos + got_text) == expected
                 row["match"] = row["match"] and row["llama_cpp_tokens_match"]
         if not row["match"]:
             at = next((i for i, (x, y) in enumerate(zip(got_text, expected_text)) if x != y),
@@ -166,21 +173,26 @@ then `ollama run NAME`. The Modelfiles refer to the GGUF files by relative path:
 
 
 def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: ChatFormat, *,
-                 adapter: str | None = None, base_gguf: str | None = None, llama_tokenize=None) -> dict:
+                 adapter: str | None = None, base_gguf: str | None = None, llama_tokenize=None,
+                 adds_bos: bool = False) -> dict:
     """Write NAME.Modelfile beside gguf_path when its round trip passes; returns the record for the export.
-    {"error": ...} and no Modelfile for a template Ollama's syntax cannot express or one whose check failed."""
+    {"error": ...} and no Modelfile for a template Ollama's syntax cannot express or one whose check failed.
+    adds_bos: the GGUF's add_bos_token (the runtime then writes BOS, the template must not)."""
     gguf_path = Path(gguf_path)
+    bos = (tokenizer.bos_token or "") if adds_bos else ""
     try:
-        derived = derive_template(tokenizer)
+        derived = derive_template(tokenizer, bos)
         stops = list(chat_format.stop_tokens)
         text = modelfile_text(base_gguf or gguf_path.name, derived.text, stops, generation_defaults(source_dir),
                               adapter=adapter, source=str(source_dir))
     except TemplateNotExpressible as exc:
         return {"error": str(exc), "refused": True}
-    check = roundtrip_check(text, tokenizer_renderer(tokenizer), chat_format.end_of_turn, check_conversations(derived),
+    check = roundtrip_check(text, tokenizer_renderer(tokenizer, bos), chat_format.end_of_turn,
+                            check_conversations(derived),
                             tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
-                            llama_tokenize=llama_tokenize)
+                            llama_tokenize=llama_tokenize, runtime_bos=bos)
     record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
+              "runtime_bos": bos or None,
               "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},
               "notes": _notes(derived)}
     if not check["passed"]:
