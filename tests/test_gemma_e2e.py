@@ -113,6 +113,8 @@ def test_adapter_answers_end_at_end_of_turn(gemma):
     print(f"\nGemma 3 270M LoRA under transformers: exact {exact:.3f} on {len(answers)}; first answer {answers[0]!r}")
     assert exact >= 0.6
     assert all("\n" not in a.strip() for a in answers)  # stopped at <end_of_turn>, no garbage after the JSON
+    manifest = json.loads((gemma["store"] / "runs" / gemma["adapter"]["run_id"] / "run.json").read_text())
+    assert manifest["chat_format"]["end_of_turn"][0] == "<end_of_turn>"  # generation_config names only <eos>
 
 
 @pytest.mark.slow
@@ -122,6 +124,7 @@ def test_gguf_bundle_round_trips(gemma):
     print(f"\nQ8_0 Modelfile: {bundle.get('modelfile')}, round trip {bundle['roundtrip']}, stops {bundle['stops']}")
     assert bundle["roundtrip"]["passed"] and (gemma["work"] / "gguf" / bundle["modelfile"]).is_file()
     assert "<end_of_turn>" in bundle["stops"]
+    assert bundle["runtime_bos"] == "<bos>"  # the GGUF adds BOS: the Modelfile's template does not write it
 
 
 @pytest.mark.slow
