@@ -65,11 +65,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from workbench.checkpoint import resolve_checkpoint
+    from workbench.resolve import resolve_checkpoint
     from workbench.export.llama_tools import locate_tools
-    from workbench.models import ensure_default_model
+    from workbench.default_model import ensure_default_model_dir
 
-    model = ensure_default_model().path if args.model == "default" else resolve_checkpoint(args.model).path
+    model = ensure_default_model_dir() if args.model == "default" else resolve_checkpoint(args.model).path
     tools = locate_tools()
     times: dict[str, list[float]] = {"direct": [], "wb": []}
     root = Path(tempfile.mkdtemp(prefix="bench-export-"))

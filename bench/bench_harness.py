@@ -58,9 +58,9 @@ def main() -> None:
     shared_home = Path(os.environ.get("WB_HOME") or Path.home() / ".cache" / "ckpt-workbench")
     sys.path.insert(0, str(REPO))
     os.environ["WB_HOME"] = str(shared_home)
-    from workbench.models import ensure_default_model
+    from workbench.default_model import ensure_default_model_dir
 
-    model = ensure_default_model().path
+    model = ensure_default_model_dir()
     work = Path(tempfile.mkdtemp(prefix="bench-harness-"))
     tasks_dir = work / "tasks"
     write_override_folder(data_dir, tasks_dir)

@@ -75,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from workbench.home import home
-    from workbench.models import default_gguf_path
+    from workbench.default_model import default_gguf_path
 
     version = next(l.split("==")[1] for l in (REPO / "constraints.txt").read_text().splitlines()
                    if l.startswith("llama-cpp-python=="))
@@ -112,8 +112,8 @@ def main() -> None:
                 if l.startswith("model name")), "unknown CPU")
     print(f"\nllama.cpp {version}, default GGUF {gguf.name}, {args.prompt_tokens}-token prompt, {args.gen_tokens} "
           f"generated, {args.threads} threads, {cpu}; medians of {args.repeats} alternating rounds\n")
-    print(f"| build | CPU variant loaded | prompt tok/s | generation tok/s |")
-    print(f"|---|---|---|---|")
+    print("| build | CPU variant loaded | prompt tok/s | generation tok/s |")
+    print("|---|---|---|---|")
     for build in BUILDS:
         row = rows[build]
         if "error" in row:

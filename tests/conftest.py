@@ -1,6 +1,9 @@
 """Offline always. Tiny real models are built here; the default model is materialized once per session."""
 
+import json
 import os
+import shutil
+import subprocess
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -40,9 +43,9 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def default_ckpt():
-    from workbench.models import ensure_default_model
+    from workbench.resolve import resolve_checkpoint
 
-    return ensure_default_model()
+    return resolve_checkpoint("default")
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +67,26 @@ def tiny_model_dir(tmp_path_factory, default_ckpt):
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def go_render(tmp_path_factory):
+    """Go's text/template (Ollama's engine): the stdlib-only program in exporters/ollama/render, built once."""
+    go = shutil.which("go")
+    if not go:
+        pytest.skip("needs Go (Debian golang-go; scripts/test.sh installs it when run as root) to cross-check "
+                    "the Python Go-template renderer against Go's text/template")
+    out = tmp_path_factory.mktemp("gorender")
+    env = {"HOME": str(out), "GOCACHE": str(out / "cache"), "GOPATH": str(out / "gopath"), "GOFLAGS": "-mod=mod",
+           "GO111MODULE": "off", "PATH": "/usr/bin:/bin"}
+    main = REPO / "exporters" / "ollama" / "render" / "main.go"
+    subprocess.run([go, "build", "-o", str(out / "render"), str(main)], check=True, env=env, capture_output=True)
+
+    def render(template: str, values: dict) -> str:
+        proc = subprocess.run([str(out / "render")], input=json.dumps({"template": template, "values": values}),
+                              capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise RuntimeError(proc.stderr.strip())
+        return proc.stdout
+
+    return render

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.checkpoint import resolve_checkpoint
+from workbench.resolve import resolve_checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 
 
@@ -172,6 +172,26 @@ def _bad_architecture(model_dir: Path, tmp: Path) -> list[str]:
     return [str(odd), "-q", "q8_0"]
 
 
+# every third message in another frame: no Ollama template reproduces it
+PER_POSITION = ("{% for message in messages %}{% if loop.index0 % 3 == 2 %}{{ '#' + message['role'] + ': ' }}{% else %}"
+                "{{ message['role'] + ': ' }}{% endif %}{{ message['content'] + '\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+
+
+def _with_template(model_dir: Path, tmp: Path, template: str) -> Path:
+    odd = tmp / "per-position"
+    shutil.copytree(model_dir, odd)
+    (odd / "chat_template.jinja").write_text(template)
+    config = json.loads((odd / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (odd / "tokenizer_config.json").write_text(json.dumps(config))
+    return odd
+
+
+def _bad_ollama_template(model_dir: Path, tmp: Path) -> list[str]:
+    return [str(_with_template(model_dir, tmp, PER_POSITION)), "-q", "q8_0"]
+
+
 def _bad_out_not_empty(model_dir: Path, tmp: Path) -> list[str]:
     (tmp / "out").mkdir()
     (tmp / "out" / "keep.txt").write_text("mine")
@@ -183,6 +203,8 @@ BAD_INPUTS = {
     "unknown quant": (lambda d, t: [str(d), "-q", "q3_k_xl"], 3, "unknown GGUF quant type 'q3_k_xl'"),
     "corrupt safetensors": (_bad_corrupt_weights, 3, "broken/model.safetensors: truncated"),  # before any run
     "unsupported architecture": (_bad_architecture, 3, "architecture NoSuchModelForCausalLM is not supported"),
+    "no Ollama template": (_bad_ollama_template, 3, "no Ollama bundle can serve its chat template: .*per-position "
+                           "logic.*--no-ollama"),
     "output folder not empty": (_bad_out_not_empty, 3, "output folder '.*out' is not empty"),
 }
 
@@ -295,6 +317,10 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     assert ckpt.parent["quant"] == "q8_0" and ckpt.parent["llama_cpp"] == llama_tools.version
     assert ckpt.parent["tool"] == "llama.cpp convert_hf_to_gguf + llama_model_quantize"
 
+    from workbench import chat_format
+
+    # the file's own metadata and vocabulary give the same turns as the source's tokenizer
+    assert chat_format.from_gguf(q8) == chat_format.from_tokenizer(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
     meta = llamacpp.gguf_metadata(q8)
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     assert meta["architecture"] == "llama" and meta["file_type"] == "Q8_0"
@@ -313,6 +339,19 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     assert summary["seconds"]["export"] > 0
 
 
+
+
+@needs_llama_cpp
+def test_no_ollama_exports_without_the_bundle(tiny_model_dir, tmp_path, llama_tools):
+    """--no-ollama skips the bundle on purpose: the template no Ollama template reproduces exports, without one."""
+    model = _with_template(tiny_model_dir, tmp_path, PER_POSITION)
+    env = dict(os.environ, WB_STORE=str(tmp_path / "store"))
+    proc = subprocess.run([sys.executable, "-m", "workbench", "export", str(model), "-q", "q8_0", "-o",
+                           str(tmp_path / "out"), "--no-verify", "--no-ollama", "--json"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["per-position-Q8_0.gguf",
+                                                                   "per-position-Q8_0.gguf.wb.json"]
 
 
 @needs_llama_cpp
@@ -560,3 +599,96 @@ def test_adapter_only_gguf_on_its_base(tiny_model_dir, tmp_path, llama_tools):
         alone.close()
     print(f"base alone vs merged: KL {base_only.mean_kl:.2e}")
     assert base_only.mean_kl > 20 * max(vs_merged["mean_kl"], 1e-6)
+
+
+# --- other families: tiny random models of their architectures, with their chat templates and turn tokens ------
+
+QWEN3 = ("{% for m in messages %}{% if m.role == 'assistant' %}{% set content = m.content.split('</think>')[-1]"
+         ".lstrip('\\n') %}{% else %}{% set content = m.content %}{% endif %}{{ '<|im_start|>' + m.role + '\\n' + "
+         "content + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+         "{% endif %}")
+MISTRAL = ("{{ bos_token }}{% if messages[0].role == 'system' %}{% set sys = messages[0].content %}{% set msgs = "
+           "messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}{% for m in msgs %}"
+           "{% if m.role == 'user' %}{{ '[INST] ' + (sys + '\\n\\n' if loop.first and sys else '') + m.content + "
+           "' [/INST]' }}{% else %}{{ m.content + eos_token }}{% endif %}{% endfor %}")
+PHI3 = ("{% for m in messages %}{{ '<|' + m.role + '|>\\n' + m.content + '<|end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
+GEMMA3 = ("{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + "
+          "'\\n\\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set "
+          "loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == "
+          "'assistant') -%}{%- set role = \"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+          "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}{{ message['content'] | "
+          "trim }}{{ '<end_of_turn>\\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\\n'}}"
+          "{%- endif -%}")
+
+# family -> (transformers config class, architecture, template, added special tokens, eos, end of turn)
+FAMILIES = {
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", QWEN3, ["<think>", "</think>"], None, "<|im_end|>"),
+    "mistral": ("MistralConfig", "MistralForCausalLM", MISTRAL, ["[INST]", "[/INST]", "</s>"], "</s>", "</s>"),
+    # Phi-3's turn tokens strip the whitespace after them (rstrip), in its tokenizer as in llama.cpp's Phi-3 vocab,
+    # which also expects <s>, </s> and <unk>
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", PHI3, ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<s>",
+                                                      "</s>", "<unk>"], None, "<|end|>"),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", GEMMA3, ["<start_of_turn>", "<end_of_turn>"], None,
+               "<end_of_turn>"),
+}
+
+
+def _tiny_family(default_ckpt, out: Path, family: str) -> Path:
+    import torch
+    import transformers
+
+    config_cls, arch, template, specials, eos, _ = FAMILIES[family]
+    tok = transformers.AutoTokenizer.from_pretrained(str(default_ckpt.path))
+    rstrip = family == "phi3"
+    tok.add_special_tokens({"additional_special_tokens": [
+        transformers.AddedToken(t, rstrip=rstrip and t.startswith("<|"), special=True, normalized=False)
+        for t in specials]})
+    if eos:
+        tok.eos_token = eos
+    tok.chat_template = template
+    shape = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                 tie_word_embeddings=True)
+    if family in ("qwen3", "gemma3"):
+        shape["head_dim"] = 16
+    config = getattr(transformers, config_cls)(**shape)
+    torch.manual_seed(0)
+    model = getattr(transformers, arch)(config)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    tok_config = json.loads((out / "tokenizer_config.json").read_text())
+    tok_config["tokenizer_class"] = "GPT2Tokenizer"  # the byte-level BPE vocabulary llama.cpp's converter reads
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    return out
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp_path, llama_tools):
+    from transformers import AutoTokenizer
+
+    from workbench import chat_format
+    from workbench.cli.export import export_command
+
+    model = _tiny_family(default_ckpt, tmp_path / f"tiny-{family}", family)
+    out = tmp_path / "gguf"
+    summary = export_command(str(model), "gguf", "q8_0", out, progress=False)
+    [f] = summary["files"]
+    assert resolve_checkpoint(f["path"]).format == "gguf"
+    bundle = f["ollama"]
+    print(f"\n{family}: {_architecture(f['path'])}, stops {bundle.get('stops')}, round trip {bundle.get('roundtrip')}")
+    assert bundle["roundtrip"]["passed"] and (out / bundle["modelfile"]).is_file(), bundle
+    end_of_turn = FAMILIES[family][5]
+    assert bundle["stops"][0] == end_of_turn
+    source_format = chat_format.from_tokenizer(AutoTokenizer.from_pretrained(str(model)))
+    assert set(chat_format.from_gguf(f["path"]).stop_tokens) >= set(source_format.stop_tokens)
+    smoke = summary["verify"]["files"][Path(f["path"]).name]["smoke"]
+    assert smoke["total"] == 5 and summary["verify"]["files"][Path(f["path"]).name]["prompt_tokens_match"]
+
+
+def _architecture(path) -> str:
+    from workbench import llamacpp
+
+    return llamacpp.gguf_metadata(path)["architecture"]

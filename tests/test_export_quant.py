@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.checkpoint import resolve_checkpoint
+from workbench.resolve import resolve_checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.extras import available
 

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from workbench.checkpoint import resolve_checkpoint
+from workbench.resolve import resolve_checkpoint
 from workbench.eval.harness import run_harness
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,

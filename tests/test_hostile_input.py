@@ -96,7 +96,7 @@ def _config(g, **changes) -> str:
 
 
 def _gguf_cut(ws, g, keep):
-    from workbench.models import default_gguf_path
+    from workbench.default_model import default_gguf_path
 
     return ws.file("cut.gguf", truncated(default_gguf_path(), keep))
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workbench.checkpoint import resolve_checkpoint
+from workbench.resolve import resolve_checkpoint
 from workbench.errors import BadInput
 from workbench.merge import merge_adapter
 

@@ -82,7 +82,7 @@ def test_llama_cpp_picks_its_cpu_variant_at_run_time(variants, tmp_path):
 
 
 def test_self_check_sets_a_crashing_variant_aside_and_runs_on_the_next(tmp_path, crashing_library, monkeypatch):
-    from workbench.models import default_gguf_path
+    from workbench.default_model import default_gguf_path
     from workbench.selfcheck import DISABLED_SUFFIX, check_llama_cpp
 
     folder = _lib_copy(tmp_path)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from workbench.checkpoint import resolve_checkpoint
+from workbench.resolve import resolve_checkpoint
 from workbench.config import TrainConfig
 from workbench.errors import BadInput
 from workbench.train.sft import train_sft

@@ -1,7 +1,8 @@
 """Checkpoint: what a path on disk is (adapter, merged model, quantized file), where it came from, and its hash.
 
 Metadata is saved beside the weights (`wb_checkpoint.json` in a folder, `<file>.wb.json` beside a file),
-so lineage travels with the checkpoint.
+so lineage travels with the checkpoint. A user's reference is turned into a Checkpoint once per command by
+workbench.resolve; the stages then pass that value around (its resolved base, tokenizer source, chat format).
 """
 
 import hashlib
@@ -29,15 +30,28 @@ class Checkpoint:
     name: str
     kind: str
     format: str
-    base: str | None = None  # reference to the base checkpoint ("default" or a path) for adapters
+    base: str | None = None  # reference to the base checkpoint ("default", a hub id or a path) for adapters
     sha: str = ""
     parent: dict | None = None  # lineage: what this was made from, and how
     extra: dict = field(default_factory=dict)
+    hub: dict | None = None  # {"id", "revision", "commit"} when resolved from a Hugging Face hub id
+    base_checkpoint: "Checkpoint | None" = field(default=None, repr=False, compare=False)  # resolved, adapters
+    derived: dict = field(default_factory=dict, repr=False, compare=False)  # made once per command (chat format)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if k not in ("base_checkpoint", "derived")}
         d["path"] = str(self.path)
+        if self.base_checkpoint is not None:
+            base = self.base_checkpoint
+            d["base_resolved"] = {"path": str(base.path), "sha": base.sha, **({"hub": base.hub} if base.hub else {})}
         return d
+
+    @property
+    def tokenizer_source(self) -> Path:
+        """The folder the tokenizer loads from: the adapter's own when it saved one, else its base's."""
+        if self.kind == "adapter" and not (self.path / "tokenizer_config.json").exists():
+            return require_base(self).path
+        return self.path
 
     @property
     def meta_path(self) -> Path:
@@ -46,7 +60,15 @@ class Checkpoint:
     def save_meta(self) -> None:
         meta = self.to_dict()
         meta.pop("path")
+        meta.pop("base_resolved", None)
         write_json_atomic(self.meta_path, meta)
+
+
+def require_base(ckpt: Checkpoint) -> Checkpoint:
+    """The resolved base of an adapter (workbench.resolve sets it)."""
+    if ckpt.base_checkpoint is None:
+        raise BadInput(ckpt.derived.get("base_error") or f"adapter '{ckpt.path}': adapter_config.json names no base model")
+    return ckpt.base_checkpoint
 
 
 def weights_sha(path: Path) -> str:
@@ -84,7 +106,7 @@ def weights_sha(path: Path) -> str:
     return sha
 
 
-def _read_meta(path: Path) -> dict:
+def read_meta(path: Path) -> dict:
     meta_path = path / META_NAME if path.is_dir() else path.with_name(path.name + ".wb.json")
     if not meta_path.exists():
         return {}
@@ -92,51 +114,3 @@ def _read_meta(path: Path) -> dict:
         return json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise BadInput(f"{meta_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-
-
-def resolve_checkpoint(ref: str | os.PathLike, *, with_sha: bool = True) -> Checkpoint:
-    """Turn a user's checkpoint reference into a Checkpoint, or raise BadInput saying what is wrong."""
-    if str(ref) == DEFAULT_REF:
-        from workbench.models import ensure_default_model
-
-        return ensure_default_model()
-    path = Path(ref).expanduser()
-    if not path.exists():
-        raise BadInput(f"checkpoint '{ref}': no such file or directory")
-    meta = _read_meta(path)
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise BadInput(f"checkpoint '{ref}': a file checkpoint must be a .gguf file")
-        _check_gguf_magic(path)
-        kind, fmt = meta.get("kind", "quantized"), "gguf"
-        base = meta.get("base")
-    elif (path / "adapter_config.json").exists():
-        kind, fmt = "adapter", "peft"
-        base = meta.get("base") or _adapter_base(path)
-    elif (path / "config.json").exists():
-        kind = meta.get("kind", "merged")
-        fmt = meta.get("format", "hf")
-        base = meta.get("base")
-        if not any(p.suffix in (".safetensors", ".bin") for p in path.iterdir()):
-            raise BadInput(f"checkpoint '{ref}': config.json but no weights (*.safetensors or *.bin)")
-    else:
-        raise BadInput(
-            f"checkpoint '{ref}': not a model folder (no config.json), adapter (no adapter_config.json) or .gguf file"
-        )
-    sha = weights_sha(path) if with_sha else meta.get("sha", "")
-    return Checkpoint(path=path.resolve(), name=meta.get("name") or path.name, kind=kind, format=fmt, base=base,
-                      sha=sha, parent=meta.get("parent"), extra=meta.get("extra", {}))
-
-
-def _adapter_base(path: Path) -> str | None:
-    try:
-        cfg = json.loads((path / "adapter_config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path / 'adapter_config.json'}: not valid JSON ({exc.msg})") from None
-    return cfg.get("base_model_name_or_path")
-
-
-def _check_gguf_magic(path: Path) -> None:
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise BadInput(f"checkpoint '{path}': not a GGUF file (bad magic)")

@@ -7,7 +7,6 @@ or .gguf file cut short, an adapter whose base is missing or has other shapes. W
 """
 
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -29,7 +28,8 @@ def check_checkpoint(ckpt: Checkpoint, base: Checkpoint | None = None) -> list[s
 def resolve_checked(ref: str) -> Checkpoint:
     """resolve_checkpoint, with the files checked before the weights are hashed (a large file's hash is cached
     under WB_HOME: a damaged checkpoint must not leave one)."""
-    from workbench.checkpoint import resolve_checkpoint, weights_sha
+    from workbench.checkpoint import weights_sha
+    from workbench.resolve import resolve_checkpoint
 
     ckpt = resolve_checkpoint(ref, with_sha=False)
     record_checks(ckpt)
@@ -93,8 +93,6 @@ def check_adapter(adapter: Checkpoint, base: Checkpoint | None = None) -> list[s
         check_safetensors(weights)
     if base is None:
         base = _named_base(adapter)
-        if base is None:
-            return []
     if base.kind == "adapter" or base.format != "hf":
         raise BadInput(f"adapter '{path}': its base '{base.path}' must be an HF model folder, not a "
                        f"{base.kind} {base.format} checkpoint")
@@ -105,36 +103,21 @@ def check_adapter(adapter: Checkpoint, base: Checkpoint | None = None) -> list[s
     return warnings
 
 
-def _named_base(adapter: Checkpoint) -> Checkpoint | None:
-    """The base the adapter's own files name, resolved; None for a hub id that is cached (nothing local to
-    check). A missing path, or a hub id while offline and not cached, is a BadInput."""
+def _named_base(adapter: Checkpoint) -> Checkpoint:
+    """The base the adapter's own files name, as resolve_checkpoint resolved it (a path, `default`, or a hub id
+    through the Hugging Face cache); a BadInput naming the file that names it when it cannot be had."""
     named = adapter.base
     source = "wb_checkpoint.json" if (Path(adapter.path) / "wb_checkpoint.json").exists() else "adapter_config.json"
     if not named:
         raise BadInput(f"adapter '{adapter.path}': {source} names no base model (base_model_name_or_path)")
-    if named == DEFAULT_REF:
-        from workbench.models import ensure_default_model
+    if adapter.base_checkpoint is not None:
+        return adapter.base_checkpoint
+    from workbench.hub import parse_hub_id
 
-        return ensure_default_model()
-    local = Path(named).expanduser()
-    if local.exists():
-        from workbench.checkpoint import resolve_checkpoint
-
-        return resolve_checkpoint(local, with_sha=False)
-    if local.is_absolute() or named.startswith((".", "~")) or named.count("/") != 1:
+    if parse_hub_id(named) is None:
         raise BadInput(f"adapter '{adapter.path}': its base '{named}' ({source}) does not exist")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not _hub_cached(named):
-        raise BadInput(f"adapter '{adapter.path}': its base '{named}' ({source}) is not a folder here and not in "
-                       "the Hugging Face cache (HF_HUB_OFFLINE is set)")
-    return None
-
-
-def _hub_cached(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    raise BadInput(f"adapter '{adapter.path}': its base '{named}' ({source}) cannot be had: "
+                   f"{adapter.derived.get('base_error', 'not resolved')}")
 
 
 def check_safetensors(path: Path) -> None:

@@ -59,11 +59,35 @@ def _require_template(llm) -> None:
                        "with as it will be served; re-export it from a checkpoint with a chat template")
 
 
+def stop_token_ids(llm, tokens) -> set[int]:
+    """The ids of token strings in the model's vocabulary (each one token when special tokens are parsed)."""
+    ids = set()
+    for token in tokens:
+        parsed = llm.tokenize(token.encode("utf-8"), add_bos=False, special=True)
+        if len(parsed) == 1:
+            ids.add(int(parsed[0]))
+    return ids
+
+
+def use_chat_format(llm, chat_format) -> None:
+    """Chat with the file's own template (as load_gguf sets it up) and stop at every ChatFormat stop token, on
+    top of llama.cpp's end-of-generation tokens: a base model's GGUF may mark only <eos> as one."""
+    _llama_cpp("Chatting with a GGUF model")
+    from llama_cpp import llama_chat_format
+
+    _require_template(llm)
+    piece = lambda i: llm.detokenize([i], special=True).decode("utf-8", errors="replace") if i >= 0 else ""
+    llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"], eos_token=piece(llm.token_eos()),
+        bos_token=piece(llm.token_bos()), stop_token_ids=sorted(stop_token_ids(llm, chat_format.stop_tokens)),
+    ).to_chat_handler()
+
+
 def chat(llm, messages_list: list[list[dict]], max_tokens: int, stop: list[str] | None = None,
          temperature: float = 0.0) -> list[str]:
     """One answer per conversation (greedy at temperature 0), formatted with the GGUF's chat template and
-    stopped at its end-of-generation tokens. Each conversation starts from an empty context, so answers
-    don't depend on the order of the list."""
+    stopped at its end-of-generation tokens (and a ChatFormat's, after use_chat_format). Each conversation
+    starts from an empty context, so answers don't depend on the order of the list."""
     _require_template(llm)
     answers = []
     for messages in messages_list:
@@ -99,15 +123,17 @@ def gguf_tokenizer(path):
     return tokenize
 
 
-def greedy_tokens(llm, prompt: list[int], max_tokens: int) -> tuple[list[int], int | None]:
-    """Greedy continuation of `prompt` as token ids, and the end-of-generation token that stopped it (None when
-    max_tokens ran out first). Token-level, so special tokens in the output are seen as such."""
+def greedy_tokens(llm, prompt: list[int], max_tokens: int, stop_ids=()) -> tuple[list[int], int | None]:
+    """Greedy continuation of `prompt` as token ids, and the end-of-generation token (llama.cpp's, or one of
+    stop_ids) that stopped it (None when max_tokens ran out first). Token-level, so special tokens in the
+    output are seen as such."""
     llama_cpp = _llama_cpp("Generating with a GGUF model")
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    stop_ids = set(stop_ids)
     out: list[int] = []
     llm.reset()
     for token in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
-        if llama_cpp.llama_vocab_is_eog(vocab, token):
+        if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
             return out, int(token)
         out.append(int(token))
         if len(out) >= max_tokens:
@@ -133,6 +159,24 @@ def sequence_logits(llm, tokens: list[int]):
     llm.reset()
     llm.eval(tokens)
     return llm.scores[: len(tokens)].copy()
+
+
+def control_tokens(path) -> dict:
+    """A GGUF vocabulary's control tokens (text), every id's text for the metadata's token ids, and
+    runtime_metadata(): what ChatFormat needs from a file (vocabulary-only load)."""
+    path = Path(path)
+    _check_gguf_file(path)
+    llama_cpp = _llama_cpp("Reading a GGUF's vocabulary")
+    meta = runtime_metadata(path)
+    vocab_llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(vocab_llm.model)
+        text = lambda i: llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
+        control = {text(i) for i in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_control(vocab, i)}
+        ids = {meta[k] for k in ("bos_token_id", "eos_token_id", "eot_token_id") if meta.get(k) is not None}
+        return {"metadata": meta, "control": control, "text": {i: text(i) for i in ids}}
+    finally:
+        vocab_llm.close()
 
 
 def runtime_metadata(path) -> dict:

@@ -45,9 +45,10 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BadInput(f"output folder '{out_dir}' is not empty")
     torch = require("torch", "Merging", "train")
-    from workbench.models import base_of, load_model, load_tokenizer
+    from workbench.checkpoint import require_base
+    from workbench.models import load_model, load_tokenizer
 
-    base = base_of(adapter)
+    base = require_base(adapter)
     tokenizer = load_tokenizer(adapter)
     tokenizer.padding_side = "right"
     model = load_model(adapter)  # base + adapter, unmerged

@@ -36,8 +36,8 @@ TRANSFORMERS_CHILD = r"""
 import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from workbench.models import ensure_default_model
-path = str(ensure_default_model().path)  # converted from its GGUF on the first run: transformers' work too
+from workbench.default_model import ensure_default_model_dir
+path = str(ensure_default_model_dir())  # converted from its GGUF on the first run: transformers' work too
 tok = AutoTokenizer.from_pretrained(path)
 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 ids = tok("The capital of France is", return_tensors="pt").input_ids
@@ -123,7 +123,7 @@ def check_transformers() -> dict:
 
 def self_check(notes: list[str]) -> dict:
     """Both checks, llama.cpp first; raises EnvironmentProblem (exit 4) with one line on the first failure."""
-    from workbench.models import default_gguf_path
+    from workbench.default_model import default_gguf_path
 
     report = {"llama.cpp": check_llama_cpp(default_gguf_path(), notes)}
     report["transformers"] = check_transformers()

@@ -42,7 +42,7 @@ def check(
     items = against_items(against, resolve_data_dir(data_dir), evals_dir) if against else None
     tokenizer = None
     if template != "none":
-        from workbench.checkpoint import resolve_checkpoint
+        from workbench.resolve import resolve_checkpoint
         from workbench.models import load_tokenizer
 
         tokenizer = load_tokenizer(resolve_checkpoint(template, with_sha=False))

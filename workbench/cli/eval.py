@@ -152,8 +152,8 @@ def eval_cmd(
 
 def _checked_checkpoint(checkpoint: str, base: str | None):
     """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own."""
-    from workbench.checkpoint import resolve_checkpoint
     from workbench.checkpoint_checks import record_checks, resolve_checked
+    from workbench.resolve import resolve_checkpoint
 
     if not base:
         return resolve_checked(checkpoint)
@@ -165,6 +165,7 @@ def _checked_checkpoint(checkpoint: str, base: str | None):
         record_checks(ckpt, base_ckpt)
     check_adapter_fits(ckpt, base_ckpt)
     ckpt.base = "default" if base == "default" else str(base_ckpt.path)
+    ckpt.base_checkpoint = base_ckpt
     return ckpt
 
 
@@ -179,13 +180,15 @@ def _cache_note(entry: dict) -> None:
 
 def _resolve_baseline(st, ref: str):
     """(run, None) for a run in the store, else (None, checkpoint) to evaluate on the same suite first."""
-    from workbench.checkpoint import resolve_checkpoint
+    from workbench.resolve import resolve_checkpoint
 
     try:
         return st.resolve(ref), None
     except BadInput as not_a_run:
-        if ref != "default" and not Path(ref).expanduser().exists():
-            raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}) and not a checkpoint path") from None
+        from workbench.hub import parse_hub_id
+
+        if ref != "default" and not Path(ref).expanduser().exists() and parse_hub_id(ref) is None:
+            raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}), a checkpoint path or a hub id") from None
     return None, resolve_checkpoint(ref)
 
 

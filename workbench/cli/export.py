@@ -19,13 +19,13 @@ class ExportPlan:
 
 
 def plan_export(checkpoint: str, fmt: str, quants: list[str] | str | None, out: Path, *, verify: bool = True,
-                heldout: Path | None = None, ladder: bool = False) -> ExportPlan:
+                heldout: Path | None = None, ladder: bool = False, ollama: bool = True) -> ExportPlan:
     """Everything the user gave, checked before a run is opened or anything heavy loads."""
-    from workbench.checkpoint import resolve_checkpoint
     from workbench.checkpoint_checks import record_checks
     from workbench.errors import BadInput
     from workbench.export import get_exporter
     from workbench.output_paths import check_new_folder
+    from workbench.resolve import resolve_checkpoint
 
     exporter = get_exporter(fmt)
     if ladder and not verify:
@@ -37,6 +37,8 @@ def plan_export(checkpoint: str, fmt: str, quants: list[str] | str | None, out: 
     check_new_folder(Path(out))
     ckpt = resolve_checkpoint(checkpoint, with_sha=False)
     quants = exporter.check(ckpt, quants)  # before anything heavy loads, or even hashing the weights
+    if exporter.name == "gguf" and ollama:
+        _check_ollama_template(ckpt)
     record_checks(ckpt)
     return ExportPlan(exporter, ckpt, quants)
 
@@ -53,7 +55,8 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
     from workbench.store.files import staged_folder
 
     started = time.monotonic()
-    plan = plan or plan_export(checkpoint, fmt, quants, out, verify=verify, heldout=heldout, ladder=ladder)
+    plan = plan or plan_export(checkpoint, fmt, quants, out, verify=verify, heldout=heldout, ladder=ladder,
+                               ollama=export_options.get("ollama", True))
     exporter, ckpt = plan.exporter, plan.ckpt
     ckpt.sha = weights_sha(ckpt.path)
     with staged_folder(Path(out)) as build:
@@ -62,6 +65,12 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
         pause_point("export-verify")
         verify_options = {"heldout": heldout} if heldout is not None else {}  # passed only when set: every verify()
         verification = exporter.verify(artifacts, ckpt, **verify_options) if verify else None
+        failed = failed_bundles(artifacts)
+        if failed:  # inside the staging folder: nothing is published
+            from workbench.errors import BadInput
+
+            raise BadInput("no Ollama Modelfile for " + "; ".join(failed) + " (nothing published; --no-ollama "
+                           "exports without the bundle)")
     for art in artifacts:
         art.path = Path(out) / art.path.name
     done = time.monotonic()
@@ -79,6 +88,25 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
 
         summary["ladder"] = recommend(ladder_rows(summary), DEFAULT_KLD_BUDGET if kld_budget is None else kld_budget)
     return summary
+
+
+def _check_ollama_template(ckpt) -> None:
+    """Refuse before converting when no Ollama template can reproduce the chat template."""
+    from workbench.errors import BadInput
+    from workbench.export.ollama import TemplateNotExpressible, derive_template
+    from workbench.models import load_tokenizer
+
+    try:
+        derive_template(load_tokenizer(ckpt))
+    except TemplateNotExpressible as exc:
+        raise BadInput(f"checkpoint '{ckpt.path}': no Ollama bundle can serve its chat template: {exc}; "
+                       "--no-ollama exports the GGUF files without one") from None
+
+
+def failed_bundles(artifacts) -> list[str]:
+    """'FILE: why' for each GGUF file whose Ollama Modelfile was not written."""
+    return [f"{a.path.name}: {a.extra['ollama']['error']}" for a in artifacts
+            if (a.extra.get("ollama") or {}).get("error")]
 
 
 def _print_summary(summary: dict) -> None:
@@ -215,6 +243,8 @@ def register(app: typer.Typer) -> None:
         kld_budget: Optional[float] = typer.Option(None, "--kld-budget", help="ladder: max mean KL (nats) [0.05]"),
         adapter_gguf: bool = typer.Option(False, "--adapter-gguf", help="gguf, adapter input: also the LoRA as a "
                                           "GGUF adapter + base GGUF + Modelfile with ADAPTER"),
+        ollama: bool = typer.Option(True, "--ollama/--no-ollama", help="gguf: an Ollama Modelfile per file "
+                                    "(refused, exit 3, when no Ollama template reproduces the chat template)"),
         imatrix_data: Optional[Path] = typer.Option(None, "--imatrix-data", help="gguf: importance matrix for the "
                                                     "quantizer from this data (your fine-tune .jsonl or .txt)"),
         calibration: Optional[Path] = typer.Option(None, "--calibration", help="awq/gptq: calibration data (.jsonl "
@@ -238,13 +268,15 @@ def register(app: typer.Typer) -> None:
 
                 raise BadInput(f"{what} '{path}': no such file")
         st = store_for(store)
-        plan = plan_export(checkpoint, fmt, quant or None, out, verify=verify, heldout=heldout, ladder=ladder)
+        plan = plan_export(checkpoint, fmt, quant or None, out, verify=verify, heldout=heldout, ladder=ladder,
+                           ollama=ollama)
         manifest = {"command": command_line(), "format": fmt, "quants": quant, "versions": versions()}
         with st.open_run("export", manifest) as run, library_stdout_to_stderr(), _tool_logs_into(run):
             summary = export_command(checkpoint, fmt, quant or None, out, keep_f16, verify=verify, heldout=heldout,
                                      ladder=ladder, kld_budget=kld_budget, plan=plan,
                                      **({"calibration": calibration} if calibration is not None else {}),
                                      **({"adapter_gguf": True} if adapter_gguf else {}),
+                                     **({"ollama": False} if not ollama and exporter.name == "gguf" else {}),
                                      **({"imatrix_data": imatrix_data} if imatrix_data is not None else {}))
             _record(run, summary)
         summary["run_id"] = run.run_id

@@ -21,11 +21,10 @@ def merge(
     json_out: bool = JsonOpt,
 ):
     """Merge an adapter into its base and check the merged logits."""
+    from workbench.checkpoint_checks import resolve_checked
     from workbench.environment import versions
     from workbench.errors import BadInput
     from workbench.merge import merge_adapter
-
-    from workbench.checkpoint_checks import resolve_checked
     from workbench.output_paths import check_new_folder
 
     check_new_folder(out)

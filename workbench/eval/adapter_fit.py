@@ -11,7 +11,7 @@ import json
 import struct
 from pathlib import Path
 
-from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
+from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
 
 PEFT_PREFIX = "base_model.model."
@@ -41,19 +41,9 @@ def check_adapter_fits(adapter: Checkpoint, base: Checkpoint) -> None:
 
 
 def _check_identity(adapter: Checkpoint, base: Checkpoint) -> None:
-    named = adapter.base
-    if not named:
-        return
-    if named == DEFAULT_REF:
-        from workbench.models import ensure_default_model
-
-        recorded = ensure_default_model()
-    elif Path(named).is_dir():
-        from workbench.checkpoint import resolve_checkpoint
-
-        recorded = resolve_checkpoint(named, with_sha=False)
-    else:
-        return  # a hub id: nothing local to compare with; the shape check still runs
+    named, recorded = adapter.base, adapter.base_checkpoint
+    if not named or recorded is None:
+        return  # the recorded base is not here (the reason --base was given): the shape check still runs
     if Path(recorded.path).resolve() == Path(base.path).resolve():
         return
     sha_recorded = recorded.sha or weights_sha(recorded.path)

@@ -1,5 +1,7 @@
-"""Greedy batched generation for chat items: transformers for HF checkpoints and adapters, llama.cpp for GGUF."""
+"""Greedy batched generation for chat items: transformers for HF checkpoints and adapters, llama.cpp for GGUF.
+Both stop where the checkpoint's ChatFormat says an assistant turn ends."""
 
+from workbench.chat_format import for_checkpoint, hf_token_ids
 from workbench.checkpoint import Checkpoint
 from workbench.config import GenerationSpec
 from workbench.extras import require
@@ -7,14 +9,16 @@ from workbench.extras import require
 
 def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: GenerationSpec, *, progress=None) -> list[str]:
     if ckpt.format == "gguf":
-        from workbench.llamacpp import chat, load_gguf
+        from workbench.llamacpp import chat, load_gguf, use_chat_format
 
+        chat_format = for_checkpoint(ckpt)
         llm = load_gguf(ckpt.path)
         outputs = []
         try:
+            use_chat_format(llm, chat_format)
             for conv in conversations:  # llama.cpp serves one sequence at a time here
-                outputs.extend(chat(llm, [conv], max_tokens=spec.max_new_tokens, stop=spec.stop or None,
-                                    temperature=spec.temperature))
+                outputs.extend(chat(llm, [chat_format.messages(conv)], max_tokens=spec.max_new_tokens,
+                                    stop=spec.stop or None, temperature=spec.temperature))
                 if progress:
                     progress(1)
         finally:
@@ -29,13 +33,14 @@ def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progr
 
     tokenizer = load_tokenizer(ckpt)
     tokenizer.padding_side = "left"
+    chat_format = for_checkpoint(ckpt, tokenizer)
     model = load_model(ckpt)
-    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) if spec.chat_template
-               else "\n\n".join(m["content"] for m in c) for c in conversations]
+    prompts = [tokenizer.apply_chat_template(chat_format.messages(c), add_generation_prompt=True, tokenize=False)
+               if spec.chat_template else "\n\n".join(m["content"] for m in c) for c in conversations]
     # Sort by length so batches pad little; restore the order at the end.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: dict[int, str] = {}
-    eos_ids = _stop_token_ids(tokenizer, model)
+    stop_ids = hf_token_ids(tokenizer, chat_format.stop_tokens)
     for start in range(0, len(order), spec.batch_size):
         idx = order[start:start + spec.batch_size]
         batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -43,24 +48,21 @@ def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progr
             gen = model.generate(
                 **batch, max_new_tokens=spec.max_new_tokens, do_sample=spec.temperature > 0,
                 temperature=spec.temperature if spec.temperature > 0 else None, top_p=None, top_k=None,
-                eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=stop_ids or None, pad_token_id=tokenizer.pad_token_id,
             )
         new = gen[:, batch["input_ids"].shape[1]:]
         for i, row in zip(idx, new):
-            outputs[i] = _cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), spec.stop)
+            outputs[i] = _cut_at_stop(tokenizer.decode(_until(row.tolist(), stop_ids), skip_special_tokens=True),
+                                      spec.stop)
         if progress:
             progress(len(idx))
     return [outputs[i] for i in range(len(prompts))]
 
 
-def _stop_token_ids(tokenizer, model) -> list[int]:
-    ids = set()
-    for value in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(value)
-    return sorted(ids)
+def _until(ids: list[int], stops: list[int]) -> list[int]:
+    """The tokens before the first stop token (a batch's shorter rows are padded after it)."""
+    cut = next((n for n, t in enumerate(ids) if t in stops), len(ids))
+    return ids[:cut]
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> str:

@@ -296,11 +296,7 @@ def read_chat_template(ckpt: Checkpoint) -> str | None:
         from workbench.llamacpp import gguf_metadata
 
         return gguf_metadata(ckpt.path).get("chat_template")
-    folder = ckpt.path
-    if ckpt.kind == "adapter" and not (folder / "tokenizer_config.json").exists():
-        from workbench.models import base_of
-
-        folder = base_of(ckpt).path
+    folder = ckpt.tokenizer_source
     if (folder / "chat_template.jinja").is_file():
         return (folder / "chat_template.jinja").read_text(encoding="utf-8")
     config = folder / "tokenizer_config.json"
@@ -318,12 +314,14 @@ def read_chat_template(ckpt: Checkpoint) -> str | None:
 def _weights_key(ckpt: Checkpoint) -> dict:
     from workbench.checkpoint import weights_sha
 
-    key = {"sha": ckpt.sha or weights_sha(ckpt.path)}
-    if ckpt.kind == "adapter":
-        from workbench.models import base_of
+    from workbench.checkpoint import require_base
 
-        base = base_of(ckpt)
-        key["base"] = base.sha or (weights_sha(base.path) if base.path.exists() else str(base.path))
+    key = {"sha": ckpt.sha or weights_sha(ckpt.path), **({"hub_commit": ckpt.hub["commit"]} if ckpt.hub else {})}
+    if ckpt.kind == "adapter":
+        base = require_base(ckpt)
+        key["base"] = base.sha or weights_sha(base.path)
+        if base.hub:
+            key["base_hub_commit"] = base.hub["commit"]
     return key
 
 
@@ -333,9 +331,9 @@ def hf_model_args(ckpt: Checkpoint, dtype: str) -> dict:
         raise BadInput(f"checkpoint '{ckpt.path}': lm-eval's hf backend cannot load {ckpt.format} files")
     if ckpt.kind != "adapter":
         return {"pretrained": str(ckpt.path), "dtype": dtype}
-    from workbench.models import base_of
+    from workbench.checkpoint import require_base
 
-    base = base_of(ckpt)
+    base = require_base(ckpt)
     if base.format in ("gguf", "exl2"):
         raise BadInput(f"adapter '{ckpt.path}': its base {base.path} is a {base.format} file, not an HF model")
     args = {"pretrained": str(base.path), "peft": str(ckpt.path), "dtype": dtype}

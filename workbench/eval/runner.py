@@ -60,6 +60,8 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
             started = time.monotonic()
             _run_task(ckpt, task, suite.items[task.name], run, progress, judge=judge, suite=suite, options=options)
             run.manifest["timings"][task.name] = round(time.monotonic() - started, 2)
+        if "chat_format" in ckpt.derived:  # what the task generations stopped at
+            run.manifest["chat_format"] = ckpt.derived["chat_format"].as_dict()
         if judge is not None:
             run.manifest["judge"].update(judge.summary())
         for i, plan in enumerate(harness_plans):

@@ -56,7 +56,7 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
     )
 
     smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
-    tokenizer, model, windows, prompt_ids, stops, ref, user_prefix, report = source_reference(
+    tokenizer, model, windows, prompt_ids, stops, ref, chat_format, report = source_reference(
         source, "cuda", "exllamav2 ExLlamaV2", prompts, heldout, window, max_heldout_tokens)
     source_fn = quality.transformers_logits_fn(model)
     longest = max([len(w) for w in windows] + [len(p) + smoke_max_tokens + 1 for p in prompt_ids])
@@ -67,7 +67,7 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
             chats, started = [], time.perf_counter()
             for p in prompt_ids:
                 ids, stop = exl2_greedy(qmodel, p, smoke_max_tokens, stops)
-                chats.append(judge_chat(tokenizer, ids, stop, user_prefix) | {"ids": ids})
+                chats.append(judge_chat(tokenizer, ids, stop, chat_format) | {"ids": ids})
             seconds = time.perf_counter() - started
         finally:
             qmodel.unload()

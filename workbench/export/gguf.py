@@ -177,9 +177,9 @@ def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps:
     base_dir = None
     if adapter_gguf:
         from workbench.export.gguf_adapter import build_adapter_files
-        from workbench.models import base_of
+        from workbench.checkpoint import require_base
 
-        base = base_of(ckpt)
+        base = require_base(ckpt)
         base_dir = base.path
         artifacts += build_adapter_files(ckpt, base, {a.parent["quant"]: a for a in artifacts}, tools, work, out, steps,
                                          quantize, _base_converter(base.path, name, tools, work, out))
@@ -218,7 +218,7 @@ def _base_converter(base_dir: Path, merged_name: str, tools, work: Path, out: Pa
 def _ollama_bundles(artifacts: list[Checkpoint], source_dir: Path, out: Path, metas: dict[Path, dict],
                     base_dir: Path | None = None, tokenizer=None) -> None:
     """A Modelfile per file; the adapter GGUF's one serves it on its base GGUF (FROM base + ADAPTER)."""
-    from workbench import llamacpp
+    from workbench import chat_format, llamacpp
     from workbench.export import ollama
 
     transformers = require("transformers", "Ollama bundle (chat template)", "eval")
@@ -230,21 +230,16 @@ def _ollama_bundles(artifacts: list[Checkpoint], source_dir: Path, out: Path, me
         weights = out / art.extra["base_gguf"] if art.kind == "adapter" else art.path
         meta = metas.get(weights) or llamacpp.gguf_metadata(weights)
         metas[weights] = meta
-        ids = _generation_eos(model_dir) + [meta[k] for k in ("eos_token_id", "eot_token_id") if meta.get(k) is not None]
+        ids = chat_format.generation_eos_ids(model_dir) + [meta[k] for k in ("eos_token_id", "eot_token_id")
+                                                          if meta.get(k) is not None]
+        fmt = chat_format.from_tokenizer(tokenizers[model_dir], ids)
         adapter = {"adapter": art.path.name, "base_gguf": weights.name} if art.kind == "adapter" else {}
-        art.extra["ollama"] = ollama.write_bundle(art.path, tokenizers[model_dir], model_dir, ids,
-                                                  llama_tokenize=llamacpp.gguf_tokenizer(weights), **adapter)
+        art.extra["ollama"] = ollama.write_bundle(art.path, tokenizers[model_dir], model_dir, fmt,
+                                                  llama_tokenize=llamacpp.gguf_tokenizer(weights),
+                                                  adds_bos=bool(meta.get("add_bos_token")), **adapter)
     written = [a.extra["ollama"]["modelfile"] for a in artifacts if "modelfile" in a.extra["ollama"]]
     if written:
         ollama.write_readme(out, written)
-
-
-def _generation_eos(model_dir: Path) -> list[int]:
-    try:
-        eos = json.loads((model_dir / "generation_config.json").read_text()).get("eos_token_id")
-    except (OSError, json.JSONDecodeError):
-        return []
-    return [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
 
 
 def _check_architecture(model_dir: Path, tools) -> None:

@@ -31,38 +31,30 @@ def hf_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
                                               return_dict=True)["input_ids"])
 
 
-def hf_greedy(model, tokenizer, conversations: list[list[dict]], max_tokens: int) -> list[list[int]]:
-    """Greedy answer token ids per conversation, stopped at the model's end-of-generation tokens (dropped)."""
+def hf_greedy(model, tokenizer, conversations: list[list[dict]], max_tokens: int, stops: set[int]) -> list[list[int]]:
+    """Greedy answer token ids per conversation, stopped at the ChatFormat's stop tokens (dropped)."""
     torch = require("torch", "Greedy generation", "eval")
-    stops = model.generation_config.eos_token_id
-    stops = set(stops if isinstance(stops, list) else [stops] if stops is not None else [tokenizer.eos_token_id])
     answers = []
     for messages in conversations:
         ids = torch.tensor([hf_prompt_ids(tokenizer, messages)])
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stops) or None)
         new = out[0, ids.shape[1]:].tolist()
         cut = next((i for i, t in enumerate(new) if t in stops), len(new))
         answers.append(new[:cut])
     return answers
 
 
-def smoke_chat(llm, tokenizer, messages: list[dict], max_tokens: int, user_prefix: str) -> dict:
-    """One greedy chat under llama.cpp with the GGUF's template, judged on the generated token ids."""
+def smoke_chat(llm, tokenizer, messages: list[dict], max_tokens: int, chat_format) -> dict:
+    """One greedy chat under llama.cpp with the GGUF's template, stopped where the ChatFormat says (as the
+    Modelfile's stop list does), judged on the generated token ids."""
     from workbench import llamacpp
+    from workbench.export.hf_quant_verify import judge_chat
 
     prompt = llamacpp.chat_prompt_tokens(llm, messages)
-    ids, stop = llamacpp.greedy_tokens(llm, prompt, max_tokens)
-    specials = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    leaked = [tokenizer.convert_ids_to_tokens(i) for i in ids if i in specials]
-    raw = tokenizer.decode(ids, skip_special_tokens=False)
-    bare_user = tokenizer.decode(tokenizer(user_prefix, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
-    invented = bool(user_prefix and user_prefix in raw) or bool(
-        bare_user.strip() and any(line.strip() == bare_user.strip() for line in raw.splitlines()[1:]))
-    return {"prompt": prompt, "ids": ids, "text": tokenizer.decode(ids, skip_special_tokens=True),
-            "stopped": stop is not None, "stop_token": tokenizer.convert_ids_to_tokens(stop) if stop is not None else None,
-            "leaked_special_tokens": sorted(set(leaked)), "invented_user_turn": invented}
+    ids, stop = llamacpp.greedy_tokens(llm, prompt, max_tokens, llamacpp.stop_token_ids(llm, chat_format.stop_tokens))
+    return {"prompt": prompt, "ids": ids, **judge_chat(tokenizer, ids, stop, chat_format)}
 
 
 def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[list[dict]] | None = None,
@@ -71,21 +63,19 @@ def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
     """Compare each GGUF under llama.cpp with `source` under transformers; returns a JSON-able report."""
     from workbench import llamacpp
     from workbench.export import quality
-    from workbench.export.ollama import TemplateNotExpressible, derive_shape
+    from workbench.export.hf_quant_verify import smoke_summary
+    from workbench.chat_format import for_checkpoint, hf_token_ids
     from workbench.models import load_model, load_tokenizer
 
-    prompts = prompts or DEFAULT_PROMPTS
     tokenizer = load_tokenizer(source)
+    chat_format = for_checkpoint(source, tokenizer)
+    prompts = [chat_format.messages(m) for m in prompts or DEFAULT_PROMPTS]
     model = load_model(source)
     texts = quality.load_heldout_texts(heldout, tokenizer)
     windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
-    ref_ids = hf_greedy(model, tokenizer, prompts, max_tokens)
+    ref_ids = hf_greedy(model, tokenizer, prompts, max_tokens, set(hf_token_ids(tokenizer, chat_format.stop_tokens)))
     prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
     source_fn = quality.transformers_logits_fn(model)
-    try:
-        user_prefix = derive_shape(tokenizer).prefix["user"]
-    except TemplateNotExpressible:
-        user_prefix = ""
     report = {"source": {"name": source.name, "path": str(source.path),
                          "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref_ids]},
               "prompts": [m[-1]["content"] for m in prompts],
@@ -107,7 +97,7 @@ def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
         else:
             llm = llamacpp.load_gguf(art.path, n_ctx=n_ctx, logits_all=True)
         try:
-            chats = [smoke_chat(llm, tokenizer, m, max(SMOKE_MAX_TOKENS, max_tokens), user_prefix) for m in prompts]
+            chats = [smoke_chat(llm, tokenizer, m, max(SMOKE_MAX_TOKENS, max_tokens), chat_format) for m in prompts]
             speed = llamacpp.generation_speed(llm, chats[0]["prompt"])
             held = quality.measure(source_fn, {"gguf": partial(llamacpp.sequence_logits, llm)}, windows)["gguf"]
             if art.kind == "adapter":
@@ -115,11 +105,7 @@ def verify_gguf(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
         finally:
             llm.close()
         same = [c["ids"][:max_tokens] == ref for c, ref in zip(chats, ref_ids)]
-        smoke = {"stopped": sum(c["stopped"] for c in chats), "no_leaks": sum(not c["leaked_special_tokens"] for c in chats),
-                 "no_invented_turns": sum(not c["invented_user_turn"] for c in chats), "total": len(chats),
-                 "leaked": sorted({t for c in chats for t in c["leaked_special_tokens"]}),
-                 "stop_tokens": sorted({c["stop_token"] for c in chats if c["stop_token"]})}
-        smoke["passed"] = smoke["stopped"] == smoke["no_leaks"] == smoke["no_invented_turns"] == smoke["total"]
+        smoke = smoke_summary(chats)
         report["files"][Path(art.path).name] = {
             "quant": (art.parent or {}).get("quant"),
             "prompt_tokens_match": all(c["prompt"] == p for c, p in zip(chats, prompt_ids)),

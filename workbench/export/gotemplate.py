@@ -3,10 +3,11 @@ check runs without Go installed. The tests render the same templates with Go's o
 (exporters/ollama/render/main.go) and require identical output.
 
 Supported: text, {{- / -}} trim markers, comments, if / else if / else / end, range [$i, $x :=] over lists,
-$x := declarations, fields (.A.B, $.A, $x.A), string / int / bool literals, parenthesized calls and the
-builtins eq, ne, lt, le, gt, ge, and, or, not, len, index, slice. Anything else raises UnsupportedTemplate.
+$x := declarations and $x = assignments, fields (.A.B, $.A, $x.A), string / int / bool literals, parenthesized calls and the
+builtins eq, ne, lt, le, gt, ge, and, or, not, len, index, slice, and Ollama's currentDate. Anything else raises UnsupportedTemplate.
 """
 
+import datetime
 import json
 import re
 
@@ -17,7 +18,7 @@ class UnsupportedTemplate(ValueError):
 
 _ACTION = re.compile(r"\{\{(- )?(.*?)( -)?\}\}", re.DOTALL)
 _TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<raw>`[^`]*`)|(?P<lp>\()|(?P<rp>\))|(?P<num>-?\d+)'
-                    r"|(?P<decl>:=)|(?P<comma>,)|(?P<word>[$.A-Za-z_][$.\w]*))")
+                    r"|(?P<decl>:=)|(?P<assign>=)|(?P<comma>,)|(?P<word>[$.A-Za-z_][$.\w]*))")
 
 
 def _tokens(src: str) -> list[tuple[str, str]]:
@@ -104,8 +105,8 @@ def _block(parts, top=False):
             raise UnsupportedTemplate(f"{{{{{head}}}}} is not supported")
         else:
             toks = _tokens(src)
-            if len(toks) > 2 and toks[1][0] == "decl":
-                nodes.append(("decl", toks[0][1], _command(toks[2:])))
+            if len(toks) > 2 and toks[1][0] in ("decl", "assign"):
+                nodes.append((toks[1][0], toks[0][1], _command(toks[2:])))
             else:
                 nodes.append(("out", _command(toks)))
     if not top:
@@ -165,6 +166,7 @@ def _eq(a, *bs):
 _FUNCS = {
     "eq": _eq, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
     "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "not": lambda a: not _truth(a),
+    "currentDate": lambda: datetime.date.today().isoformat(),  # Ollama's addition to the builtins
     "len": len, "index": lambda x, *ks: _index(x, ks), "slice": lambda x, *ix: x[ix[0]:ix[1]] if len(ix) == 2 else x[ix[0]:] if ix else x,
 }
 
@@ -240,6 +242,11 @@ def _run(nodes, scope, dot, out):
             out.append(_show(_eval(node[1], scope, dot)))
         elif kind == "decl":
             scope.frames[-1][node[1]] = _eval(node[2], scope, dot)
+        elif kind == "assign":  # Go's `$x = v` sets the variable where it was declared
+            frame = next((f for f in reversed(scope.frames) if node[1] in f), None)
+            if frame is None:
+                raise UnsupportedTemplate(f"undefined variable {node[1]}")
+            frame[node[1]] = _eval(node[2], scope, dot)
         elif kind == "if":
             body = next((b for c, b in node[1] if _truth(_eval(c, scope, dot))), node[2])
             scope.frames.append({})

@@ -107,9 +107,9 @@ def _auto_group(widths: dict[str, int], where: Path, label: str) -> tuple[int, s
 def source_dir(ckpt: Checkpoint) -> Path:
     """The folder whose config.json describes the weights that will be quantized (the base, for an adapter)."""
     if ckpt.kind == "adapter":
-        from workbench.models import base_of
+        from workbench.checkpoint import require_base
 
-        return base_of(ckpt).path
+        return require_base(ckpt).path
     return ckpt.path
 
 

@@ -65,22 +65,15 @@ def greedy(model, prompt: list[int], max_tokens: int, stops: set[int]) -> tuple[
     return (new, None) if cut is None else (new[:cut], new[cut])
 
 
-def stop_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-    return {int(e) for e in eos} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
-
-
-def judge_chat(tokenizer, ids: list[int], stop: int | None, user_prefix: str) -> dict:
+def judge_chat(tokenizer, ids: list[int], stop: int | None, chat_format) -> dict:
+    """A smoke chat's answer (ids before the stop token `stop`, None when the budget ran out): did it end its
+    turn, leak special tokens into the text, or start a user turn (stopped at a token that opens one)?"""
     specials = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    raw = tokenizer.decode(ids, skip_special_tokens=False)
-    bare_user = tokenizer.decode(tokenizer(user_prefix, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
-    invented = bool(user_prefix and user_prefix in raw) or bool(
-        bare_user.strip() and any(line.strip() == bare_user.strip() for line in raw.splitlines()[1:]))
+    stop_token = tokenizer.convert_ids_to_tokens(stop) if stop is not None else None
     return {"text": tokenizer.decode(ids, skip_special_tokens=True), "stopped": stop is not None,
-            "stop_token": tokenizer.convert_ids_to_tokens(stop) if stop is not None else None,
+            "stop_token": stop_token,
             "leaked_special_tokens": sorted({tokenizer.convert_ids_to_tokens(i) for i in ids if i in specials}),
-            "invented_user_turn": invented}
+            "invented_user_turn": stop_token is not None and stop_token in chat_format.user_turn}
 
 
 def smoke_summary(chats: list[dict]) -> dict:
@@ -90,15 +83,6 @@ def smoke_summary(chats: list[dict]) -> dict:
              "stop_tokens": sorted({c["stop_token"] for c in chats if c["stop_token"]})}
     smoke["passed"] = smoke["stopped"] == smoke["no_leaks"] == smoke["no_invented_turns"] == smoke["total"]
     return smoke
-
-
-def _user_prefix(tokenizer) -> str:
-    from workbench.export.ollama import TemplateNotExpressible, derive_shape
-
-    try:
-        return derive_shape(tokenizer).prefix["user"]
-    except TemplateNotExpressible:
-        return ""
 
 
 def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[list[dict]] | None = None, *,
@@ -111,7 +95,7 @@ def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: li
     torch = require("torch", "Verifying a quantized export", "eval")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
-    tokenizer, model, windows, prompt_ids, stops, ref, user_prefix, report = source_reference(
+    tokenizer, model, windows, prompt_ids, stops, ref, chat_format, report = source_reference(
         source, device, "transformers AutoModelForCausalLM", prompts, heldout, window, max_heldout_tokens)
     source_fn = quality.transformers_logits_fn(model)
     for art in artifacts:
@@ -120,7 +104,7 @@ def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: li
         chats, started = [], time.perf_counter()
         for p in prompt_ids:
             ids, stop = greedy(qmodel, p, smoke_max_tokens, stops)
-            chats.append(judge_chat(tokenizer, ids, stop, user_prefix) | {"ids": ids})
+            chats.append(judge_chat(tokenizer, ids, stop, chat_format) | {"ids": ids})
         seconds = time.perf_counter() - started
         del qmodel
         report["files"][Path(art.path).name] = file_report(art, chats, ref, held, seconds)
@@ -153,7 +137,7 @@ class SourceReference(NamedTuple):
     prompt_ids: list[list[int]]  # smoke-chat prompts, chat template applied
     stops: set[int]
     ref: list[list[int]]  # the source's greedy answers to the smoke prompts
-    user_prefix: str
+    chat_format: object  # the source's ChatFormat
     report: dict  # the verification report's head; "files" is filled per artifact
 
 
@@ -162,15 +146,17 @@ def source_reference(source: Checkpoint, device: str, loader: str, prompts: list
     """The source checkpoint's side of a verification, made once for every artifact of an export."""
     from workbench.export import quality
     from workbench.export.gguf_verify import DEFAULT_PROMPTS, hf_prompt_ids
+    from workbench.chat_format import for_checkpoint, hf_token_ids
     from workbench.models import load_model, load_tokenizer
 
     prompts = prompts or DEFAULT_PROMPTS
     tokenizer = load_tokenizer(source)
+    chat_format = for_checkpoint(source, tokenizer)
     model = load_model(source, device=device)
     texts = quality.load_heldout_texts(heldout, tokenizer)
     windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
-    prompt_ids = [hf_prompt_ids(tokenizer, m) for m in prompts]
-    stops = stop_ids(model, tokenizer)
+    prompt_ids = [hf_prompt_ids(tokenizer, chat_format.messages(m)) for m in prompts]
+    stops = set(hf_token_ids(tokenizer, chat_format.stop_tokens))
     ref = [greedy(model, p, ANSWER_TOKENS, stops)[0] for p in prompt_ids]
     report = {"source": {"name": source.name, "path": str(source.path),
                          "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref]},
@@ -178,4 +164,4 @@ def source_reference(source: Checkpoint, device: str, loader: str, prompts: list
               "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
                           "windows": len(windows), "window": len(windows[0]), "tokens": sum(len(w) - 1 for w in windows)},
               "files": {}}
-    return SourceReference(tokenizer, model, windows, prompt_ids, stops, ref, _user_prefix(tokenizer), report)
+    return SourceReference(tokenizer, model, windows, prompt_ids, stops, ref, chat_format, report)

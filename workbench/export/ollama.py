@@ -1,22 +1,15 @@
 """An Ollama bundle for a GGUF: a Modelfile whose TEMPLATE (Go text/template, Ollama's syntax) is derived from
-the tokenizer's Jinja chat template, whose PARAMETER stop lists every end-of-turn and EOS token, and a
-round-trip check that the Go template renders every sample conversation token for token like the Jinja one.
-
-The derivation renders the Jinja template on sentinel conversations and reads off what it puts around each
-role's content, the generation prompt and any default system prompt it injects. Templates that do not fit
-that shape (system text folded into the first user turn, per-position logic, ...) are refused, and the
-round-trip check catches whatever the derivation got wrong.
+the tokenizer's Jinja chat template (ollama_template.py), whose PARAMETER stop is the checkpoint's ChatFormat
+stop list, and a round-trip check that the Go template renders every sample conversation token for token like
+the Jinja one. A Modelfile is written only when its round trip passes; otherwise the bundle fails, naming why.
 """
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.errors import BadInput
-
-ROLES = ("system", "user", "assistant")
-_SENT = {"system": "WBSENTSYSTEMQ", "user": "WBSENTUSERQ", "assistant": "WBSENTASSISTANTQ", "user2": "WBSENTUSERTWOQ"}
+from workbench.chat_format import ChatFormat
+from workbench.export.ollama_template import DerivedTemplate, TemplateNotExpressible, derive
 
 SAMPLE_CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -25,103 +18,46 @@ SAMPLE_CONVERSATIONS = [
      {"role": "user", "content": "Tell me a joke about cats."}],
     [{"role": "system", "content": "You are terse.\nNever use lists."}, {"role": "user", "content": "Name a fruit."},
      {"role": "assistant", "content": "Apple."}, {"role": "user", "content": "Another, with \"quotes\" and é ü 東京."}],
-    [{"role": "user", "content": "Write {{ .Prompt }} literally."}, {"role": "assistant", "content": "{{ .Prompt }}"}],
+    [{"role": "user", "content": "Write {{ .Prompt }} literally."}, {"role": "assistant", "content": "{{ .Prompt }}"},
+     {"role": "user", "content": "Again, in 日本語."}],
     [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "one"}, {"role": "assistant", "content": "1"},
      {"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "  three  "}],
 ]
 
-
-class TemplateNotExpressible(BadInput):
-    pass
+__all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 
 
-@dataclass
-class ChatShape:
-    """What the Jinja template puts around each message, read off sentinel renderings."""
-
-    prefix: dict[str, str]
-    suffix: dict[str, str]
-    generation: str  # appended when the last message is not the assistant's
-    start: str = ""  # emitted once before the first message (e.g. a BOS text)
-    default_system: str | None = None  # injected when the first message is not a system message
-    notes: list[str] = field(default_factory=list)
-
-
-def jinja_render(tokenizer, messages: list[dict], generation: bool | None = None) -> str:
-    if generation is None:
-        generation = messages[-1]["role"] != "assistant"
+def jinja_render(tokenizer, messages: list[dict], generation: bool = True) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
 
-def _between(text: str, marks: list[str]) -> list[str]:
-    parts, pos = [], 0
-    for mark in marks:
-        at = text.find(mark, pos)
-        if at < 0 or text.count(mark) != 1:
-            raise TemplateNotExpressible(f"the chat template does not render each message's content once and in "
-                                         f"order (content {mark!r} not found as such)")
-        parts.append(text[pos:at])
-        pos = at + len(mark)
-    parts.append(text[pos:])
-    return parts
+def tokenizer_renderer(tokenizer, runtime_bos: str = ""):
+    """The Jinja rendering as an Ollama template must produce it: without the leading BOS text when the runtime
+    adds BOS itself (Ollama tokenizes prompts with the GGUF's add_bos_token; a template that wrote it too would
+    feed the model two)."""
+    def render(messages, generation):
+        text = jinja_render(tokenizer, messages, generation)
+        return text[len(runtime_bos):] if runtime_bos and text.startswith(runtime_bos) else text
+
+    return render
 
 
-def _strip(text: str, prefix: str = "", suffix: str = "", what: str = "") -> str:
-    if not text.startswith(prefix) or not text.endswith(suffix) or len(text) < len(prefix) + len(suffix):
-        raise TemplateNotExpressible(f"the chat template's {what} differs between conversations; an Ollama "
-                                     "template with one prefix and suffix per role cannot express it")
-    return text[len(prefix): len(text) - len(suffix)]
+def derive_template(tokenizer, runtime_bos: str = "") -> DerivedTemplate:
+    """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct."""
+    if not isinstance(getattr(tokenizer, "chat_template", None), str):
+        raise TemplateNotExpressible("the checkpoint has no chat template to translate")
+    return derive(tokenizer_renderer(tokenizer, runtime_bos))
 
 
-def derive_shape(tokenizer) -> ChatShape:
-    s, u, a, u2 = _SENT["system"], _SENT["user"], _SENT["assistant"], _SENT["user2"]
-    msg = lambda role, content: {"role": role, "content": content}
-    try:
-        full = jinja_render(tokenizer, [msg("system", s), msg("user", u), msg("assistant", a), msg("user", u2)], False)
-        ends_assistant = jinja_render(tokenizer, [msg("system", s), msg("user", u), msg("assistant", a)], False)
-        no_system = jinja_render(tokenizer, [msg("user", u)], False)
-        with_gen = jinja_render(tokenizer, [msg("user", u)], True)
-    except Exception as exc:  # noqa: BLE001 - jinja TemplateError, raise_exception() in the template, ...
-        raise TemplateNotExpressible(f"the chat template failed on a system/user/assistant conversation ({exc})") from None
-    head, sys_user, user_asst, asst_user, tail = _between(full, [s, u, a, u2])
-    post = {"user": tail}
-    pre = {"assistant": _strip(user_asst, post["user"], "", "text after a user message")}
-    post["assistant"] = _between(ends_assistant, [s, u, a])[-1]
-    pre["user"] = _strip(asst_user, post["assistant"], "", "text after an assistant message")
-    post["system"] = _strip(sys_user, "", pre["user"], "text between the system and first user message")
-    generation = _strip(with_gen, no_system, "", "generation prompt")
-    lead = _strip(no_system, "", pre["user"] + u + post["user"], "start of a conversation without system message")
-    shape = ChatShape(prefix={"system": head, **pre}, suffix=post, generation=generation)
-    if lead and lead.startswith(head) and lead.endswith(post["system"]) and len(lead) >= len(head) + len(post["system"]):
-        shape.default_system = lead[len(head): len(lead) - len(post["system"])]
-    elif lead and head.startswith(lead):
-        shape.start, shape.prefix["system"] = lead, head[len(lead):]
-    elif lead:
-        raise TemplateNotExpressible(f"the chat template starts a conversation without system message with "
-                                     f"{lead!r}, which is neither a default system message nor a fixed start")
-    return shape
-
-
-def _go(text: str) -> str:
-    """A Go string literal inside an action, so the template's own whitespace trimming never touches it."""
-    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""
-
-
-def go_template(shape: ChatShape) -> str:
-    first = ""
-    if shape.start:
-        first = "{{- if eq $i 0 }}" + _go(shape.start) + "{{ end }}\n"
-    if shape.default_system is not None:
-        block = shape.prefix["system"] + shape.default_system + shape.suffix["system"]
-        first += "{{- if and (eq $i 0) (ne $m.Role \"system\") }}" + _go(block) + "{{ end }}\n"
-    branches = []
-    for n, role in enumerate(ROLES):
-        keyword = "if" if n == 0 else "else if"
-        branches.append(f"{{{{- {keyword} eq $m.Role \"{role}\" }}}}{_go(shape.prefix[role])}{{{{ $m.Content }}}}"
-                        f"{_go(shape.suffix[role])}\n")
-    return ("{{- range $i, $m := .Messages }}\n" + first + "".join(branches) + "{{- end }}\n"
-            "{{- if and (eq (len (slice $.Messages $i)) 1) (ne $m.Role \"assistant\") }}" + _go(shape.generation)
-            + "{{ end }}\n{{- end }}")
+def check_conversations(derived: DerivedTemplate, conversations=None) -> list[list[dict]]:
+    """The sample conversations the template is checked on: without system messages when it has no system role;
+    contents stripped when it strips them (Ollama sends content as given: the difference is recorded)."""
+    out = []
+    for conv in conversations or SAMPLE_CONVERSATIONS:
+        if not derived.system_role and any(m["role"] == "system" for m in conv):
+            continue
+        out.append([dict(m, content=m["content"].strip()) for m in conv] if derived.trims_content else conv)
+    return out
 
 
 def ollama_values(messages: list[dict]) -> dict:
@@ -135,27 +71,6 @@ def ollama_values(messages: list[dict]) -> dict:
             collated.append({"Role": m["role"], "Content": m["content"]})
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     return {"System": system, "Messages": collated, "Response": ""}
-
-
-def special_tokens_in(tokenizer, text: str) -> list[str]:
-    specials = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return [tokenizer.convert_ids_to_tokens(i) for i in dict.fromkeys(ids) if i in specials]
-
-
-def end_of_turn_tokens(tokenizer, shape: ChatShape, eos_ids=()) -> list[str]:
-    """Tokens that end the assistant's turn (the special tokens of its suffix) and every EOS id
-    (tokenizer, generation_config, GGUF metadata)."""
-    tokens = special_tokens_in(tokenizer, shape.suffix["assistant"])
-    ids = [i for i in [tokenizer.eos_token_id, *eos_ids] if i is not None]
-    tokens += [tokenizer.convert_ids_to_tokens(int(i)) for i in ids]
-    return list(dict.fromkeys(tokens))
-
-
-def stop_tokens(tokenizer, shape: ChatShape, eos_ids=()) -> list[str]:
-    """End-of-turn/EOS tokens, plus the special tokens that open a user turn, so a model that starts inventing
-    the user's next turn is cut off there."""
-    return list(dict.fromkeys(end_of_turn_tokens(tokenizer, shape, eos_ids) + special_tokens_in(tokenizer, shape.prefix["user"])))
 
 
 def generation_defaults(model_dir: Path) -> dict:
@@ -197,39 +112,41 @@ def parse_modelfile(text: str) -> dict:
     return {"template": m.group(1) if m else None, "stops": stops}
 
 
-def roundtrip_check(modelfile: str, tokenizer, end_of_turn: list[str], conversations=None, *, renderer=None,
-                    llama_tokenize=None) -> dict:
-    """Render each conversation with the Modelfile's Go template and with the Jinja template; compare tokens
-    (HF tokenizer on both; also llama.cpp's tokenizer on the Go rendering when given). Every end-of-turn token
-    must be in the stop list."""
+def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, tokenize=None, renderer=None,
+                    llama_tokenize=None, runtime_bos: str = "") -> dict:
+    """Render each conversation with the Modelfile's Go template (Ollama's values) and with the Jinja template
+    (`render(messages, add_generation_prompt)`); they must be the same text, and with `tokenize` (the HF
+    tokenizer) / `llama_tokenize` (the GGUF's vocabulary) the same tokens, `runtime_bos` (the BOS the runtime
+    adds) before both. Every end-of-turn token must be in the stop list."""
     from workbench.export import gotemplate
 
-    render = renderer or gotemplate.render
+    go_render = renderer or gotemplate.render
     parsed = parse_modelfile(modelfile)
-    conversations = conversations or SAMPLE_CONVERSATIONS
     results = []
     for messages in conversations:
-        expected_text = jinja_render(tokenizer, messages)
-        expected = tokenizer(expected_text, add_special_tokens=False)["input_ids"]
-        row = {"roles": [m["role"] for m in messages], "n_tokens": len(expected)}
+        expected_text = render(messages, messages[-1]["role"] != "assistant")
+        row = {"roles": [m["role"] for m in messages]}
         try:
-            got_text = render(parsed["template"] or "", ollama_values(messages))
+            got_text = go_render(parsed["template"] or "", ollama_values(messages))
         except Exception as exc:  # noqa: BLE001 - an unparsable or failing template fails the check, with its reason
             results.append(row | {"match": False, "error": f"{type(exc).__name__}: {exc}"})
             continue
-        got = tokenizer(got_text, add_special_tokens=False)["input_ids"]
-        row["match"] = got == expected
-        if llama_tokenize is not None:
-            row["llama_cpp_tokens_match"] = llama_tokenize(got_text) == expected
-            row["match"] = row["match"] and row["llama_cpp_tokens_match"]
+        row["match"] = got_text == expected_text
+        if tokenize is not None:
+            expected = tokenize(runtime_bos + expected_text)
+            row["n_tokens"] = len(expected)
+            row["match"] = row["match"] and tokenize(runtime_bos + got_text) == expected
+            if llama_tokenize is not None:
+                row["llama_cpp_tokens_match"] = llama_tokenize(runtime_bos + got_text) == expected
+                row["match"] = row["match"] and row["llama_cpp_tokens_match"]
         if not row["match"]:
-            at = next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y), min(len(got), len(expected)))
-            row["first_difference"] = {"token": at, "go": tokenizer.decode(got[at: at + 8]),
-                                       "jinja": tokenizer.decode(expected[at: at + 8])}
+            at = next((i for i, (x, y) in enumerate(zip(got_text, expected_text)) if x != y),
+                      min(len(got_text), len(expected_text)))
+            row["first_difference"] = {"char": at, "go": got_text[at: at + 40], "jinja": expected_text[at: at + 40]}
         results.append(row)
     missing = [t for t in end_of_turn if t not in parsed["stops"]]
     return {"conversations": results, "matched": sum(r["match"] for r in results), "total": len(results),
-            "stops": parsed["stops"], "end_of_turn": end_of_turn, "missing_stops": missing,
+            "stops": parsed["stops"], "end_of_turn": list(end_of_turn), "missing_stops": missing,
             "passed": bool(results) and all(r["match"] for r in results) and not missing}
 
 
@@ -237,8 +154,9 @@ def describe_failure(check: dict) -> str:
     if check["missing_stops"]:
         return f"end-of-turn token(s) {', '.join(check['missing_stops'])} missing from PARAMETER stop"
     bad = next(r for r in check["conversations"] if not r["match"])
-    detail = bad.get("error") or f"first difference at token {bad['first_difference']['token']}: " \
-        f"Go {bad['first_difference']['go']!r} vs Jinja {bad['first_difference']['jinja']!r}"
+    diff = bad.get("first_difference")
+    detail = bad.get("error") or (f"first difference at character {diff['char']}: Go {diff['go']!r} vs Jinja "
+                                  f"{diff['jinja']!r}" if diff and diff["go"] != diff["jinja"] else "same text, other tokens")
     return f"Go template rendering differs from the Jinja chat template for roles {bad['roles']}: {detail}"
 
 
@@ -254,26 +172,44 @@ then `ollama run NAME`. The Modelfiles refer to the GGUF files by relative path:
 """
 
 
-def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, eos_ids=(), *, adapter: str | None = None,
-                 base_gguf: str | None = None, llama_tokenize=None) -> dict:
-    """Write NAME.Modelfile beside gguf_path and check it; returns the record for the export. A chat template
-    Ollama's syntax cannot express yields {"error": ...} and no Modelfile."""
+def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: ChatFormat, *,
+                 adapter: str | None = None, base_gguf: str | None = None, llama_tokenize=None,
+                 adds_bos: bool = False) -> dict:
+    """Write NAME.Modelfile beside gguf_path when its round trip passes; returns the record for the export.
+    {"error": ...} and no Modelfile for a template Ollama's syntax cannot express or one whose check failed.
+    adds_bos: the GGUF's add_bos_token (the runtime then writes BOS, the template must not)."""
     gguf_path = Path(gguf_path)
+    bos = (tokenizer.bos_token or "") if adds_bos else ""
     try:
-        shape = derive_shape(tokenizer)
-        template = go_template(shape)
-        stops = stop_tokens(tokenizer, shape, eos_ids)
-        text = modelfile_text(base_gguf or gguf_path.name, template, stops, generation_defaults(source_dir),
+        derived = derive_template(tokenizer, bos)
+        stops = list(chat_format.stop_tokens)
+        text = modelfile_text(base_gguf or gguf_path.name, derived.text, stops, generation_defaults(source_dir),
                               adapter=adapter, source=str(source_dir))
     except TemplateNotExpressible as exc:
-        return {"error": str(exc)}
-    check = roundtrip_check(text, tokenizer, end_of_turn_tokens(tokenizer, shape, eos_ids),
-                            llama_tokenize=llama_tokenize)
+        return {"error": str(exc), "refused": True}
+    check = roundtrip_check(text, tokenizer_renderer(tokenizer, bos), chat_format.end_of_turn,
+                            check_conversations(derived),
+                            tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
+                            llama_tokenize=llama_tokenize, runtime_bos=bos)
+    record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
+              "runtime_bos": bos or None,
+              "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},
+              "notes": _notes(derived)}
+    if not check["passed"]:
+        return record | {"error": describe_failure(check)}
     path = gguf_path.parent / f"{gguf_path.stem}.Modelfile"
     path.write_text(text, encoding="utf-8")
-    return {"modelfile": path.name, "stops": stops, "default_system": shape.default_system,
-            "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},
-            **({} if check["passed"] else {"error": describe_failure(check)})}
+    return record | {"modelfile": path.name}
+
+
+def _notes(derived: DerivedTemplate) -> list[str]:
+    notes = []
+    if derived.trims_content:
+        notes.append("the Jinja template strips whitespace around each message; Ollama sends content as given "
+                     "(checked on stripped contents)")
+    if not derived.system_role:
+        notes.append("the Jinja template has no system role; the Go template drops system messages")
+    return notes
 
 
 def write_readme(folder: Path, modelfiles: list[str]) -> None:

@@ -100,10 +100,12 @@ def _json_object(text: str):
 
 class JudgeClient:
     """`start`, when given, is called once before the first request (not for cache hits) and returns the base
-    URL: the local server starts only when some verdict is not in the cache."""
+    URL: the local server starts only when some verdict is not in the cache. `prepare`, called once the server
+    is up, turns a judge prompt into what the judge model's chat format accepts (ChatFormat.messages: without a
+    system role, the system text is folded into the first user message)."""
 
     def __init__(self, endpoint: Endpoint, spec: JudgeSpec, cache: JudgeCache | None = None,
-                 start: Callable[[], str] | None = None):
+                 start: Callable[[], str] | None = None, prepare: Callable[[list[dict]], list[dict]] | None = None):
         self._httpx = require("httpx", "The LLM judge", "judge")
         self.endpoint, self.spec, self.cache = endpoint, spec, cache
         self.counters = Counters()
@@ -111,6 +113,7 @@ class JudgeClient:
         # The cache is per endpoint: another server's verdicts are not this one's. A local server's URL changes
         # with its port on every start, so it is keyed by its model (the GGUF's sha256) alone.
         self._cache_scope = endpoint.base_url if start is None else ""
+        self._prepare = prepare
         self._start_error: BaseException | None = None
         self._http = None
         self._lock = threading.Lock()
@@ -193,6 +196,8 @@ class JudgeClient:
 
     def _post(self, body: dict) -> str:
         httpx, http = self._httpx, self._client()
+        if self._prepare is not None:  # after the cache key: the key is the question, the model id its judge
+            body = {**body, "messages": self._prepare(body["messages"])}
         self.counters.add("requests")
         try:
             resp = http.post("chat/completions", json=body)

@@ -15,7 +15,7 @@ LOCAL_ALIAS = "judge"
 
 def local_gguf(spec: JudgeSpec) -> Path:
     if spec.model == "default":
-        from workbench.models import default_gguf_path
+        from workbench.default_model import default_gguf_path
 
         return default_gguf_path()
     path = Path(spec.model).expanduser()
@@ -68,13 +68,23 @@ class JudgeSession:
             endpoint = Endpoint(spec.base_url, spec.model, spec.model, "json_schema" if mode == "auto" else mode,
                                 api_key(spec))
             return JudgeClient(endpoint, spec, self.cache)
+        from workbench.chat_format import from_gguf
         from workbench.data.records import sha256_file
 
         gguf = local_gguf(spec)
         # llama-cpp-python's server takes a schema inside response_format json_object (not json_schema)
         endpoint = Endpoint("", LOCAL_ALIAS, f"gguf-sha256:{sha256_file(gguf)}",
                             "json_object" if mode == "auto" else mode, api_key(spec))
-        return JudgeClient(endpoint, spec, self.cache, start=lambda: self._start_server(gguf))
+        formats = []
+
+        def start() -> str:
+            # Read while the client's lock holds the other workers: llama-cpp-python points fds 1 and 2 at
+            # /dev/null while it loads a vocabulary, and two threads doing so at once can leave them there.
+            url = self._start_server(gguf)  # first: a file llama.cpp cannot load fails as the server's exit
+            formats.append(from_gguf(gguf))
+            return url
+
+        return JudgeClient(endpoint, spec, self.cache, start=start, prepare=lambda m: formats[0].messages(m))
 
     def _start_server(self, gguf: Path) -> str:
         from workbench.judge.server import local_server

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.checkpoint import Checkpoint, weights_sha
+from workbench.resolve import portable_base
 from workbench.config import TrainConfig
 from workbench.data.records import as_sft_rows, load_chat_items, sha256_file
 from workbench.store.files import publish_dir, staging_dir
@@ -97,10 +98,14 @@ def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None
         adapter_dir = work / "adapter"
         trainer.model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
+        base_ref = portable_base(base, cfg.base)
+        if base.hub:  # PEFT wrote the snapshot's path in the cache; other tools find the hub id anywhere
+            _set_adapter_base(adapter_dir, base_ref)
         ckpt = Checkpoint(
-            path=adapter_dir, name=cfg.name, kind="adapter", format="peft", base=base.name if base.name == "default" else str(base.path),
+            path=adapter_dir, name=cfg.name, kind="adapter", format="peft", base=base_ref,
             sha=weights_sha(adapter_dir),
             parent={"base": base.name, "base_path": str(base.path), "base_sha": base.sha, "method": "sft-lora",
+                    **({"base_hub": base.hub} if base.hub else {}),
                     "train_data": str(data_path), "train_data_sha": sha256_file(data_path), "n_train": len(items),
                     "recipe": json.loads(cfg.model_dump_json())},
             extra={"train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
@@ -112,6 +117,15 @@ def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None
         shutil.rmtree(work, ignore_errors=True)
     ckpt.path = out_dir.resolve()
     return ckpt, log
+
+
+def _set_adapter_base(adapter_dir: Path, base_ref: str) -> None:
+    config = adapter_dir / "adapter_config.json"
+    data = json.loads(config.read_text())
+    data["base_model_name_or_path"] = base_ref.split("@", 1)[0]
+    if "@" in base_ref:
+        data["revision"] = base_ref.split("@", 1)[1]
+    config.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _cpu_trainer_class(trl, transformers):

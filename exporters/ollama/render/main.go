@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"text/template"
+	"time"
 )
 
 func main() {
@@ -19,7 +20,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bad input:", err)
 		os.Exit(2)
 	}
-	tmpl, err := template.New("ollama").Parse(in.Template)
+	// currentDate as Ollama's template package defines it (its only function a derived template uses).
+	funcs := template.FuncMap{"currentDate": func() string { return time.Now().Format("2006-01-02") }}
+	tmpl, err := template.New("ollama").Funcs(funcs).Parse(in.Template)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "parse:", err)
 		os.Exit(3)

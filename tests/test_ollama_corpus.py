@@ -1,0 +1,89 @@
+"""The Ollama template derivation over the chat templates llama.cpp ships (vendor/llama.cpp/models/templates in the
+llama-cpp-python sdist that scripts/setup.sh downloads; read from the archive, never copied here): every template
+that renders a plain conversation gets a Go template whose rendering equals the Jinja one on the sample
+conversations, or a refusal naming the construct; Go's own text/template agrees with the Python renderer."""
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from workbench.chat_template import ChatTemplateError, render_template
+from workbench.export import gotemplate, ollama
+from workbench.export.llama_tools import sdist_cache
+from workbench.export.ollama_template import TemplateNotExpressible, derive
+
+TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}  # the corpus has no tokenizers; text equality is checked
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, str]:
+    archives = sorted(sdist_cache().glob("llama_cpp_python-*.tar.gz"))
+    if not archives:
+        pytest.skip(f"needs the llama-cpp-python sdist in {sdist_cache()} (scripts/setup.sh downloads it)")
+    templates = {}
+    with tarfile.open(archives[-1]) as tar:
+        for member in tar.getmembers():
+            if "/vendor/llama.cpp/models/templates/" in member.name and member.name.endswith(".jinja"):
+                templates[Path(member.name).stem] = tar.extractfile(member).read().decode("utf-8")
+    return templates
+
+
+def _outcome(template: str) -> tuple[str, str, str | None]:
+    """("no-render" | "refused" | "mismatch" | "pass", detail, Go template)."""
+    render = lambda messages, generation: render_template(template, messages, generation, special_tokens=TOKENS)
+    try:
+        render(ollama.SAMPLE_CONVERSATIONS[0], True)
+    except ChatTemplateError as exc:
+        return "no-render", str(exc), None
+    try:
+        derived = derive(render)
+    except TemplateNotExpressible as exc:
+        return "refused", str(exc), None
+    check = ollama.roundtrip_check(f'TEMPLATE """{derived.text}"""', render, [], ollama.check_conversations(derived))
+    return ("pass", "", derived.text) if check["passed"] else ("mismatch", ollama.describe_failure(check), derived.text)
+
+
+@pytest.fixture(scope="module")
+def outcomes(corpus):
+    return {name: _outcome(text) for name, text in sorted(corpus.items())}
+
+
+def test_corpus_templates_round_trip_or_are_refused_by_name(corpus, outcomes):
+    counts = {k: sum(o[0] == k for o in outcomes.values()) for k in ("pass", "refused", "mismatch", "no-render")}
+    rendering = len(corpus) - counts["no-render"]
+    print(f"\n{len(corpus)} templates, {rendering} render: {counts}")
+    for name, (kind, detail, _) in outcomes.items():
+        if kind != "pass":
+            print(f"  {kind:9} {name}: {detail[:160]}")
+    assert len(corpus) >= 70
+    assert counts["mismatch"] == 0, {n: o[1] for n, o in outcomes.items() if o[0] == "mismatch"}
+    assert counts["pass"] >= 60
+    assert all(o[1] for o in outcomes.values() if o[0] == "refused")  # each refusal names its construct
+
+
+@pytest.mark.parametrize("family,expect", [
+    ("google-gemma-2-2b-it", "<start_of_turn>model"),
+    ("mistralai-Mistral-Nemo-Instruct-2407", "[INST]"),
+    ("microsoft-Phi-3.5-mini-instruct", "<|end|>"),
+    ("openai-gpt-oss-120b", "<|channel|>final<|message|>"),
+    ("Qwen-Qwen3-0.6B", "<|im_start|>assistant"),
+    ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<think>"),
+    ("meta-llama-Llama-3.2-3B-Instruct", "currentDate"),
+])
+def test_named_families_pass(outcomes, family, expect):
+    kind, detail, text = outcomes[family]
+    assert kind == "pass", detail
+    assert expect in text
+
+
+def test_go_renders_every_derived_template_like_python(outcomes, go_render):
+    checked = 0
+    for name, (kind, _, text) in outcomes.items():
+        if kind != "pass":
+            continue
+        for messages in ollama.SAMPLE_CONVERSATIONS:
+            values = ollama.ollama_values(messages)
+            assert gotemplate.render(text, values) == go_render(text, values), name
+            checked += 1
+    assert checked >= 60 * len(ollama.SAMPLE_CONVERSATIONS)
