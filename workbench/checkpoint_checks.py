@@ -116,8 +116,8 @@ def _named_base(adapter: Checkpoint) -> Checkpoint:
 
     if parse_hub_id(named) is None:
         raise BadInput(f"adapter '{adapter.path}': its base '{named}' ({source}) does not exist")
-    raise BadInput(f"adapter '{adapter.path}': its base '{named}' ({source}) cannot be had: "
-                   f"{adapter.derived.get('base_error', 'not resolved')}")
+    raise BadInput(adapter.derived.get("base_error") or f"adapter '{adapter.path}': its base '{named}' ({source}) "
+                   "could not be resolved")
 
 
 def check_safetensors(path: Path) -> None:

@@ -22,12 +22,16 @@ def snapshot(repo: str, revision: str | None) -> tuple[Path, dict]:
     hf = require("huggingface_hub", "Loading a checkpoint by hub id", "eval")
     errors = require("huggingface_hub.errors", "Loading a checkpoint by hub id", "eval")
     constants = require("huggingface_hub.constants", "Loading a checkpoint by hub id", "eval")
+    from workbench.hub_probe import go_offline_if_unreachable
+
     ref = f"{repo}@{revision}" if revision else repo
+    offline = go_offline_if_unreachable()  # one probe, not the hub client's retries with backoff
     try:
         path = Path(hf.snapshot_download(repo, revision=revision))
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as exc:
         raise BadInput(f"checkpoint '{ref}': not a local path, and the hub id is not in the Hugging Face cache "
-                       f"({constants.HF_HUB_CACHE}) while offline ({type(exc).__name__})") from None
+                       f"({constants.HF_HUB_CACHE}) while the hub is out of reach "
+                       f"({offline or type(exc).__name__})") from None
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError) as exc:
         raise BadInput(f"checkpoint '{ref}': {type(exc).__name__} on the Hugging Face hub") from None
     return path, {"id": repo, "revision": revision or "main", "commit": path.name}
