@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 def train(
     config: str = typer.Argument(..., help="Training recipe YAML, or the name of a bundled recipe (evals/recipes)."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the adapter (must be empty or absent)."),
-    max_steps: Optional[int] = typer.Option(None, min=1, help="Override training.max_steps."),
+    max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps (>= 1)."),
     allow_contamination: bool = typer.Option(
         False, "--allow-contamination", help="Train even when rows share n-grams with the recipe's data_checks.against."),
     store: Optional[Path] = StoreOpt,
@@ -35,7 +35,9 @@ def train(
     if path.is_dir():
         raise BadInput(f"training config '{config}': is a folder, expected a YAML file")
     cfg = load_yaml_model(path, TrainConfig)
-    if max_steps:
+    if max_steps is not None:
+        if max_steps < 1:  # bad input (exit 3), checked before anything loads
+            raise BadInput(f"--max-steps {max_steps}: must be >= 1")
         cfg.training.max_steps = max_steps
     from workbench.output_paths import check_new_folder
 
