@@ -30,8 +30,8 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "${PIP[@]}" install -c "$LOCK" torch 2>&1 | quiet
 fi
 
-# llama.cpp compiles from source, portable (every x86-64 CPU variant, picked at run time; about 15 min on 2
-# cores): built once, cached as a wheel whose name carries a hash of its build flags.
+# llama.cpp compiles from source, portable (every x86-64 CPU variant, picked at run time; 9-20 min on 2 cores):
+# built once, cached as a wheel whose name carries a hash of its build flags.
 sdist="$SDISTS/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz"
 if [ ! -f "$sdist" ]; then
   log "downloading the llama-cpp-python $LLAMA_CPP_VERSION source (76 MB)"
@@ -44,7 +44,7 @@ have="$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('
 if [ "$have" != "$want" ]; then
   [ -n "$have" ] && log "replacing llama-cpp-python $have (other build flags) with $want"
   if ! ls "$WHEELS"/llama_cpp_python-"$want"-*.whl >/dev/null 2>&1; then
-    log "building llama-cpp-python $want from source (one time, about 15 min on 2 cores)"
+    log "building llama-cpp-python $want from source (one time, 9-20 min on 2 cores)"
   fi
   wheel="$("${BUILD[@]}" --cache "$WHEELS")"
   log "installing $(basename "$wheel")"
