@@ -66,8 +66,11 @@ class ChildResult:
 
 
 def _run_child(code: str, *args: str) -> ChildResult:
-    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT_S,
-                         env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1"))
+    try:
+        res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+                             env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1"))
+    except subprocess.TimeoutExpired:
+        return ChildResult(124, [], f"no answer within {TIMEOUT_S} s")
     lines = []
     for raw in res.stdout.splitlines():
         try:
@@ -104,7 +107,7 @@ def check_llama_cpp(gguf: Path, notes: list[str]) -> dict:
             raise _failure("llama.cpp (one decode of the default GGUF)", res, fix)
         # The variant it had loaded, or, when it died while loading one, the one ggml picks by its scores.
         variant = res.last("variant") or best_cpu_variant(variants)
-        if variant is None or variant == BASELINE_VARIANT:
+        if variant not in variants or variant == BASELINE_VARIANT:
             raise _failure(f"llama.cpp (one decode of the default GGUF, CPU variant {variant or 'unknown'})",
                            res, fix)
         path = variants[variant]
