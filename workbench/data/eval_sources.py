@@ -5,21 +5,14 @@ import json
 from pathlib import Path
 
 from workbench.data.contamination import EvalItem, words
+from workbench.data.records import json_objects
 from workbench.errors import BadInput
 from workbench.eval.mirrors import MIRRORS
 
 
 def _rows(path: Path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield lineno, json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise BadInput(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    for lineno, _, row in json_objects(path):
+        yield lineno, row
 
 
 def _mirror_folder(data_dir: Path | None, name: str) -> Path:
@@ -88,8 +81,6 @@ def file_items(path: Path) -> list[EvalItem]:
     """Items of a JSONL file: chat items (messages/prompt + reference), or rows with a question."""
     items = []
     for lineno, row in _rows(path):
-        if not isinstance(row, dict):
-            raise BadInput(f"{path}:{lineno}: expected a JSON object")
         if "messages" in row or "prompt" in row:
             msgs = row.get("messages") or [{"content": str(row.get("prompt", ""))}]
             text = " ".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict))

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.data.records import json_objects
 from workbench.errors import BadInput
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference")
@@ -113,28 +114,14 @@ def load_rows(path: Path, fmt: str | None = None) -> tuple[str, list[Row]]:
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
     rows = []
-    with open(path, "rb") as fh:
-        for line, raw in enumerate(fh, 1):
-            where = f"{path}:{line}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadInput(f"{where}: not UTF-8 (byte {exc.start})") from None
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise BadInput(f"{where}: expected a JSON object")
+    for line, where, row in json_objects(path):
+        if fmt is None:
+            fmt = detect(row)
             if fmt is None:
-                fmt = detect(row)
-                if fmt is None:
-                    raise BadInput(f"{where}: unknown row format (keys {', '.join(sorted(row)) or 'none'}); expected "
-                                   "messages, conversations (ShareGPT), instruction/output (Alpaca), "
-                                   "prompt/completion or prompt/chosen/rejected")
-            rows.append(parse_row(fmt, row, where, line))
+                raise BadInput(f"{where}: unknown row format (keys {', '.join(sorted(row)) or 'none'}); expected "
+                               "messages, conversations (ShareGPT), instruction/output (Alpaca), "
+                               "prompt/completion or prompt/chosen/rejected")
+        rows.append(parse_row(fmt, row, where, line))
     if not rows:
         raise BadInput(f"{path}: no rows")
     return fmt, rows

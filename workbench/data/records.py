@@ -28,13 +28,9 @@ def numbered_lines(path: Path):
                                "save the file as UTF-8") from None
 
 
-def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
-    """Rows as {"id", "messages", "reference"}; a plain "prompt" becomes one user message."""
-    if not path.exists():
-        raise BadInput(f"{path}: no such file")
-    if path.is_dir():
-        raise BadInput(f"{path}: is a folder, expected a JSONL file")
-    items, seen = [], set()
+def json_objects(path: Path):
+    """(line number, "file:line", object) for each non-blank line of a JSONL file; a line that is not UTF-8, not
+    JSON or not an object is a BadInput naming file:line."""
     for lineno, line in numbered_lines(path):
         if not line.strip():
             continue
@@ -45,6 +41,17 @@ def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
             raise BadInput(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise BadInput(f"{where}: expected a JSON object")
+        yield lineno, where, row
+
+
+def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
+    """Rows as {"id", "messages", "reference"}; a plain "prompt" becomes one user message."""
+    if not path.exists():
+        raise BadInput(f"{path}: no such file")
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder, expected a JSONL file")
+    items, seen = [], set()
+    for lineno, where, row in json_objects(path):
         if "messages" in row:
             messages = row["messages"]
             if not isinstance(messages, list) or not messages or not all(
