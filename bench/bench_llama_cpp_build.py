@@ -77,8 +77,9 @@ def main() -> None:
     from workbench.home import home
     from workbench.default_model import default_gguf_path
 
-    version = next(l.split("==")[1] for l in (REPO / "constraints.txt").read_text().splitlines()
-                   if l.startswith("llama-cpp-python=="))
+    from workbench.lock import read_lock
+
+    version = read_lock(REPO / "constraints.txt")["llama-cpp-python"]
     sdist = args.sdist or Path(os.environ.get("WB_SDIST_CACHE", Path.home() / ".cache/ckpt-workbench/sdists")) \
         / f"llama_cpp_python-{version}.tar.gz"
     wheels = Path(os.environ.get("WB_WHEEL_CACHE", Path.home() / ".cache/ckpt-workbench/wheels"))

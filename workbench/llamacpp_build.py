@@ -80,7 +80,7 @@ def loaded_cpu_variant() -> str | None:
     for name in sorted(names):
         if name.startswith(VARIANT_PREFIX) and name.endswith(".so"):
             return name[len(VARIANT_PREFIX):-len(".so")]
-    return "builtin" if "libggml-cpu.so" in names else None
+    return "builtin" if any(n.startswith("libggml-cpu.so") for n in names) else None  # .so.0: by its soname
 
 
 def variant_scores(variants: dict[str, Path]) -> dict[str, int]:
