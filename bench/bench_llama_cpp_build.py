@@ -7,7 +7,8 @@ Each build is a wheel from scripts/llama_cpp_build.py (built on first use into t
 AVX2 ones take a few minutes each), unpacked into $WB_HOME/bench/llama-builds/ and imported by a fresh child
 process through PYTHONPATH, so the three never mix. A child loads the default model's GGUF, evaluates a prompt
 and generates greedily; the figures are llama.cpp's own counters (llama_perf_context). A build that crashes
-on this CPU is reported as such: that is the point of the portable one. Rounds alternate the builds; the
+on this CPU is reported as such: that is the point of the portable one. Rounds alternate the builds (each
+leads in turn); the
 table shows medians, and the ratio portable / AVX2-only, which must be >= 1.0 here.
 """
 
@@ -93,7 +94,7 @@ def main() -> None:
     gguf = default_gguf_path()
     runs: dict[str, list[dict]] = {b: [] for b in BUILDS}
     for r in range(args.repeats):
-        for build in BUILDS:
+        for build in BUILDS[r % len(BUILDS):] + BUILDS[:r % len(BUILDS)]:  # each build leads a round in turn
             runs[build].append(measure(sites[build], gguf, args))
             print(f"round {r + 1}/{args.repeats} {build}: {runs[build][-1]}", file=sys.stderr, flush=True)
 
