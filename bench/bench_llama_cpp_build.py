@@ -8,8 +8,7 @@ AVX2 ones take a few minutes each), unpacked into $WB_HOME/bench/llama-builds/ a
 process through PYTHONPATH, so the three never mix. A child loads the default model's GGUF, evaluates a prompt
 and generates greedily; the figures are llama.cpp's own counters (llama_perf_context). A build that crashes
 on this CPU is reported as such: that is the point of the portable one. Rounds alternate the builds (each
-leads in turn); the
-table shows medians, and the ratio portable / AVX2-only, which must be >= 1.0 here.
+leads in turn); the table shows medians, and the ratio portable / AVX2-only, which must be >= 1.0 here.
 """
 
 import argparse
