@@ -64,7 +64,7 @@ def test_mmlu_metrics_and_samples(mmlu_run):
 def test_mirror_is_used(mmlu_run, data_dir):
     src = mmlu_run.sources["mmlu_anatomy"]
     assert src["source"] == "mirror" and src["dataset"] == "cais/mmlu" and src["config"] == "anatomy"
-    assert src["data_dir"] == str(data_dir)
+    assert src["data_dir"] == str(data_dir.resolve())  # recorded resolved (a symlinked mirror too)
     assert {s: f["path"] for s, f in src["files"].items()} == {
         "test": "mmlu/test/anatomy.jsonl", "dev": "mmlu/dev/anatomy.jsonl"}
     first = json.loads((data_dir / "mmlu/test/anatomy.jsonl").read_text().splitlines()[0])

@@ -22,7 +22,17 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def installed_versions() -> dict[str, str]:
-    return {_normalize(d.metadata["Name"]): d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+    """What is installed in this environment's site-packages. Not every distribution importlib can see: once
+    setuptools is imported it puts its vendored copies (packaging, more-itertools, ...) on sys.path."""
+    import sysconfig
+
+    site = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    out = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and Path(str(dist.locate_file(""))).resolve() in site:
+            out.setdefault(_normalize(name), dist.version)
+    return out
 
 
 def drift(pins: dict[str, str], installed: dict[str, str]) -> list[tuple[str, str, str | None]]:
