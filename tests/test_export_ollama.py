@@ -3,6 +3,7 @@ the Python renderer and cross-checked against Go's own text/template."""
 
 import pytest
 
+from chat_templates import GEMMA3
 from workbench import chat_format
 from workbench.export import gotemplate, ollama
 
@@ -21,14 +22,6 @@ SYSTEM_IGNORED = ("{% for message in messages %}{% if message['role'] == 'system
                         "{% elif message['role'] == 'user' %}{{ '[INST] ' + (sys + '\n' if sys is defined and loop.index0 == 1"
                         " else '') + message['content'] + ' [/INST]' }}{% else %}{{ ' ' + message['content'] + eos_token }}"
                         "{% endif %}{% endfor %}")
-# Gemma 3's, with its system folded into the first user turn, the role `model` and stripped contents
-GEMMA3 = ("{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + "
-          "'\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set "
-          "loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == "
-          "'assistant') -%}{%- set role = \"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
-          "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}{{ message['content'] | "
-          "trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}"
-          "{%- endif -%}")
 # Every third message in another frame: per-position logic no Ollama template here reproduces
 PER_POSITION = ("{% for message in messages %}{% if loop.index0 % 3 == 2 %}{{ '#' + message['role'] + ': ' }}{% else %}"
                 "{{ message['role'] + ': ' }}{% endif %}{{ message['content'] + '\n' }}{% endfor %}"
