@@ -7,7 +7,9 @@ Each build is a wheel from scripts/llama_cpp_build.py (built on first use into t
 AVX2 ones take a few minutes each), unpacked into $WB_HOME/bench/llama-builds/ and imported by a fresh child
 process through PYTHONPATH, so the three never mix. A child loads the default model's GGUF, evaluates a prompt
 and generates greedily; the figures are llama.cpp's own counters (llama_perf_context). A build that crashes
-on this CPU is reported as such: that is the point of the portable one. Rounds alternate the builds (each
+on this CPU is reported as such: that is the point of the portable one. The portable copy first gets set-up's
+CPU-variant choice (ggml's pick by CPU features timed against the best AVX2 variant, the faster kept), so its row
+is the portable build as a user's set-up leaves it on this machine. Rounds alternate the builds (each
 leads in turn); the table shows medians, and the ratio portable / AVX2-only, which must be >= 1.0 here.
 """
 
@@ -24,23 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import llama_cpp_build  # noqa: E402
 
+from workbench.llamacpp_speed import CHOICE_FILE, choose_variant, measure_speed  # noqa: E402
+from workbench.selfcheck import DISABLED_SUFFIX  # noqa: E402
+
 BUILDS = ["portable", "avx2", "native"]
-
-CHILD = r"""
-import json, sys
-import llama_cpp
-from workbench.llamacpp_build import loaded_cpu_variant
-path, n_prompt, n_gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-llm = llama_cpp.Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, n_threads=int(sys.argv[4]),
-                      verbose=False, seed=0)
-text = ("The quick brown fox jumps over the lazy dog. " * 200).encode()
-tokens = llm.tokenize(text)[:n_prompt]
-llm.create_completion(tokens, max_tokens=n_gen, temperature=0.0, repeat_penalty=1.0)
-perf = llama_cpp.llama_perf_context(llm.ctx)
-print(json.dumps({"variant": loaded_cpu_variant(), "prompt_tokens": perf.n_p_eval, "prompt_ms": perf.t_p_eval_ms,
-                  "gen_tokens": perf.n_eval, "gen_ms": perf.t_eval_ms}))
-"""
-
 
 def unpacked(wheel: Path, root: Path) -> Path:
     target = root / wheel.stem
@@ -55,14 +44,17 @@ def unpacked(wheel: Path, root: Path) -> Path:
 
 
 def measure(site: Path, gguf: Path, args) -> dict:
-    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{REPO}", OMP_WAIT_POLICY="PASSIVE")
-    env.pop("LLAMA_CPP_LIB_PATH", None)
-    res = subprocess.run([sys.executable, "-c", CHILD, str(gguf), str(args.prompt_tokens), str(args.gen_tokens),
-                          str(args.threads)], capture_output=True, text=True, env=env, timeout=600)
-    if res.returncode != 0:
-        how = f"crashed (signal {-res.returncode})" if res.returncode < 0 else f"failed (exit {res.returncode})"
-        return {"error": how, "detail": res.stderr.strip().splitlines()[-1:] }
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return measure_speed(gguf, args.prompt_tokens, args.gen_tokens, args.threads,
+                         env={"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "LLAMA_CPP_LIB_PATH": None})
+
+
+def as_set_up_leaves_it(site: Path, gguf: Path) -> dict | None:
+    """The portable copy with set-up's measured CPU-variant choice applied afresh (workbench/llamacpp_speed.py)."""
+    lib = site / "llama_cpp" / "lib"
+    for path in lib.glob(f"*{DISABLED_SUFFIX}"):
+        path.rename(path.with_name(path.name[:-len(DISABLED_SUFFIX)]))
+    (lib / CHOICE_FILE).unlink(missing_ok=True)
+    return choose_variant(lib, gguf, [])
 
 
 def main() -> None:
@@ -91,6 +83,7 @@ def main() -> None:
             print(f"building the {build} wheel (a few minutes)", file=sys.stderr, flush=True)
         sites[build] = unpacked(llama_cpp_build.build(sdist, wheels, build), root)
     gguf = default_gguf_path()
+    choice = as_set_up_leaves_it(sites["portable"], gguf)
     runs: dict[str, list[dict]] = {b: [] for b in BUILDS}
     for r in range(args.repeats):
         for build in BUILDS[r % len(BUILDS):] + BUILDS[:r % len(BUILDS)]:  # each build leads a round in turn
@@ -125,6 +118,11 @@ def main() -> None:
     if "error" not in p and "error" not in a:
         print(f"\nportable / AVX2-only: prompt {p['prompt_tps'] / a['prompt_tps']:.3f}, "
               f"generation {p['gen_tps'] / a['gen_tps']:.3f}")
+    if choice:
+        med = choice["median"]
+        print(f"set-up's CPU-variant choice for the portable build: kept {choice['kept']} "
+              + ", ".join(f"{v}: prompt {m['prompt_tps']:.1f}, generation {m['gen_tps']:.1f} tok/s"
+                          for v, m in med.items()) + f" ({choice['rounds']} rounds of its own)")
     n = rows["native"]
     if "error" not in p and "error" not in n:
         print(f"portable / native:   prompt {p['prompt_tps'] / n['prompt_tps']:.3f}, "

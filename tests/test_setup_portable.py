@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.llamacpp_build import best_cpu_variant, build_record, cpu_variant_libraries, lib_dir
+from workbench.llamacpp_build import (best_cpu_variant, build_record, cpu_variant_libraries, disabled_variants,
+                                      lib_dir, variant_scores)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -62,8 +63,9 @@ def test_installed_build_is_the_portable_one(variants):
     record = build_record()
     assert record and record["variant"] == "portable", record
     assert {"-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"} <= set(record["cmake_args"])
-    # One library per x86-64 level, from plain x86-64 up to AMX.
-    assert {"x64", "sse42", "haswell", "skylakex", "icelake", "alderlake", "sapphirerapids"} <= set(variants)
+    # One library per x86-64 level, from plain x86-64 up to AMX (set-up may have set some aside on this machine).
+    shipped = set(variants) | set(disabled_variants(lib_dir()))
+    assert {"x64", "sse42", "haswell", "skylakex", "icelake", "alderlake", "sapphirerapids"} <= shipped
 
 
 def test_llama_cpp_picks_its_cpu_variant_at_run_time(variants, tmp_path):
@@ -94,6 +96,54 @@ def test_self_check_sets_a_crashing_variant_aside_and_runs_on_the_next(tmp_path,
     assert len(notes) == 1 and "zzcrash" in notes[0] and "SIGSEGV" in notes[0], notes
     assert (folder / f"libggml-cpu-zzcrash.so{DISABLED_SUFFIX}").exists()
     assert "zzcrash" not in cpu_variant_libraries(folder)
+
+
+def test_variant_choice_keeps_avx2_only_when_clearly_faster():
+    from workbench.llamacpp_speed import candidates, decide
+
+    scores = {"x64": 1, "haswell": 70, "alderlake": 0, "icelake": 200, "sapphirerapids": 0}
+    assert candidates(scores) == ("icelake", "haswell")
+    assert candidates({"x64": 1, "haswell": 70}) is None  # ggml's pick is already the AVX2 one
+    assert candidates({"x64": 1, "sse42": 5}) is None  # no AVX2 here
+    runs = lambda *ms: [{"total_ms": m} for m in ms]  # noqa: E731
+    assert decide("icelake", "haswell", {"icelake": runs(1000, 1010, 990), "haswell": runs(900, 905, 2000)}) \
+        == "haswell"
+    # 2% faster is within a shared machine's noise: ggml's pick stays.
+    assert decide("icelake", "haswell", {"icelake": runs(1000, 1000, 1000), "haswell": runs(980, 981, 979)}) \
+        == "icelake"
+
+
+def test_variant_choice_is_measured_applied_and_reapplied(variants, tmp_path):
+    from workbench.default_model import default_gguf_path
+    from workbench.llamacpp_speed import CHOICE_FILE, choose_variant, measure_speed, one_variant_folder
+    from workbench.selfcheck import DISABLED_SUFFIX
+
+    folder = _lib_copy(tmp_path)
+    for path in folder.glob(f"*{DISABLED_SUFFIX}"):  # as the wheel ships, before any choice on this machine
+        path.rename(path.with_name(path.name[:-len(DISABLED_SUFFIX)]))
+    (folder / CHOICE_FILE).unlink(missing_ok=True)
+    # The timing child runs exactly the variant it is given.
+    (tmp_path / "one").mkdir()
+    only = one_variant_folder(folder, "haswell", tmp_path / "one")
+    speed = measure_speed(default_gguf_path(), 16, 4, env={"LLAMA_CPP_LIB_PATH": str(only)})
+    assert speed["variant"] == "haswell" and speed["gen_tokens"] > 0 and speed["prompt_tps"] > 0, speed
+
+    scores = variant_scores(cpu_variant_libraries(folder))
+    choice = choose_variant(folder, default_gguf_path(), notes := [], rounds=2)
+    if choice is None:
+        pytest.skip(f"nothing to choose on this CPU (ggml's pick is the AVX2 variant, or no AVX2): {scores}")
+    assert json.loads((folder / CHOICE_FILE).read_text()) == choice
+    assert set(choice["median"]) == {choice["score_pick"], choice["avx2_pick"]}
+    outranking = {v for v, s in scores.items() if s > scores[choice["avx2_pick"]]}
+    assert set(choice["set_aside"]) == (outranking if choice["kept"] == choice["avx2_pick"] else set())
+    assert bool(notes) == bool(choice["set_aside"])
+    loaded = _child(LOADED, LLAMA_CPP_LIB_PATH=str(folder))
+    assert loaded.stdout.strip() == choice["kept"], loaded.stderr
+    # A reinstall restores the libraries; the choice recorded for this CPU and build is applied again untimed.
+    for path in folder.glob(f"*{DISABLED_SUFFIX}"):
+        path.rename(path.with_name(path.name[:-len(DISABLED_SUFFIX)]))
+    assert choose_variant(folder, default_gguf_path(), [], rounds=0) == choice
+    assert set(disabled_variants(folder)) == set(choice["set_aside"])
 
 
 def test_self_check_turns_a_crash_into_one_line_exit_4(tmp_path, crashing_library, variants):

@@ -3,7 +3,9 @@ not suit, a broken wheel) becomes one line naming the component and its fix inst
 
 - llama.cpp: one decode of the default GGUF. A portable build (see scripts/llama_cpp_build.py) loads the best
   CPU variant library for this CPU; when that variant crashes (AVX-512/AMX code in a VM that advertises but
-  does not really support it), the variant is set aside and the check runs again on the next best one.
+  does not really support it), the variant is set aside and the check runs again on the next best one. Then the
+  variant ggml picks by CPU features is timed against the best AVX2 one, and the faster kept
+  (workbench/llamacpp_speed.py).
 - transformers: one forward of the default model.
 """
 
@@ -128,6 +130,14 @@ def self_check(notes: list[str]) -> dict:
     """Both checks, llama.cpp first; raises EnvironmentProblem (exit 4) with one line on the first failure."""
     from workbench.default_model import default_gguf_path
 
-    report = {"llama.cpp": check_llama_cpp(default_gguf_path(), notes)}
+    from workbench.llamacpp_build import lib_dir
+    from workbench.llamacpp_speed import choose_variant
+
+    gguf = default_gguf_path()
+    report = {"llama.cpp": check_llama_cpp(gguf, notes)}
+    choice = choose_variant(lib_dir(), gguf, notes) if lib_dir() else None
+    if choice and choice["set_aside"]:
+        report["llama.cpp"] = check_llama_cpp(gguf, notes)  # the kept variant decodes too
+    report["llama.cpp"]["variant_choice"] = choice
     report["transformers"] = check_transformers()
     return report

@@ -54,6 +54,16 @@ def _gpu() -> str | None:
     return None
 
 
+def _slower_note(llama: dict) -> str:
+    choice = llama["variant_choice"]
+    if not llama["slower_variants"] or not choice:
+        return ""
+    kept, top = choice["median"][choice["kept"]], choice["median"][choice["score_pick"]]
+    return (f"; set aside as slower here than {choice['kept']} ({choice['score_pick']} measured prompt "
+            f"{top['prompt_tps']:.0f} vs {kept['prompt_tps']:.0f} tok/s, generation {top['gen_tps']:.0f} vs "
+            f"{kept['gen_tps']:.0f}): {', '.join(llama['slower_variants'])}")
+
+
 LOADED_VARIANT_CHILD = "import llama_cpp; from workbench.llamacpp_build import loaded_cpu_variant as v; print(v())"
 
 
@@ -62,6 +72,7 @@ def _llama_cpp_build() -> dict | None:
     import subprocess
 
     from workbench.llamacpp_build import build_record, cpu_variant_libraries, disabled_variants, lib_dir
+    from workbench.llamacpp_speed import recorded_choice
 
     if lib_dir() is None:
         return None
@@ -71,8 +82,12 @@ def _llama_cpp_build() -> dict | None:
         loaded = res.stdout.strip() if res.returncode == 0 else f"import failed (exit {res.returncode})"
     except subprocess.TimeoutExpired:
         loaded = "import timed out"
+    choice = recorded_choice(lib_dir()) or {"set_aside": []}
+    disabled = disabled_variants(lib_dir())
     return {"build": build_record(), "variants": sorted(cpu_variant_libraries(lib_dir())),
-            "disabled_variants": disabled_variants(lib_dir()), "loaded_variant": loaded}
+            "disabled_variants": [v for v in disabled if v not in choice["set_aside"]],
+            "slower_variants": [v for v in disabled if v in choice["set_aside"]],
+            "variant_choice": recorded_choice(lib_dir()), "loaded_variant": loaded}
 
 
 def _lock_drift() -> dict:
@@ -137,7 +152,8 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt,
         table.add_row("llama.cpp CPU variant", f"{llama['loaded_variant']}"
                       + (f" (of {len(llama['variants'])}: {', '.join(llama['variants'])})" if llama["variants"] else "")
                       + (f"; set aside after a crash: {', '.join(llama['disabled_variants'])}"
-                         if llama["disabled_variants"] else ""))
+                         if llama["disabled_variants"] else "")
+                      + _slower_note(llama))
     if checked:
         table.add_row("self-check", f"[green]ok[/]: llama.cpp decoded {checked['llama.cpp']['tokens_decoded']} tokens "
                       f"({checked['llama.cpp']['variant']}), transformers forward {checked['transformers']['logits_shape']}")
