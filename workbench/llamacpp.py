@@ -69,24 +69,40 @@ def stop_token_ids(llm, tokens) -> set[int]:
     return ids
 
 
-def use_chat_format(llm, chat_format) -> None:
-    """Chat with the file's own template (as load_gguf sets it up) and stop at every ChatFormat stop token, on
-    top of llama.cpp's end-of-generation tokens: a base model's GGUF may mark only <eos> as one."""
+def chat_formatter(llm, chat_format):
+    """The file's own chat template as llama-cpp-python's Jinja2 formatter, stopping at every ChatFormat stop
+    token on top of llama.cpp's end-of-generation tokens: a base model's GGUF may mark only <eos> as one."""
     _llama_cpp("Chatting with a GGUF model")
     from llama_cpp import llama_chat_format
 
     _require_template(llm)
     piece = lambda i: llm.detokenize([i], special=True).decode("utf-8", errors="replace") if i >= 0 else ""
-    llm.chat_handler = llama_chat_format.Jinja2ChatFormatter(
+    return llama_chat_format.Jinja2ChatFormatter(
         template=llm.metadata["tokenizer.chat_template"], eos_token=piece(llm.token_eos()),
         bos_token=piece(llm.token_bos()), stop_token_ids=sorted(stop_token_ids(llm, chat_format.stop_tokens)),
-    ).to_chat_handler()
+    )
+
+
+def chat_batched(llm, formatter, messages_list: list[list[dict]], max_tokens: int, stop: list[str] | None = None,
+                 *, n_parallel: int, progress=None) -> list[str]:
+    """chat()'s greedy answers, decoded n_parallel conversations at a time (workbench/llamacpp_batch.py): each
+    prompt is formatted and tokenized as llama-cpp-python's chat handler does for `formatter`."""
+    from workbench.llamacpp_batch import Request, generate_batched
+
+    requests = []
+    for messages in messages_list:
+        result = formatter(messages=messages)
+        prompt = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        extra = [] if result.stop is None else result.stop if isinstance(result.stop, list) else [result.stop]
+        requests.append(Request([int(t) for t in prompt], max_tokens, [x.encode("utf-8") for x in [*(stop or []), *extra]]))
+    return generate_batched(llm, requests, n_parallel=n_parallel, stop_ids=formatter.stop_token_ids or (),
+                            progress=progress)
 
 
 def chat(llm, messages_list: list[list[dict]], max_tokens: int, stop: list[str] | None = None,
          temperature: float = 0.0) -> list[str]:
     """One answer per conversation (greedy at temperature 0), formatted with the GGUF's chat template and
-    stopped at its end-of-generation tokens (and a ChatFormat's, after use_chat_format). Each conversation
+    stopped at its end-of-generation tokens (and a ChatFormat's, with chat_formatter's handler). Each conversation
     starts from an empty context, so answers don't depend on the order of the list."""
     _require_template(llm)
     answers = []
@@ -154,10 +170,22 @@ def generation_speed(llm, prompt: list[int], n_tokens: int = 64) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
 
 
-def sequence_logits(llm, tokens: list[int]):
-    """Next-token logits at every position of `tokens` (needs load_gguf(..., logits_all=True)); numpy [n, vocab]."""
-    llm.reset()
-    llm.eval(tokens)
+def sequence_logits(llm, tokens: list[int], *, reuse_prefix: bool = False):
+    """Next-token logits at every position of `tokens` (needs load_gguf(..., logits_all=True)); numpy [n, vocab].
+    With reuse_prefix, the tokens this context already evaluated that `tokens` starts with are kept (their KV
+    cells and logits rows) and only the rest is evaluated: a question's answer choices share its prompt."""
+    keep = 0
+    if reuse_prefix and llm.n_tokens:
+        keep = llm.longest_token_prefix(llm.input_ids[:llm.n_tokens].tolist(), tokens)
+    # keep == len(tokens): evaluated already (the previous choice of a 1-token answer), so its rows are used as
+    # they are. Evaluating that last token again, alone, gives other logits than the batched pass (~1 logit here).
+    if keep < len(tokens):
+        if keep and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.n_tokens = keep
+        else:
+            llm.reset()
+            keep = 0
+        llm.eval(tokens[keep:])
     return llm.scores[: len(tokens)].copy()
 
 

@@ -9,22 +9,33 @@ from workbench.extras import require
 
 def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: GenerationSpec, *, progress=None) -> list[str]:
     if ckpt.format == "gguf":
-        from workbench.llamacpp import chat, load_gguf, use_chat_format
-
-        chat_format = for_checkpoint(ckpt)
-        llm = load_gguf(ckpt.path)
-        outputs = []
-        try:
-            use_chat_format(llm, chat_format)
-            for conv in conversations:  # llama.cpp serves one sequence at a time here
-                outputs.extend(chat(llm, [chat_format.messages(conv)], max_tokens=spec.max_new_tokens,
-                                    stop=spec.stop or None, temperature=spec.temperature))
-                if progress:
-                    progress(1)
-        finally:
-            llm.close()  # closed here, not at interpreter exit, where llama_cpp's finalizer fails noisily
-        return outputs
+        return _generate_gguf(ckpt, conversations, spec, progress=progress)
     return _generate_hf(ckpt, conversations, spec, progress=progress)
+
+
+def _generate_gguf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progress=None) -> list[str]:
+    """Greedy answers decode spec.batch_size conversations per llama.cpp call; sampling (temperature > 0) goes
+    one conversation at a time through llama-cpp-python's own sampler."""
+    from workbench.llamacpp import chat, chat_batched, chat_formatter, load_gguf
+
+    chat_format = for_checkpoint(ckpt)
+    llm = load_gguf(ckpt.path)
+    try:
+        formatter = chat_formatter(llm, chat_format)
+        messages = [chat_format.messages(conv) for conv in conversations]
+        if spec.temperature == 0:
+            return chat_batched(llm, formatter, messages, spec.max_new_tokens, spec.stop or None,
+                                n_parallel=spec.batch_size, progress=progress)
+        llm.chat_handler = formatter.to_chat_handler()
+        outputs = []
+        for conv in messages:
+            outputs.extend(chat(llm, [conv], max_tokens=spec.max_new_tokens, stop=spec.stop or None,
+                                temperature=spec.temperature))
+            if progress:
+                progress(1)
+        return outputs
+    finally:
+        llm.close()  # closed here, not at interpreter exit, where llama_cpp's finalizer fails noisily
 
 
 def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progress=None) -> list[str]:

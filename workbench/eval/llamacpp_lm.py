@@ -8,6 +8,8 @@ to a llama.cpp server over HTTP; this one loads the file the way `wb` verifies e
   model's end-of-generation token.
 - loglikelihood / loglikelihood_rolling: llama.cpp exposes the logits of every evaluated position when the
   model is loaded with logits_all, so continuation log-probabilities are computed from them (log-softmax).
+  Requests are scored in token order, so a question's answer choices (and questions sharing a few-shot
+  header) follow each other, and each evaluates only what it does not share with the previous one.
 """
 
 from pathlib import Path
@@ -32,7 +34,7 @@ def llamacpp_device() -> str:
 @_registry.register_model(MODEL_NAME)
 class LlamaCppLM(_model_mod.TemplateLM):
     def __init__(self, model_path: str, n_ctx: int | None = None, max_gen_toks: int = 256,
-                 batch_size: int | str = 1, device: str | None = None, **_ignored):
+                 batch_size: int | str = 1, device: str | None = None, reuse_prefix: bool = True, **_ignored):
         super().__init__()
         self.model_path = Path(model_path)
         self.meta = gguf_metadata(self.model_path)
@@ -40,6 +42,7 @@ class LlamaCppLM(_model_mod.TemplateLM):
         self.llm = load_gguf(self.model_path, n_ctx=self.n_ctx, logits_all=True)
         self.max_gen_toks = int(max_gen_toks)
         self.add_bos = bool(self.meta.get("add_bos_token"))
+        self.reuse_prefix = reuse_prefix
 
     # ---- tokens
 
@@ -64,7 +67,7 @@ class LlamaCppLM(_model_mod.TemplateLM):
         np = require("numpy", "Scoring with llama.cpp", "eval")
         whole = (context + continuation)[-(self.n_ctx + 1):]
         n_cont = len(continuation)
-        logits = sequence_logits(self.llm, whole[:-1])[-n_cont:].astype(np.float64)
+        logits = sequence_logits(self.llm, whole[:-1], reuse_prefix=self.reuse_prefix)[-n_cont:].astype(np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
         logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         target = np.array(whole[-n_cont:])
@@ -74,12 +77,13 @@ class LlamaCppLM(_model_mod.TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
         tqdm = require("tqdm", "Progress bars", "eval").tqdm
-        out = []
-        for key, context, continuation in tqdm(requests, desc="llama.cpp loglikelihood", disable=disable_tqdm):
-            answer = self._continuation_logprob(context, continuation)
-            out.append(answer)
+        order = sorted(range(len(requests)), key=lambda i: requests[i][1] + requests[i][2])
+        out: list = [None] * len(requests)
+        for i in tqdm(order, desc="llama.cpp loglikelihood", disable=disable_tqdm):
+            key, context, continuation = requests[i]
+            out[i] = self._continuation_logprob(context, continuation)
             if key is not None:
-                self.cache_hook.add_partial("loglikelihood", key, answer)
+                self.cache_hook.add_partial("loglikelihood", key, out[i])
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:

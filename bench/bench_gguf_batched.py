@@ -1,0 +1,136 @@
+"""The GGUF eval path, batched against one conversation at a time, and against transformers on the same items,
+side by side in one run; and lm-eval loglikelihood requests with shared-prefix reuse against without.
+
+    WB_DATA_DIR=../shared/data .venv/bin/python bench/bench_gguf_batched.py [--gguf FILE] [--items 80]
+        [--batch 16] [--mmlu-questions 40]
+
+1. Generation: the contacts suite's items (greedy, its generation settings) through
+   - "one at a time": llama-cpp-python's create_chat_completion per conversation (the path before batching),
+   - "batched": workbench.llamacpp.chat_batched, --batch sequences per llama.cpp decode call,
+   - "transformers": the default model's HF checkpoint in fp32 with the same batch size (wb's HF path).
+   The GGUF's two outputs must be identical; the table shows seconds, items/s and the ratios.
+2. Loglikelihood: MMLU questions from the mirror (lm-eval's mmlu prompt: subject header, question, lettered
+   choices, "Answer:"; continuations " A".." D") through wb's lm-eval llama.cpp backend, with and without
+   shared-prefix reuse. The log-probabilities must agree (max |delta| printed) and pick the same answers.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def generation(args) -> None:
+    from workbench.chat_format import for_checkpoint
+    from workbench.eval.generation import _generate_hf
+    from workbench.eval.suites import load_suite
+    from workbench.llamacpp import chat, chat_batched, chat_formatter, load_gguf
+    from workbench.resolve import resolve_checkpoint
+
+    suite = load_suite("contacts", limit=args.items)
+    task = suite.config.tasks[0]
+    items = suite.items[task.name]
+    spec = task.generation.model_copy(update={"batch_size": args.batch})
+    gguf = resolve_checkpoint(str(args.gguf))
+    chat_format = for_checkpoint(gguf)
+    llm = load_gguf(gguf.path)
+    formatter = chat_formatter(llm, chat_format)
+    conversations = [chat_format.messages(it["messages"]) for it in items]
+
+    started = time.perf_counter()
+    batched = chat_batched(llm, formatter, conversations, spec.max_new_tokens, spec.stop or None,
+                           n_parallel=args.batch)
+    t_batched = time.perf_counter() - started
+    llm.chat_handler = formatter.to_chat_handler()
+    started = time.perf_counter()
+    single = [chat(llm, [c], spec.max_new_tokens, spec.stop or None)[0] for c in conversations]
+    t_single = time.perf_counter() - started
+    llm.close()
+    hf = resolve_checkpoint("default")
+    started = time.perf_counter()
+    _generate_hf(hf, [it["messages"] for it in items], spec)
+    t_hf = time.perf_counter() - started
+
+    same = sum(a == b for a, b in zip(single, batched))
+    n = len(items)
+    print(f"\n## Generation: {n} contacts items, max {spec.max_new_tokens} new tokens, greedy, {gguf.path.name}\n")
+    print("| path | seconds | items/s |")
+    print("|---|---|---|")
+    for name, t in (("GGUF one at a time (before)", t_single), (f"GGUF batched ({args.batch} sequences)", t_batched),
+                    (f"transformers fp32 (batch {args.batch})", t_hf)):
+        print(f"| {name} | {t:.1f} | {n / t:.2f} |")
+    print(f"\nbatched / one at a time: {t_single / t_batched:.2f}x faster; GGUF batched vs transformers: "
+          f"{t_hf / t_batched:.2f}x; identical outputs: {same}/{n}")
+
+
+def mmlu_requests(data_dir: Path, n_questions: int, tok) -> list[tuple]:
+    subjects = sorted(p.stem for p in (data_dir / "mmlu" / "test").glob("*.jsonl"))[:4]
+    per = max(1, n_questions // len(subjects))
+    requests = []
+    for subject in subjects:
+        header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+        with open(data_dir / "mmlu" / "test" / f"{subject}.jsonl") as fh:
+            rows = [json.loads(line) for _, line in zip(range(per), fh)]
+        for row in rows:
+            prompt = header + row["question"].strip() + "\n" + "".join(
+                f"{letter}. {choice}\n" for letter, choice in zip("ABCD", row["choices"])) + "Answer:"
+            context = tok(prompt)
+            for letter in "ABCD":
+                requests.append((None, context, tok(f" {letter}", bos=False)))
+    return requests
+
+
+def loglikelihood(args) -> None:
+    from workbench.default_model import default_gguf_path
+    from workbench.eval.llamacpp_lm import LlamaCppLM
+
+    data_dir = Path(os.environ.get("WB_DATA_DIR", REPO.parent / "shared" / "data"))
+    path = args.gguf or default_gguf_path()
+    results, seconds = {}, {}
+    for reuse in (False, True):
+        lm = LlamaCppLM(str(path), reuse_prefix=reuse)
+        tok = lambda s, bos=True: lm.tok_encode(s, add_special_tokens=bos)  # noqa: E731
+        requests = mmlu_requests(data_dir, args.mmlu_questions, tok)
+        started = time.perf_counter()
+        results[reuse] = lm._loglikelihood_tokens(requests, disable_tqdm=True)
+        seconds[reuse] = time.perf_counter() - started
+        lm.llm.close()
+    delta = max(abs(a[0] - b[0]) for a, b in zip(results[False], results[True]))
+    picks = [[max(range(4), key=lambda k: r[q * 4 + k][0]) for q in range(len(r) // 4)] for r in results.values()]
+    print(f"\n## Loglikelihood: {len(requests)} MMLU requests ({len(requests) // 4} questions x 4 choices), "
+          f"{Path(path).name}\n")
+    print("| path | seconds | requests/s |")
+    print("|---|---|---|")
+    for reuse in (False, True):
+        print(f"| {'shared-prefix reuse' if reuse else 'each request from scratch (before)'} | {seconds[reuse]:.1f} | "
+              f"{len(requests) / seconds[reuse]:.1f} |")
+    print(f"\nreuse / scratch: {seconds[False] / seconds[True]:.2f}x faster; max |delta logprob| {delta:.2e}; "
+          f"same answer picked: {sum(a == b for a, b in zip(*picks))}/{len(picks[0])}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the default model's)")
+    ap.add_argument("--items", type=int, default=80)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--mmlu-questions", type=int, default=40)
+    ap.add_argument("--skip", choices=["generation", "loglikelihood"], default=None)
+    args = ap.parse_args()
+    if args.gguf is None:
+        from workbench.default_model import default_gguf_path
+
+        args.gguf = default_gguf_path()
+    if args.skip != "generation":
+        generation(args)
+    if args.skip != "loglikelihood":
+        loglikelihood(args)
+
+
+if __name__ == "__main__":
+    main()
