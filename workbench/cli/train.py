@@ -19,6 +19,8 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps (>= 1)."),
     allow_contamination: bool = typer.Option(
         False, "--allow-contamination", help="Train even when rows share n-grams with the recipe's data_checks.against."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the last checkpoint in OUT.checkpoints (after a crash or kill)."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -44,17 +46,24 @@ def train(
     check_new_folder(out)
 
     from workbench.environment import hardware, versions
-    from workbench.train.sft import prepare_sft, train_sft
+    from workbench.train.checkpoints import plan_checkpoints
+    from workbench.train.sft import prepare_sft, sft_fingerprint, train_sft
 
     inputs = prepare_sft(cfg, path)
     data_checks = _contamination_gate(cfg, path, inputs.data_path, allow_contamination)
+    checkpoints = plan_checkpoints(out, sft_fingerprint(cfg, inputs), cfg.training.save_steps, resume=resume)
 
     st = store_for(store)
     manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),
-                "seed": cfg.training.seed, "versions": versions(), "data_checks": data_checks}
+                "seed": cfg.training.seed, "versions": versions(), "data_checks": data_checks,
+                "checkpoints_dir": str(checkpoints.root)}
+    if checkpoints.resume_from:
+        manifest["resumed_from"] = {"checkpoint": str(checkpoints.resume_from), "step": checkpoints.resumed_step}
+    if checkpoints.note:
+        info(checkpoints.note)
     info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
-        ckpt, log = train_sft(cfg, path, out, inputs=inputs, on_log=lambda row: info(
+        ckpt, log = train_sft(cfg, path, out, inputs=inputs, checkpoints=checkpoints, on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
         run.manifest["checkpoint"] = ckpt.to_dict()
         run.manifest["hardware"] = hardware()
