@@ -48,6 +48,11 @@ def eval_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local benchmark mirror (default: $WB_DATA_DIR)."),
     no_harness: bool = typer.Option(False, "--no-harness", help="Skip the suite's lm-eval regression tasks."),
     evals_dir: Optional[str] = typer.Option(None, "--evals-dir", help="Your own evals folder (default: bundled)."),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", help="Also log the run to this MLflow tracking URI ('env': $MLFLOW_TRACKING_URI): "
+                               "metrics, the manifest as params, run.json + results.json as artifacts."),
+    mlflow_experiment: Optional[str] = typer.Option(
+        None, "--mlflow-experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'wb')."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -82,6 +87,7 @@ def eval_cmd(
     ckpt = _checked_checkpoint(checkpoint, base)
     prepared = [_prepare(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     st = store_for(store)
+    tracking = _mlflow_target(mlflow, mlflow_experiment)
     base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
     check_gates(gates, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)))
     if loaded.uses_judge:
@@ -116,6 +122,9 @@ def eval_cmd(
 
     for line in summary_lines(run.manifest.get("judge")):
         err.print(line, soft_wrap=True, markup=False)
+    if tracking:
+        for logged in ([base_run] if base_ckpt is not None else []) + [run]:
+            _log_to_mlflow(st, logged, *tracking)
     from workbench.compare import compare_runs, render_table, results_table
 
     report = None
@@ -148,6 +157,34 @@ def eval_cmd(
         _cache_note(entry)
     if report and not report.passed:
         raise GateFailed(report.summary())  # exit 1, after every report is written
+
+
+def _mlflow_target(value: str | None, experiment: str | None) -> tuple[str, str] | None:
+    """(uri, experiment) for --mlflow, the server checked to answer before any model loads."""
+    if value is None:
+        return None
+    import os
+
+    from workbench.tracking import check_mlflow, mlflow_uri
+
+    uri = mlflow_uri(value, os.environ.get("MLFLOW_TRACKING_URI"))
+    check_mlflow(uri)
+    return uri, experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "wb"
+
+
+def _log_to_mlflow(st, run, uri: str, experiment: str) -> None:
+    from workbench.errors import EnvironmentProblem
+    from workbench.tracking import log_eval_run, redact_url
+
+    try:
+        with library_stdout_to_stderr():  # MLflow prints a "View run" line; --json's stdout is one object
+            where = log_eval_run(run, uri, experiment)
+    except Exception as exc:  # noqa: BLE001  (the run is recorded; say so, whatever MLflow raised)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EnvironmentProblem(f"run {run.run_id} is recorded in {st.root}, but logging it to MLflow at "
+                                 f"{redact_url(uri)} failed: {first}") from None
+    st.annotate(run, "mlflow", where)
+    info(f"run {run.run_id} logged to MLflow {where['uri']} (experiment {experiment}, run {where['run_id']})")
 
 
 def _checked_checkpoint(checkpoint: str, base: str | None):

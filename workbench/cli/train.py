@@ -42,8 +42,10 @@ def train(
             raise BadInput(f"--max-steps {max_steps}: must be >= 1")
         cfg.training.max_steps = max_steps
     from workbench.output_paths import check_new_folder
+    from workbench.tracking import check_trackers
 
     check_new_folder(out)
+    check_trackers(cfg.report_to, str(path))
 
     from workbench.environment import hardware, versions
     from workbench.train.checkpoints import plan_checkpoints
@@ -63,7 +65,11 @@ def train(
         info(checkpoints.note)
     info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
-        ckpt, log = train_sft(cfg, path, out, inputs=inputs, checkpoints=checkpoints, on_log=lambda row: info(
+        from workbench.tracking import trainer_trackers
+
+        report_to, tracker_callbacks = trainer_trackers(cfg.report_to, run.path)
+        ckpt, log = train_sft(cfg, path, out, inputs=inputs, checkpoints=checkpoints, report_to=report_to,
+                              callbacks=tracker_callbacks, on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
         run.manifest["checkpoint"] = ckpt.to_dict()
         run.manifest["hardware"] = hardware()
