@@ -54,6 +54,12 @@ def train(
     inputs = prepare_sft(cfg, path)
     data_checks = _contamination_gate(cfg, path, inputs.data_path, allow_contamination)
     checkpoints = plan_checkpoints(out, sft_fingerprint(cfg, inputs), cfg.training.save_steps, resume=resume)
+    live_plan = None
+    if cfg.eval_during_training:
+        from workbench.home import data_dir
+        from workbench.train.live_eval import prepare_live_eval
+
+        live_plan = prepare_live_eval(cfg.eval_during_training, path, data_dir=data_dir())
 
     st = store_for(store)
     manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),
@@ -67,10 +73,15 @@ def train(
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
         from workbench.tracking import trainer_trackers
 
-        report_to, tracker_callbacks = trainer_trackers(cfg.report_to, run.path)
+        report_to, callbacks = trainer_trackers(cfg.report_to, run.path)
+        live = None if live_plan is None else _live_eval(live_plan, st, run, cfg, inputs, checkpoints)
         ckpt, log = train_sft(cfg, path, out, inputs=inputs, checkpoints=checkpoints, report_to=report_to,
-                              callbacks=tracker_callbacks, on_log=lambda row: info(
+                              callbacks=callbacks + ([live] if live else []), on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
+        if live:
+            run.manifest["eval_during_training"] = live.summary()
+            if live.earlier_train_runs:
+                run.manifest["resumed_from"]["train_runs"] = live.earlier_train_runs
         run.manifest["checkpoint"] = ckpt.to_dict()
         run.manifest["hardware"] = hardware()
         run.manifest["timings"] = {"train": ckpt.extra.get("train_runtime_s")}
@@ -78,12 +89,30 @@ def train(
         if log:
             run.add_metric("train", "final_loss", log[-1]["loss"], n=len(log), higher_is_better=False)
             run.add_metric("train", "first_loss", log[0]["loss"], n=len(log), higher_is_better=False)
-    summary = {"run_id": run.run_id, "adapter": str(ckpt.path), "steps": cfg.training.max_steps,
+    stopped = live.stopped if live else None
+    summary = {"run_id": run.run_id, "adapter": str(ckpt.path), "steps": ckpt.extra.get("steps_trained"),
                "train_runtime_s": ckpt.extra.get("train_runtime_s"), "final_loss": ckpt.extra.get("final_loss")}
+    if stopped:
+        summary["stopped_early"] = stopped
     if json_out:
         emit_json(summary)
     else:
         info(f"adapter saved to {ckpt.path} in {summary['train_runtime_s']} s (run {run.run_id})")
+    if stopped:  # exit 1, as a failed gate of `wb eval`: the adapter is kept for a look, but it forgot too much
+        from workbench.errors import GateFailed
+
+        raise GateFailed(f"training stopped at step {stopped['step']} of {stopped['max_steps']}: forgetting gate "
+                         f"'{stopped['gate']}' failed versus the base (run {stopped['base_run']}): {stopped['reason']}; "
+                         f"the adapter at step {stopped['step']} is in {ckpt.path}")
+
+
+def _live_eval(plan, st, run, cfg, inputs, checkpoints):
+    from workbench.resolve import portable_base
+    from workbench.train.live_eval import live_eval_callback
+
+    return live_eval_callback(plan, st, train_run=run.run_id, base_ckpt=inputs.base,
+                              base_ref=portable_base(inputs.base, cfg.base), name=cfg.name, work_dir=checkpoints.root,
+                              resuming=checkpoints.resume_from is not None, command=command_line(), on_event=info)
 
 
 def _contamination_gate(cfg, recipe: Path, data_path: Path, allow: bool) -> dict | None:

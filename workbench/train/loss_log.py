@@ -17,12 +17,13 @@ def loss_log_callback(transformers, on_log=None):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.monotonic()
-            before = loss_rows(state.log_history)  # a resumed run starts with the history it saved
-            self.offset = (before[-1]["elapsed_s"] or 0.0) if before else 0.0
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs or not state.log_history:
                 return
+            if self.offset is None:  # a resumed run's history (loaded after on_train_begin) holds earlier time
+                before = [e["elapsed_s"] for e in state.log_history[:-1] if e.get("elapsed_s") is not None]
+                self.offset = before[-1] if before else 0.0
             entry = state.log_history[-1]  # the Trainer's copy of `logs`, which the next checkpoint saves
             entry["elapsed_s"] = round(self.offset + time.monotonic() - self.started, 2)
             if on_log:
