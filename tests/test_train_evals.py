@@ -145,3 +145,38 @@ def test_an_eval_during_training_suite_that_does_not_load_is_exit_3_before_the_m
     assert res.returncode == 3 and "task 'say' has no metric 'nope'" in res.stderr
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "adapter.checkpoints").exists()
     assert not (tmp_path / "store" / "runs").exists()
+
+
+def test_a_resumed_run_keeps_the_base_measurement_and_the_step_chain(tmp_path, tiny_model_dir, data_dir):
+    import signal
+    import time
+
+    from workbench import views
+
+    env = {**_env(tmp_path, data_dir), "WB_PAUSE_AT": "train-step-3", "WB_PAUSE_MARKER": str(tmp_path / "paused")}
+    recipe = _recipe(tmp_path, tiny_model_dir, {"suite": str(_suite(tmp_path, harness=False)), "every_steps": 2},
+                     max_steps=6, save_steps=2)
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "train", recipe, "-o", tmp_path / "adapter"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not (tmp_path / "paused").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store(tmp_path / "store")
+    (killed,) = [m["run_id"] for m in store.list_runs("train")]
+    assert sorted(_evals_of(store, killed)) == [0, 2]
+
+    res = _wb(["train", recipe, "-o", tmp_path / "adapter", "--resume", "--json"], _env(tmp_path, data_dir))
+    assert res.returncode == 0, res.stderr
+    assert "eval at step 0" not in res.stderr  # the killed run's base measurement is reused
+    resumed = store.load(json.loads(res.stdout)["run_id"])
+    recorded = resumed.manifest["eval_during_training"]
+    assert recorded["base_run"] == _evals_of(store, killed)[0].run_id
+    assert [(r["step"], r["train_run"]) for r in recorded["runs"]] == [(0, killed), (2, killed),
+                                                                       (4, resumed.run_id), (6, resumed.run_id)]
+    assert resumed.manifest["resumed_from"] == {"checkpoint": str(tmp_path / "adapter.checkpoints" / "checkpoint-2"),
+                                                "step": 2, "train_runs": [killed]}
+    rows = views.training_evals(store, resumed.run_id, store.list_runs())
+    assert sorted({r["step"] for r in rows}) == [0, 2, 4, 6]
