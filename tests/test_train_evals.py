@@ -180,3 +180,20 @@ def test_a_resumed_run_keeps_the_base_measurement_and_the_step_chain(tmp_path, t
                                                 "step": 2, "train_runs": [killed]}
     rows = views.training_evals(store, resumed.run_id, store.list_runs())
     assert sorted({r["step"] for r in rows}) == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"report_to": "comet"}, "report_to"),
+    ({"training": {"save_steps": 0}}, "training.save_steps: Input should be greater than or equal to 1"),
+    ({"eval_during_training": {"suite": "contacts"}}, "eval_during_training.every_steps: Field required"),
+    ({"eval_during_training": {"suite": "contacts", "every_steps": 2,
+                               "max_drop": [{"task": "contacts", "metric": "exact", "min_value": 0.5}]}},
+     "gate 'contacts/exact' needs a max_drop value"),
+])
+def test_bad_new_recipe_keys_are_exit_3_naming_the_key(change, message, tmp_path, tiny_model_dir):
+    recipe = _recipe(tmp_path, tiny_model_dir, {"suite": "contacts", "every_steps": 2})
+    recipe.write_text(json.dumps(json.loads(recipe.read_text()) | change))
+    res = _wb(["train", recipe, "-o", tmp_path / "adapter"], {**os.environ, "WB_STORE": str(tmp_path / "store")})
+    assert res.returncode == 3 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert str(recipe) in res.stderr and message in res.stderr
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "store" / "runs").exists()

@@ -124,3 +124,34 @@ def test_resume_refuses_a_changed_recipe(tmp_path, tiny_model_dir):
     assert "recipe changed" in res.stderr and "training.learning_rate: 0.005 -> 0.001" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not out.exists() and (tmp_path / "adapter.checkpoints" / "checkpoint-2").is_dir()  # kept for a resume
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_on_the_default_model(tmp_path):
+    """The bundled contacts-lora recipe on the embedded default model, 6 steps with a checkpoint every 2:
+    killed at step 5, resumed from step 4, compared with an uninterrupted run."""
+    import yaml
+
+    from workbench.content import content_dir
+
+    bundled = content_dir("evals") / "recipes" / "contacts-lora.yaml"
+    recipe = yaml.safe_load(bundled.read_text())
+    recipe["train_data"] = str((bundled.parent / recipe["train_data"]).resolve())
+    recipe.pop("data_checks")
+    recipe["training"].update(max_steps=6, save_steps=2, logging_steps=1)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    straight = _train([path, "-o", tmp_path / "straight", "--json"], _env(tmp_path))
+    assert straight.returncode == 0, straight.stderr
+    _train_killed_at("train-step-5", [path, "-o", tmp_path / "resumed"], tmp_path)
+    res = _train([path, "-o", tmp_path / "resumed", "--resume", "--json"], _env(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "resuming from checkpoint-4 (step 4 of 6)" in res.stderr
+    diff = _max_abs_diff(_weights(tmp_path / "resumed"), _weights(tmp_path / "straight"))
+    a = _loss_log(tmp_path / "store", json.loads(straight.stdout)["run_id"])
+    b = _loss_log(tmp_path / "store", json.loads(res.stdout)["run_id"])
+    loss_diff = max(abs(x[1] - y[1]) for x, y in zip(a, b))
+    print(f"default model: max |delta| adapter weights {diff:.3g}, loss log max |delta| {loss_diff:.3g} "
+          f"over steps {[s for s, _, _ in b]}; losses {[round(x[1], 4) for x in a]}")
+    assert [s for s, _, _ in a] == [s for s, _, _ in b] == list(range(1, 7))
+    assert diff < 1e-5 and loss_diff < 1e-5

@@ -103,6 +103,11 @@ class CheckpointPlan:
         """After the adapter is published: nothing left to resume."""
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def abandon(self) -> None:
+        """Training failed: keep the folder only if it holds a checkpoint to resume from."""
+        if not complete_checkpoints(self.root):
+            shutil.rmtree(self.root, ignore_errors=True)
+
     def callback(self, transformers):
         plan = self
 

@@ -111,6 +111,9 @@ def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None
         ckpt.save_meta()
         publish_dir(adapter_dir, out_dir)
         plan.finish()
+    except BaseException:
+        plan.abandon()
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ckpt.path = out_dir.resolve()
