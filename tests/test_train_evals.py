@@ -197,3 +197,37 @@ def test_bad_new_recipe_keys_are_exit_3_naming_the_key(change, message, tmp_path
     assert res.returncode == 3 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert str(recipe) in res.stderr and message in res.stderr
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "store" / "runs").exists()
+
+
+@pytest.mark.slow
+def test_evals_during_training_on_the_default_model(tmp_path, default_ckpt, data_dir):
+    """The bundled contacts data on the embedded default model, with the contacts task and an MMLU slice watched
+    every 8 steps and a forgetting gate on the slice: the task improves, the slice is measured against the base."""
+    import yaml
+
+    from workbench import views
+    from workbench.content import content_dir
+
+    evals = content_dir("evals")
+    (tmp_path / "watch.yaml").write_text(yaml.safe_dump({
+        "name": "watch", "tasks": [{"name": "contacts", "data": str(evals / "data" / "contacts_test.jsonl"),
+                                    "limit": 12, "generation": {"max_new_tokens": 64, "batch_size": 12},
+                                    "scorers": [{"type": "exact"}, {"type": "json_fields"}]}],
+        "harness": [{"tasks": ["mmlu_high_school_mathematics"], "limit": 24, "num_fewshot": 0}]}))
+    recipe = yaml.safe_load((evals / "recipes" / "contacts-lora.yaml").read_text())
+    recipe["train_data"] = str((evals / "recipes" / recipe["train_data"]).resolve())
+    recipe.pop("data_checks")
+    recipe["training"].update(max_steps=16, save_steps=None)
+    recipe["eval_during_training"] = {"suite": "watch.yaml", "every_steps": 8, "max_drop": [
+        {"task": "mmlu_high_school_mathematics", "metric": "acc", "max_drop": 0.10}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    res = _wb(["train", tmp_path / "recipe.yaml", "-o", tmp_path / "adapter", "--json"], _env(tmp_path, data_dir))
+    assert res.returncode == 0, res.stderr
+    store = Store(tmp_path / "store")
+    run_id = json.loads(res.stdout)["run_id"]
+    rows = views.training_evals(store, run_id, store.list_runs())
+    table = {(r["step"], r["series"]): r["value"] for r in rows}
+    print("evals during training:", json.dumps({f"{s} {k}": round(v, 4) for (s, k), v in sorted(table.items())}))
+    assert sorted({r["step"] for r in rows}) == [0, 8, 16]
+    assert table[(16, "contacts/json_fields")] > table[(0, "contacts/json_fields")]
+    assert store.load(run_id).manifest["eval_during_training"]["stopped_early"] is None

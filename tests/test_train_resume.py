@@ -37,7 +37,7 @@ def _train(args: list, env: dict) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def _train_killed_at(point: str, args: list, tmp_path: Path) -> None:
+def _train_killed_at(point: str, args: list, tmp_path: Path, while_paused=None) -> None:
     marker = tmp_path / "paused"
     marker.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "train", *map(str, args)],
@@ -48,8 +48,12 @@ def _train_killed_at(point: str, args: list, tmp_path: Path) -> None:
         assert proc.poll() is None, f"wb exited {proc.returncode} before {point}: {proc.stderr.read()}"
         assert time.monotonic() < deadline, f"wb did not reach {point}"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        if while_paused:
+            while_paused(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -115,9 +119,15 @@ def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path, tiny_model_di
     assert _max_abs_diff(_weights(out), uninterrupted[0]) < 1e-6
 
 
-def test_resume_refuses_a_changed_recipe(tmp_path, tiny_model_dir):
+def test_resume_refuses_a_changed_recipe_and_a_run_still_training(tmp_path, tiny_model_dir):
     out = tmp_path / "adapter"
-    _train_killed_at("train-step-3", [_recipe(tmp_path, tiny_model_dir), "-o", out], tmp_path)
+    recipe = _recipe(tmp_path, tiny_model_dir)
+
+    def second_process(pid: int) -> None:
+        res = _train([recipe, "-o", out, "--resume"], _env(tmp_path))
+        assert res.returncode == 3 and f"another `wb train` (pid {pid}) is training into" in res.stderr
+
+    _train_killed_at("train-step-3", [recipe, "-o", out], tmp_path, while_paused=second_process)
     changed = _recipe(tmp_path, tiny_model_dir, learning_rate=1e-3)
     res = _train([changed, "-o", out, "--resume"], _env(tmp_path))
     assert res.returncode == 3

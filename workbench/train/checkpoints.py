@@ -11,11 +11,13 @@ killed mid-save leaves a half-written folder in .staging, never one that --resum
 import json
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import BadInput
 from workbench.faultpoints import pause_point
+from workbench.processes import is_dead
 from workbench.store.files import read_json, write_json_atomic
 
 SUFFIX = ".checkpoints"
@@ -97,7 +99,9 @@ class CheckpointPlan:
         """Before training: record the recipe, drop whatever a killed save left half-written."""
         shutil.rmtree(self.root / STAGING, ignore_errors=True)
         (self.root / STAGING).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.root / RECIPE, self.fingerprint)
+        from workbench.processes import identity
+
+        write_json_atomic(self.root / RECIPE, {**self.fingerprint, "owner": identity()})
 
     def finish(self) -> None:
         """After the adapter is published: nothing left to resume."""
@@ -144,6 +148,10 @@ def plan_checkpoints(out: Path, fingerprint: dict, save_steps: int | None, *, re
     the way. Nothing is written here."""
     root = checkpoints_dir(out)
     plan = CheckpointPlan(root=root, fingerprint=fingerprint, save_steps=save_steps)
+    saved = read_json(root / RECIPE) if (root / RECIPE).is_file() else {}
+    owner = saved.get("owner")
+    if owner and owner.get("host") == socket.gethostname() and not is_dead(owner):
+        raise BadInput(f"{root}: another `wb train` (pid {owner['pid']}) is training into '{out}' now")
     found = complete_checkpoints(root)
     if not resume:
         if found:
@@ -154,7 +162,6 @@ def plan_checkpoints(out: Path, fingerprint: dict, save_steps: int | None, *, re
         why = "" if save_steps else " (this recipe saves none: set training.save_steps)"
         plan.note = f"nothing to resume in {root}{why}: training from step 0"
         return plan
-    saved = read_json(root / RECIPE) if (root / RECIPE).is_file() else {}
     changes = recipe_changes(saved, fingerprint)
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
