@@ -31,7 +31,7 @@ from workbench.store import Store  # noqa: E402
 APP = REPO / "dashboards" / "app.py"
 # url path -> title; the default page (Leaderboard) is served at "/"
 PAGES = {"leaderboard": "Leaderboard", "compare": "Compare", "exports": "Exports", "lineage": "Lineage",
-         "runs": "Run detail", "training": "Training curves"}
+         "runs": "Run detail", "training": "Training"}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 BASES = ["smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b", "gemma-3-1b"]

@@ -119,6 +119,15 @@ def curves(run_ids: list[str]) -> pd.DataFrame:
     return _curves(str(store().root), tuple(run_ids), stamp())
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _training_evals(root: str, run_id: str, stamp: tuple) -> pd.DataFrame:
+    return pd.DataFrame(views.training_evals(Store(Path(root)), run_id, _manifests(root, stamp)))
+
+
+def training_evals(run_id: str) -> pd.DataFrame:
+    return _training_evals(str(store().root), run_id, stamp())
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
 def _lineage(root: str, stamp: tuple) -> tuple[dict, list]:
     return views.lineage(_manifests(root, stamp))

@@ -355,3 +355,44 @@ def test_wb_dashboard_serves_on_loopback(tmp_path):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+
+
+def test_training_page_plots_evals_during_training_against_step(tmp_path, monkeypatch):
+    """A train run with eval_during_training, as the CLI records it: eval runs linked by lineage (train run +
+    step), one of them by a killed run the train run resumed; step 2 was evaluated twice, the later one counts."""
+    store = Store(tmp_path / "store")
+    with store.open_run("train", {"command": "wb train r.yaml -o /m/a", "config": {"name": "live"}}) as killed:
+        pass
+    with store.open_run("train", {"command": "wb train r.yaml -o /m/a --resume", "config": {"name": "live"}}) as run:
+        run.manifest["checkpoint"] = ADAPTER
+        run.manifest["resumed_from"] = {"checkpoint": "/m/a.checkpoints/checkpoint-2", "step": 2,
+                                        "train_runs": [killed.run_id]}
+        run.write_samples("train_log", [{"step": s, "loss": 3.0 - s / 4, "learning_rate": 1e-4, "elapsed_s": s}
+                                        for s in range(1, 7)])
+    evals = []
+    for step, owner, exact, acc in ((0, killed, 1.0, 0.5), (2, killed, 0.25, 0.5), (2, run, 0.5, 0.45),
+                                    (4, run, 0.75, 0.4), (6, run, 0.8, 0.3)):
+        lineage = {"train_run": owner.run_id, "step": step, **({"base": True} if step == 0 else {})}
+        c = BASE if step == 0 else {**ADAPTER, "name": f"live@step-{step}", "sha": f"{step}" * 64}
+        with store.open_run("eval", {"checkpoint": c, "suite": "live", "lineage": lineage}) as e:
+            e.add_metric("say", "exact", exact, n=8, source="task")
+            e.add_metric("mmlu_abstract_algebra", "acc", acc, stderr=0.1, n=20, source="lm-eval")
+        evals.append(e.run_id)
+    store.annotate(run, "eval_during_training", {
+        "suite": "live", "every_steps": 2, "base_run": evals[0], "runs": [],
+        "stopped_early": {"step": 6, "max_steps": 10, "gate": "mmlu_abstract_algebra/acc",
+                          "reason": "dropped 0.2000 (0.5000 -> 0.3000), more than max_drop 0.1, and significant"}})
+    monkeypatch.setenv("WB_STORE", str(store.root))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("app_pages/training.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 4  # loss, task metrics, regression slice, learning rate
+    table = at.dataframe[0].value
+    exact = table[table["metric"] == "exact"]
+    assert list(exact["step"]) == [0, 2, 4, 6] and list(exact["value"]) == [1.0, 0.5, 0.75, 0.8]
+    assert list(table[table["metric"] == "acc"]["kind"].unique()) == ["regression slice (lm-eval)"]
+    assert "Stopped early at step 6 of 10" in at.warning[0].value
+    # evals during training are the Training page's: not checkpoints on the leaderboard or in the lineage
+    assert not any(views.during_training(m) for m in views.latest_per_checkpoint(store.list_runs()))
+    nodes, _ = views.lineage(store.list_runs())
+    assert not [n for n in nodes.values() if "@step-" in (n["name"] or "")]

@@ -36,6 +36,9 @@ class TrainingSpec(Strict):
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
+    # A resumable checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps, in OUT.checkpoints/
+    # beside the output folder: `wb train ... --resume` continues from the last one. null: none.
+    save_steps: int | None = Field(50, ge=1)
 
 
 class DataChecksSpec(Strict):
@@ -43,6 +46,24 @@ class DataChecksSpec(Strict):
     # rows that share n-grams with it unless --allow-contamination.
     against: list[str] = []
     ngram: int = Field(13, ge=1)
+
+
+class EvalDuringTrainingSpec(Strict):
+    """Evaluate the adapter being trained every `every_steps` steps (and the base at step 0) on a suite."""
+
+    suite: str  # a suite name (evals/suites) or a path relative to the recipe
+    every_steps: int = Field(ge=1)
+    limit: int | None = Field(None, ge=1)  # items per task (lm-eval: per subtask), as `wb eval --limit`
+    # Forgetting gates, each a gate entry with max_drop (workbench.gate's rule: the drop must exceed max_drop and
+    # be significant), versus the step-0 evaluation of the base. A failing gate stops training (exit 1).
+    max_drop: list["GateSpec"] = []
+
+    @model_validator(mode="after")
+    def _drop_gates_only(self):
+        for gate in self.max_drop:
+            if gate.max_drop is None:
+                raise ValueError(f"max_drop: gate '{gate.label}' needs a max_drop value")
+        return self
 
 
 class TrainConfig(Strict):
@@ -53,6 +74,17 @@ class TrainConfig(Strict):
     lora: LoraSpec = LoraSpec()
     training: TrainingSpec = TrainingSpec()
     data_checks: DataChecksSpec = DataChecksSpec()
+    eval_during_training: EvalDuringTrainingSpec | None = None
+    # Trainer loggers (transformers' report_to); MLflow reads MLFLOW_TRACKING_URI, TensorBoard writes event
+    # files into the train run's folder. Secrets (tokens, API keys) come from the environment only.
+    report_to: list[Literal["mlflow", "tensorboard", "wandb", "trackio"]] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _report_to_list(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("report_to"), str):
+            data = {**data, "report_to": [] if data["report_to"] == "none" else [data["report_to"]]}
+        return data
 
 
 # ---- eval suites --------------------------------------------------------------------------------------------
@@ -165,6 +197,10 @@ class SuiteConfig(Strict):
     harness: list[HarnessSpec] = []
     gates: list[GateSpec] = []
     judge: JudgeSpec = JudgeSpec()
+
+
+EvalDuringTrainingSpec.model_rebuild()  # its gates are GateSpec, defined with the suites below
+TrainConfig.model_rebuild()
 
 
 def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:

@@ -6,15 +6,22 @@ from workbench.extras import require
 
 
 def load_tokenizer(ckpt: Checkpoint):
+    return load_tokenizer_from(ckpt.tokenizer_source)
+
+
+def load_tokenizer_from(folder):
     transformers = require("transformers", "Loading a tokenizer", "eval")
-    tok = transformers.AutoTokenizer.from_pretrained(str(ckpt.tokenizer_source))
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu"):
-    """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter."""
+    """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter; a
+    checkpoint evaluated during training carries the model being trained (derived["live_model"]) instead."""
+    if "live_model" in ckpt.derived:
+        return ckpt.derived["live_model"]
     if ckpt.format == "gguf":
         raise BadInput(f"checkpoint '{ckpt.path}': GGUF files run in llama.cpp, not transformers")
     torch = require("torch", "Loading a model", "eval")

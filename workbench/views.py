@@ -48,10 +48,18 @@ def eval_runs(manifests: list[dict]) -> list[dict]:
     return [m for m in manifests if m["kind"] == "eval" and m["status"] == "ok"]
 
 
+def during_training(manifest: dict) -> bool:
+    """An eval run of the adapter being trained (eval_during_training): shown on the Training page, not as a
+    checkpoint of its own on the leaderboard or in the lineage."""
+    return bool((manifest.get("lineage") or {}).get("train_run"))
+
+
 def latest_per_checkpoint(manifests: list[dict]) -> list[dict]:
-    """The newest finished eval run of each (checkpoint, suite)."""
+    """The newest finished eval run of each (checkpoint, suite), evals during training left out."""
     seen, out = set(), []
     for m in eval_runs(manifests):
+        if during_training(m):
+            continue
         key = (checkpoint_key(ckpt(m)), m.get("suite"))
         if key not in seen:
             seen.add(key)
@@ -165,7 +173,7 @@ def lineage(manifests: list[dict]) -> tuple[dict[str, dict], list[tuple[str, str
         return key
 
     for m in reversed(manifests):  # oldest first: a checkpoint's producer labels its edge before its consumers
-        if not m.get("checkpoint"):
+        if not m.get("checkpoint") or during_training(m):
             continue
         source = add(ckpt(m), m)
         if m["kind"] == "merge" and m.get("output"):
@@ -213,6 +221,29 @@ def train_curves(store: Store, run_ids: list[str]) -> list[dict]:
         label = f"{ckpt(run.manifest).get('name') or '?'} · {run_id[-6:]}"
         for r in run.samples("train_log"):
             rows.append({"run": run_id, "label": label, **r})
+    return rows
+
+
+def training_evals(store: Store, run_id: str, manifests: list[dict]) -> list[dict]:
+    """The evals a training run made (eval_during_training), one row per (step, task, metric): those of the run
+    and of the killed runs it resumed; a step evaluated twice (before a kill and after the resume) shows the
+    later run."""
+    train = store.load(run_id).manifest
+    family = [*((train.get("resumed_from") or {}).get("train_runs") or []), run_id]  # oldest process first
+    mine = [m for m in eval_runs(manifests) if (m.get("lineage") or {}).get("train_run") in family]
+    latest: dict[int, dict] = {}
+    for m in sorted(mine, key=lambda m: (family.index(m["lineage"]["train_run"]), m["created_at"])):
+        latest[m["lineage"]["step"]] = m  # a later process's run of a step replaces an earlier one's
+    rows = []
+    for step, m in sorted(latest.items()):
+        for metric in store.load(m["run_id"]).metrics:
+            if metric.get("value") is None:
+                continue
+            rows.append({"step": step, "task": metric["task"], "metric": metric["metric"],
+                         "series": f"{metric['task']}/{metric['metric']}", "value": metric["value"],
+                         "stderr": metric.get("stderr"), "n": metric.get("n"),
+                         "kind": "regression slice (lm-eval)" if metric.get("source") == "lm-eval" else "task",
+                         "base": bool((m.get("lineage") or {}).get("base")), "run": m["run_id"]})
     return rows
 
 

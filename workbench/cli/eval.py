@@ -48,11 +48,16 @@ def eval_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local benchmark mirror (default: $WB_DATA_DIR)."),
     no_harness: bool = typer.Option(False, "--no-harness", help="Skip the suite's lm-eval regression tasks."),
     evals_dir: Optional[str] = typer.Option(None, "--evals-dir", help="Your own evals folder (default: bundled)."),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", help="Also log the run to this MLflow tracking URI ('env': $MLFLOW_TRACKING_URI): "
+                               "metrics, the manifest as params, run.json + results.json as artifacts."),
+    mlflow_experiment: Optional[str] = typer.Option(
+        None, "--mlflow-experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'wb')."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
     """Evaluate a checkpoint on a suite and record the run."""
-    from workbench.eval.runner import EvalOptions, run_suite
+    from workbench.eval.runner import EvalOptions, harness_plan, harness_spec, prepare_harness, run_suite
     from workbench.eval.suites import load_suite
     from workbench.gate import check_gates, load_gates
     from workbench.home import data_dir as resolve_data_dir
@@ -77,11 +82,12 @@ def eval_cmd(
     if not gates and (junit or markdown or gate_json):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
     mirror = resolve_data_dir(data_dir)
-    specs = [] if no_harness else [_apply_overrides(spec, overrides, loaded.path) for spec in loaded.config.harness]
+    specs = [] if no_harness else [harness_spec(spec, overrides, loaded.path) for spec in loaded.config.harness]
     # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
     ckpt = _checked_checkpoint(checkpoint, base)
-    prepared = [_prepare(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
+    prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     st = store_for(store)
+    tracking = _mlflow_target(mlflow, mlflow_experiment)
     base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
     check_gates(gates, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)))
     if loaded.uses_judge:
@@ -93,9 +99,9 @@ def eval_cmd(
 
         record_checks(base_ckpt)
     run_opts = {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}
-    plans = [_harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
+    plans = [harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
     base_plans = [] if base_ckpt is None else [
-        _harness_plan(spec, base_ckpt, mirror, limit, run_opts) for spec in specs]
+        harness_plan(spec, base_ckpt, mirror, limit, run_opts) for spec in specs]
 
     from workbench.cli.progress import bars
 
@@ -116,6 +122,9 @@ def eval_cmd(
 
     for line in summary_lines(run.manifest.get("judge")):
         err.print(line, soft_wrap=True, markup=False)
+    if tracking:
+        for logged in ([base_run] if base_ckpt is not None else []) + [run]:
+            _log_to_mlflow(st, logged, *tracking)
     from workbench.compare import compare_runs, render_table, results_table
 
     report = None
@@ -148,6 +157,34 @@ def eval_cmd(
         _cache_note(entry)
     if report and not report.passed:
         raise GateFailed(report.summary())  # exit 1, after every report is written
+
+
+def _mlflow_target(value: str | None, experiment: str | None) -> tuple[str, str] | None:
+    """(uri, experiment) for --mlflow, the server checked to answer before any model loads."""
+    if value is None:
+        return None
+    import os
+
+    from workbench.tracking import check_mlflow, mlflow_uri
+
+    uri = mlflow_uri(value, os.environ.get("MLFLOW_TRACKING_URI"))
+    check_mlflow(uri)
+    return uri, experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "wb"
+
+
+def _log_to_mlflow(st, run, uri: str, experiment: str) -> None:
+    from workbench.errors import EnvironmentProblem
+    from workbench.tracking import log_eval_run, redact_url
+
+    try:
+        with library_stdout_to_stderr():  # MLflow prints a "View run" line; --json's stdout is one object
+            where = log_eval_run(run, uri, experiment)
+    except Exception as exc:  # noqa: BLE001  (the run is recorded; say so, whatever MLflow raised)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EnvironmentProblem(f"run {run.run_id} is recorded in {st.root}, but logging it to MLflow at "
+                                 f"{redact_url(uri)} failed: {first}") from None
+    st.annotate(run, "mlflow", where)
+    info(f"run {run.run_id} logged to MLflow {where['uri']} (experiment {experiment}, run {where['run_id']})")
 
 
 def _checked_checkpoint(checkpoint: str, base: str | None):
@@ -192,27 +229,6 @@ def _resolve_baseline(st, ref: str):
     return None, resolve_checkpoint(ref)
 
 
-def _harness_plan(spec, ckpt, mirror, limit, run_opts: dict, prepared=None) -> dict:
-    from workbench.eval.harness import resolve_backend, resolve_device
-
-    # a backend or device that can't run this checkpoint fails here, before the store is touched
-    device = resolve_device(run_opts["device"], resolve_backend(run_opts["backend"], ckpt))
-    plan = dict(tasks=spec.tasks, data_dir=mirror, limit=limit if limit is not None else spec.limit,
-                num_fewshot=spec.num_fewshot, batch_size=spec.batch_size,
-                apply_chat_template=spec.apply_chat_template, gen_kwargs=spec.gen_kwargs or None,
-                include_path=Path(spec.include_path) if spec.include_path else None, **(run_opts | {"device": device}))
-    if prepared is not None:
-        plan["prepared"] = prepared
-    return plan
-
-
-def _prepare(spec, mirror):
-    from workbench.eval.harness import prepare_tasks
-
-    return prepare_tasks(spec.tasks, data_dir=mirror,
-                         include_path=Path(spec.include_path) if spec.include_path else None)
-
-
 def _harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path) -> dict:
     """The lm-eval settings given on the command line; they override every harness entry of a suite."""
     out = {"num_fewshot": num_fewshot, "batch_size": batch_size, "apply_chat_template": chat_template,
@@ -234,13 +250,6 @@ def _parse_kwargs(text: str) -> dict:
             raise BadInput(f"--gen-kwargs: '{part}' is not key=value")
         out[key.strip()] = yaml.safe_load(value)
     return out
-
-
-def _apply_overrides(spec, overrides: dict, suite_path: Path):
-    update = dict(overrides)
-    if "include_path" not in update and spec.include_path:  # a suite's own folder is relative to the suite
-        update["include_path"] = str((suite_path.parent / spec.include_path).resolve())
-    return spec.model_copy(update=update)
 
 
 def _tasks_suite(tasks: str, overrides: dict):

@@ -13,7 +13,9 @@ def command_line() -> str:
     import shlex
     import sys
 
-    return "wb " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from workbench.tracking import redact_url  # a tracking URI's user:password never reaches a manifest
+
+    return "wb " + " ".join(shlex.quote(redact_url(a)) for a in sys.argv[1:])
 
 
 def store_for(path: Optional[Path], *, writing: bool = True):

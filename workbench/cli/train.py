@@ -19,6 +19,8 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps (>= 1)."),
     allow_contamination: bool = typer.Option(
         False, "--allow-contamination", help="Train even when rows share n-grams with the recipe's data_checks.against."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the last checkpoint in OUT.checkpoints (after a crash or kill)."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -40,22 +42,46 @@ def train(
             raise BadInput(f"--max-steps {max_steps}: must be >= 1")
         cfg.training.max_steps = max_steps
     from workbench.output_paths import check_new_folder
+    from workbench.tracking import check_trackers
 
     check_new_folder(out)
+    check_trackers(cfg.report_to, str(path))
 
     from workbench.environment import hardware, versions
-    from workbench.train.sft import prepare_sft, train_sft
+    from workbench.train.checkpoints import plan_checkpoints
+    from workbench.train.sft import prepare_sft, sft_fingerprint, train_sft
 
     inputs = prepare_sft(cfg, path)
     data_checks = _contamination_gate(cfg, path, inputs.data_path, allow_contamination)
+    checkpoints = plan_checkpoints(out, sft_fingerprint(cfg, inputs), cfg.training.save_steps, resume=resume)
+    live_plan = None
+    if cfg.eval_during_training:
+        from workbench.home import data_dir
+        from workbench.train.live_eval import prepare_live_eval
+
+        live_plan = prepare_live_eval(cfg.eval_during_training, path, data_dir=data_dir())
 
     st = store_for(store)
     manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),
-                "seed": cfg.training.seed, "versions": versions(), "data_checks": data_checks}
+                "seed": cfg.training.seed, "versions": versions(), "data_checks": data_checks,
+                "checkpoints_dir": str(checkpoints.root)}
+    if checkpoints.resume_from:
+        manifest["resumed_from"] = {"checkpoint": str(checkpoints.resume_from), "step": checkpoints.resumed_step}
+    if checkpoints.note:
+        info(checkpoints.note)
     info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
-        ckpt, log = train_sft(cfg, path, out, inputs=inputs, on_log=lambda row: info(
+        from workbench.tracking import trainer_trackers
+
+        report_to, callbacks = trainer_trackers(cfg.report_to, run.path)
+        live = None if live_plan is None else _live_eval(live_plan, st, run, cfg, inputs, checkpoints)
+        ckpt, log = train_sft(cfg, path, out, inputs=inputs, checkpoints=checkpoints, report_to=report_to,
+                              callbacks=callbacks + ([live] if live else []), on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
+        if live:
+            run.manifest["eval_during_training"] = live.summary()
+            if live.earlier_train_runs:
+                run.manifest["resumed_from"]["train_runs"] = live.earlier_train_runs
         run.manifest["checkpoint"] = ckpt.to_dict()
         run.manifest["hardware"] = hardware()
         run.manifest["timings"] = {"train": ckpt.extra.get("train_runtime_s")}
@@ -63,12 +89,30 @@ def train(
         if log:
             run.add_metric("train", "final_loss", log[-1]["loss"], n=len(log), higher_is_better=False)
             run.add_metric("train", "first_loss", log[0]["loss"], n=len(log), higher_is_better=False)
-    summary = {"run_id": run.run_id, "adapter": str(ckpt.path), "steps": cfg.training.max_steps,
+    stopped = live.stopped if live else None
+    summary = {"run_id": run.run_id, "adapter": str(ckpt.path), "steps": ckpt.extra.get("steps_trained"),
                "train_runtime_s": ckpt.extra.get("train_runtime_s"), "final_loss": ckpt.extra.get("final_loss")}
+    if stopped:
+        summary["stopped_early"] = stopped
     if json_out:
         emit_json(summary)
     else:
         info(f"adapter saved to {ckpt.path} in {summary['train_runtime_s']} s (run {run.run_id})")
+    if stopped:  # exit 1, as a failed gate of `wb eval`: the adapter is kept for a look, but it forgot too much
+        from workbench.errors import GateFailed
+
+        raise GateFailed(f"training stopped at step {stopped['step']} of {stopped['max_steps']}: forgetting gate "
+                         f"'{stopped['gate']}' failed versus the base (run {stopped['base_run']}): {stopped['reason']}; "
+                         f"the adapter at step {stopped['step']} is in {ckpt.path}")
+
+
+def _live_eval(plan, st, run, cfg, inputs, checkpoints):
+    from workbench.resolve import portable_base
+    from workbench.train.live_eval import live_eval_callback
+
+    return live_eval_callback(plan, st, train_run=run.run_id, base_ckpt=inputs.base,
+                              base_ref=portable_base(inputs.base, cfg.base), name=cfg.name, work_dir=checkpoints.root,
+                              resuming=checkpoints.resume_from is not None, command=command_line(), on_event=info)
 
 
 def _contamination_gate(cfg, recipe: Path, data_path: Path, allow: bool) -> dict | None:

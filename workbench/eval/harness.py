@@ -167,7 +167,8 @@ def run_harness(
 
     evaluator = require("lm_eval.evaluator", PURPOSE, "eval")
     utils = require("lm_eval.utils", PURPOSE, "eval")
-    lm = create_lm(backend, model_args, batch_size=batch_size, device=device)
+    lm = create_lm(backend, model_args, batch_size=batch_size, device=device, live=ckpt.derived.get("live_model"),
+                   tokenizer_source=ckpt.tokenizer_source if "live_model" in ckpt.derived else None)
     with harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
         results = evaluator.simple_evaluate(
             model=lm, model_args=dict(model_args), tasks=_flatten(prepared.built), task_manager=prepared.manager,
@@ -272,8 +273,15 @@ def _torch_built_with_gpu() -> bool:
     return not builds or any(value.strip() != "None" for value in builds)
 
 
-def create_lm(backend: str, model_args: dict, *, batch_size: int, device: str):
+def create_lm(backend: str, model_args: dict, *, batch_size: int, device: str, live=None, tokenizer_source=None):
+    """lm-eval's model for the backend; with `live` (a model in memory, e.g. the one being trained), lm-eval's
+    hf model wraps that instead of loading the weights again."""
     registry = require("lm_eval.api.registry", PURPOSE, "eval")
+    if live is not None:
+        from workbench.models import load_tokenizer_from
+
+        return registry.get_model(HF)(pretrained=live, tokenizer=load_tokenizer_from(tokenizer_source),
+                                      batch_size=batch_size, device=device)
     if backend == LLAMACPP:
         import workbench.eval.llamacpp_lm  # noqa: F401  (registers the model name)
     elif backend == VLLM:

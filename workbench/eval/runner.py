@@ -20,6 +20,7 @@ class EvalOptions:
     limit: int | None = None
     command: str = ""
     baseline: Run | None = None  # judge_pairwise scorers compare this run's answers with the baseline's
+    lineage: dict | None = None  # an eval during training: {"train_run", "step"}
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -52,6 +53,7 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
         "chat_template_sha": chat_template_sha(ckpt),
         "versions": versions(),
         "timings": {},
+        **({"lineage": options.lineage} if options.lineage else {}),
     }
     with store.open_run("eval", manifest) as run, _judge_session(suite) as judge:
         if judge is not None:
@@ -70,6 +72,37 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
             run.manifest["timings"][f"harness[{i}]"] = round(time.monotonic() - started, 2)
         run.manifest["hardware"] = hardware()
     return run
+
+
+def harness_plan(spec, ckpt, mirror, limit, run_opts: dict, prepared=None) -> dict:
+    """The keyword arguments of run_harness for one harness entry of a suite."""
+    from workbench.eval.harness import resolve_backend, resolve_device
+
+    # a backend or device that can't run this checkpoint fails here, before the store is touched
+    device = resolve_device(run_opts["device"], resolve_backend(run_opts["backend"], ckpt))
+    plan = dict(tasks=spec.tasks, data_dir=mirror, limit=limit if limit is not None else spec.limit,
+                num_fewshot=spec.num_fewshot, batch_size=spec.batch_size,
+                apply_chat_template=spec.apply_chat_template, gen_kwargs=spec.gen_kwargs or None,
+                include_path=Path(spec.include_path) if spec.include_path else None, **(run_opts | {"device": device}))
+    if prepared is not None:
+        plan["prepared"] = prepared
+    return plan
+
+
+def prepare_harness(spec, mirror):
+    """lm-eval's tasks for a harness entry, built (and their data read) without a model."""
+    from workbench.eval.harness import prepare_tasks
+
+    return prepare_tasks(spec.tasks, data_dir=mirror,
+                         include_path=Path(spec.include_path) if spec.include_path else None)
+
+
+def harness_spec(spec, overrides: dict, suite_path: Path):
+    """A suite's harness entry with command-line overrides, its include_path resolved against the suite."""
+    update = dict(overrides)
+    if "include_path" not in update and spec.include_path:  # a suite's own folder is relative to the suite
+        update["include_path"] = str((suite_path.parent / spec.include_path).resolve())
+    return spec.model_copy(update=update)
 
 
 def _judge_session(suite: LoadedSuite):

@@ -112,6 +112,11 @@ class Store:
         run.manifest["finished_at"] = now()
         self._save(run)
 
+    def annotate(self, run: Run, key: str, value) -> None:
+        """Add one record to a closed run's manifest (e.g. where a tracker logged it)."""
+        run.manifest[key] = value
+        self._save(run)
+
     def _save(self, run: Run) -> None:
         write_json_atomic(run.path / "results.json", {"schema_version": SCHEMA_VERSION, "metrics": run.metrics})
         write_json_atomic(run.path / "run.json", run.manifest)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,8 @@ from workbench.resolve import portable_base
 from workbench.config import TrainConfig
 from workbench.data.records import as_sft_rows, load_chat_items, sha256_file
 from workbench.store.files import publish_dir, staging_dir
+from workbench.train.checkpoints import CheckpointPlan, plan_checkpoints, recipe_fingerprint
+from workbench.train.loss_log import loss_log_callback, loss_rows
 from workbench.errors import BadInput
 from workbench.extras import require
 
@@ -38,12 +39,17 @@ def prepare_sft(cfg: TrainConfig, config_path: Path) -> SftInputs:
 
 
 def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None,
-              inputs: SftInputs | None = None) -> tuple[Checkpoint, list[dict]]:
-    """Train a LoRA adapter; returns its Checkpoint (lineage saved beside it) and the loss log."""
+              inputs: SftInputs | None = None, checkpoints: CheckpointPlan | None = None,
+              callbacks: list = (), report_to: list[str] = ()) -> tuple[Checkpoint, list[dict]]:
+    """Train a LoRA adapter; returns its Checkpoint (lineage saved beside it) and the loss log.
+    `checkpoints` (plan_checkpoints) says where resumable checkpoints go and which one to resume from;
+    `callbacks` are extra TrainerCallbacks (evals during training, trackers), `report_to` transformers' loggers."""
     inputs = inputs or prepare_sft(cfg, config_path)
     data_path, items, base = inputs.data_path, inputs.items, inputs.base
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BadInput(f"output folder '{out_dir}' is not empty")
+    plan = checkpoints or plan_checkpoints(out_dir, sft_fingerprint(cfg, inputs), cfg.training.save_steps,
+                                           resume=False)
 
     torch = require("torch", "Training", "train")
     transformers = require("transformers", "Training", "train")
@@ -68,33 +74,24 @@ def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None
     work = staging_dir(out_dir)
     t = cfg.training
     args = trl.SFTConfig(
-        output_dir=str(work / "trainer"),
         max_steps=t.max_steps, learning_rate=t.learning_rate, per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, max_length=t.max_length,
         warmup_steps=max(0, round(t.warmup_ratio * t.max_steps)), lr_scheduler_type=t.lr_scheduler_type,
         logging_steps=t.logging_steps, seed=t.seed, data_seed=t.seed, completion_only_loss=True,
-        save_strategy="no", report_to=[], use_cpu=not cuda, dataloader_num_workers=0, disable_tqdm=False,
+        report_to=list(report_to), use_cpu=not cuda, dataloader_num_workers=0, disable_tqdm=False,
         # TRL defaults to bf16 autocast and gradient checkpointing: on a CPU without bf16 units that is an
         # order of magnitude slower, and a small model needs no activation savings.
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", gradient_checkpointing=t.gradient_checkpointing,
+        **plan.trainer_args(),
     )
-    log: list[dict] = []
-
-    class _Record(transformers.TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                row = {"step": state.global_step, "loss": logs["loss"], "learning_rate": logs.get("learning_rate"),
-                       "elapsed_s": round(time.monotonic() - started, 2)}
-                log.append(row)
-                if on_log:
-                    on_log(row)
-
-    started = time.monotonic()
     try:
+        plan.start()
         trainer_cls = trl.SFTTrainer if cuda else _cpu_trainer_class(trl, transformers)
         trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                 peft_config=lora, callbacks=[_Record()])
-        result = trainer.train()
+                                 peft_config=lora, callbacks=[loss_log_callback(transformers, on_log),
+                                                              plan.callback(transformers), *callbacks])
+        result = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+        log = loss_rows(trainer.state.log_history)
         adapter_dir = work / "adapter"
         trainer.model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
@@ -109,14 +106,23 @@ def train_sft(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=None
                     "train_data": str(data_path), "train_data_sha": sha256_file(data_path), "n_train": len(items),
                     "recipe": json.loads(cfg.model_dump_json())},
             extra={"train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
-                   "final_loss": log[-1]["loss"] if log else None},
+                   "final_loss": log[-1]["loss"] if log else None, "steps_trained": trainer.state.global_step},
         )
         ckpt.save_meta()
         publish_dir(adapter_dir, out_dir)
+        plan.finish()
+    except BaseException:
+        plan.abandon()
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ckpt.path = out_dir.resolve()
     return ckpt, log
+
+
+def sft_fingerprint(cfg: TrainConfig, inputs: SftInputs) -> dict:
+    """What a resumed run must share with the checkpoints it continues."""
+    return recipe_fingerprint(json.loads(cfg.model_dump_json()), sha256_file(inputs.data_path), inputs.base.sha)
 
 
 def _set_adapter_base(adapter_dir: Path, base_ref: str) -> None:
