@@ -26,10 +26,8 @@ def _conversations(chat_format, n: int) -> list[list[dict]]:
 
     items = load_suite("contacts", limit=n).items["contacts"]
     convs = [chat_format.messages(it["messages"]) for it in items]
-    # One prompt longer than a decode call's token budget, so it is fed in chunks beside the running ones.
-    from workbench.llamacpp_batch import N_BATCH
-
-    story = " ".join(f"Entry {i}: Ana Lima, 34, lives in Porto." for i in range(N_BATCH // 10))
+    # One prompt longer than llama.cpp's 512-token batch, so it is fed in chunks while others run.
+    story = " ".join(f"Entry {i}: Ana Lima, 34, lives in Porto." for i in range(52))
     convs.append([{"role": "user", "content": f"{story}\nHow old is Ana? Answer with the number only."}])
     return convs
 
