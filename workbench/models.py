@@ -13,8 +13,11 @@ def load_tokenizer(ckpt: Checkpoint):
     return tok
 
 
-def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu"):
-    """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter."""
+def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu", as_trained: bool = True):
+    """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter.
+
+    An adapter trained on a quantized base (QLoRA) loads on that base quantized the same way, unless
+    `as_trained=False` (merging puts it into the full-precision base, as QLoRA users ship it)."""
     if ckpt.format == "gguf":
         raise BadInput(f"checkpoint '{ckpt.path}': GGUF files run in llama.cpp, not transformers")
     torch = require("torch", "Loading a model", "eval")
@@ -22,8 +25,17 @@ def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu")
     torch_dtype = getattr(torch, dtype)
     if ckpt.kind == "adapter":
         peft = require("peft", "Loading an adapter", "train")
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(require_base(ckpt).path), dtype=torch_dtype)
+        from workbench.quantization import load_quantized, quantization_of
+
+        quantization = quantization_of(ckpt) if as_trained else None
+        if quantization:
+            model = load_quantized(require_base(ckpt).path, quantization, device)
+        else:
+            model = transformers.AutoModelForCausalLM.from_pretrained(str(require_base(ckpt).path), dtype=torch_dtype)
         model = peft.PeftModel.from_pretrained(model, str(ckpt.path))
+        if quantization:  # bitsandbytes placed it already; .to() is refused for 4/8-bit weights
+            model.eval()
+            return model
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(ckpt.path), dtype=torch_dtype)
     model.to(device)

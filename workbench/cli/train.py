@@ -1,4 +1,4 @@
-"""`wb train CONFIG.yaml`: a LoRA fine-tune through PEFT + TRL, recorded in the store."""
+"""`wb train CONFIG.yaml`: a PEFT adapter trained by TRL (sft, dpo, orpo, kto, grpo), recorded in the store."""
 
 from pathlib import Path
 from typing import Optional
@@ -22,7 +22,7 @@ def train(
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
-    """Train a LoRA adapter (SFT) and save it with its lineage."""
+    """Train a PEFT adapter (sft, dpo, orpo, kto or grpo; LoRA, QLoRA, DoRA, IA3, ...) and save it with its lineage."""
     from workbench.config import TrainConfig, load_yaml_model
     from workbench.content import content_dir
     from workbench.errors import BadInput
@@ -44,17 +44,19 @@ def train(
     check_new_folder(out)
 
     from workbench.environment import hardware, versions
-    from workbench.train.sft import prepare_sft, train_sft
+    from workbench.train.recipe import prepare_training, train_adapter
 
-    inputs = prepare_sft(cfg, path)
-    data_checks = _contamination_gate(cfg, path, inputs.data_path, allow_contamination)
+    inputs = prepare_training(cfg, path)
+    data_checks = _contamination_gate(cfg, path, inputs.data_path, inputs.rows, allow_contamination)
 
     st = store_for(store)
     manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),
                 "seed": cfg.training.seed, "versions": versions(), "data_checks": data_checks}
-    info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
+    quantized = f", {cfg.quantization} base" if cfg.quantization else ""
+    info(f"training {cfg.name} ({cfg.method}, {inputs.peft_type}{quantized}): {cfg.training.max_steps} steps, "
+         f"batch {cfg.training.batch_size}, base {cfg.base}")
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
-        ckpt, log = train_sft(cfg, path, out, inputs=inputs, on_log=lambda row: info(
+        ckpt, log = train_adapter(cfg, path, out, inputs=inputs, on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
         run.manifest["checkpoint"] = ckpt.to_dict()
         run.manifest["hardware"] = hardware()
@@ -71,17 +73,15 @@ def train(
         info(f"adapter saved to {ckpt.path} in {summary['train_runtime_s']} s (run {run.run_id})")
 
 
-def _contamination_gate(cfg, recipe: Path, data_path: Path, allow: bool) -> dict | None:
+def _contamination_gate(cfg, recipe: Path, data_path: Path, rows: list, allow: bool) -> dict | None:
     """The recipe's contamination check, before any model loads: exit 3 naming the rows, unless allowed."""
     if not cfg.data_checks.against:
         return None
     from workbench.data.check import contaminated
     from workbench.data.eval_sources import against_items
-    from workbench.data.formats import load_rows
     from workbench.errors import BadInput
     from workbench.home import data_dir
 
-    _, rows = load_rows(data_path)
     items = against_items(cfg.data_checks.against, data_dir())
     report = contaminated(rows, items, cfg.data_checks.ngram)
     lines = report.contaminated_rows
