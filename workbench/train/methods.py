@@ -66,6 +66,8 @@ def trainer_config(cfg: TrainConfig, where: Path, output_dir: Path, *, cuda: boo
         shared["max_length"] = t.max_length
     if cfg.method == "sft":
         shared["completion_only_loss"] = True
+    if cfg.method == "orpo":  # its collator needs the raw columns; TRL sets this itself, with a warning
+        shared["remove_unused_columns"] = False
     if cfg.method == "grpo":  # TRL's defaults (8 completions of up to 512 tokens) take minutes a step on a CPU
         shared.update(num_generations=min(4, t.batch_size * t.gradient_accumulation_steps),
                       max_completion_length=64)
