@@ -139,6 +139,11 @@ def test_a_qlora_adapter_is_evaluated_on_its_4bit_base(trained):
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     full = load_model(ckpt, as_trained=False)
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in full.modules())
+    # lm-eval's regression slice runs on the same 4-bit base
+    from workbench.eval.harness import backend_model_args, create_lm
+
+    lm = create_lm("hf", backend_model_args("hf", ckpt, "float32"), batch_size=1, device="cpu")
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in lm.model.modules())
     # the `wb eval` run records the base it generated on
     manifest = Store(run["store"]).load(run["eval"]["run_id"]).manifest
     assert manifest["base_quantization"]["type"] == "nf4"
@@ -264,3 +269,64 @@ def test_galore_without_its_package_is_an_environment_problem(tmp_path):
     galore = _recipe(tmp_path, training={"optim": "galore_adamw", "optim_target_modules": ["q_proj"]})
     with pytest.raises(EnvironmentProblem, match="galore_adamw needs the galore-torch package"):
         _prepare(galore)
+
+
+# ---- PEFT types and LoRA+ on the tiny Llama (seconds each) ----------------------------------------------------
+
+def _tiny_recipe(tmp_path: Path, base: Path, **fields) -> tuple[TrainConfig, Path]:
+    rows = [{"messages": [{"role": "user", "content": f"Say {i}."}], "reference": f"{i}"} for i in range(8)]
+    _jsonl(tmp_path / "train.jsonl", rows)
+    training = {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "max_length": 64, "learning_rate": 1e-2,
+                "warmup_ratio": 0.0, **fields.pop("training", {})}
+    cfg = TrainConfig(name="tiny", base=str(base), train_data="train.jsonl", training=training, **fields)
+    return cfg, tmp_path / "recipe.yaml"
+
+
+@pytest.mark.parametrize("peft", [
+    {"type": "dora", "r": 4, "lora_alpha": 8},
+    {"type": "rslora", "r": 4},
+    {"type": "ia3"},
+    {"type": "vera", "r": 16, "target_modules": ["q_proj", "o_proj"]},
+    {"type": "adalora", "init_r": 6, "target_r": 2, "tinit": 0, "tfinal": 0, "deltaT": 1},
+    {"type": "oft", "oft_block_size": 16, "target_modules": ["q_proj", "o_proj"]},
+    {"type": "loha", "r": 4, "target_modules": ["q_proj", "v_proj"]},
+], ids=lambda p: p["type"])
+def test_peft_types_train_and_change_the_outputs(tmp_path, tiny_model_dir, peft):
+    import torch
+
+    from workbench.models import load_model
+    from workbench.resolve import resolve_checkpoint
+    from workbench.train.recipe import train_adapter
+
+    cfg, path = _tiny_recipe(tmp_path, tiny_model_dir, peft=peft)
+    train_adapter(cfg, path, tmp_path / "adapter")
+    ckpt = resolve_checkpoint(tmp_path / "adapter")
+    expected = {"dora": "lora", "rslora": "lora"}.get(peft["type"], peft["type"])
+    assert ckpt.parent["peft_type"] == expected and ckpt.parent["peft"] == peft
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"].lower() == expected
+    model = load_model(ckpt)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        tuned = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+    assert (tuned - base).abs().max().item() > 1e-4
+
+
+def test_loraplus_gives_lora_b_the_larger_learning_rate(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    from workbench.train.recipe import train_adapter
+
+    norms = {}
+    for ratio in (None, 16.0):
+        folder = tmp_path / str(ratio)
+        folder.mkdir()
+        cfg, path = _tiny_recipe(folder, tiny_model_dir, training={"loraplus_lr_ratio": ratio, "learning_rate": 1e-4},
+                                 lora={"r": 4, "alpha": 8, "dropout": 0.0})
+        train_adapter(cfg, path, folder / "adapter")
+        weights = load_file(folder / "adapter" / "adapter_model.safetensors")
+        norms[ratio] = sum(float(v.abs().sum()) for k, v in weights.items() if "lora_B" in k)
+    # B starts at zero and Adam moves each weight about lr per step: with LoRA+ about 16x as far
+    assert norms[16.0] > 8 * norms[None] > 0

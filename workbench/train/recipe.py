@@ -130,7 +130,8 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
     model = peft.get_peft_model(model, inputs.peft_config)
     optimizers = (None, None)
     if t.loraplus_lr_ratio:
-        optimizers = (peft.optimizers.create_loraplus_optimizer(
+        loraplus = require("peft.optimizers", "LoRA+", "train")
+        optimizers = (loraplus.create_loraplus_optimizer(
             model, torch.optim.AdamW, lr=t.learning_rate, loraplus_lr_ratio=t.loraplus_lr_ratio), None)
     dataset = datasets.Dataset.from_list(inputs.examples)
     work = staging_dir(out_dir)
