@@ -163,6 +163,7 @@ def test_sft_reads_each_conversation_format_with_the_last_answer_as_completion(t
         "sharegpt": [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}],
         "alpaca": [{"instruction": "Hi", "output": "Hello"}],
         "prompt_completion": [{"prompt": "Hi", "completion": "Hello"}],
+        "prompt": [{"prompt": "Hi", "reference": "Hello"}],  # wb's task items
     }
     for fmt, rows in files.items():
         detected, _, examples = method_rows("sft", _jsonl(tmp_path / f"{fmt}.jsonl", rows))
@@ -330,3 +331,13 @@ def test_loraplus_gives_lora_b_the_larger_learning_rate(tmp_path, tiny_model_dir
         norms[ratio] = sum(float(v.abs().sum()) for k, v in weights.items() if "lora_B" in k)
     # B starts at zero and Adam moves each weight about lr per step: with LoRA+ about 16x as far
     assert norms[16.0] > 8 * norms[None] > 0
+
+
+def test_a_trl_config_value_error_is_one_line_after_the_heavy_imports(tmp_path):
+    path = _recipe(tmp_path, [{"prompt": "Q", "reference": "A"}], method="grpo",
+                   reward={"suite": "contacts", "scorer": "exact"}, method_args={"num_generations": 3},
+                   training={"batch_size": 2})
+    res = wb("train", str(path), "-o", str(tmp_path / "out"), env={"WB_STORE": str(tmp_path / "store")})
+    assert res.returncode == 3 and res.stderr.count("\n") == 1, res.stderr
+    assert "method_args (GRPOConfig):" in res.stderr and "num_generations" in res.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()

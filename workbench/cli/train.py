@@ -44,10 +44,11 @@ def train(
     check_new_folder(out)
 
     from workbench.environment import hardware, versions
-    from workbench.train.recipe import prepare_training, train_adapter
+    from workbench.train.recipe import load_training_rows, prepare_training, train_adapter
 
-    inputs = prepare_training(cfg, path)
-    data_checks = _contamination_gate(cfg, path, inputs.data_path, inputs.rows, allow_contamination)
+    loaded = load_training_rows(cfg, path)  # cheap checks first: rows, then their overlap with the eval data
+    data_checks = _contamination_gate(cfg, path, loaded.data_path, loaded.rows, allow_contamination)
+    inputs = prepare_training(cfg, path, loaded)
 
     st = store_for(store)
     manifest = {"command": command_line(), "config_path": str(path.resolve()), "config": cfg.model_dump(),

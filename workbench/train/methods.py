@@ -3,6 +3,7 @@
 
 import dataclasses
 import difflib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def trainer_config(cfg: TrainConfig, where: Path, output_dir: Path, *, cuda: boo
         shared.update(num_generations=min(4, t.batch_size * t.gradient_accumulation_steps),
                       max_completion_length=64)
     try:
-        return config_cls(**{**shared, **cfg.method_args})
+        with warnings.catch_warnings():  # transformers' deprecation of TRL's own gradient_checkpointing field
+            warnings.simplefilter("ignore", FutureWarning)
+            return config_cls(**{**shared, **cfg.method_args})
     except (TypeError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise BadInput(f"{where}: method_args ({spec.config}): {message}") from None

@@ -39,12 +39,16 @@ class TrainInputs:
         return str(getattr(kind, "value", kind)).lower()
 
 
-def prepare_training(cfg: TrainConfig, config_path: Path) -> TrainInputs:
-    """Everything a recipe names, checked before a run is opened or a model loads: data rows (in the format the
-    method needs), base, PEFT config, TRL config, reward, quantization and optimizer."""
-    from workbench.checkpoint_checks import resolve_checked
-    from workbench.train.methods import trainer_config
-    from workbench.train.peft_spec import build_peft_config
+@dataclass
+class TrainingRows:
+    data_path: Path
+    data_format: str
+    rows: list[Row]
+    examples: list[dict]
+
+
+def load_training_rows(cfg: TrainConfig, config_path: Path) -> TrainingRows:
+    """The recipe's data, parsed and shaped for its method: the cheap check, made before any heavy import."""
     from workbench.train.rows import method_rows
 
     if cfg.data_format is not None and cfg.data_format not in FORMATS:
@@ -52,7 +56,18 @@ def prepare_training(cfg: TrainConfig, config_path: Path) -> TrainInputs:
     data_path = (config_path.parent / cfg.train_data).resolve()
     if data_path.is_dir():
         raise BadInput(f"{data_path}: is a folder, expected a JSONL file")
-    fmt, rows, examples = method_rows(cfg.method, data_path, cfg.data_format)
+    return TrainingRows(data_path, *method_rows(cfg.method, data_path, cfg.data_format))
+
+
+def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows | None = None) -> TrainInputs:
+    """Everything a recipe names, checked before a run is opened or a model loads: data rows (in the format the
+    method needs), base, PEFT config, TRL config, reward, quantization and optimizer."""
+    from workbench.checkpoint_checks import resolve_checked
+    from workbench.train.methods import trainer_config
+    from workbench.train.peft_spec import build_peft_config
+
+    loaded = loaded or load_training_rows(cfg, config_path)
+    data_path, fmt, rows, examples = loaded.data_path, loaded.data_format, loaded.rows, loaded.examples
     reward = None
     if cfg.method == "grpo":
         from workbench.train.reward import check_references, load_reward_scorer

@@ -2,7 +2,7 @@
 
 | method | reads | TRL rows (conversational) |
 |---|---|---|
-| sft | messages, sharegpt, alpaca, prompt_completion | prompt / completion: the last assistant turn is the completion (the loss falls on it) |
+| sft | messages, sharegpt, alpaca, prompt_completion, prompt (wb's task items: prompt + reference) | prompt / completion: the last assistant turn (or the reference) is the completion, where the loss falls |
 | dpo, orpo | preference | prompt / chosen / rejected |
 | kto | unpaired, or preference (each pair gives a desirable and an undesirable row) | prompt / completion / label |
 | grpo | prompt, or any conversation format (its last assistant turn is the reference) | prompt / reference |
@@ -17,13 +17,13 @@ from workbench.data.formats import Row, load_rows
 
 CONVERSATIONS = ("messages", "sharegpt", "alpaca", "prompt_completion")
 READS = {
-    "sft": CONVERSATIONS,
+    "sft": (*CONVERSATIONS, "prompt"),
     "dpo": ("preference",),
     "orpo": ("preference",),
     "kto": ("unpaired", "preference"),
     "grpo": ("prompt", *CONVERSATIONS),
 }
-WHAT = {"sft": "conversations (messages, ShareGPT, Alpaca or prompt/completion rows)",
+WHAT = {"sft": "conversations (messages, ShareGPT, Alpaca, prompt/completion or prompt/reference rows)",
         "dpo": "preference rows (prompt/chosen/rejected)", "orpo": "preference rows (prompt/chosen/rejected)",
         "kto": "unpaired rows (prompt/completion/label) or preference rows",
         "grpo": "prompts (prompt rows, or conversations whose last answer is the reference)"}
@@ -41,16 +41,21 @@ def method_rows(method: str, path: Path, fmt: str | None = None) -> tuple[str, l
     return fmt, rows, out
 
 
-def _split_last_answer(row: Row, where: str) -> tuple[list[dict], dict]:
+def _split_last_answer(row: Row, where: str, fmt: str) -> tuple[list[dict], dict]:
+    if fmt == "prompt":  # a task item: its reference is the answer
+        if row.reference is None:
+            raise BadInput(f"{where}: reference: missing (the answer the model learns)")
+        return row.messages, {"role": "assistant", "content": row.reference}
     last = row.messages[-1]
     if last["role"] != "assistant" or len(row.messages) < 2:
-        raise BadInput(f"{where}: the conversation must end with an assistant turn after the prompt "
+        missing = "reference: missing, and " if fmt == "messages" else ""
+        raise BadInput(f"{where}: {missing}the conversation does not end with an assistant turn after the prompt "
                        "(the answer the model learns)")
     return row.messages[:-1], last
 
 
 def _sft(row: Row, where: str, fmt: str) -> list[dict]:
-    prompt, answer = _split_last_answer(row, where)
+    prompt, answer = _split_last_answer(row, where, fmt)
     return [{"prompt": prompt, "completion": [answer]}]
 
 
@@ -82,5 +87,5 @@ def _unpaired(row: Row, where: str, fmt: str) -> list[dict]:
 def _prompt(row: Row, where: str, fmt: str) -> list[dict]:
     if fmt == "prompt":
         return [{"prompt": row.messages, "reference": row.reference}]
-    prompt, answer = _split_last_answer(row, where)
+    prompt, answer = _split_last_answer(row, where, fmt)
     return [{"prompt": prompt, "reference": answer["content"]}]
