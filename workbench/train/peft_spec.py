@@ -63,3 +63,9 @@ def build_peft_config(cfg: TrainConfig, where: Path):
     except (TypeError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise BadInput(f"{where}: peft ({cls.__name__}): {message}") from None
+
+
+def peft_type_name(config) -> str:
+    """'lora', 'ia3', ...: a PEFT config's type, as lineage and messages name it."""
+    kind = config.peft_type
+    return str(getattr(kind, "value", kind)).lower()

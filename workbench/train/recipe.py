@@ -35,8 +35,9 @@ class TrainInputs:
 
     @property
     def peft_type(self) -> str:
-        kind = self.peft_config.peft_type
-        return str(getattr(kind, "value", kind)).lower()
+        from workbench.train.peft_spec import peft_type_name
+
+        return peft_type_name(self.peft_config)
 
 
 @dataclass
@@ -64,7 +65,7 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
     method needs), base, PEFT config, TRL config, reward, quantization and optimizer."""
     from workbench.checkpoint_checks import resolve_checked
     from workbench.train.methods import trainer_config
-    from workbench.train.peft_spec import build_peft_config
+    from workbench.train.peft_spec import build_peft_config, peft_type_name
 
     loaded = loaded or load_training_rows(cfg, config_path)
     data_path, fmt, rows, examples = loaded.data_path, loaded.data_format, loaded.rows, loaded.examples
@@ -83,9 +84,9 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
     if base.kind == "adapter" or base.format != "hf":
         raise BadInput(f"{config_path}: base: '{cfg.base}' must be an HF model folder or 'default', not a {base.kind}")
     peft_config = build_peft_config(cfg, config_path)
-    if cfg.training.loraplus_lr_ratio and peft_config.peft_type != "LORA":
+    if cfg.training.loraplus_lr_ratio and peft_type_name(peft_config) != "lora":
         raise BadInput(f"{config_path}: training.loraplus_lr_ratio: LoRA+ sets LoRA's B matrices' learning rate; "
-                       f"this recipe trains {peft_config.peft_type}")
+                       f"this recipe trains {peft_type_name(peft_config)}")
     torch = require("torch", "Training", "train")
     cuda = torch.cuda.is_available()
     if cfg.training.precision != "fp32" and not cuda:
