@@ -3,12 +3,15 @@ one) on the default model, then the contacts task on its first --limit test item
 
     .venv/bin/python bench/bench_train_methods.py [--steps 8] [--batch-size 4] [--limit 16] [--methods sft-lora,dpo]
 
-Prints one Markdown table: steps, seconds per optimizer step (TRL's train_runtime / steps, model load excluded),
-the adapter's size on disk, and the contacts scores (exact line, JSON fields right) after those steps, with the
-untrained base on the same items for reference. A method that fails prints its one-line error in its row.
+Prints one Markdown table on stdout (the libraries' logs go to stderr): steps, seconds per optimizer step (TRL's
+train_runtime / steps, model load excluded), the adapter's size on disk, the training loss at the first and last
+step, the method's own signal at the last step (DPO/ORPO/KTO: reward margin chosen - rejected; GRPO: mean reward),
+and the contacts scores (exact line, JSON fields right) after those steps, with the untrained base on the same
+items for reference. A method that fails prints its one-line error in its row.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -81,7 +84,8 @@ def bench_one(name: str, folder: Path, store, args) -> dict:
     runtime = ckpt.extra["train_runtime_s"]
     row = {"method": name, "steps": args.steps, "s_per_step": round(runtime / args.steps, 2),
            "adapter_mb": round(size / 2**20, 2), "first_loss": log[0]["loss"] if log else None,
-           "last_loss": log[-1]["loss"] if log else None}
+           "last_loss": log[-1]["loss"] if log else None,
+           "last_signal": next((log[-1][k] for k in ("rewards/margins", "reward") if log and k in log[-1]), None)}
     row.update(contacts_scores(resolve_checkpoint(out), store, args.limit))
     return row
 
@@ -104,7 +108,7 @@ def main() -> None:
     from workbench.store import Store
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp, contextlib.redirect_stdout(sys.stderr):
         folder = Path(tmp)
         store = Store(folder / "store")
         base = {"method": "base (untrained)", "steps": 0}
@@ -121,15 +125,17 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\n{args.steps} steps, batch {args.batch_size}, contacts scored on {args.limit} test items\n")
-    print("| method | steps | s/step | adapter MB | loss first -> last | contacts exact | contacts json_fields |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | steps | s/step | adapter MB | loss first -> last | last margin/reward | contacts exact "
+          "| contacts json_fields |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['method']} | failed: {r['error']} | | | | | |")
+            print(f"| {r['method']} | failed: {r['error']} | | | | | | |")
             continue
         loss = f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}" if r.get("first_loss") is not None else ""
+        signal = f"{r['last_signal']:.3f}" if r.get("last_signal") is not None else ""
         print(f"| {r['method']} | {r['steps']} | {r.get('s_per_step', '')} | {r.get('adapter_mb', '')} | {loss} "
-              f"| {r['exact']:.3f} | {r['json_fields']:.3f} |")
+              f"| {signal} | {r['exact']:.3f} | {r['json_fields']:.3f} |")
 
 
 if __name__ == "__main__":
