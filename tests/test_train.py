@@ -5,7 +5,7 @@ import pytest
 from workbench.resolve import resolve_checkpoint
 from workbench.config import TrainConfig
 from workbench.errors import BadInput
-from workbench.train.sft import train_sft
+from workbench.train.recipe import train_adapter
 
 
 def _config(tmp_path, base, steps=3):
@@ -20,7 +20,7 @@ def _config(tmp_path, base, steps=3):
 
 def test_sft_trains_a_lora_adapter_with_lineage(tmp_path, tiny_model_dir):
     cfg, path = _config(tmp_path, tiny_model_dir)
-    ckpt, log = train_sft(cfg, path, tmp_path / "adapter")
+    ckpt, log = train_adapter(cfg, path, tmp_path / "adapter")
     assert [row["step"] for row in log] == [1, 2, 3]
     assert all(row["loss"] > 0 for row in log)
     reloaded = resolve_checkpoint(tmp_path / "adapter")
@@ -34,7 +34,7 @@ def test_sft_trains_a_lora_adapter_with_lineage(tmp_path, tiny_model_dir):
 def test_sft_lowers_the_loss_on_its_data(tmp_path, tiny_model_dir):
     cfg, path = _config(tmp_path, tiny_model_dir, steps=12)
     cfg.training.learning_rate = 5e-3
-    _, log = train_sft(cfg, path, tmp_path / "adapter")
+    _, log = train_adapter(cfg, path, tmp_path / "adapter")
     assert log[-1]["loss"] < log[0]["loss"]
 
 
@@ -42,5 +42,5 @@ def test_bad_train_data_fails_before_training(tmp_path, tiny_model_dir):
     cfg, path = _config(tmp_path, tiny_model_dir)
     (tmp_path / "train.jsonl").write_text('{"messages": "oops", "reference": "x"}\n')
     with pytest.raises(BadInput, match="train.jsonl:1: messages"):
-        train_sft(cfg, path, tmp_path / "adapter")
+        train_adapter(cfg, path, tmp_path / "adapter")
     assert not (tmp_path / "adapter").exists()

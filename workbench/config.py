@@ -39,6 +39,9 @@ class TrainingSpec(Strict):
     # A resumable checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps, in OUT.checkpoints/
     # beside the output folder: `wb train ... --resume` continues from the last one. null: none.
     save_steps: int | None = Field(50, ge=1)
+    optim: str = "adamw_torch"  # transformers' `optim` (e.g. galore_adamw, which needs the galore-torch package)
+    optim_target_modules: list[str] | None = None  # GaLore's modules
+    loraplus_lr_ratio: float | None = Field(None, gt=0)  # LoRA+: lora_B learns this many times faster than lora_A
 
 
 class DataChecksSpec(Strict):
@@ -66,12 +69,30 @@ class EvalDuringTrainingSpec(Strict):
         return self
 
 
+class RewardSpec(Strict):
+    """GRPO's reward: a scorer of a suite task, the same code `wb eval` scores that task with."""
+
+    suite: str
+    task: str | None = None  # may be left out when the suite has one task
+    scorer: str | None = None  # a scorer's label (its name or type); may be left out when the task has one
+
+
+TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "grpo")
+QUANTIZATIONS = ("nf4", "fp4", "int8")
+
+
 class TrainConfig(Strict):
     name: str
-    method: Literal["sft"] = "sft"
+    method: Literal[TRAIN_METHODS] = "sft"
     base: str = "default"
     train_data: str  # JSONL path, relative to the config file
-    lora: LoraSpec = LoraSpec()
+    # messages | sharegpt | alpaca | prompt_completion | preference | unpaired | prompt; detected when left out
+    data_format: str | None = None
+    lora: LoraSpec | None = None  # sugar for `peft: {type: lora, ...}`; LoRA r=16 when neither is given
+    peft: dict[str, Any] | None = None  # any PEFT config: `type` plus the fields of PEFT's own config class
+    quantization: Literal[QUANTIZATIONS] | None = None  # QLoRA: the base loads through bitsandbytes
+    reward: RewardSpec | None = None  # grpo only
+    method_args: dict[str, Any] = {}  # fields of the method's TRL config (DPOConfig.beta, GRPOConfig.num_generations)
     training: TrainingSpec = TrainingSpec()
     data_checks: DataChecksSpec = DataChecksSpec()
     eval_during_training: EvalDuringTrainingSpec | None = None
@@ -85,6 +106,16 @@ class TrainConfig(Strict):
         if isinstance(data, dict) and isinstance(data.get("report_to"), str):
             data = {**data, "report_to": [] if data["report_to"] == "none" else [data["report_to"]]}
         return data
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.lora is not None and self.peft is not None:
+            raise ValueError("give either 'lora' or 'peft', not both ('lora' is shorthand for 'peft: {type: lora}')")
+        if self.method == "grpo" and self.reward is None:
+            raise ValueError("method grpo needs a 'reward' (suite, task, scorer)")
+        if self.method != "grpo" and self.reward is not None:
+            raise ValueError(f"'reward' is for method grpo; method {self.method} learns from its data")
+        return self
 
 
 # ---- eval suites --------------------------------------------------------------------------------------------

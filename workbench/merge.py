@@ -47,11 +47,13 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
     torch = require("torch", "Merging", "train")
     from workbench.checkpoint import require_base
     from workbench.models import load_model, load_tokenizer
+    from workbench.quantization import quantization_of
 
     base = require_base(adapter)
     tokenizer = load_tokenizer(adapter)
     tokenizer.padding_side = "right"
-    model = load_model(adapter)  # base + adapter, unmerged
+    # base + adapter, unmerged; a QLoRA adapter goes into the full-precision base (a 4-bit merge would round it)
+    model = load_model(adapter, as_trained=False)
     before, n_tokens = _probe_logits(model, tokenizer, torch)
     merged = model.merge_and_unload()
     after, _ = _probe_logits(merged, tokenizer, torch)
@@ -73,7 +75,8 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
             path=tmp, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(tmp),
             parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,
                     "base": base.name, "base_sha": base.sha, "how": "peft merge_and_unload",
-                    "merge_check": report.__dict__},
+                    "merge_check": report.__dict__,
+                    **({"trained_on_quantization": quantization_of(adapter)} if quantization_of(adapter) else {})},
         )
         ckpt.save_meta()
         publish_dir(tmp, out_dir)

@@ -17,9 +17,12 @@ def load_tokenizer_from(folder):
     return tok
 
 
-def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu"):
-    """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter; a
-    checkpoint evaluated during training carries the model being trained (derived["live_model"]) instead."""
+def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu", as_trained: bool = True):
+    """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter.
+
+    An adapter trained on a quantized base (QLoRA) loads on that base quantized the same way, unless
+    `as_trained=False` (merging puts it into the full-precision base, as QLoRA users ship it). A checkpoint
+    evaluated during training carries the model being trained (derived["live_model"]) instead."""
     if "live_model" in ckpt.derived:
         return ckpt.derived["live_model"]
     if ckpt.format == "gguf":
@@ -29,8 +32,17 @@ def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu")
     torch_dtype = getattr(torch, dtype)
     if ckpt.kind == "adapter":
         peft = require("peft", "Loading an adapter", "train")
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(require_base(ckpt).path), dtype=torch_dtype)
+        from workbench.quantization import load_quantized, quantization_of
+
+        quantization = quantization_of(ckpt) if as_trained else None
+        if quantization:
+            model = load_quantized(require_base(ckpt).path, quantization, device)
+        else:
+            model = transformers.AutoModelForCausalLM.from_pretrained(str(require_base(ckpt).path), dtype=torch_dtype)
         model = peft.PeftModel.from_pretrained(model, str(ckpt.path))
+        if quantization:  # bitsandbytes placed it already; .to() is refused for 4/8-bit weights
+            model.eval()
+            return model
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(ckpt.path), dtype=torch_dtype)
     model.to(device)

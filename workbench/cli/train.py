@@ -1,4 +1,4 @@
-"""`wb train CONFIG.yaml`: a LoRA fine-tune through PEFT + TRL, recorded in the store."""
+"""`wb train CONFIG.yaml`: a PEFT adapter trained by TRL (sft, dpo, orpo, kto, grpo), recorded in the store."""
 
 from pathlib import Path
 from typing import Optional
@@ -24,7 +24,7 @@ def train(
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
-    """Train a LoRA adapter (SFT) and save it with its lineage."""
+    """Train a PEFT adapter (sft, dpo, orpo, kto or grpo; LoRA, QLoRA, DoRA, IA3, ...) and save it with its lineage."""
     from workbench.config import TrainConfig, load_yaml_model
     from workbench.content import content_dir
     from workbench.errors import BadInput
@@ -49,11 +49,12 @@ def train(
 
     from workbench.environment import hardware, versions
     from workbench.train.checkpoints import plan_checkpoints
-    from workbench.train.sft import prepare_sft, sft_fingerprint, train_sft
+    from workbench.train.recipe import load_training_rows, prepare_training, train_adapter, training_fingerprint
 
-    inputs = prepare_sft(cfg, path)
-    data_checks = _contamination_gate(cfg, path, inputs.data_path, allow_contamination)
-    checkpoints = plan_checkpoints(out, sft_fingerprint(cfg, inputs), cfg.training.save_steps, resume=resume)
+    loaded = load_training_rows(cfg, path)  # cheap checks first: rows, then their overlap with the eval data
+    data_checks = _contamination_gate(cfg, path, loaded.data_path, loaded.rows, allow_contamination)
+    inputs = prepare_training(cfg, path, loaded)
+    checkpoints = plan_checkpoints(out, training_fingerprint(cfg, inputs), cfg.training.save_steps, resume=resume)
     live_plan = None
     if cfg.eval_during_training:
         from workbench.home import data_dir
@@ -69,14 +70,16 @@ def train(
         manifest["resumed_from"] = {"checkpoint": str(checkpoints.resume_from), "step": checkpoints.resumed_step}
     if checkpoints.note:
         info(checkpoints.note)
-    info(f"training {cfg.name}: {cfg.training.max_steps} steps, batch {cfg.training.batch_size}, base {cfg.base}")
+    quantized = f", {cfg.quantization} base" if cfg.quantization else ""
+    info(f"training {cfg.name} ({cfg.method}, {inputs.peft_type}{quantized}): {cfg.training.max_steps} steps, "
+         f"batch {cfg.training.batch_size}, base {cfg.base}")
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
         from workbench.tracking import trainer_trackers
 
         report_to, callbacks = trainer_trackers(cfg.report_to, run.path)
         live = None if live_plan is None else _live_eval(live_plan, st, run, cfg, inputs, checkpoints)
-        ckpt, log = train_sft(cfg, path, out, inputs=inputs, checkpoints=checkpoints, report_to=report_to,
-                              callbacks=callbacks + ([live] if live else []), on_log=lambda row: info(
+        ckpt, log = train_adapter(cfg, path, out, inputs=inputs, checkpoints=checkpoints, report_to=report_to,
+                                  callbacks=callbacks + ([live] if live else []), on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))
         if live:
             run.manifest["eval_during_training"] = live.summary()
@@ -115,17 +118,15 @@ def _live_eval(plan, st, run, cfg, inputs, checkpoints):
                               resuming=checkpoints.resume_from is not None, command=command_line(), on_event=info)
 
 
-def _contamination_gate(cfg, recipe: Path, data_path: Path, allow: bool) -> dict | None:
+def _contamination_gate(cfg, recipe: Path, data_path: Path, rows: list, allow: bool) -> dict | None:
     """The recipe's contamination check, before any model loads: exit 3 naming the rows, unless allowed."""
     if not cfg.data_checks.against:
         return None
     from workbench.data.check import contaminated
     from workbench.data.eval_sources import against_items
-    from workbench.data.formats import load_rows
     from workbench.errors import BadInput
     from workbench.home import data_dir
 
-    _, rows = load_rows(data_path)
     items = against_items(cfg.data_checks.against, data_dir())
     report = contaminated(rows, items, cfg.data_checks.ngram)
     lines = report.contaminated_rows

@@ -75,10 +75,35 @@ def build(n_train: int = 256, n_test: int = 80, seed: int = 7) -> tuple[list[dic
     return train, test
 
 
+def _plausibly_wrong(record: dict, rng: random.Random) -> str:
+    """An answer a small model gives before it learns the format: prose, fenced JSON, a field dropped or wrong."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        return f"The contact is {record['name']}, aged {record['age']}, from {record['city']} ({record['email']})."
+    if kind == 1:
+        return "```json\n" + json.dumps(record, indent=2, ensure_ascii=False) + "\n```"
+    if kind == 2:
+        return json.dumps({k: v for k, v in record.items() if k != "email"}, ensure_ascii=False)
+    wrong = dict(record, age=record["age"] + rng.choice([-10, -1, 1, 10]),
+                 city=rng.choice([c for c in CITIES if c not in HELD_OUT_CITIES and c != record["city"]]))
+    return json.dumps(wrong, ensure_ascii=False)
+
+
+def preference_rows(train: list[dict], n: int = 64, seed: int = 11) -> list[dict]:
+    """Preference pairs on training items: chosen is the reference answer, rejected a plausibly wrong one."""
+    rng = random.Random(seed)
+    return [{"id": item["id"], "prompt": item["messages"],
+             "chosen": [{"role": "assistant", "content": item["reference"]}],
+             "rejected": [{"role": "assistant", "content": _plausibly_wrong(json.loads(item["reference"]), rng)}]}
+            for item in train[:n]]
+
+
 def write(folder: Path) -> list[Path]:
     train, test = build()
     paths = []
-    for name, rows in (("contacts_train.jsonl", train), ("contacts_test.jsonl", test)):
+    files = (("contacts_train.jsonl", train), ("contacts_test.jsonl", test),
+             ("contacts_preference.jsonl", preference_rows(train)))
+    for name, rows in files:
         path = folder / name
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         paths.append(path)

@@ -7,6 +7,8 @@
 | alpaca | {"instruction", "input" (optional), "output"} |
 | prompt_completion | {"prompt", "completion"}: strings, or message lists |
 | preference | {"prompt", "chosen", "rejected"}: strings or message lists (also chosen/rejected alone) |
+| unpaired | {"prompt", "completion", "label": true/false}: KTO's unpaired preference rows |
+| prompt | {"prompt"} and an optional "reference": prompt-only rows (GRPO; the reference is what the reward scores) |
 
 A row that does not fit is named as file:line with its field, and nothing trains.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from workbench.data.records import json_objects
 from workbench.errors import BadInput
 
-FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference")
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompt")
 ROLES = {"system", "user", "assistant", "tool"}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "model": "assistant", "tool": "tool"}
@@ -27,13 +29,17 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 @dataclass
 class Row:
     line: int
-    messages: list[dict]  # the conversation (for preference rows: the prompt)
+    messages: list[dict]  # the conversation (for preference, unpaired and prompt rows: the prompt)
     chosen: list[dict] = field(default_factory=list)  # preference rows only
     rejected: list[dict] = field(default_factory=list)
+    completion: list[dict] = field(default_factory=list)  # unpaired rows: the completion `label` judges
+    label: bool | None = None
+    reference: str | None = None  # prompt rows
 
     def text(self) -> str:
         """Every turn's text, for hygiene checks (duplicates, lengths, contamination)."""
-        return " ".join(m["content"] for m in self.messages + self.chosen + self.rejected)
+        turns = self.messages + self.chosen + self.rejected + self.completion
+        return " ".join([m["content"] for m in turns] + ([self.reference] if self.reference else []))
 
 
 def detect(row: dict) -> str | None:
@@ -43,10 +49,12 @@ def detect(row: dict) -> str | None:
         return "sharegpt"
     if "instruction" in row and "output" in row:
         return "alpaca"
-    if "chosen" in row and "rejected" in row:
+    if "chosen" in row or "rejected" in row:
         return "preference"
     if "prompt" in row and "completion" in row:
-        return "prompt_completion"
+        return "unpaired" if "label" in row else "prompt_completion"
+    if "prompt" in row:
+        return "prompt"
     return None
 
 
@@ -104,6 +112,17 @@ def parse_row(fmt: str, row: dict, where: str, line: int) -> Row:
         prompt = _turns(where, "prompt", row["prompt"], as_role="user") if "prompt" in row else []
         return Row(line, prompt, _turns(where, "chosen", row["chosen"], as_role="assistant"),
                    _turns(where, "rejected", row["rejected"], as_role="assistant"))
+    if fmt == "unpaired":
+        if not isinstance(row.get("label"), bool):
+            raise BadInput(f"{where}: label: {'missing' if 'label' not in row else 'expected true or false'} "
+                           "(an unpaired row says whether its completion is desirable)")
+        return Row(line, _turns(where, "prompt", row.get("prompt"), as_role="user"),
+                   completion=_turns(where, "completion", row.get("completion"), as_role="assistant"),
+                   label=row["label"])
+    if fmt == "prompt":
+        ref = row.get("reference")
+        return Row(line, _turns(where, "prompt", row.get("prompt"), as_role="user"),
+                   reference=None if ref is None else ref if isinstance(ref, str) else json.dumps(ref))
     raise BadInput(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
 
 
@@ -120,7 +139,7 @@ def load_rows(path: Path, fmt: str | None = None) -> tuple[str, list[Row]]:
             if fmt is None:
                 raise BadInput(f"{where}: unknown row format (keys {', '.join(sorted(row)) or 'none'}); expected "
                                "messages, conversations (ShareGPT), instruction/output (Alpaca), "
-                               "prompt/completion or prompt/chosen/rejected")
+                               "prompt/completion, prompt/chosen/rejected, prompt/completion/label or prompt")
         rows.append(parse_row(fmt, row, where, line))
     if not rows:
         raise BadInput(f"{path}: no rows")

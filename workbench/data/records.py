@@ -73,8 +73,3 @@ def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
         raise BadInput(f"{path}: no rows")
     return items
 
-
-def as_sft_rows(items: list[dict]) -> list[dict]:
-    """Conversational prompt/completion rows for TRL: the loss falls on the completion only."""
-    return [{"prompt": it["messages"], "completion": [{"role": "assistant", "content": it["reference"]}]}
-            for it in items]

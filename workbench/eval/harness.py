@@ -233,6 +233,9 @@ def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str) -> dict:
     if backend == LLAMACPP:
         return {"model_path": str(ckpt.path)}
     args = hf_model_args(ckpt, dtype)
+    if backend == VLLM and "base_quantization" in args:
+        raise BadInput(f"adapter '{ckpt.path}': trained on a {args['base_quantization']['type']} base (QLoRA); "
+                       "wb scores it on that base under --backend hf")
     if backend == VLLM and "peft" in args:  # lm-eval's vllm backend applies an adapter as a LoRA request
         args["lora_local_path"] = args.pop("peft")  # lm-eval turns on vLLM's enable_lora for it
     return args
@@ -286,9 +289,23 @@ def create_lm(backend: str, model_args: dict, *, batch_size: int, device: str, l
         import workbench.eval.llamacpp_lm  # noqa: F401  (registers the model name)
     elif backend == VLLM:
         require("vllm", "The vLLM backend", "vllm")
-    return registry.get_model(backend).create_from_arg_obj(
-        dict(model_args), {"batch_size": batch_size, "max_batch_size": None, "device": device}
-    )
+    model_args = dict(model_args)
+    quantization = model_args.pop("base_quantization", None)
+    lm_class = registry.get_model(backend) if quantization is None else _quantized_base_hflm(quantization)
+    return lm_class.create_from_arg_obj(model_args, {"batch_size": batch_size, "max_batch_size": None, "device": device})
+
+
+def _quantized_base_hflm(quantization: dict):
+    """lm-eval's HFLM with the adapter's base loaded through bitsandbytes as in training (QLoRA): HFLM takes a
+    quantization config only from the model's own config.json, and transformers 5 dropped load_in_4bit."""
+    huggingface = require("lm_eval.models.huggingface", PURPOSE, "eval")
+    from workbench.quantization import bnb_config
+
+    class QuantizedBaseHFLM(huggingface.HFLM):
+        def _create_model(self, *args, quantization_config=None, **kwargs):
+            return super()._create_model(*args, quantization_config=bnb_config(quantization), **kwargs)
+
+    return QuantizedBaseHFLM
 
 
 def chat_template_sha(ckpt: Checkpoint) -> str | None:
@@ -345,6 +362,10 @@ def hf_model_args(ckpt: Checkpoint, dtype: str) -> dict:
     if base.format in ("gguf", "exl2"):
         raise BadInput(f"adapter '{ckpt.path}': its base {base.path} is a {base.format} file, not an HF model")
     args = {"pretrained": str(base.path), "peft": str(ckpt.path), "dtype": dtype}
+    from workbench.quantization import quantization_of
+
+    if quantization_of(ckpt):  # a QLoRA adapter is scored on its quantized base (create_lm builds it)
+        args["base_quantization"] = quantization_of(ckpt)
     if (ckpt.path / "tokenizer_config.json").exists():  # trained with its own tokenizer (added tokens, template)
         args["tokenizer"] = str(ckpt.path)
     return args

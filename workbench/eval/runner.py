@@ -55,6 +55,10 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
         "timings": {},
         **({"lineage": options.lineage} if options.lineage else {}),
     }
+    from workbench.quantization import quantization_of
+
+    if quantization_of(ckpt):  # task generations ran on the base quantized as in training (workbench.models)
+        manifest["base_quantization"] = quantization_of(ckpt)
     with store.open_run("eval", manifest) as run, _judge_session(suite) as judge:
         if judge is not None:
             run.manifest["judge"] = {"tasks": {}}

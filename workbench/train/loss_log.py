@@ -4,9 +4,13 @@ checkpoint, so a resumed run's log holds the steps before the kill too, as an un
 import time
 
 
+SIGNALS = ("rewards/chosen", "rewards/margins", "reward")  # preference and GRPO trainers' learning signals
+
+
 def loss_rows(log_history: list[dict]) -> list[dict]:
     return [{"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate"),
-             "elapsed_s": e.get("elapsed_s")} for e in log_history if "loss" in e and "step" in e]
+             "elapsed_s": e.get("elapsed_s"), **{k: e[k] for k in SIGNALS if k in e}}
+            for e in log_history if "loss" in e and "step" in e]
 
 
 def loss_log_callback(transformers, on_log=None):

@@ -1,0 +1,45 @@
+"""A base model quantized through bitsandbytes (QLoRA): how training loads it, how lineage records it, and how
+`wb eval` loads it again for an adapter trained on it, so the adapter is scored on the base it learned on."""
+
+from workbench.extras import require
+
+DTYPE_OF_PRECISION = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def quantization_record(kind: str, precision: str) -> dict:
+    """What lineage keeps: enough to build the same BitsAndBytesConfig on another machine."""
+    if kind == "int8":
+        return {"type": "int8", "library": "bitsandbytes"}
+    # QLoRA's recipe: 4-bit weights (NF4 or FP4), their scales quantized again, matmuls in the compute dtype
+    return {"type": kind, "library": "bitsandbytes", "double_quant": True,
+            "compute_dtype": DTYPE_OF_PRECISION[precision]}
+
+
+def require_bitsandbytes(kind: str):
+    return require("bitsandbytes", f"quantization: {kind} (QLoRA)", "qlora")
+
+
+def bnb_config(record: dict):
+    """transformers' BitsAndBytesConfig for a quantization_record."""
+    require_bitsandbytes(record["type"])
+    torch = require("torch", "Loading a quantized base", "train")
+    transformers = require("transformers", "Loading a quantized base", "eval")
+    if record["type"] == "int8":
+        return transformers.BitsAndBytesConfig(load_in_8bit=True)
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=record["type"], bnb_4bit_use_double_quant=record["double_quant"],
+        bnb_4bit_compute_dtype=getattr(torch, record["compute_dtype"]))
+
+
+def quantization_of(ckpt) -> dict | None:
+    """The quantization an adapter's base was trained under (None for a full-precision base)."""
+    parent = ckpt.parent or {}
+    return parent.get("quantization") if ckpt.kind == "adapter" else None
+
+
+def load_quantized(path, record: dict, device: str = "cpu"):
+    torch = require("torch", "Loading a quantized base", "train")
+    transformers = require("transformers", "Loading a quantized base", "eval")
+    dtype = getattr(torch, record.get("compute_dtype", "float32"))
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(path), quantization_config=bnb_config(record), dtype=dtype, device_map=device)

@@ -1,0 +1,71 @@
+"""A recipe's `peft:` mapping checked against PEFT's own config classes, before any model loads.
+
+`type` picks the class (lora, adalora, ia3, vera, oft, boft, loha, lokr, ... : any PEFT type); every other key
+must be a field of that class. A few LoRA variants are named types for convenience: dora, rslora, pissa, olora,
+loftq (LoRA with use_dora, use_rslora or that init_lora_weights). The older `lora:` key is shorthand for
+`peft: {type: lora, ...}`, with wb's short names (alpha, dropout) for PEFT's (lora_alpha, lora_dropout).
+"""
+
+import dataclasses
+import difflib
+from pathlib import Path
+
+from workbench.config import LoraSpec, TrainConfig
+from workbench.errors import BadInput
+from workbench.extras import require
+
+LORA_VARIANTS = {
+    "dora": {"use_dora": True},
+    "rslora": {"use_rslora": True},
+    "pissa": {"init_lora_weights": "pissa"},
+    "olora": {"init_lora_weights": "olora"},
+    "loftq": {"init_lora_weights": "loftq"},
+}
+SET_BY_WB = {"task_type", "peft_type", "base_model_name_or_path", "revision", "inference_mode"}
+
+
+def peft_fields(cfg: TrainConfig) -> dict:
+    """The recipe's PEFT settings as {"type", PEFT field: value}: `peft:` as given, or `lora:` translated."""
+    if cfg.peft is not None:
+        return dict(cfg.peft)
+    lora = cfg.lora or LoraSpec()
+    return {"type": "lora", "r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
+            "target_modules": lora.target_modules, "use_dora": lora.use_dora, "use_rslora": lora.use_rslora}
+
+
+def build_peft_config(cfg: TrainConfig, where: Path):
+    """PEFT's config object for the recipe, or one BadInput naming the bad key."""
+    peft = require("peft", "Training", "train")
+    fields = peft_fields(cfg)
+    kind = fields.pop("type", None)
+    if not isinstance(kind, str):
+        raise BadInput(f"{where}: peft.type: missing (lora, dora, ia3, vera, adalora, oft, boft, ...)")
+    fields = {**LORA_VARIANTS.get(kind.lower(), {}), **fields}
+    peft_type = "LORA" if kind.lower() in LORA_VARIANTS else kind.upper()
+    classes = {str(t.value if hasattr(t, "value") else t).upper(): cls
+               for t, cls in peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING.items()}
+    cls = classes.get(peft_type)
+    if cls is None:
+        known = sorted(k.lower() for k in classes) + sorted(LORA_VARIANTS)
+        close = difflib.get_close_matches(kind.lower(), known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else f" (PEFT has {', '.join(known)})"
+        raise BadInput(f"{where}: peft.type: '{kind}' is not a PEFT method{hint}")
+    allowed = {f.name for f in dataclasses.fields(cls) if f.init} - SET_BY_WB
+    for key in fields:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise BadInput(f"{where}: peft.{key}: not a field of PEFT's {cls.__name__}{hint}")
+    if peft_type == "ADALORA":  # AdaLoRA's rank schedule spans the run; PEFT requires its length
+        fields.setdefault("total_step", cfg.training.max_steps)
+    try:
+        return cls(task_type="CAUSAL_LM", **fields)
+    except (TypeError, ValueError) as exc:
+        message = " ".join(str(exc).split())
+        raise BadInput(f"{where}: peft ({cls.__name__}): {message}") from None
+
+
+def peft_type_name(config) -> str:
+    """'lora', 'ia3', ...: a PEFT config's type, as lineage and messages name it."""
+    kind = config.peft_type
+    return str(getattr(kind, "value", kind)).lower()
