@@ -31,7 +31,7 @@ class MergeReport:
         return self.max_abs_logit_diff <= self.tolerance
 
 
-def _probe_logits(model, tokenizer, torch):
+def probe_logits(model, tokenizer, torch):
     batch = tokenizer(PROBE_TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = model(**batch).logits.float()
@@ -39,22 +39,16 @@ def _probe_logits(model, tokenizer, torch):
     return logits[mask], int(mask.sum())
 
 
-def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, MergeReport]:
-    if adapter.kind != "adapter":
-        raise BadInput(f"checkpoint '{adapter.path}' is not an adapter (it is a {adapter.kind} {adapter.format} checkpoint)")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BadInput(f"output folder '{out_dir}' is not empty")
-    torch = require("torch", "Merging", "train")
-    from workbench.checkpoint import require_base
-    from workbench.models import load_model, load_tokenizer
+def probe_tokenizer(adapter: Checkpoint):
+    from workbench.models import load_tokenizer
 
-    base = require_base(adapter)
     tokenizer = load_tokenizer(adapter)
     tokenizer.padding_side = "right"
-    model = load_model(adapter)  # base + adapter, unmerged
-    before, n_tokens = _probe_logits(model, tokenizer, torch)
-    merged = model.merge_and_unload()
-    after, _ = _probe_logits(merged, tokenizer, torch)
+    return tokenizer
+
+
+def compare_logits(adapter: Checkpoint, before, after, n_tokens: int, tolerance: float) -> MergeReport:
+    """The merge check: merged logits against base + adapter; a BadInput when they differ past `tolerance`."""
     diff = (before - after).abs()
     report = MergeReport(
         max_abs_logit_diff=float(diff.max()), mean_abs_logit_diff=float(diff.mean()),
@@ -65,6 +59,25 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
         raise BadInput(
             f"merge check failed for '{adapter.path}': max |logit diff| {report.max_abs_logit_diff:.3g} > {tolerance:g}"
         )
+    return report
+
+
+def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, MergeReport]:
+    if adapter.kind != "adapter":
+        raise BadInput(f"checkpoint '{adapter.path}' is not an adapter (it is a {adapter.kind} {adapter.format} checkpoint)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BadInput(f"output folder '{out_dir}' is not empty")
+    torch = require("torch", "Merging", "train")
+    from workbench.checkpoint import require_base
+    from workbench.models import load_model
+
+    base = require_base(adapter)
+    tokenizer = probe_tokenizer(adapter)
+    model = load_model(adapter)  # base + adapter, unmerged
+    before, n_tokens = probe_logits(model, tokenizer, torch)
+    merged = model.merge_and_unload()
+    after, _ = probe_logits(merged, tokenizer, torch)
+    report = compare_logits(adapter, before, after, n_tokens, tolerance)
     tmp = staging_dir(out_dir)
     try:
         merged.save_pretrained(str(tmp))
