@@ -23,7 +23,7 @@ from workbench.errors import BadInput
 from workbench.merge import DEFAULT_TOLERANCE, MergeReport
 from workbench.merge_plan import INDEX_NAME, MergePlan, plan_merge
 from workbench.output_paths import check_new_folder
-from workbench.safetensors_files import copy_bytes, read_header, read_tensor, write_tensor
+from workbench.safetensors_files import all_finite, copy_bytes, read_header, read_tensor, write_tensor
 from workbench.store.files import publish_dir, staging_dir
 
 HOW = "streaming lora merge"
@@ -160,7 +160,7 @@ def _apply_lora(plan: MergePlan, name: str, weight, lora: dict) -> None:
     product = lora[delta.b_key] @ lora[delta.a_key]
     if delta.transpose:
         product = product.T
-    product = product * delta.scaling
+    product.mul_(delta.scaling)  # in place: the same products as PEFT's `* scaling`, one float32 copy fewer
     if delta.kind == "embedding":
         product = product.to(weight.dtype)
     weight += product
@@ -192,7 +192,6 @@ def _checkpoint(plan: MergePlan, path: Path) -> Checkpoint:
 def check_structure(plan: MergePlan, out: Path) -> None:
     """Every tensor of the base is in the output, with its dtype and shape, and finite; the config loads. One
     tensor in memory at a time."""
-    import torch
     from transformers import AutoConfig
 
     for shard in plan.shards:
@@ -206,7 +205,7 @@ def check_structure(plan: MergePlan, out: Path) -> None:
                            f"{len(written.header_bytes) + written.data_size}")
         with open(path, "rb") as fh:
             for name, entry in written.entries.items():
-                if entry.is_float and not bool(torch.isfinite(read_tensor(fh, entry)).all()):
+                if entry.is_float and not all_finite(fh, entry):
                     raise BadInput(f"merge check failed for '{plan.adapter.path}': '{name}' has NaN or inf after "
                                    "the merge; the adapter seems broken")
     AutoConfig.from_pretrained(str(out))

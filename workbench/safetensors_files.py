@@ -16,11 +16,14 @@ from pathlib import Path
 from workbench.errors import BadInput
 
 COPY_CHUNK = 16 << 20
+FINITE_CHUNK = 4 << 20
 
 _TORCH_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
 }
+
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,22 @@ def read_tensor(fh, entry: TensorEntry):
     if not buf:
         return torch.empty(entry.shape, dtype=dtype)
     return torch.frombuffer(buf, dtype=dtype).reshape(entry.shape)
+
+
+def all_finite(fh, entry: TensorEntry) -> bool:
+    """No NaN or inf in a floating-point tensor, read in chunks (isfinite on a whole tensor allocates several
+    copies of it)."""
+    import torch
+
+    dtype, itemsize = torch_dtype(entry), _ITEMSIZE[entry.dtype]
+    step = FINITE_CHUNK - FINITE_CHUNK % itemsize
+    for pos in range(entry.start, entry.end, step):
+        chunk = os.pread(fh.fileno(), min(step, entry.end - pos), pos)
+        if len(chunk) % itemsize or not chunk:
+            raise BadInput(f"'{fh.name}' is cut short in tensor '{entry.name}'")
+        if not bool(torch.isfinite(torch.frombuffer(bytearray(chunk), dtype=dtype)).all()):
+            return False
+    return True
 
 
 def copy_bytes(src, dst, entry: TensorEntry) -> None:
