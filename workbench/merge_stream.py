@@ -67,10 +67,15 @@ def choose_method(plan: MergePlan, streaming: bool | None) -> tuple[str, str | N
     return "streaming", None
 
 
-def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | None = None, check: str = "auto",
-                    tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, StreamReport]:
+def validate_check(check: str) -> None:
     if check not in CHECKS:
         raise BadInput(f"--check must be one of {', '.join(CHECKS)}, not '{check}'")
+
+
+def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | None = None, check: str = "auto",
+                    tolerance: float = DEFAULT_TOLERANCE, progress=None) -> tuple[Checkpoint, StreamReport]:
+    """`progress`: workbench.cli.progress.Bars or None; one step per shard written, one per shard checked."""
+    validate_check(check)
     check_new_folder(out_dir)
     plan = plan or plan_merge(adapter)
     if plan.unsupported:
@@ -79,7 +84,11 @@ def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | Non
     tmp = staging_dir(out_dir)
     try:
         try:
-            counts = [_merge_shard(plan, shard, tmp / shard.path.name, lora) for shard in plan.shards]
+            step = progress.task("merging shards", len(plan.shards)) if progress else (lambda n=1: None)
+            counts = []
+            for shard in plan.shards:
+                counts.append(_merge_shard(plan, shard, tmp / shard.path.name, lora))
+                step()
             del lora
             gc.collect()
             _copy_side_files(plan, tmp)
@@ -93,7 +102,7 @@ def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | Non
         report = StreamReport(shards=len(plan.shards), tensors=sum(len(s.entries) for s in plan.shards),
                               tensors_merged=sum(c[0] for c in counts), tensors_replaced=sum(c[1] for c in counts),
                               largest_shard_bytes=plan.largest_shard_bytes, check="structure")
-        check_structure(plan, tmp)
+        check_structure(plan, tmp, progress)
         if check == "logits" or (check == "auto" and _small_float32(plan)):
             report.check = "logits"
             report.logits = check_logits(adapter, tmp, tolerance)
@@ -189,11 +198,12 @@ def _checkpoint(plan: MergePlan, path: Path) -> Checkpoint:
     )
 
 
-def check_structure(plan: MergePlan, out: Path) -> None:
-    """Every tensor of the base is in the output, with its dtype and shape, and finite; the config loads. One
-    tensor in memory at a time."""
+def check_structure(plan: MergePlan, out: Path, progress=None) -> None:
+    """Every tensor of the base is in the output, with its dtype and shape, and finite; the config loads. A few
+    MiB in memory at a time."""
     from transformers import AutoConfig
 
+    step = progress.task("checking shards", len(plan.shards)) if progress else (lambda n=1: None)
     for shard in plan.shards:
         path = out / shard.path.name
         written = read_header(path)
@@ -208,6 +218,7 @@ def check_structure(plan: MergePlan, out: Path) -> None:
                 if entry.is_float and not all_finite(fh, entry):
                     raise BadInput(f"merge check failed for '{plan.adapter.path}': '{name}' has NaN or inf after "
                                    "the merge; the adapter seems broken")
+        step()
     AutoConfig.from_pretrained(str(out))
 
 

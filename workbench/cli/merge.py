@@ -36,11 +36,11 @@ def merge(
     from workbench.errors import BadInput
     from workbench.merge import merge_adapter
     from workbench.merge_plan import plan_merge
-    from workbench.merge_stream import CHECKS, choose_method, merge_streaming
+    from workbench.cli.progress import bars
+    from workbench.merge_stream import choose_method, merge_streaming, validate_check
     from workbench.output_paths import check_new_folder
 
-    if check not in CHECKS:
-        raise BadInput(f"--check must be one of {', '.join(CHECKS)}, not '{check}'")
+    validate_check(check)
     check_new_folder(out)
     ckpt = resolve_checked(adapter)
     if ckpt.kind != "adapter":
@@ -51,9 +51,10 @@ def merge(
         info(note)
     st = store_for(store)
     with st.open_run("merge", {"command": command_line(), "checkpoint": ckpt.to_dict(), "versions": versions(),
-                               "method": method}) as run, library_stdout_to_stderr():
+                               "method": method}) as run, library_stdout_to_stderr(), bars() as progress:
         if method == "streaming":
-            merged, stream = merge_streaming(ckpt, out, plan=plan, check=check, tolerance=tolerance)
+            merged, stream = merge_streaming(ckpt, out, plan=plan, check=check, tolerance=tolerance,
+                                             progress=progress)
             report = stream.logits
         else:
             merged, report = merge_adapter(ckpt, out, tolerance=tolerance)
