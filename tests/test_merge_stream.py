@@ -107,6 +107,20 @@ def test_rslora_rank_and_alpha_patterns_and_an_embedding_lora(tmp_path, sharded_
     assert_equals_peft(tmp_path / "merged", sharded_untied, adapter_dir)
 
 
+def test_fan_in_fan_out_on_gpt2_conv1d(tmp_path):
+    """GPT-2's Conv1D keeps its weight as (in, out): PEFT merges the transposed delta."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    base = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=300, n_positions=64)).save_pretrained(
+        str(base), max_shard_size="100KB")
+    adapter_dir = _adapter(base, tmp_path / "adapter", r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
+    _, report = merge_streaming(resolve_checkpoint(adapter_dir), tmp_path / "merged", check="structure")
+    assert report.shards > 1 and report.tensors_merged == 4
+    assert_equals_peft(tmp_path / "merged", base, adapter_dir)
+
+
 def test_modules_to_save_replace_the_base_tensors(tmp_path, sharded_untied):
     adapter_dir = _adapter(sharded_untied, tmp_path / "adapter", r=2, target_modules=["q_proj"],
                            modules_to_save=["lm_head"])

@@ -106,7 +106,7 @@ def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | Non
         if check == "logits" or (check == "auto" and _small_float32(plan)):
             report.check = "logits"
             report.logits = check_logits(adapter, tmp, tolerance)
-            ckpt.parent["merge_check"] = report.logits.__dict__
+            ckpt.parent["merge_check"] = {"check": "logits", **report.logits.__dict__}
             ckpt.save_meta()
         publish_dir(tmp, out_dir)
     finally:
@@ -194,7 +194,8 @@ def _checkpoint(plan: MergePlan, path: Path) -> Checkpoint:
     return Checkpoint(
         path=path, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(path),
         parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,
-                "base": base.name, "base_sha": base.sha, "how": HOW, "shards": len(plan.shards)},
+                "base": base.name, "base_sha": base.sha, "how": HOW, "shards": len(plan.shards),
+                "merge_check": {"check": "structure"}},
     )
 
 
