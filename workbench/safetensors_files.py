@@ -110,25 +110,39 @@ def all_finite(fh, entry: TensorEntry) -> bool:
 
     dtype, itemsize = torch_dtype(entry), _ITEMSIZE[entry.dtype]
     step = FINITE_CHUNK - FINITE_CHUNK % itemsize
+    buf = bytearray(min(step, entry.end - entry.start))
     for pos in range(entry.start, entry.end, step):
-        chunk = os.pread(fh.fileno(), min(step, entry.end - pos), pos)
-        if len(chunk) % itemsize or not chunk:
+        n = os.preadv(fh.fileno(), [memoryview(buf)[: min(step, entry.end - pos)]], pos)
+        if n % itemsize or not n:
             raise BadInput(f"'{fh.name}' is cut short in tensor '{entry.name}'")
-        if not bool(torch.isfinite(torch.frombuffer(bytearray(chunk), dtype=dtype)).all()):
+        if not bool(torch.isfinite(torch.frombuffer(buf, dtype=dtype, count=n // itemsize)).all()):
             return False
     return True
 
 
 def copy_bytes(src, dst, entry: TensorEntry) -> None:
-    """Copy `entry`'s data from file `src` to the current position of `dst` in chunks, never holding the tensor."""
+    """Copy `entry`'s data from file `src` to the current position of `dst` without holding it: in the kernel
+    (sendfile), or in chunks where the file systems do not allow that."""
+    import errno
+
+    dst.flush()
     left, pos = entry.end - entry.start, entry.start
+    try:
+        while left:
+            sent = os.sendfile(dst.fileno(), src.fileno(), pos, left)
+            if sent == 0:
+                raise BadInput(f"'{src.name}' is cut short in tensor '{entry.name}'; re-save or re-download it")
+            pos, left = pos + sent, left - sent
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    dst.seek(0, os.SEEK_END)
     while left:
         chunk = os.pread(src.fileno(), min(left, COPY_CHUNK), pos)
         if not chunk:
             raise BadInput(f"'{src.name}' is cut short in tensor '{entry.name}'; re-save or re-download it")
         dst.write(chunk)
-        pos += len(chunk)
-        left -= len(chunk)
+        pos, left = pos + len(chunk), left - len(chunk)
 
 
 def write_tensor(dst, tensor) -> None:
