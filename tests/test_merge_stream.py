@@ -181,6 +181,20 @@ def test_wb_merge_streams_a_sharded_base_and_in_memory_on_request(tmp_path, caps
         "peft merge_and_unload"
 
 
+def test_wb_merge_of_a_dora_adapter_on_a_sharded_base_says_why_it_merges_in_memory(tmp_path, capsys, monkeypatch,
+                                                                                   sharded_tiny):
+    monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
+    adapter_dir = _adapter(sharded_tiny, tmp_path / "dora", r=2, target_modules=["q_proj"], use_dora=True)
+    res = run_cli(["merge", adapter_dir, "-o", tmp_path / "merged", "--json"], capsys)
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["method"] == "in-memory"
+    note = " ".join(res.stderr.split())
+    assert "the streaming merge cannot do this adapter (it uses use_dora" in note and "merging in memory" in note
+    _refused(run_cli(["merge", adapter_dir, "-o", tmp_path / "forced", "--streaming"], capsys), "use_dora",
+             "--in-memory")
+    assert not (tmp_path / "forced").exists()
+
+
 def _refused(res, *needles, after_progress: bool = False):
     """Exit 3, one line of error; a refusal while writing may follow the progress lines of the shards written."""
     assert res.code == 3, res.stderr
