@@ -31,7 +31,7 @@ class MergeReport:
         return self.max_abs_logit_diff <= self.tolerance
 
 
-def _probe_logits(model, tokenizer, torch):
+def probe_logits(model, tokenizer, torch):
     batch = tokenizer(PROBE_TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = model(**batch).logits.float()
@@ -39,24 +39,16 @@ def _probe_logits(model, tokenizer, torch):
     return logits[mask], int(mask.sum())
 
 
-def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, MergeReport]:
-    if adapter.kind != "adapter":
-        raise BadInput(f"checkpoint '{adapter.path}' is not an adapter (it is a {adapter.kind} {adapter.format} checkpoint)")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BadInput(f"output folder '{out_dir}' is not empty")
-    torch = require("torch", "Merging", "train")
-    from workbench.checkpoint import require_base
-    from workbench.models import load_model, load_tokenizer
-    from workbench.quantization import quantization_of
+def probe_tokenizer(adapter: Checkpoint):
+    from workbench.models import load_tokenizer
 
-    base = require_base(adapter)
     tokenizer = load_tokenizer(adapter)
     tokenizer.padding_side = "right"
-    # base + adapter, unmerged; a QLoRA adapter goes into the full-precision base (a 4-bit merge would round it)
-    model = load_model(adapter, as_trained=False)
-    before, n_tokens = _probe_logits(model, tokenizer, torch)
-    merged = model.merge_and_unload()
-    after, _ = _probe_logits(merged, tokenizer, torch)
+    return tokenizer
+
+
+def compare_logits(adapter: Checkpoint, before, after, n_tokens: int, tolerance: float) -> MergeReport:
+    """The merge check: merged logits against base + adapter; a BadInput when they differ past `tolerance`."""
     diff = (before - after).abs()
     report = MergeReport(
         max_abs_logit_diff=float(diff.max()), mean_abs_logit_diff=float(diff.mean()),
@@ -67,6 +59,34 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
         raise BadInput(
             f"merge check failed for '{adapter.path}': max |logit diff| {report.max_abs_logit_diff:.3g} > {tolerance:g}"
         )
+    return report
+
+
+def trained_on(adapter: Checkpoint) -> dict:
+    """The lineage note of an adapter trained on a quantized base (QLoRA), merged into the full-precision one."""
+    from workbench.quantization import quantization_of
+
+    quantization = quantization_of(adapter)
+    return {"trained_on_quantization": quantization} if quantization else {}
+
+
+def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, MergeReport]:
+    if adapter.kind != "adapter":
+        raise BadInput(f"checkpoint '{adapter.path}' is not an adapter (it is a {adapter.kind} {adapter.format} checkpoint)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BadInput(f"output folder '{out_dir}' is not empty")
+    torch = require("torch", "Merging", "train")
+    from workbench.checkpoint import require_base
+    from workbench.models import load_model
+
+    base = require_base(adapter)
+    tokenizer = probe_tokenizer(adapter)
+    # base + adapter, unmerged; a QLoRA adapter goes into the full-precision base (a 4-bit merge would round it)
+    model = load_model(adapter, as_trained=False)
+    before, n_tokens = probe_logits(model, tokenizer, torch)
+    merged = model.merge_and_unload()
+    after, _ = probe_logits(merged, tokenizer, torch)
+    report = compare_logits(adapter, before, after, n_tokens, tolerance)
     tmp = staging_dir(out_dir)
     try:
         merged.save_pretrained(str(tmp))
@@ -75,8 +95,7 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
             path=tmp, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(tmp),
             parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,
                     "base": base.name, "base_sha": base.sha, "how": "peft merge_and_unload",
-                    "merge_check": report.__dict__,
-                    **({"trained_on_quantization": quantization_of(adapter)} if quantization_of(adapter) else {})},
+                    "merge_check": report.__dict__, **trained_on(adapter)},
         )
         ckpt.save_meta()
         publish_dir(tmp, out_dir)
