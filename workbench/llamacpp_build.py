@@ -41,16 +41,21 @@ def lib_dir() -> Path | None:
     return pkg / "lib" if pkg else None
 
 
-def build_record() -> dict | None:
-    """The flags wb built llama.cpp with, or None for a wheel from elsewhere (e.g. PyPI, or an older set-up)."""
-    pkg = package_dir()
-    path = pkg / "wb_build.json" if pkg else None
+def json_file(path: Path | None) -> dict | None:
+    """A small JSON record wb keeps beside llama.cpp's libraries, or None when absent or unreadable."""
     if path is None or not path.is_file():
         return None
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def build_record(pkg: Path | None = None) -> dict | None:
+    """The flags wb built llama.cpp with (the installed package's, or `pkg`'s), or None for a wheel from
+    elsewhere (e.g. PyPI, or an older set-up)."""
+    pkg = pkg or package_dir()
+    return json_file(pkg / "wb_build.json" if pkg else None)
 
 
 def cpu_variant_libraries(folder: Path | None) -> dict[str, Path]:

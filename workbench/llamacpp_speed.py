@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from workbench.llamacpp_build import VARIANT_PREFIX, cpu_variant_libraries, variant_scores
+from workbench.llamacpp_build import VARIANT_PREFIX, build_record, cpu_variant_libraries, json_file, variant_scores
 
 CHOICE_FILE = "wb_variant_choice.json"
 AVX2_VARIANTS = ("alderlake", "haswell")  # AVX2 + FMA, without AVX-512; ggml's scores rank alderlake higher
@@ -88,11 +88,7 @@ def decide(top: str, avx2: str, runs: dict[str, list[dict]]) -> str:
 
 def _machine(lib: Path) -> dict:
     """What a recorded choice holds for: this CPU model and the llama.cpp build in `lib`'s package."""
-    record = lib.parent / "wb_build.json"  # written by scripts/llama_cpp_build.py
-    try:
-        build = json.loads(record.read_text()).get("key")
-    except (OSError, json.JSONDecodeError):
-        build = None
+    build = (build_record(lib.parent) or {}).get("key")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
     return {"cpu": cpu, "build": build}
@@ -149,10 +145,4 @@ def choose_variant(lib: Path, gguf: Path, notes: list[str], rounds: int = ROUNDS
 
 
 def recorded_choice(lib: Path | None) -> dict | None:
-    path = lib / CHOICE_FILE if lib else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    return json_file(lib / CHOICE_FILE if lib else None)
