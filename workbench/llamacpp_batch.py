@@ -59,7 +59,7 @@ class _Slot:
 
 
 def _new_context(llama_cpp, llm, n_seq: int, n_ctx_seq: int):
-    from llama_cpp._utils import suppress_stdout_stderr
+    from workbench.llamacpp import captured_llama_log
 
     params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)  # the one-at-a-time settings
     params.n_ctx = n_ctx_seq * n_seq
@@ -67,11 +67,11 @@ def _new_context(llama_cpp, llm, n_seq: int, n_ctx_seq: int):
     params.n_seq_max = n_seq
     params.kv_unified = False  # each sequence attends over its own cells only
     params.no_perf = True
-    with suppress_stdout_stderr(disable=llm.verbose):  # llama.cpp logs its context set-up, as Llama() does
+    with captured_llama_log() as log:  # llama.cpp logs its context set-up (warnings included) on every call
         ctx = llama_cpp.llama_init_from_model(llm.model, params)
     if not ctx:
         raise EnvironmentProblem(f"llama.cpp could not create a {n_seq}-sequence context of {params.n_ctx} "
-                                 "tokens; lower generation.batch_size")
+                                 f"tokens ({log[-1].strip() if log else 'no message'}); lower generation.batch_size")
     return ctx
 
 
