@@ -131,7 +131,7 @@ def gguf_tokenizer(path):
     path = Path(path)
     _check_gguf_file(path)
     llama_cpp = _llama_cpp("Tokenizing with a GGUF's vocabulary")
-    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    vocab = _vocab_only(llama_cpp, path)
 
     def tokenize(text: str) -> list[int]:
         return [int(t) for t in vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True)]
@@ -189,6 +189,12 @@ def sequence_logits(llm, tokens: list[int], *, reuse_prefix: bool = False):
     return llm.scores[: len(tokens)].copy()
 
 
+def _vocab_only(llama_cpp, path: Path):
+    """A vocabulary-only Llama; llama.cpp's context warnings for it (a file without context_length) are dropped."""
+    with captured_llama_log():
+        return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+
 def control_tokens(path) -> dict:
     """A GGUF vocabulary's control tokens (text), every id's text for the metadata's token ids, and
     runtime_metadata(): what ChatFormat needs from a file (vocabulary-only load)."""
@@ -196,7 +202,7 @@ def control_tokens(path) -> dict:
     _check_gguf_file(path)
     llama_cpp = _llama_cpp("Reading a GGUF's vocabulary")
     meta = runtime_metadata(path)
-    vocab_llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    vocab_llm = _vocab_only(llama_cpp, path)
     try:
         vocab = llama_cpp.llama_model_get_vocab(vocab_llm.model)
         text = lambda i: llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
@@ -214,7 +220,7 @@ def runtime_metadata(path) -> dict:
     _check_gguf_file(path)
     llama_cpp = _llama_cpp("Reading GGUF metadata")
     gguf = require("gguf", "Reading GGUF metadata", "gguf")
-    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    vocab = _vocab_only(llama_cpp, path)
     try:
         kv = dict(vocab.metadata)
     finally:
