@@ -201,9 +201,9 @@ def control_tokens(path) -> dict:
     path = Path(path)
     _check_gguf_file(path)
     llama_cpp = _llama_cpp("Reading a GGUF's vocabulary")
-    meta = runtime_metadata(path)
     vocab_llm = _vocab_only(llama_cpp, path)
     try:
+        meta = _runtime_metadata(dict(vocab_llm.metadata))
         vocab = llama_cpp.llama_model_get_vocab(vocab_llm.model)
         text = lambda i: llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
         control = {text(i) for i in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_control(vocab, i)}
@@ -219,12 +219,15 @@ def runtime_metadata(path) -> dict:
     path = Path(path)
     _check_gguf_file(path)
     llama_cpp = _llama_cpp("Reading GGUF metadata")
-    gguf = require("gguf", "Reading GGUF metadata", "gguf")
     vocab = _vocab_only(llama_cpp, path)
     try:
-        kv = dict(vocab.metadata)
+        return _runtime_metadata(dict(vocab.metadata))
     finally:
         vocab.close()
+
+
+def _runtime_metadata(kv: dict) -> dict:
+    gguf = require("gguf", "Reading GGUF metadata", "gguf")
 
     def number(key):
         return int(kv[key]) if kv.get(key) not in (None, "") else None
