@@ -57,34 +57,30 @@ def eval_cmd(
     json_out: bool = JsonOpt,
 ):
     """Evaluate a checkpoint on a suite and record the run."""
-    from workbench.eval.runner import EvalOptions, harness_plan, harness_spec, prepare_harness, run_suite
-    from workbench.eval.suites import load_suite
+    from workbench.eval.request import (check_suite_choice, checked_checkpoint, harness_overrides, load_request,
+                                        run_options)
+    from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
     from workbench.gate import check_gates, load_gates
     from workbench.home import data_dir as resolve_data_dir
 
     # Everything the user gave is checked here, before a model loads or the store is touched. Cheap checks
     # come first; the checkpoint before any data (data checks may wait on the hub); resolving 'default'
     # converts the default model on its first use only (a minute, once).
-    overrides = _harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path)
-    if bool(suite) == bool(tasks):
-        raise BadInput("give either --suite NAME or --tasks NAMES (lm-eval tasks)")
-    from workbench.eval.harness import DTYPES
-
-    if dtype not in DTYPES:
-        raise BadInput(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
+    overrides = harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path)
+    check_suite_choice(suite, tasks)
+    run_opts = run_options(seed=seed, dtype=dtype, device=device, backend=backend, no_cache=no_cache)
     from workbench.output_paths import check_new_file
 
     for path, what in ((junit, "--junit"), (markdown, "--markdown"), (gate_json, "--gate-json")):
         if path is not None:
             check_new_file(path, what)
-    loaded = load_suite(suite, evals_dir=evals_dir, limit=limit) if suite else _tasks_suite(tasks, overrides)
+    loaded, specs = load_request(suite, tasks, overrides, evals_dir=evals_dir, limit=limit, no_harness=no_harness)
     gates = load_gates(gates_file) if gates_file else loaded.config.gates
     if not gates and (junit or markdown or gate_json):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
     mirror = resolve_data_dir(data_dir)
-    specs = [] if no_harness else [harness_spec(spec, overrides, loaded.path) for spec in loaded.config.harness]
     # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
-    ckpt = _checked_checkpoint(checkpoint, base)
+    ckpt = checked_checkpoint(checkpoint, base)
     prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     st = store_for(store)
     tracking = _mlflow_target(mlflow, mlflow_experiment)
@@ -98,7 +94,6 @@ def eval_cmd(
         from workbench.checkpoint_checks import record_checks
 
         record_checks(base_ckpt)
-    run_opts = {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}
     plans = [harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
     base_plans = [] if base_ckpt is None else [
         harness_plan(spec, base_ckpt, mirror, limit, run_opts) for spec in specs]
@@ -187,25 +182,6 @@ def _log_to_mlflow(st, run, uri: str, experiment: str) -> None:
     info(f"run {run.run_id} logged to MLflow {where['uri']} (experiment {experiment}, run {where['run_id']})")
 
 
-def _checked_checkpoint(checkpoint: str, base: str | None):
-    """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own."""
-    from workbench.checkpoint_checks import record_checks, resolve_checked
-    from workbench.resolve import resolve_checkpoint
-
-    if not base:
-        return resolve_checked(checkpoint)
-    from workbench.eval.adapter_fit import check_adapter_fits
-
-    ckpt = resolve_checkpoint(checkpoint)
-    base_ckpt = resolve_checkpoint(base, with_sha=False)
-    if ckpt.kind == "adapter":  # else check_adapter_fits says what is wrong
-        record_checks(ckpt, base_ckpt)
-    check_adapter_fits(ckpt, base_ckpt)
-    ckpt.base = "default" if base == "default" else str(base_ckpt.path)
-    ckpt.base_checkpoint = base_ckpt
-    return ckpt
-
-
 def _cache_note(entry: dict) -> None:
     cache, tasks = entry.get("cache") or {}, ", ".join(entry.get("tasks") or [])
     if cache.get("result") == "hit":
@@ -227,42 +203,3 @@ def _resolve_baseline(st, ref: str):
         if ref != "default" and not Path(ref).expanduser().exists() and parse_hub_id(ref) is None:
             raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}), a checkpoint path or a hub id") from None
     return None, resolve_checkpoint(ref)
-
-
-def _harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path) -> dict:
-    """The lm-eval settings given on the command line; they override every harness entry of a suite."""
-    out = {"num_fewshot": num_fewshot, "batch_size": batch_size, "apply_chat_template": chat_template,
-           "gen_kwargs": _parse_kwargs(gen_kwargs) if gen_kwargs else None,
-           "include_path": str(include_path.resolve()) if include_path else None}
-    if include_path is not None and not include_path.is_dir():
-        raise BadInput(f"--include-path {include_path}: no such directory (expected a folder of lm-eval task YAML)")
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def _parse_kwargs(text: str) -> dict:
-    """'max_gen_toks=128,temperature=0' -> {'max_gen_toks': 128, 'temperature': 0}, as lm_eval's CLI reads it."""
-    import yaml
-
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--gen-kwargs: '{part}' is not key=value")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def _tasks_suite(tasks: str, overrides: dict):
-    """An ad-hoc suite of one harness entry for `--tasks`: lm-eval's own defaults unless options say otherwise."""
-    import hashlib
-
-    from workbench.config import HarnessSpec, SuiteConfig
-    from workbench.eval.suites import LoadedSuite
-
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    if not names:
-        raise BadInput("--tasks: no task names given")
-    spec = HarnessSpec(tasks=names, **overrides)
-    config = SuiteConfig(name="lm-eval", description="lm-eval tasks from the command line", harness=[spec])
-    sha = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-    return LoadedSuite(config=config, path=Path("<--tasks>"), sha=sha, items={})
