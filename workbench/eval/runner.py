@@ -21,6 +21,7 @@ class EvalOptions:
     command: str = ""
     baseline: Run | None = None  # judge_pairwise scorers compare this run's answers with the baseline's
     lineage: dict | None = None  # an eval during training: {"train_run", "step"}
+    sweep: dict | None = None  # a unit of `wb sweep`: {"unit", "node"}
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -54,6 +55,7 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
         "versions": versions(),
         "timings": {},
         **({"lineage": options.lineage} if options.lineage else {}),
+        **({"sweep": options.sweep} if options.sweep else {}),
     }
     from workbench.quantization import quantization_of
 

@@ -19,7 +19,7 @@ from workbench.errors import BadInput
 from workbench.faultpoints import pause_point
 from workbench.processes import identity, is_dead
 from workbench.store import index
-from workbench.store.files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from workbench.store.files import read_json, read_jsonl, staged_folder, write_json_atomic, write_jsonl_atomic
 
 SCHEMA_VERSION = 1
 INTERRUPTED = "interrupted"  # never written: how a started run whose process is gone reads
@@ -111,6 +111,34 @@ class Store:
         run.manifest["status"] = "ok"
         run.manifest["finished_at"] = now()
         self._save(run)
+
+    def adopt_run(self, run_id: str, files: dict[str, bytes]) -> bool:
+        """Land a finished run recorded in another store (a sweep worker's scratch one) under its own id: the
+        folder appears whole or not at all, then it is indexed. False when this store has that run already."""
+        if safe_name(run_id) != run_id:
+            raise BadInput(f"run id '{run_id}': not a run folder name")
+        target = self.runs_dir / run_id
+        if target.exists():
+            return False
+        with staged_folder(target) as tmp:
+            for rel, data in files.items():
+                dest = (tmp / rel).resolve()
+                if not dest.is_relative_to(tmp.resolve()):
+                    raise BadInput(f"run {run_id}: file '{rel}' lies outside the run folder")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+        run = self.load(run_id, as_recorded=True)
+        conn = self.connect()
+        try:
+            index.upsert_run(conn, run.manifest, run.metrics)
+        finally:
+            conn.close()
+        return True
+
+    def run_files(self, run_id: str) -> dict[str, bytes]:
+        """Every file of a run folder, by path relative to it: what adopt_run lands in another store."""
+        folder = self.runs_dir / run_id
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
     def annotate(self, run: Run, key: str, value) -> None:
         """Add one record to a closed run's manifest (e.g. where a tracker logged it)."""
