@@ -137,6 +137,19 @@ def lineage() -> tuple[dict, list]:
     return _lineage(*key())
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _sweep_leaderboard(root: str, run_id: str, stamp: tuple) -> tuple[list[str], list[dict]]:
+    from workbench.sweep.leaderboard import leaderboard
+
+    store_ = Store(Path(root))
+    return leaderboard(store_, store_.load(run_id).manifest.get("units") or [])
+
+
+def sweep_leaderboard(run_id: str) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a sweep's leaderboard, as `wb sweep` prints it."""
+    return _sweep_leaderboard(str(store().root), run_id, stamp())
+
+
 def clear() -> None:
     st.cache_data.clear()
     _manifests.clear()

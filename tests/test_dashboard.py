@@ -125,7 +125,8 @@ def app(seeded, monkeypatch):
 
 @pytest.mark.parametrize("page, command", [
     ("app_pages/leaderboard.py", "wb eval"), ("app_pages/compare.py", "wb eval"), ("app_pages/exports.py", "wb export"),
-    ("app_pages/lineage.py", "wb train"), ("app_pages/runs.py", "wb eval"), ("app_pages/training.py", "wb train")])
+    ("app_pages/lineage.py", "wb train"), ("app_pages/runs.py", "wb eval"), ("app_pages/training.py", "wb train"),
+    ("app_pages/sweeps.py", "wb sweep")])
 def test_empty_store_says_which_command_records_the_data(tmp_path, monkeypatch, page, command):
     monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
     at = AppTest.from_file(APP, default_timeout=60).run()
@@ -396,3 +397,34 @@ def test_training_page_plots_evals_during_training_against_step(tmp_path, monkey
     assert not any(views.during_training(m) for m in views.latest_per_checkpoint(store.list_runs()))
     nodes, _ = views.lineage(store.list_runs())
     assert not [n for n in nodes.values() if "@step-" in (n["name"] or "")]
+
+
+def test_sweeps_page_shows_the_sweeps_leaderboard_and_units(tmp_path, monkeypatch):
+    """A sweep as `wb sweep` records it: its units' eval runs, and the sweep run listing them (one failed)."""
+    from workbench.sweep.leaderboard import leaderboard
+
+    store = Store(tmp_path / "store")
+    units = []
+    for name, value in (("ckpt-a", 0.25), ("ckpt-b", 0.75)):
+        with store.open_run("eval", {"checkpoint": {**BASE, "name": name}, "suite": "s1",
+                                     "sweep": {"unit": f"{name} × s1", "where": "node 1"}}) as e:
+            e.add_metric("contacts", "json_valid", value, n=4, source="task")
+        units.append({"unit": f"{name} × s1", "checkpoint": name, "suite": "s1", "status": "ok", "run_id": e.run_id,
+                      "attempts": 1 if name == "ckpt-a" else 2, "where": "node 1", "seconds": 3.0})
+    units.append({"unit": "ckpt-c × s1", "checkpoint": "ckpt-c", "suite": "s1", "status": "failed", "attempts": 1,
+                  "error": "config.json: size mismatch", "exit_code": 3})
+    with store.open_run("sweep", {"command": "wb sweep s.yaml --ray auto", "units": units,
+                                  "executor": {"ray": "auto", "nodes": [{"alive": True}] * 3, "max_retries": 2}}):
+        pass
+    monkeypatch.setenv("WB_STORE", str(store.root))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("app_pages/sweeps.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    board = at.dataframe[0].value
+    assert list(board["checkpoint"]) == ["ckpt-b", "ckpt-a", "ckpt-c"]  # best first; the failed one last
+    assert list(board["s1 / contacts / json_valid"])[:2] == [0.75, 0.25]
+    columns, rows = leaderboard(store, units)  # the numbers `wb sweep` prints
+    assert list(board["s1 / contacts / json_valid"])[:2] == [r[columns[0]] for r in rows[:2]]
+    shown_units = at.dataframe[1].value
+    assert list(shown_units["attempts"]) == [1, 2, 1] and "size mismatch" in shown_units["error"].iloc[2]
+    assert "1 of 3 units failed" in at.warning[0].value and "3 nodes" in at.caption[0].value

@@ -34,10 +34,11 @@ def _register() -> None:
         judge,
         merge,
         runs,
+        sweep,
         train,
     )
 
-    for module in (train, data, eval, judge, merge, export, compare, dashboard, runs, doctor):
+    for module in (train, data, eval, sweep, judge, merge, export, compare, dashboard, runs, doctor):
         module.register(app)
 
 

@@ -1,0 +1,93 @@
+"""One checkpoint's units, evaluated where they run (in-process, or a Ray worker): the model loads once for all
+of the group's suites, each unit is a `wb eval` run recorded in a scratch store, and each finished run goes back
+whole to the driver, which lands it in the one store.
+
+A unit that fails on its own input is reported and the group goes on; a worker that dies takes the group with it
+and Ray runs the group again (the driver lands each unit once)."""
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+from workbench.sweep.plan import Group, Settings, Unit
+
+
+def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "local"):
+    """Yields one outcome per unit as it finishes: {"unit", "status": "ok", "run_id", "files", "seconds"} or
+    {"unit", "status": "failed", "error", "exit_code", "seconds"}. KeyboardInterrupt is not caught."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads in a fresh worker process
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from workbench.store import Store
+
+    scratch = Path(tempfile.mkdtemp(prefix="wb-sweep-"))
+    try:
+        store = Store(scratch)
+        ckpt = None
+        for unit in group.units:
+            reporter.started(unit.id, where)
+            started = time.monotonic()
+            try:
+                if ckpt is None:
+                    ckpt = _load_checkpoint(group, settings)
+                run = _run_unit(ckpt, unit, settings, store, where)
+                outcome = {"unit": unit.id, "status": "ok", "run_id": run.run_id,
+                           "files": store.run_files(run.run_id)}
+            except WorkbenchError as exc:
+                outcome = {"unit": unit.id, "status": "failed", "error": str(exc), "exit_code": exc.exit_code}
+            except Exception as exc:  # noqa: BLE001  (a unit's failure is reported, the others go on)
+                from workbench.failures import translate
+
+                known = translate(exc)
+                first = str(known) if known else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+                outcome = {"unit": unit.id, "status": "failed", "error": first,
+                           "exit_code": known.exit_code if known else 1}
+            outcome["seconds"] = round(time.monotonic() - started, 2)
+            outcome["where"] = where
+            reporter.finished(unit.id, outcome["status"])
+            yield outcome
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _load_checkpoint(group: Group, settings: Settings):
+    """The checkpoint resolved, with its model loaded once when every unit would load it the same way."""
+    from workbench.eval.request import checked_checkpoint
+
+    ckpt = checked_checkpoint(group.ref, settings.base)
+    if _shares_model(ckpt, settings):
+        from workbench.models import load_model
+
+        ckpt.derived["live_model"] = load_model(ckpt)
+    return ckpt
+
+
+def _shares_model(ckpt, settings: Settings) -> bool:
+    """Task generations load float32 on the CPU; lm-eval's hf backend the dtype and device asked for. One model
+    serves both only when those agree (GGUF files run in llama.cpp, which maps them: nothing to share)."""
+    from workbench.eval.harness import HF, resolve_backend, resolve_device
+
+    if ckpt.format == "gguf":
+        return False
+    opts = settings.run_options
+    backend = resolve_backend(opts["backend"], ckpt)
+    return opts["dtype"] == "float32" and (settings.no_harness or (
+        backend == HF and resolve_device(opts["device"], backend) == "cpu"))
+
+
+def _run_unit(ckpt, unit: Unit, settings: Settings, store, where: str):
+    from workbench.eval.request import load_request
+    from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
+
+    mirror = Path(settings.data_dir) if settings.data_dir else None
+    loaded, specs = load_request(unit.suite, unit.tasks, settings.overrides, evals_dir=settings.evals_dir,
+                                 limit=settings.limit, no_harness=settings.no_harness)
+    plans = [harness_plan(spec, ckpt, mirror, settings.limit, settings.run_options, prepare_harness(spec, mirror))
+             for spec in specs]
+    command = f"wb sweep (unit {unit.id})"
+    return run_suite(ckpt, loaded, store,
+                     EvalOptions(data_dir=mirror, limit=settings.limit, command=command,
+                                 sweep={"unit": unit.id, "where": where}),
+                     harness_plans=plans)
