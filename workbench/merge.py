@@ -32,11 +32,20 @@ class MergeReport:
 
 
 def probe_logits(model, tokenizer, torch):
+    logits, n_tokens, _ = probe(model, tokenizer, torch)
+    return logits, n_tokens
+
+
+def probe(model, tokenizer, torch):
+    """(logits of every real token, their count, the perplexity of PROBE_TEXTS) in one forward pass: the
+    perplexity is exp of the mean next-token loss over the real (unpadded) tokens."""
     batch = tokenizer(PROBE_TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = model(**batch).logits.float()
     mask = batch["attention_mask"].bool()
-    return logits[mask], int(mask.sum())
+    targets = batch["input_ids"][:, 1:][mask[:, 1:]]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1][mask[:, 1:]], targets)
+    return logits[mask], int(mask.sum()), float(torch.exp(loss))
 
 
 def probe_tokenizer(adapter: Checkpoint):
