@@ -7,6 +7,7 @@ from pathlib import Path
 from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.store.files import publish_dir, staging_dir
 from workbench.errors import BadInput
+from workbench.failures import disk_full_as
 from workbench.extras import require
 
 PROBE_TEXTS = [
@@ -98,8 +99,9 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
     report = compare_logits(adapter, before, after, n_tokens, tolerance)
     tmp = staging_dir(out_dir)
     try:
-        merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        with disk_full_as(out_dir):
+            merged.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
         ckpt = Checkpoint(
             path=tmp, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(tmp),
             parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,

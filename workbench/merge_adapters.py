@@ -15,6 +15,7 @@ from pathlib import Path
 
 from workbench.checkpoint import Checkpoint, require_base, weights_sha
 from workbench.errors import BadInput
+from workbench.failures import disk_full_as
 from workbench.store.files import publish_dir, staging_dir
 
 HOW = "peft add_weighted_adapter + merge_and_unload"
@@ -171,8 +172,9 @@ def merge_adapters(adapters: list[Checkpoint], out_dir: Path, combo: Combination
     check = compare_logits(adapters[0], before, after, n_tokens, tolerance)
     tmp = staging_dir(out_dir)
     try:
-        merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        with disk_full_as(out_dir):
+            merged.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
         del merged, model
         verified = verify_folder(tmp, adapters[0])
         ckpt = Checkpoint(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
+from workbench.failures import disk_full_as
 from workbench.store.files import publish_dir, staging_dir
 
 HOW = "mergekit"
@@ -138,13 +139,14 @@ def merge_with_mergekit(cfg: MergekitConfig, out_dir: Path, *, seed: int = 0,
     parents = parents if parents is not None else check_models(cfg)
     tmp = staging_dir(out_dir)
     try:
-        run_merge(cfg.config, str(tmp), options=MergeOptions(device="cpu", copy_tokenizer=True, quiet=True,
-                                                             random_seed=seed, lazy_unpickle=False),
-                  config_source=cfg.text)
+        with disk_full_as(out_dir):
+            run_merge(cfg.config, str(tmp), options=MergeOptions(device="cpu", copy_tokenizer=True, quiet=True,
+                                                                 random_seed=seed, lazy_unpickle=False),
+                      config_source=cfg.text)
+            if not (tmp / "tokenizer_config.json").exists():  # mergekit copies the base model's, when it has one
+                _copy_tokenizer(parents[0], tmp)
         gc.collect()
         merged_ref = Checkpoint(path=tmp, name="merged", kind="merged", format="hf")
-        if not (tmp / "tokenizer_config.json").exists():  # mergekit copies the base model's, when it has one
-            _copy_tokenizer(parents[0], tmp)
         verified = verify_folder(tmp, merged_ref)
         perplexities = [{"name": p.name, "path": str(p.path), "kind": p.kind,
                          "probe_perplexity": parent_perplexity(p)} for p in parents]
