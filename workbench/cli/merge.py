@@ -127,7 +127,8 @@ def _merge_several(refs, out, method, weights, density, svd_rank, seed, toleranc
     adapters = [resolve_checked(ref) for ref in refs]
     check_adapters(adapters, combo)  # one base, shapes from the headers, ranks: before any weights load
     st = store_for(store)
-    with st.open_run("merge", {"command": command_line(), "checkpoints": [a.to_dict() for a in adapters],
+    with st.open_run("merge", {"command": command_line(), "checkpoint": adapters[0].to_dict(),
+                               "checkpoints": [a.to_dict() for a in adapters],
                                "versions": versions(), "method": "weighted adapters",
                                "combination": combo.to_dict()}) as run, library_stdout_to_stderr():
         merged, report = merge_adapters(adapters, out, combo, tolerance=tolerance)
@@ -157,7 +158,8 @@ def _merge_mergekit(config_path, out, seed, store, json_out):
     cfg = MergekitConfig(config_path)
     parents = check_models(cfg)  # every model there, one shape per tensor name: before any weights load
     st = store_for(store)
-    with st.open_run("merge", {"command": command_line(), "checkpoints": [p.to_dict() for p in parents],
+    with st.open_run("merge", {"command": command_line(), "checkpoint": parents[0].to_dict(),
+                               "checkpoints": [p.to_dict() for p in parents],
                                "versions": versions(), "method": "mergekit",
                                "mergekit": {"config_path": str(cfg.path), "config_sha": cfg.sha,
                                             "merge_method": cfg.config.merge_method}}) as run, \
