@@ -17,8 +17,9 @@ def _adapter(base: Path, out: Path, *, seed: int, r: int = 4, targets=("q_proj",
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base))
+    # dropout as trained adapters have it: the merge check must run the combined adapter in eval mode
     lora = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), init_lora_weights=False,
-                      task_type="CAUSAL_LM")
+                      lora_dropout=0.1, task_type="CAUSAL_LM")
     get_peft_model(model, lora).save_pretrained(str(out))
     return out
 

@@ -166,6 +166,7 @@ def merge_adapters(adapters: list[Checkpoint], out_dir: Path, combo: Combination
     model.set_adapter(MERGED_ADAPTER)
     for name in names:
         model.delete_adapter(name)
+    model.eval()  # the combined adapter's modules are new, in training mode: their LoRA dropout would be on
     before, n_tokens, _ = probe(model, tokenizer, torch)
     merged = model.merge_and_unload()
     after, _, _ = probe(merged, tokenizer, torch)
