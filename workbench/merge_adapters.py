@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint, require_base, weights_sha
+from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
 from workbench.failures import disk_full_as
 from workbench.store.files import publish_dir, staging_dir
@@ -96,6 +96,8 @@ def check_adapters(adapters: list[Checkpoint], combo: Combination) -> Checkpoint
         if config.get("peft_type", "LORA") != "LORA":
             raise BadInput(f"adapter '{ckpt.path}' is a {config.get('peft_type')} adapter; add_weighted_adapter "
                            "combines LoRA adapters only")
+        if config.get("use_dora"):  # add_weighted_adapter combines the A/B factors; DoRA's magnitudes are not
+            raise BadInput(f"adapter '{ckpt.path}' uses DoRA; several adapters combine plain LoRA only")
     if combo.method in SAME_RANK_METHODS:
         ranks = [max([config.get("r", 8), *(config.get("rank_pattern") or {}).values()]) for config in configs]
         if len(set(ranks)) > 1:
