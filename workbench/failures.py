@@ -7,8 +7,35 @@ a check does not anticipate. Anything not recognised here is a bug in wb and kee
 
 import errno
 import json
+from contextlib import contextmanager
 
 from workbench.errors import BadInput, EnvironmentProblem, WorkbenchError
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A full disk, raised as an OSError or wrapped in a library's own error (safetensors' Rust I/O error)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in DISK_FULL
+    return "No space left on device" in str(exc) or "os error 28" in str(exc)
+
+
+def no_space(where, needs_bytes: int | None = None) -> EnvironmentProblem:
+    """The one error for a disk that fills while wb writes: the machine's problem (exit 4), not the input's."""
+    needs = f"; it needs about {needs_bytes / 1e9:.2f} GB" if needs_bytes else ""
+    return EnvironmentProblem(f"no space left writing '{where}'{needs}; free some space and run again")
+
+
+@contextmanager
+def disk_full_as(where, needs_bytes: int | None = None):
+    """Inside, a full disk becomes no_space(where) (naming what was being written); anything else passes."""
+    try:
+        yield
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise no_space(where, needs_bytes) from exc
+        raise
 
 
 def translate(exc: BaseException) -> WorkbenchError | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.store.files import publish_dir, staging_dir
 from workbench.errors import BadInput
+from workbench.failures import disk_full_as
 from workbench.extras import require
 
 PROBE_TEXTS = [
@@ -32,11 +33,20 @@ class MergeReport:
 
 
 def probe_logits(model, tokenizer, torch):
+    logits, n_tokens, _ = probe(model, tokenizer, torch)
+    return logits, n_tokens
+
+
+def probe(model, tokenizer, torch):
+    """(logits of every real token, their count, the perplexity of PROBE_TEXTS) in one forward pass: the
+    perplexity is exp of the mean next-token loss over the real (unpadded) tokens."""
     batch = tokenizer(PROBE_TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = model(**batch).logits.float()
     mask = batch["attention_mask"].bool()
-    return logits[mask], int(mask.sum())
+    targets = batch["input_ids"][:, 1:][mask[:, 1:]]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1][mask[:, 1:]], targets)
+    return logits[mask], int(mask.sum()), float(torch.exp(loss))
 
 
 def probe_tokenizer(adapter: Checkpoint):
@@ -89,8 +99,9 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
     report = compare_logits(adapter, before, after, n_tokens, tolerance)
     tmp = staging_dir(out_dir)
     try:
-        merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        with disk_full_as(out_dir):
+            merged.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
         ckpt = Checkpoint(
             path=tmp, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(tmp),
             parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,

@@ -69,7 +69,7 @@ class MergePlan:
 
 def plan_merge(adapter: Checkpoint) -> MergePlan:
     base = require_base(adapter)
-    shards, index_file = _base_shards(Path(base.path))
+    shards, index_file = model_shards(Path(base.path))
     plan = MergePlan(adapter=adapter, base=base, shards=shards, index_file=index_file)
     config = json.loads((Path(adapter.path) / "adapter_config.json").read_text(encoding="utf-8"))
     plan.unsupported += _unsupported_features(config)
@@ -87,7 +87,8 @@ def plan_merge(adapter: Checkpoint) -> MergePlan:
     return plan
 
 
-def _base_shards(base_dir: Path) -> tuple[list[SafetensorsHeader], Path | None]:
+def model_shards(base_dir: Path) -> tuple[list[SafetensorsHeader], Path | None]:
+    """A model folder's safetensors headers (every shard, in index order) and its index file, if sharded."""
     index = base_dir / INDEX_NAME
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}

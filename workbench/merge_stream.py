@@ -11,7 +11,6 @@ asked, or by default when the model is small and in float32 (a half-precision ou
 base + adapter by the rounding of every merged weight, which no fixed tolerance fits).
 """
 
-import errno
 import gc
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from workbench.checkpoint import META_NAME, WEIGHT_SUFFIXES, Checkpoint, weights_sha
 from workbench.errors import BadInput
+from workbench.failures import disk_full_as
 from workbench.merge import DEFAULT_TOLERANCE, MergeReport, trained_on
 from workbench.merge_plan import INDEX_NAME, MergePlan, plan_merge
 from workbench.output_paths import check_new_folder
@@ -32,7 +32,6 @@ LOGITS_CHECK_AUTO_MAX_BYTES = 1 << 30  # auto: the logits check loads the model 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja",
                    "chat_template.json")
-_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 @dataclass
@@ -83,7 +82,7 @@ def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | Non
     lora = _load_adapter_tensors(plan)
     tmp = staging_dir(out_dir)
     try:
-        try:
+        with disk_full_as(out_dir, plan.total_bytes):
             step = progress.task("merging shards", len(plan.shards)) if progress else (lambda n=1: None)
             counts = []
             for shard in plan.shards:
@@ -94,11 +93,6 @@ def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | Non
             _copy_side_files(plan, tmp)
             ckpt = _checkpoint(plan, tmp)
             ckpt.save_meta()
-        except OSError as exc:
-            if exc.errno in _DISK_FULL:
-                raise BadInput(f"no space left writing the merged model into '{out_dir}' ({exc.strerror}; it needs "
-                               f"{plan.total_bytes / 1e9:.2f} GB); free some space and run again") from exc
-            raise
         report = StreamReport(shards=len(plan.shards), tensors=sum(len(s.entries) for s in plan.shards),
                               tensors_merged=sum(c[0] for c in counts), tensors_replaced=sum(c[1] for c in counts),
                               largest_shard_bytes=plan.largest_shard_bytes, check="structure")
