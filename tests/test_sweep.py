@@ -192,7 +192,8 @@ def test_a_unit_failing_on_its_own_input_fails_once_and_the_rest_go_on(tmp_path,
     by_unit = {u["checkpoint"]: u for u in summary["units"]}
     assert by_unit[str(tiny_model_dir)]["status"] == "ok"
     failed = by_unit[str(broken)]
-    assert failed["status"] == "failed" and failed["attempts"] == 1 and "size mismatch" in failed["error"].lower()
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["exit_code"] == 3
+    assert "do not have the shapes its config.json gives" in failed["error"]
     assert f"unit {failed['unit']} failed" in res.stderr and "1 of 2 units failed" in res.stderr
     assert len(unit_results(tmp_path / "store")) == 1  # the failed unit wrote no run
 

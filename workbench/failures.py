@@ -60,6 +60,9 @@ def translate(exc: BaseException) -> WorkbenchError | None:
             return BadInput(f"the checkpoint is its own code, which needs trust_remote_code; wb never runs a "
                             f"checkpoint's code ({first})")
         return BadInput(f"the checkpoint's config.json names a model transformers does not know ({first})")
+    if isinstance(exc, RuntimeError) and "ignore_mismatched_sizes" in str(exc):  # transformers 5's refusal
+        return BadInput("the checkpoint's weights do not have the shapes its config.json gives (transformers "
+                        "refused the size mismatch); re-save the checkpoint or fix its config.json")
     if isinstance(exc, RuntimeError) and "size mismatch" in str(exc):
         first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), text)
         return BadInput(f"the adapter does not fit its base model: {first}")
