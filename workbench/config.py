@@ -234,10 +234,23 @@ EvalDuringTrainingSpec.model_rebuild()  # its gates are GateSpec, defined with t
 TrainConfig.model_rebuild()
 
 
+def parse_yaml_mapping(text: str, path: Path) -> dict:
+    """YAML text that must be a mapping at the top level; a BadInput naming `path` (and the line) otherwise."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BadInput(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
 def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
     """Parse YAML into `model`, raising one BadInput that lists every problem with its key."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -245,12 +258,7 @@ def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[:exc.start].count(b"\n") + 1
         raise BadInput(f"{path}:{line}: not UTF-8 text, so not YAML wb can read (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise BadInput(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = parse_yaml_mapping(text, path)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

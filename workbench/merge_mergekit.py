@@ -24,7 +24,7 @@ class MergekitConfig:
     """A mergekit YAML, read, its models located and validated by mergekit."""
 
     def __init__(self, path: Path):
-        import yaml
+        from workbench.config import parse_yaml_mapping
 
         self.path = Path(path)
         try:
@@ -32,14 +32,7 @@ class MergekitConfig:
         except (FileNotFoundError, IsADirectoryError):
             raise BadInput(f"mergekit config '{path}': no such file") from None
         self.sha = hashlib.sha256(self.text.encode()).hexdigest()
-        try:
-            raw = yaml.safe_load(self.text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise BadInput(f"mergekit config '{path}': not valid YAML{where}") from None
-        if not isinstance(raw, dict):
-            raise BadInput(f"mergekit config '{path}': expected a mapping (merge_method, models or slices, ...)")
+        raw = parse_yaml_mapping(self.text, self.path)
         self.located: dict[str, str] = {}  # the config's reference -> the local folder mergekit is given
         self.raw = self._locate(raw, ())
         self.config = self._validate()
