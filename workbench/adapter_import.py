@@ -93,8 +93,8 @@ def import_adapter(src: Path, out: Path, *, base: str | None = None, lora_alpha:
     return ckpt, report, fmt
 
 
-def _linear(model, name: str, fmt: AdapterFormat, key: str, torch):
-    module = dict(model.named_modules()).get(name)
+def _linear(modules: dict, name: str, fmt: AdapterFormat, key: str, torch):
+    module = modules.get(name)
     if not isinstance(module, torch.nn.Linear):
         what = "has no such module" if module is None else f"has a {type(module).__name__} there, not a Linear"
         raise BadInput(f"{fmt.label} adapter '{fmt.path}': '{key}' adapts {name}, and the base {what} (an adapter "
@@ -112,13 +112,13 @@ def _from_mlx(fmt: AdapterFormat, model, lora_alpha, torch) -> Conversion:
     except (KeyError, TypeError, ValueError):
         raise BadInput(f"{fmt.path / 'adapter_config.json'}: lora_parameters needs a numeric 'rank' and 'scale'"
                        ) from None
-    tensors, reference, modules = {}, {}, []
+    tensors, reference, modules, base_modules = {}, {}, [], dict(model.named_modules())
     for key in sorted(k for k in state if k.endswith(".lora_a")):
         name = key[: -len(".lora_a")]
         a, b = state[key], state.get(f"{name}.lora_b")
         if b is None:
             raise BadInput(f"{fmt.weights}: '{key}' has no lora_b beside it; the adapter file is incomplete")
-        linear = _linear(model, name, fmt, key, torch)
+        linear = _linear(base_modules, name, fmt, key, torch)
         if a.shape != (linear.in_features, rank) or b.shape != (rank, linear.out_features):
             raise BadInput(f"{fmt.weights}: '{name}' has lora_a {tuple(a.shape)} and lora_b {tuple(b.shape)}; rank "
                            f"{rank} on the base's {linear.in_features}->{linear.out_features} needs "
@@ -141,14 +141,14 @@ def _from_torchtune(fmt: AdapterFormat, model, lora_alpha, torch) -> Conversion:
     config = model.config
     heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    tensors, reference, modules, ranks = {}, {}, [], set()
+    tensors, reference, modules, ranks, base_modules = {}, {}, [], set(), dict(model.named_modules())
     for key in sorted(k for k in state if k.endswith(".lora_a.weight")):
         tt_name = key[: -len(".lora_a.weight")]
         a, b = state[key], state.get(f"{tt_name}.lora_b.weight")
         if b is None:
             raise BadInput(f"{fmt.weights}: '{key}' has no lora_b beside it; the adapter file is incomplete")
         name = _hf_module(tt_name, fmt)
-        linear = _linear(model, name, fmt, key, torch)
+        linear = _linear(base_modules, name, fmt, key, torch)
         rank = a.shape[0]
         if a.shape != (rank, linear.in_features) or b.shape != (linear.out_features, rank):
             raise BadInput(f"{fmt.weights}: '{tt_name}' has lora_a {tuple(a.shape)} and lora_b {tuple(b.shape)}; the "
