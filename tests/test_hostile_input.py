@@ -155,7 +155,7 @@ CHECKPOINT_CASES = {
     "adapter-names-no-base": (lambda ws, g: _eval(ws, adapter_naming(ws, g("tiny_adapter_dir"), "a", None)), 3,
                               ("names no base",)),
     "adapter-base-other-shapes": (lambda ws, g: _eval(ws, adapter_naming(
-        ws, g("tiny_adapter_dir"), "a", str(g("other_base_dir")))), 3, ("does not fit", "size")),
+        ws, g("tiny_adapter_dir"), "a", str(g("other_base_dir")))), 3, ("does not fit", "in the base")),
     "adapter-weights-cut": (lambda ws, g: _eval(ws, ws.variant(g("tiny_adapter_dir"), "a", adapter_model__safetensors=(
         truncated(g("tiny_adapter_dir") / "adapter_model.safetensors", 0.5)))), 3,
                             ("adapter_model.safetensors", "truncated")),

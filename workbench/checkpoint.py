@@ -67,7 +67,8 @@ class Checkpoint:
 def require_base(ckpt: Checkpoint) -> Checkpoint:
     """The resolved base of an adapter (workbench.resolve sets it)."""
     if ckpt.base_checkpoint is None:
-        raise BadInput(ckpt.derived.get("base_error") or f"adapter '{ckpt.path}': adapter_config.json names no base model")
+        raise BadInput(ckpt.derived.get("base_error") or f"adapter '{ckpt.path}': adapter_config.json names no base model "
+                                                       "(base_model_name_or_path): give it with --base BASE")
     return ckpt.base_checkpoint
 
 

@@ -25,16 +25,33 @@ def check_checkpoint(ckpt: Checkpoint, base: Checkpoint | None = None) -> list[s
     return check_model_folder(Path(ckpt.path))
 
 
-def resolve_checked(ref: str) -> Checkpoint:
+def resolve_checked(ref: str, base: str | None = None) -> Checkpoint:
     """resolve_checkpoint, with the files checked before the weights are hashed (a large file's hash is cached
-    under WB_HOME: a damaged checkpoint must not leave one)."""
+    under WB_HOME: a damaged checkpoint must not leave one). `base` (an adapter's --base): the base to put the
+    adapter on instead of the one its files name, checked to fit it."""
     from workbench.checkpoint import weights_sha
     from workbench.resolve import resolve_checkpoint
 
+    if base:
+        return _resolve_on_base(ref, base)
     ckpt = resolve_checkpoint(ref, with_sha=False)
     record_checks(ckpt)
     if str(ref) != DEFAULT_REF:
         ckpt.sha = weights_sha(Path(ckpt.path))
+    return ckpt
+
+
+def _resolve_on_base(ref: str, base: str) -> Checkpoint:
+    from workbench.eval.adapter_fit import check_adapter_fits
+    from workbench.resolve import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(ref)
+    base_ckpt = resolve_checkpoint(base, with_sha=False)
+    if ckpt.kind == "adapter":  # else check_adapter_fits says what is wrong
+        record_checks(ckpt, base_ckpt)
+    check_adapter_fits(ckpt, base_ckpt)
+    ckpt.base = DEFAULT_REF if base == DEFAULT_REF else str(base_ckpt.path)
+    ckpt.base_checkpoint = base_ckpt
     return ckpt
 
 
@@ -109,7 +126,8 @@ def _named_base(adapter: Checkpoint) -> Checkpoint:
     named = adapter.base
     source = "wb_checkpoint.json" if (Path(adapter.path) / "wb_checkpoint.json").exists() else "adapter_config.json"
     if not named:
-        raise BadInput(f"adapter '{adapter.path}': {source} names no base model (base_model_name_or_path)")
+        raise BadInput(f"adapter '{adapter.path}': {source} names no base model (base_model_name_or_path): give it "
+                       "with --base BASE")
     if adapter.base_checkpoint is not None:
         return adapter.base_checkpoint
     from workbench.hub import parse_hub_id

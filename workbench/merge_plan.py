@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.adapter_vocab import copy_target, is_original_copy, resized_rows
 from workbench.checkpoint import Checkpoint, require_base
 from workbench.errors import BadInput
 from workbench.safetensors_files import SafetensorsHeader, TensorEntry, read_header
@@ -25,6 +26,9 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _VARIANT_KEYS = ("use_dora", "alora_invocation_tokens", "arrow_config", "use_bdlora", "velora_config",
                  "monteclora_config", "kasa_config", "use_qalora", "layer_replication", "target_parameters",
                  "trainable_token_indices", "megatron_config")
+
+
+_INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class MergePlan:
     replacements: dict[str, str] = field(default_factory=dict)  # base tensor name -> adapter key
     unsupported: list[str] = field(default_factory=list)
     adapter_header: SafetensorsHeader | None = None
+    vocab_rows: int | None = None  # the adapter resized the base's embeddings to this many rows (added tokens)
 
     @property
     def sharded(self) -> bool:
@@ -67,8 +72,9 @@ class MergePlan:
         return set(self.deltas) | set(self.biases) | set(self.replacements)
 
 
-def plan_merge(adapter: Checkpoint) -> MergePlan:
-    base = require_base(adapter)
+def plan_merge(adapter: Checkpoint, base: Checkpoint | None = None) -> MergePlan:
+    """The plan for `adapter` on `base` (default: its resolved base); a BadInput when it does not fit."""
+    base = base or require_base(adapter)
     shards, index_file = model_shards(Path(base.path))
     plan = MergePlan(adapter=adapter, base=base, shards=shards, index_file=index_file)
     config = json.loads((Path(adapter.path) / "adapter_config.json").read_text(encoding="utf-8"))
@@ -125,12 +131,12 @@ def _read_adapter_keys(plan: MergePlan, config: dict) -> None:
                 table[name[: -len(suffix)]] = (key, kind)
                 break
         else:
-            if ".base_layer." in name:  # a saved base layer (resized embeddings) replaces the base's tensor
-                plan.replacements[name.replace(".base_layer.", ".")] = key
-            elif "lora_" in name or "." not in name:
+            if is_original_copy(name):
+                continue  # what the base already has
+            if "lora_" in name or "." not in name:
                 plan.unsupported.append(f"it has weights a LoRA merge does not know ('{key}')")
-            else:  # modules_to_save: the trained copy replaces the base module's tensor
-                plan.replacements[name] = key
+            else:  # modules_to_save or a saved base layer (resized embeddings): the copy replaces the base's tensor
+                plan.replacements[copy_target(name)] = key
     for module in sorted(set(a_keys) | set(b_keys)):
         if module not in a_keys or module not in b_keys:
             raise BadInput(f"adapter '{plan.adapter.path}': module '{module}' has only one of its lora_A/lora_B "
@@ -162,10 +168,16 @@ def _check_fit(plan: MergePlan, config: dict) -> None:
         if not base_entries[name].is_float:
             plan.unsupported.append(f"the base's '{name}' is {base_entries[name].dtype}, not floating point")
     entries = plan.adapter_header.entries
+    base_shapes = {n: e.shape for n, e in base_entries.items()}
+    plan.vocab_rows = resized_rows({k: e.shape for k, e in entries.items()}, base_shapes)
+    if plan.vocab_rows:
+        plan.unsupported.append(f"it resizes the base's embeddings to {plan.vocab_rows} rows (tokens added in "
+                                "training)")
     for name, delta in plan.deltas.items():
-        if name not in base_entries:
+        target = name if name in base_entries else _tied_input_embedding(base_entries) if tied else None
+        if target is None:
             continue
-        a, b, w = entries[delta.a_key].shape, entries[delta.b_key].shape, base_entries[name].shape
+        a, b, w = entries[delta.a_key].shape, entries[delta.b_key].shape, _resized(plan, base_entries[target].shape)
         expected = (b[0], a[1]) if len(a) == 2 and len(b) == 2 else None
         if expected and delta.transpose:
             expected = expected[::-1]
@@ -173,9 +185,27 @@ def _check_fit(plan: MergePlan, config: dict) -> None:
             raise BadInput(f"{misfit}: '{name}' is {_shape(w)} in the base, but the adapter's lora_A {_shape(a)} and "
                            f"lora_B {_shape(b)} make {_shape(expected or ())} (an adapter for another base?)")
     for name, key in plan.replacements.items():
-        if name in base_entries and tuple(entries[key].shape) != tuple(base_entries[name].shape):
+        if name in base_entries and tuple(entries[key].shape) != _resized(plan, base_entries[name].shape):
             raise BadInput(f"{misfit}: '{name}' is {_shape(base_entries[name].shape)} in the base, but the adapter's "
                            f"copy is {_shape(entries[key].shape)} (resized embeddings or another base?)")
+
+
+def _resized(plan: MergePlan, shape) -> tuple:
+    """A base embedding's shape once resized to the adapter's vocabulary (any other shape as it is)."""
+    shape = tuple(shape)
+    if plan.vocab_rows and len(shape) == 2 and shape[0] == _vocab_size(plan) and shape[0] < plan.vocab_rows:
+        return (plan.vocab_rows, shape[1])
+    return shape
+
+
+def _vocab_size(plan: MergePlan) -> int | None:
+    config = _base_config(plan)
+    return config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
+
+
+def _tied_input_embedding(base_entries: dict) -> str | None:
+    """The tensor a tied lm_head shares (a LoRA on lm_head changes it, as the output projection)."""
+    return next((n for n in base_entries if n.endswith(_INPUT_EMBEDDINGS)), None)
 
 
 def _base_config(plan: MergePlan) -> dict:

@@ -39,6 +39,9 @@ def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu",
             model = load_quantized(require_base(ckpt).path, quantization, device)
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(str(require_base(ckpt).path), dtype=torch_dtype)
+        from workbench.adapter_vocab import resize_base_for
+
+        resize_base_for(model, ckpt.path)  # an adapter that added tokens needs as many embedding rows
         model = peft.PeftModel.from_pretrained(model, str(ckpt.path))
         if quantization:  # bitsandbytes placed it already; .to() is refused for 4/8-bit weights
             model.eval()

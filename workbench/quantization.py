@@ -1,6 +1,8 @@
 """A base model quantized through bitsandbytes (QLoRA): how training loads it, how lineage records it, and how
 `wb eval` loads it again for an adapter trained on it, so the adapter is scored on the base it learned on."""
 
+import re
+
 from workbench.extras import require
 
 DTYPE_OF_PRECISION = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -43,3 +45,17 @@ def load_quantized(path, record: dict, device: str = "cpu"):
     dtype = getattr(torch, record.get("compute_dtype", "float32"))
     return transformers.AutoModelForCausalLM.from_pretrained(
         str(path), quantization_config=bnb_config(record), dtype=dtype, device_map=device)
+
+
+_PREQUANTIZED_NAME = re.compile(r"^(?P<fp>.+?)(?:-unsloth)?-bnb-(?P<bits>4|8)bit$", re.IGNORECASE)
+
+
+def prequantized_base(name: str | None) -> tuple[str, dict] | None:
+    """(the full-precision base's name, the quantization record) when `name` is a hub repo of a base saved already
+    quantized by bitsandbytes (Unsloth's naming: `unsloth/llama-3-8b-bnb-4bit` is `unsloth/llama-3-8b` in NF4,
+    double quantization, bf16 compute); None for any other name."""
+    m = _PREQUANTIZED_NAME.match(str(name or "").rstrip("/"))
+    if not m:
+        return None
+    record = quantization_record("int8" if m.group("bits") == "8" else "nf4", "bf16")
+    return m.group("fp"), {**record, "inferred_from": f"the base's name '{name}'"}

@@ -2,10 +2,10 @@
 adapter from any trainer), a `.gguf` file, or a hub id `org/name[@revision]`. An adapter's base is resolved
 with it, so the stages get one value holding base, tokenizer source and sha."""
 
-import json
 import os
 from pathlib import Path
 
+from workbench.adapter_formats import is_adapter_folder
 from workbench.checkpoint import DEFAULT_REF, Checkpoint, read_meta, weights_sha
 from workbench.errors import BadInput
 
@@ -40,9 +40,9 @@ def _resolve_path(path: Path, ref: str, *, with_sha: bool) -> Checkpoint:
         _check_gguf_magic(path)
         kind, fmt = meta.get("kind", "quantized"), "gguf"
         base = meta.get("base")
-    elif (path / "adapter_config.json").exists():
+    elif is_adapter_folder(path):
         kind, fmt = "adapter", "peft"
-        base = meta.get("base") or _adapter_base(path)
+        base, parent, detected = _adapter_base(path, meta)
     elif (path / "config.json").exists():
         kind = meta.get("kind", "merged")
         fmt = meta.get("format", "hf")
@@ -56,11 +56,17 @@ def _resolve_path(path: Path, ref: str, *, with_sha: bool) -> Checkpoint:
     sha = weights_sha(path) if with_sha else meta.get("sha", "")
     ckpt = Checkpoint(path=path.resolve(), name=meta.get("name") or path.name, kind=kind, format=fmt, base=base,
                       sha=sha, parent=meta.get("parent"), extra=meta.get("extra", {}), hub=meta.get("hub"))
+    if kind == "adapter":
+        ckpt.parent = parent
+        if detected:
+            ckpt.extra = {**ckpt.extra, "adapter_format": detected}
     if kind == "adapter" and base:
         try:
             ckpt.base_checkpoint = resolve_base(base, with_sha=with_sha)
         except BadInput as exc:  # raised where the base is needed: `wb eval --base` may name another one
-            ckpt.derived["base_error"] = f"adapter '{path}': its base '{base}' cannot be loaded: {exc}"
+            named = f" (the full-precision form of '{parent['trained_on']}')" if (parent or {}).get("trained_on") else ""
+            ckpt.derived["base_error"] = (f"adapter '{path}': its base '{base}'{named} cannot be loaded: {exc}; "
+                                          "give the base with --base BASE")
     return ckpt
 
 
@@ -84,12 +90,28 @@ def portable_base(base: Checkpoint, ref: str) -> str:
     return str(base.path)
 
 
-def _adapter_base(path: Path) -> str | None:
-    try:
-        cfg = json.loads((path / "adapter_config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path / 'adapter_config.json'}: not valid JSON ({exc.msg})") from None
-    return cfg.get("base_model_name_or_path")
+def _adapter_base(path: Path, meta: dict) -> tuple[str | None, dict | None, dict | None]:
+    """(base reference, lineage, detected format) of an adapter folder; a BadInput for one that is not PEFT.
+
+    wb's own adapters name their base and lineage in wb_checkpoint.json. Another trainer's name the base in
+    adapter_config.json; one trained on a base saved already quantized by bitsandbytes (`…-bnb-4bit`) goes onto
+    the full-precision base that name stands for, its lineage recording the quantization it was trained under
+    (as wb's own QLoRA adapters do)."""
+    from workbench.adapter_formats import detect, import_hint
+    from workbench.quantization import prequantized_base
+
+    fmt = detect(path)
+    if fmt.format != "peft":
+        raise BadInput(import_hint(fmt))
+    if meta:
+        return meta.get("base") or fmt.base_name, meta.get("parent"), None
+    base, parent = fmt.base_name, None
+    prequantized = prequantized_base(base)
+    if prequantized:
+        parent = {"trained_on": base, "quantization": prequantized[1]}
+        base = prequantized[0]
+        fmt.reasons.append(f"its base '{fmt.base_name}' is bitsandbytes-quantized; merged and evaluated on '{base}'")
+    return base, parent, fmt.to_dict()
 
 
 def _check_gguf_magic(path: Path) -> None:

@@ -31,6 +31,7 @@ def _register() -> None:
         doctor,
         eval,
         export,
+        import_adapter,
         judge,
         merge,
         runs,
@@ -38,7 +39,7 @@ def _register() -> None:
         train,
     )
 
-    for module in (train, data, eval, sweep, judge, merge, export, compare, dashboard, runs, doctor):
+    for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, dashboard, runs, doctor):
         module.register(app)
 
 

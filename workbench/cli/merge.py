@@ -22,6 +22,8 @@ def merge(
     adapters: Optional[List[str]] = typer.Argument(
         None, help="PEFT adapter folder; several (of one base) are combined with --method."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the merged model (must be empty or absent)."),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="The base to merge into (checked to fit; default: the one the adapter names)."),
     streaming: Optional[bool] = typer.Option(
         None, "--streaming/--in-memory",
         help="One adapter: merge shard by shard (default when the base is sharded) or the whole model in memory."),
@@ -64,16 +66,18 @@ def merge(
         raise BadInput(f"{', '.join(given)} combine several adapters; one adapter merges as it is")
     elif len(adapters) > 1 and (streaming or check != "auto"):
         raise BadInput("--streaming and --check apply to one adapter; several merge in memory, logits checked")
+    if base and (mergekit is not None or len(adapters) > 1):
+        raise BadInput("--base applies to one adapter")
     check_new_folder(out)
     if mergekit is not None:
         _merge_mergekit(mergekit, out, seed, store, json_out)
     elif len(adapters) > 1:
         _merge_several(adapters, out, method, weights, density, svd_rank, seed, tolerance, store, json_out)
     else:
-        _merge_one(adapters[0], out, streaming, check, tolerance, store, json_out)
+        _merge_one(adapters[0], out, base, streaming, check, tolerance, store, json_out)
 
 
-def _merge_one(adapter, out, streaming, check, tolerance, store, json_out):
+def _merge_one(adapter, out, base, streaming, check, tolerance, store, json_out):
     from workbench.checkpoint_checks import resolve_checked
     from workbench.environment import versions
     from workbench.errors import BadInput
@@ -82,7 +86,7 @@ def _merge_one(adapter, out, streaming, check, tolerance, store, json_out):
     from workbench.cli.progress import bars
     from workbench.merge_stream import choose_method, merge_streaming
 
-    ckpt = resolve_checked(adapter)
+    ckpt = resolve_checked(adapter, base)
     if ckpt.kind != "adapter":
         raise BadInput(f"'{adapter}' is not an adapter folder (no adapter_config.json)")
     plan = plan_merge(ckpt)  # the adapter must fit the base (shapes from the headers) before any weights load

@@ -1,8 +1,8 @@
 """Does a PEFT adapter fit the base it is about to be evaluated on? Checked from file headers, before any load.
 
 Two checks, each a one-line BadInput:
-- shape: every LoRA matrix must match the base module it adapts (lora_A is [r, in], lora_B is [out, r]),
-  read from the safetensors headers (no torch, no weights loaded);
+- shape: every LoRA matrix must match the base module it adapts, read from the safetensors headers (no weights
+  loaded), by workbench.merge_plan's rule;
 - identity: when the adapter names a base that exists here (a folder, or 'default'), the given base must have
   the same weights (sha256 of the weight files).
 """
@@ -13,8 +13,6 @@ from pathlib import Path
 
 from workbench.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
-
-PEFT_PREFIX = "base_model.model."
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -54,23 +52,8 @@ def _check_identity(adapter: Checkpoint, base: Checkpoint) -> None:
 
 
 def check_shapes(adapter: Checkpoint, base: Checkpoint) -> None:
-    adapter_file = adapter.path / "adapter_model.safetensors"
-    base_files = sorted(Path(base.path).glob("*.safetensors"))
-    if not adapter_file.exists() or not base_files:
-        return  # .bin weights: their shapes can't be read without loading them
-    base_shapes: dict[str, list[int]] = {}
-    for f in base_files:
-        base_shapes.update(safetensors_shapes(f))
-    for name, shape in sorted(safetensors_shapes(adapter_file).items()):
-        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
-            if not name.endswith(part):
-                continue
-            module = name.removeprefix(PEFT_PREFIX).removesuffix(part)
-            target = base_shapes.get(f"{module}.weight")
-            if target is None:
-                raise BadInput(f"adapter '{adapter.path}' does not fit base '{base.path}': "
-                               f"the base has no module {module}")
-            if len(target) != 2 or shape[dim] != target[dim]:
-                side = "input" if dim == 1 else "output"
-                raise BadInput(f"adapter '{adapter.path}' does not fit base '{base.path}': {module} has "
-                               f"{side} size {target[dim]} in the base, {shape[dim]} in the adapter")
+    """The shape rule is the merge plan's (fan_in_fan_out, embeddings, tied lm_head, resized vocabularies): an
+    adapter that can be put on a base can be merged into it, and the other way round."""
+    from workbench.merge_plan import plan_merge
+
+    plan_merge(adapter, base)

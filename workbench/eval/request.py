@@ -7,22 +7,11 @@ from workbench.errors import BadInput
 
 
 def checked_checkpoint(checkpoint: str, base: str | None):
-    """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own."""
-    from workbench.checkpoint_checks import record_checks, resolve_checked
-    from workbench.resolve import resolve_checkpoint
+    """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own
+    (checkpoint_checks.resolve_checked, which `wb merge --base` uses too)."""
+    from workbench.checkpoint_checks import resolve_checked
 
-    if not base:
-        return resolve_checked(checkpoint)
-    from workbench.eval.adapter_fit import check_adapter_fits
-
-    ckpt = resolve_checkpoint(checkpoint)
-    base_ckpt = resolve_checkpoint(base, with_sha=False)
-    if ckpt.kind == "adapter":  # else check_adapter_fits says what is wrong
-        record_checks(ckpt, base_ckpt)
-    check_adapter_fits(ckpt, base_ckpt)
-    ckpt.base = "default" if base == "default" else str(base_ckpt.path)
-    ckpt.base_checkpoint = base_ckpt
-    return ckpt
+    return resolve_checked(checkpoint, base)
 
 
 def harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path) -> dict:
