@@ -14,7 +14,6 @@ mlx and torchtune adapters are converted to PEFT by `wb import-adapter` (workben
 format cannot be told is a one-line BadInput naming what is missing, never a guess.
 """
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,18 +86,10 @@ def import_hint(fmt: AdapterFormat) -> str:
 
 
 def _read_config(path: Path) -> dict:
+    from workbench.checkpoint_checks import read_json_object
+
     file = path / CONFIG
-    if not file.exists():
-        return {}
-    try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{file}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{file}: not UTF-8 text") from None
-    if not isinstance(value, dict):
-        raise BadInput(f"{file}: expected a JSON object")
-    return value
+    return read_json_object(file) if file.exists() else {}
 
 
 def _peft(path: Path, config: dict) -> AdapterFormat:

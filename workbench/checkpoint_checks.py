@@ -73,10 +73,10 @@ def check_model_folder(path: Path) -> list[str]:
     warnings = check_config(path / "config.json")
     for name in TOKENIZER_FILES:  # read by transformers and llama.cpp's converter alike
         if (path / name).exists():
-            _read_json_object(path / name)
+            read_json_object(path / name)
     index = path / "model.safetensors.index.json"
     if index.exists():
-        shards = set(_read_json_object(index).get("weight_map", {}).values())
+        shards = set(read_json_object(index).get("weight_map", {}).values())
         for shard in sorted(shards):
             if not (path / shard).is_file():
                 raise BadInput(f"{index}: names shard '{shard}', which is missing")
@@ -86,7 +86,7 @@ def check_model_folder(path: Path) -> list[str]:
 
 
 def check_config(config: Path) -> list[str]:
-    cfg = _read_json_object(config)
+    cfg = read_json_object(config)
     model_type = cfg.get("model_type")
     custom = bool(cfg.get("auto_map"))
     if not model_type:
@@ -104,7 +104,7 @@ def check_config(config: Path) -> list[str]:
 
 def check_adapter(adapter: Checkpoint, base: Checkpoint | None = None) -> list[str]:
     path = Path(adapter.path)
-    _read_json_object(path / "adapter_config.json")
+    read_json_object(path / "adapter_config.json")
     weights = path / "adapter_model.safetensors"
     if weights.exists():
         check_safetensors(weights)
@@ -248,7 +248,8 @@ class _Reader:
         raise BadInput(f"{self.path}: not a valid GGUF file (unknown value type {kind} at byte {self.pos})")
 
 
-def _read_json_object(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; a one-line BadInput naming it otherwise."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
