@@ -21,7 +21,7 @@ def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu",
     """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter.
 
     An adapter trained on a quantized base (QLoRA) loads on that base quantized the same way, unless
-    `as_trained=False` (merging puts it into the full-precision base, as QLoRA users ship it). A checkpoint
+    `as_trained=False` (the full-precision base: `wb merge --into fp`). A checkpoint
     evaluated during training carries the model being trained (derived["live_model"]) instead."""
     if "live_model" in ckpt.derived:
         return ckpt.derived["live_model"]
