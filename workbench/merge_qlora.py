@@ -13,7 +13,7 @@ trained): mean per-token KL(reference || merged) and top-1 agreement.
 import gc
 from dataclasses import dataclass
 
-from workbench.checkpoint import Checkpoint, require_base
+from workbench.checkpoint import Checkpoint
 from workbench.errors import BadInput
 from workbench.extras import require
 from workbench.quantization import is_4bit, params4bit_settings, quantization_of
@@ -81,16 +81,9 @@ def load_unmerged(adapter: Checkpoint, target: str):
     """Base + adapter (unmerged, float32), the base being the merge target's weights."""
     from workbench.models import load_model
 
-    if target != "dequantized":
-        return load_model(adapter, as_trained=False)
-    torch = require("torch", "Merging", "train")
-    transformers = require("transformers", "Merging", "eval")
-    peft = require("peft", "Loading an adapter", "train")
-    base = transformers.AutoModelForCausalLM.from_pretrained(str(require_base(adapter).path), dtype=torch.float32)
-    dequantize_base(base, quantization_of(adapter))
-    model = peft.PeftModel.from_pretrained(base, str(adapter.path))
-    model.eval()
-    return model
+    record = quantization_of(adapter)
+    prepare = (lambda model: dequantize_base(model, record)) if target == "dequantized" else None
+    return load_model(adapter, as_trained=False, prepare_base=prepare)
 
 
 @dataclass
