@@ -132,6 +132,9 @@ def test_bad_targets_are_one_line_exit_3(tmp_path, capsys, monkeypatch, plain_ad
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert res.code == 3 and len(lines) == 1 and needle in lines[0], res.stderr
         assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
+    res = run_cli(["merge", qlora_adapter.path, plain_adapter, "--method", "linear", "--into", "fp", "-o",
+                   tmp_path / "out"], capsys)
+    assert res.code == 3 and "--into applies to one adapter" in res.stderr and not (tmp_path / "out").exists()
     with pytest.raises(BadInput, match="int8 base"):
         ckpt = resolve_checkpoint(qlora_adapter.path)
         ckpt.parent = {**ckpt.parent, "quantization": quantization_record("int8", "fp32")}
