@@ -80,19 +80,23 @@ def trained_on(adapter: Checkpoint) -> dict:
     return {"trained_on_quantization": quantization} if quantization else {}
 
 
-def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, MergeReport]:
+def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
+                  into: str | None = None) -> tuple[Checkpoint, MergeReport]:
+    """`into`: the base weights a QLoRA adapter goes into (workbench.merge_qlora.TARGETS; its default when None)."""
     if adapter.kind != "adapter":
         raise BadInput(f"checkpoint '{adapter.path}' is not an adapter (it is a {adapter.kind} {adapter.format} checkpoint)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BadInput(f"output folder '{out_dir}' is not empty")
     torch = require("torch", "Merging", "train")
     from workbench.checkpoint import require_base
-    from workbench.models import load_model
+    from workbench.merge_qlora import load_unmerged, merge_note, merge_target, quantized_reference
 
+    target = merge_target(adapter, into)
     base = require_base(adapter)
     tokenizer = probe_tokenizer(adapter)
-    # base + adapter, unmerged; a QLoRA adapter goes into the full-precision base (a 4-bit merge would round it)
-    model = load_model(adapter, as_trained=False)
+    reference = quantized_reference(adapter, tokenizer)  # a QLoRA adapter on its 4-bit base: the merge's cost
+    # base + adapter, unmerged, in float32: a QLoRA adapter's base is the target's (a 4-bit merge would round it)
+    model = load_unmerged(adapter, target)
     before, n_tokens = probe_logits(model, tokenizer, torch)
     merged = model.merge_and_unload()
     after, _ = probe_logits(merged, tokenizer, torch)
@@ -106,7 +110,8 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
             path=tmp, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(tmp),
             parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,
                     "base": base.name, "base_sha": base.sha, "how": "peft merge_and_unload",
-                    "merge_check": report.__dict__, **trained_on(adapter)},
+                    "merge_check": report.__dict__, **trained_on(adapter),
+                    **merge_note(adapter, target, reference, after)},
         )
         ckpt.save_meta()
         publish_dir(tmp, out_dir)

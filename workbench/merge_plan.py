@@ -54,6 +54,9 @@ class MergePlan:
     unsupported: list[str] = field(default_factory=list)
     adapter_header: SafetensorsHeader | None = None
     vocab_rows: int | None = None  # the adapter resized the base's embeddings to this many rows (added tokens)
+    # --into dequantized (workbench.merge_qlora.plan_dequantize): base tensor name -> quantized transposed
+    dequantize: dict[str, bool] = field(default_factory=dict)
+    quant_settings: dict | None = None
 
     @property
     def sharded(self) -> bool:
@@ -69,7 +72,7 @@ class MergePlan:
 
     @property
     def touched(self) -> set[str]:
-        return set(self.deltas) | set(self.biases) | set(self.replacements)
+        return set(self.deltas) | set(self.biases) | set(self.replacements) | set(self.dequantize)
 
 
 def plan_merge(adapter: Checkpoint, base: Checkpoint | None = None) -> MergePlan:

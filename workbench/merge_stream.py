@@ -40,6 +40,7 @@ class StreamReport:
     tensors: int
     tensors_merged: int  # LoRA deltas (and LoRA biases) added
     tensors_replaced: int  # modules_to_save / saved base layers
+    tensors_dequantized: int  # --into dequantized: weights round-tripped through the training's 4-bit quantization
     largest_shard_bytes: int
     check: str  # "structure" | "logits"
     logits: MergeReport | None = None
@@ -72,11 +73,18 @@ def validate_check(check: str) -> None:
 
 
 def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | None = None, check: str = "auto",
-                    tolerance: float = DEFAULT_TOLERANCE, progress=None) -> tuple[Checkpoint, StreamReport]:
-    """`progress`: workbench.cli.progress.Bars or None; one step per shard written, one per shard checked."""
+                    tolerance: float = DEFAULT_TOLERANCE, progress=None,
+                    into: str | None = None) -> tuple[Checkpoint, StreamReport]:
+    """`progress`: workbench.cli.progress.Bars or None; one step per shard written, one per shard checked.
+    `into`: a QLoRA adapter's target (workbench.merge_qlora.TARGETS; its default when None)."""
+    from workbench.merge_qlora import merge_target, plan_dequantize
+
     validate_check(check)
     check_new_folder(out_dir)
+    target = merge_target(adapter, into)
     plan = plan or plan_merge(adapter)
+    if target == "dequantized" and plan.quant_settings is None:
+        plan_dequantize(plan)
     if plan.unsupported:
         raise BadInput(f"the streaming merge cannot merge adapter '{adapter.path}': {'; '.join(plan.unsupported)}")
     lora = _load_adapter_tensors(plan)
@@ -91,16 +99,18 @@ def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | Non
             del lora
             gc.collect()
             _copy_side_files(plan, tmp)
-            ckpt = _checkpoint(plan, tmp)
+            ckpt = _checkpoint(plan, tmp, target)
             ckpt.save_meta()
         report = StreamReport(shards=len(plan.shards), tensors=sum(len(s.entries) for s in plan.shards),
                               tensors_merged=sum(c[0] for c in counts), tensors_replaced=sum(c[1] for c in counts),
+                              tensors_dequantized=sum(c[2] for c in counts),
                               largest_shard_bytes=plan.largest_shard_bytes, check="structure")
         check_structure(plan, tmp, progress)
         if check == "logits" or (check == "auto" and _small_float32(plan)):
             report.check = "logits"
-            report.logits = check_logits(adapter, tmp, tolerance)
+            report.logits, note = check_logits(adapter, tmp, tolerance, target)
             ckpt.parent["merge_check"] = {"check": "logits", **report.logits.__dict__}
+            ckpt.parent.update(note)
             ckpt.save_meta()
         publish_dir(tmp, out_dir)
     finally:
@@ -130,8 +140,10 @@ def _bias_key(delta) -> str:
     return delta.b_key[: -len(".weight")] + ".bias"
 
 
-def _merge_shard(plan: MergePlan, shard, target: Path, lora: dict) -> tuple[int, int]:
-    merged = replaced = 0
+def _merge_shard(plan: MergePlan, shard, target: Path, lora: dict) -> tuple[int, int, int]:
+    from workbench.merge_qlora import round_trip
+
+    merged = replaced = dequantized = 0
     with open(shard.path, "rb") as src, open(target, "wb") as dst:
         dst.write(shard.header_bytes)
         for name, entry in shard.entries.items():
@@ -142,6 +154,9 @@ def _merge_shard(plan: MergePlan, shard, target: Path, lora: dict) -> tuple[int,
             if name in plan.replacements:  # PEFT loads a saved base layer first, then merges into it
                 tensor = lora[plan.replacements[name]].to(tensor.dtype)
                 replaced += 1
+            elif name in plan.dequantize:  # what the adapter saw in training, before its delta is added
+                tensor = round_trip(tensor, plan.quant_settings, plan.dequantize[name])
+                dequantized += 1
             if name in plan.deltas or name in plan.biases:
                 _apply_lora(plan, name, tensor, lora)
                 merged += 1
@@ -149,7 +164,7 @@ def _merge_shard(plan: MergePlan, shard, target: Path, lora: dict) -> tuple[int,
             del tensor
         dst.flush()
         os.fsync(dst.fileno())  # a full disk shows here, in this file, not later
-    return merged, replaced
+    return merged, replaced, dequantized
 
 
 def _apply_lora(plan: MergePlan, name: str, weight, lora: dict) -> None:
@@ -183,13 +198,14 @@ def _copy_side_files(plan: MergePlan, out: Path) -> None:
                 shutil.copyfile(source / name, out / name)
 
 
-def _checkpoint(plan: MergePlan, path: Path) -> Checkpoint:
+def _checkpoint(plan: MergePlan, path: Path, target: str) -> Checkpoint:
     adapter, base = plan.adapter, plan.base
     return Checkpoint(
         path=path, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(path),
         parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,
                 "base": base.name, "base_sha": base.sha, "how": HOW, "shards": len(plan.shards),
-                "merge_check": {"check": "structure"}, **trained_on(adapter)},
+                "merge_check": {"check": "structure"}, **trained_on(adapter),
+                **({"merge": {"into": target}} if trained_on(adapter) else {})},
     )
 
 
@@ -217,16 +233,19 @@ def check_structure(plan: MergePlan, out: Path, progress=None) -> None:
     AutoConfig.from_pretrained(str(out))
 
 
-def check_logits(adapter: Checkpoint, merged_dir: Path, tolerance: float) -> MergeReport:
-    """The in-memory merge's check: merged logits against base + adapter, both in float32, one model at a time."""
+def check_logits(adapter: Checkpoint, merged_dir: Path, tolerance: float,
+                 target: str = "fp") -> tuple[MergeReport, dict]:
+    """The in-memory merge's check: merged logits against base + adapter, both in float32, one model at a time;
+    with, for a QLoRA adapter, the lineage note of the merge's cost against the adapter on its quantized base."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from workbench.merge import compare_logits, probe_logits, probe_tokenizer
-    from workbench.models import load_model
+    from workbench.merge_qlora import load_unmerged, merge_note, quantized_reference
 
     tokenizer = probe_tokenizer(adapter)
-    model = load_model(adapter, as_trained=False)  # the full-precision base, which the merge went into
+    reference = quantized_reference(adapter, tokenizer)
+    model = load_unmerged(adapter, target)  # the base weights the merge went into
     before, n_tokens = probe_logits(model, tokenizer, torch)
     del model
     gc.collect()
@@ -234,7 +253,7 @@ def check_logits(adapter: Checkpoint, merged_dir: Path, tolerance: float) -> Mer
     after, _ = probe_logits(merged, tokenizer, torch)
     del merged
     gc.collect()
-    return compare_logits(adapter, before, after, n_tokens, tolerance)
+    return compare_logits(adapter, before, after, n_tokens, tolerance), merge_note(adapter, target, reference, after)
 
 
 def _small_float32(plan: MergePlan) -> bool:

@@ -17,12 +17,14 @@ def load_tokenizer_from(folder):
     return tok
 
 
-def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu", as_trained: bool = True):
+def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu", as_trained: bool = True,
+               prepare_base=None):
     """A transformers causal LM for an HF checkpoint, or base + PEFT adapter (unmerged) for an adapter.
 
     An adapter trained on a quantized base (QLoRA) loads on that base quantized the same way, unless
-    `as_trained=False` (merging puts it into the full-precision base, as QLoRA users ship it). A checkpoint
-    evaluated during training carries the model being trained (derived["live_model"]) instead."""
+    `as_trained=False` (the full-precision base: `wb merge --into fp`). A checkpoint
+    evaluated during training carries the model being trained (derived["live_model"]) instead. `prepare_base`:
+    called with a full-precision base before the adapter goes on it (wb merge --into dequantized rounds it)."""
     if "live_model" in ckpt.derived:
         return ckpt.derived["live_model"]
     if ckpt.format == "gguf":
@@ -39,6 +41,8 @@ def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu",
             model = load_quantized(require_base(ckpt).path, quantization, device)
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(str(require_base(ckpt).path), dtype=torch_dtype)
+            if prepare_base:
+                prepare_base(model)
         from workbench.adapter_vocab import resize_base_for
 
         resize_base_for(model, ckpt.path)  # an adapter that added tokens needs as many embedding rows

@@ -59,3 +59,24 @@ def prequantized_base(name: str | None) -> tuple[str, dict] | None:
         return None
     record = quantization_record("int8" if m.group("bits") == "8" else "nf4", "bf16")
     return m.group("fp"), {**record, "inferred_from": f"the base's name '{name}'"}
+
+
+def is_4bit(record: dict | None) -> bool:
+    return bool(record) and record["type"] in ("nf4", "fp4")
+
+
+def params4bit_settings(record: dict) -> dict:
+    """How bitsandbytes quantized each Linear weight of the base under `record`, read off a Linear4bit built the way
+    transformers' replace_with_bnb_linear builds one from the same BitsAndBytesConfig (so bitsandbytes' own defaults,
+    such as the blocksize, are the ones the training used)."""
+    torch = require("torch", "Loading a quantized base", "train")
+    bnb = require_bitsandbytes(record["type"])
+    config = bnb_config(record)
+    with torch.device("meta"):
+        layer = bnb.nn.Linear4bit(64, 64, False, config.bnb_4bit_compute_dtype,
+                                  compress_statistics=config.bnb_4bit_use_double_quant,
+                                  quant_type=config.bnb_4bit_quant_type, quant_storage=config.bnb_4bit_quant_storage)
+    w = layer.weight
+    return {"blocksize": w.blocksize, "compress_statistics": w.compress_statistics, "quant_type": w.quant_type,
+            "quant_storage": w.quant_storage, "compute_dtype": config.bnb_4bit_compute_dtype,
+            "skip_modules": config.llm_int8_skip_modules}

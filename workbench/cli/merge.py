@@ -43,6 +43,10 @@ def merge(
     seed: int = typer.Option(0, "--seed", help="Random seed (dare_* drops at random; mergekit's random_seed)."),
     mergekit: Optional[Path] = typer.Option(
         None, "--mergekit", help="Merge whole models with mergekit: its YAML config, as is."),
+    into: Optional[str] = typer.Option(
+        None, "--into", help="An adapter trained on a 4-bit base (QLoRA): merge into the full-precision base (fp) or "
+                             "into the base as dequantized from the training's 4-bit weights (dequantized, the "
+                             "default for such adapters: what the adapter saw in training). See docs/merge.md."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -68,47 +72,58 @@ def merge(
         raise BadInput("--streaming and --check apply to one adapter; several merge in memory, logits checked")
     if base and (mergekit is not None or len(adapters) > 1):
         raise BadInput("--base applies to one adapter")
+    if into and (mergekit is not None or len(adapters) > 1):
+        raise BadInput("--into applies to one adapter")
     check_new_folder(out)
     if mergekit is not None:
         _merge_mergekit(mergekit, out, seed, store, json_out)
     elif len(adapters) > 1:
         _merge_several(adapters, out, method, weights, density, svd_rank, seed, tolerance, store, json_out)
     else:
-        _merge_one(adapters[0], out, base, streaming, check, tolerance, store, json_out)
+        _merge_one(adapters[0], out, base, streaming, check, tolerance, into, store, json_out)
 
 
-def _merge_one(adapter, out, base, streaming, check, tolerance, store, json_out):
+def _merge_one(adapter, out, base, streaming, check, tolerance, into, store, json_out):
     from workbench.checkpoint_checks import resolve_checked
     from workbench.environment import versions
     from workbench.errors import BadInput
     from workbench.merge import merge_adapter
     from workbench.merge_plan import plan_merge
+    from workbench.merge_qlora import describe_merge, merge_target, plan_dequantize
     from workbench.cli.progress import bars
     from workbench.merge_stream import choose_method, merge_streaming
 
     ckpt = resolve_checked(adapter, base)
     if ckpt.kind != "adapter":
         raise BadInput(f"'{adapter}' is not an adapter folder (no adapter_config.json)")
+    target = merge_target(ckpt, into)
     plan = plan_merge(ckpt)  # the adapter must fit the base (shapes from the headers) before any weights load
+    if target == "dequantized":
+        plan_dequantize(plan)
     method, note = choose_method(plan, streaming)
     if note:
         info(note)
     st = store_for(store)
     with st.open_run("merge", {"command": command_line(), "checkpoint": ckpt.to_dict(), "versions": versions(),
-                               "method": method}) as run, library_stdout_to_stderr(), bars() as progress:
+                               "method": method, "into": target}) as run, library_stdout_to_stderr(), bars() as progress:
         if method == "streaming":
             merged, stream = merge_streaming(ckpt, out, plan=plan, check=check, tolerance=tolerance,
-                                             progress=progress)
+                                             progress=progress, into=target)
             report = stream.logits
         else:
-            merged, report = merge_adapter(ckpt, out, tolerance=tolerance)
+            merged, report = merge_adapter(ckpt, out, tolerance=tolerance, into=target)
             stream = None
         run.manifest["output"] = merged.to_dict()
         if report is not None:
             _check_metrics(run, report.__dict__)
+        cost = merged.parent.get("merge", {}).get("vs_quantized_adapter")
+        if cost:
+            run.add_metric("merge_cost", "kl_vs_quantized_adapter", cost["kl"], n=cost["tokens"],
+                           higher_is_better=False)
+            run.add_metric("merge_cost", "top1_vs_quantized_adapter", cost["top1"], n=cost["tokens"])
     summary = {"run_id": run.run_id, "merged": str(merged.path), "method": method,
                **({"streaming": {k: v for k, v in stream.to_dict().items() if k != "logits"}} if stream else {}),
-               **(report.__dict__ if report else {})}
+               **(report.__dict__ if report else {}), **merged.parent.get("merge", {})}
     if json_out:
         emit_json(summary)
         return
@@ -117,6 +132,8 @@ def _merge_one(adapter, out, base, streaming, check, tolerance, store, json_out)
         done += (f", {stream.shards} shards, {stream.tensors_merged} tensors merged, "
                  f"{stream.tensors_replaced} replaced; every tensor present, shaped and finite")
     info(done + ")" + (f": {_check_line(report.__dict__)}" if report else ""))
+    if "merge" in merged.parent:
+        info(describe_merge(merged.parent))
 
 
 def _merge_several(refs, out, method, weights, density, svd_rank, seed, tolerance, store, json_out):
