@@ -199,13 +199,14 @@ def test_a_unit_failing_on_its_own_input_fails_once_and_the_rest_go_on(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_sweep_on_a_ray_cluster_survives_losing_a_worker_node(tmp_path, adapters, local_sweep):
+def test_a_sweep_on_a_ray_cluster_survives_losing_a_worker_node(tmp_path, adapters, local_sweep, monkeypatch):
     """A head node and two worker nodes (1 CPU each) on this machine; once both workers are evaluating, one is
     removed (its raylet killed) and a fresh one joins. Every unit's run must land exactly once, equal to the
     --local sweep's, and the killed worker's units ran again."""
     pytest.importorskip("ray", reason="needs the sweep extra (ray)")
     from ray.cluster_utils import Cluster
 
+    monkeypatch.setenv("RAY_worker_niceness", "0")  # Ray's default 15 would yield the CPUs to the rest of the suite
     node_args = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
                                                             "object_store_memory": 100 * 2**20})
