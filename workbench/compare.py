@@ -154,8 +154,9 @@ def results_table(run: Run):
     return table
 
 
-def paired_samples(a: Run, b: Run, limit: int) -> dict[str, list[dict]]:
-    """For each task both runs generated on: the first `limit` items with both outputs side by side."""
+def paired_samples(a: Run, b: Run, limit: int | None) -> dict[str, list[dict]]:
+    """For each task both runs generated on: the first `limit` items (all with None) with both outputs side by
+    side."""
     out = {}
     for task in sorted(set(a.sample_files()) & set(b.sample_files())):
         rows_a = {s["id"]: s for s in a.samples(task) if "output" in s}
@@ -166,7 +167,7 @@ def paired_samples(a: Run, b: Run, limit: int) -> dict[str, list[dict]]:
                 pairs.append({"id": s["id"], "prompt": first["messages"][-1]["content"], "reference": s.get("reference"),
                               "a": first["output"], "b": s["output"], "scores_a": first.get("scores"),
                               "scores_b": s.get("scores")})
-            if len(pairs) == limit:
+            if limit is not None and len(pairs) == limit:
                 break
         if pairs:
             out[task] = pairs

@@ -53,10 +53,19 @@ def eval_cmd(
                                "metrics, the manifest as params, run.json + results.json as artifacts."),
     mlflow_experiment: Optional[str] = typer.Option(
         None, "--mlflow-experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'wb')."),
+    matrix: bool = typer.Option(
+        False, "--matrix", help="Also evaluate what was made from CHECKPOINT (its merged model and exported files, "
+                                "from the store's merge/export runs), each in its runtime; one table of paired "
+                                "deltas against CHECKPOINT."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
     """Evaluate a checkpoint on a suite and record the run."""
+    if matrix:
+        from workbench.matrix import refuse_options
+
+        refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
+                        "--gate-json": gate_json, "--mlflow": mlflow, "--base": base})
     from workbench.eval.request import (check_suite_choice, checked_checkpoint, harness_overrides, load_request,
                                         run_options)
     from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
@@ -90,6 +99,11 @@ def eval_cmd(
         from workbench.judge.session import check_judge
 
         check_judge(loaded.config.judge)
+    if matrix:
+        from workbench.cli.eval_matrix import eval_matrix
+
+        return eval_matrix(ckpt, loaded, specs, prepared, st, mirror=mirror, limit=limit, run_opts=run_opts,
+                           json_out=json_out)
     if base_ckpt is not None:
         from workbench.checkpoint_checks import record_checks
 

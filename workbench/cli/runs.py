@@ -9,7 +9,7 @@ from workbench.cli.options import JsonOpt, StoreOpt, store_for
 from workbench.cli.output import emit_json, err, out
 
 
-RUN_KINDS = ("train", "eval", "judge", "merge", "export")
+RUN_KINDS = ("train", "eval", "judge", "merge", "export", "matrix")
 
 
 def register(app: typer.Typer) -> None:
