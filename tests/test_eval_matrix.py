@@ -34,7 +34,7 @@ def _suite(folder: Path) -> Path:
     suite = folder / "matrix-small.yaml"
     suite.write_text("name: matrix-small\ntasks:\n  - name: contacts\n    data: items.jsonl\n"
                      "    generation: {max_new_tokens: 24, batch_size: 8}\n"
-                     "    scorers: [{type: exact}, {type: json_valid}]\n")
+                     "    scorers: [{type: exact}, {type: regex, pattern: '\"city\": \"'}, {type: token_f1}]\n")
     return suite
 
 
@@ -94,17 +94,52 @@ def test_deltas_are_wb_compares_and_same_answers_match_the_samples(chain):
         compared = json.loads(_ok(wb("compare", reference["run_id"], m["run_id"], "--json",
                                      store=chain["store"])).stdout)
         assert m["comparison"]["rows"] == compared["rows"]
+        samples = st.load(m["run_id"]).samples("contacts")
+        ref_samples = st.load(reference["run_id"]).samples("contacts")
+        assert {r["metric"] for r in compared["rows"]} == {"exact", "regex", "token_f1"}
         for row in compared["rows"]:
             verdict = m["significance"][f"{row['task']}/{row['metric']}"]
-            # exact and json_valid score 0/1: the gates' McNemar test on the paired items
-            assert "mcnemar" in verdict, verdict
+            scores = [s["scores"][row["metric"]] for s in samples + ref_samples]
+            # the gates' rule: McNemar on the paired items for 0/1 scores, a paired bootstrap otherwise
+            assert ("mcnemar" if set(scores) <= {0.0, 1.0} else "bootstrap") in verdict, verdict
             if row["improved"] == row["regressed"] == 0:
                 assert verdict.startswith("no significant difference")
-        outputs = {s["id"]: s["output"] for s in st.load(m["run_id"]).samples("contacts")}
+        outputs = {s["id"]: s["output"] for s in samples}
         same = sum(outputs[i] == ref_outputs[i] for i in ref_outputs)
         assert m["same_answers"] == {"contacts": {"same": same, "n": ITEMS}}
         print(f"\n{m['name']} ({m['runtime']}): same answer as the adapter on {same}/{ITEMS}; "
               + ", ".join(f"{r['metric']} {r['a']:.3f} -> {r['b']:.3f}" for r in compared["rows"]))
+
+
+@pytest.mark.slow
+def test_table_shows_each_member_delta_and_same_answers(chain):
+    """The printed table, from the recorded runs: each member with its runtime and run, wb compare's deltas, the
+    same-answer counts."""
+    from rich.console import Console
+
+    from workbench.compare import compare_runs, comparison_cells
+    from workbench.matrix import Member, matrix_table
+
+    payload, st = chain["payload"], Store(chain["store"])
+    members = [Member(**{k: v for k, v in rec.items() if k in Member.__dataclass_fields__})
+               for rec in payload["members"]]
+    runs = {m.run_id: st.load(m.run_id) for m in members}
+    reference = runs[members[0].run_id]
+    comparisons = {m.run_id: compare_runs(reference, runs[m.run_id]) for m in members[1:]}
+    console = Console(record=True, width=400)
+    console.print(matrix_table("matrix", members, runs, comparisons))
+    lines = console.export_text().splitlines()
+    for m in members:
+        first = next(line for line in lines if m.run_id in line)
+        assert m.runtime in first and (m.name + (" (CKPT)" if m.reference else "")) in first
+        if m.reference:
+            continue
+        cells = comparison_cells(comparisons[m.run_id])
+        same = m.same_answers["contacts"]
+        assert f"{same['same']}/{same['n']}" in first
+        rows = lines[lines.index(first):][:len(cells)]
+        for cell, line in zip(cells, rows):
+            assert cell["metric"] in line and cell["Δ (B-A)"] in line and cell["B better/worse"] in line
 
 
 @pytest.mark.slow
