@@ -428,3 +428,24 @@ def test_sweeps_page_shows_the_sweeps_leaderboard_and_units(tmp_path, monkeypatc
     shown_units = at.dataframe[1].value
     assert list(shown_units["attempts"]) == [1, 2, 1] and "size mismatch" in shown_units["error"].iloc[2]
     assert "1 of 3 units failed" in at.warning[0].value and "3 nodes" in at.caption[0].value
+
+
+def test_lineage_links_every_parent_of_a_merge_of_several():
+    """A merge of two adapters (PEFT add_weighted_adapter) and a mergekit SLERP of two models, as wb merge records
+    them: an edge from each parent, so the Lineage page and `wb eval --matrix` reach the merged model."""
+    ad = [{"name": f"ad{i}", "path": f"/m/ad{i}", "sha": f"{i}" * 64, "weight": 0.5} for i in (1, 2)]
+    ties = {"name": "ties", "kind": "merged", "format": "hf", "sha": "t" * 64, "path": "/m/ties",
+            "parent": {"how": "peft add_weighted_adapter + merge_and_unload", "method": "ties", "adapters": ad,
+                       "base": {"name": "default", "path": "/m/default", "sha": "b" * 64}}}
+    slerp = {"name": "slerp", "kind": "merged", "format": "hf", "sha": "s" * 64, "path": "/m/slerp",
+             "parent": {"how": "mergekit", "merge_method": "slerp",
+                        "models": [{"name": "default", "path": "/m/default", "sha": "b" * 64},
+                                   {"name": "ties", "path": "/m/ties", "sha": "t" * 64}]}}
+    manifests = [{"run_id": "r2", "kind": "merge", "status": "ok", "checkpoint": slerp},
+                 {"run_id": "r1", "kind": "merge", "status": "ok", "checkpoint": ties}]
+    nodes, edges = views.lineage(manifests)
+    assert ("1" * 64, "t" * 64, "peft add_weighted_adapter + merge_and_unload ties") in edges
+    assert ("2" * 64, "t" * 64, "peft add_weighted_adapter + merge_and_unload ties") in edges
+    assert {(src, dst) for src, dst, how in edges if how == "mergekit slerp"} == {("b" * 64, "s" * 64),
+                                                                                 ("t" * 64, "s" * 64)}
+    assert nodes["1" * 64]["kind"] == "adapter" and nodes["t" * 64]["name"] == "ties"

@@ -134,6 +134,20 @@ def export_eval_parity(manifests: list[dict]) -> list[tuple[dict, dict]]:
     return pairs
 
 
+def _parent_links(c: dict) -> list[tuple[str, dict]]:
+    """(parent key, parent node) per parent of a checkpoint: several for a merge of several adapters
+    (`parent.adapters`) or a mergekit merge (`parent.models`), else the one _parent_link finds."""
+    p = c.get("parent") or {}
+    many = [(entry, "adapter") for entry in p.get("adapters") or []] + [(entry, None) for entry in p.get("models") or []]
+    links = [(e["sha"], {"name": e.get("name") or Path(e.get("path") or "?").name, "format": e.get("format"),
+                         "kind": kind or e.get("kind") or "source", "sha": e["sha"], "path": e.get("path")})
+             for e, kind in many if isinstance(e, dict) and e.get("sha")]
+    if links:
+        return links
+    one = _parent_link(c)
+    return [one] if one else []
+
+
 def _parent_link(c: dict) -> tuple[str, dict] | None:
     """(parent key, parent node) from a checkpoint's lineage record, whichever shape its producer wrote."""
     p = c.get("parent") or {}
@@ -162,12 +176,15 @@ def lineage(manifests: list[dict]) -> tuple[dict[str, dict], list[tuple[str, str
             node[field] = node[field] or c.get(field)
         if run is not None and run["run_id"] not in node["runs"]:
             node["runs"].append(run["run_id"])
-        link = _parent_link(c)
-        if link and link[0] != key:
+        for link in _parent_links(c):
+            if link[0] == key:
+                continue
             parent_key = add(link[1], None)
-            how = (c.get("parent") or {}).get("how") or (c.get("parent") or {}).get("method") or ""
-            quant = (c.get("parent") or {}).get("quant")
-            label = f"{how} {quant}".strip() if quant else how
+            p = c.get("parent") or {}
+            how = p.get("how") or p.get("method") or ""
+            if p.get("how") and p.get("merge_method" if p.get("how") == "mergekit" else "method"):
+                how = f"{p['how']} {p.get('merge_method') or p.get('method')}"
+            label = f"{how} {p['quant']}".strip() if p.get("quant") else how
             if not edges.get((parent_key, key)):
                 edges[(parent_key, key)] = label
         return key
