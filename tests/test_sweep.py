@@ -232,6 +232,8 @@ def test_a_sweep_on_a_ray_cluster_survives_losing_a_worker_node(tmp_path, adapte
     finally:
         cluster.shutdown()
     summary = json.loads(stdout)
+    for u in summary["units"]:  # shown with -rP: where each unit ran and how many times
+        print(f"{u['unit']}: {u['status']}, attempts {u['attempts']}, {u.get('where')}, {u.get('seconds')} s")
     assert [u["status"] for u in summary["units"]] == ["ok"] * 6
     assert max(u["attempts"] for u in summary["units"]) >= 2, summary["units"]  # the lost node's group ran again
     on_ray, local = unit_results(tmp_path / "store"), unit_results(local_sweep[0])
