@@ -88,7 +88,6 @@ def _label(path: Path, folder: Path) -> str:
 def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Settings]:
     """The groups to run, and their settings; a BadInput naming the sweep file's entry for anything wrong."""
     from workbench.eval.request import checked_checkpoint, harness_overrides, run_options
-    from workbench.eval.runner import prepare_harness
     from workbench.home import data_dir as resolve_data_dir
 
     folder = sweep_file.parent
@@ -111,10 +110,10 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
         if ref.endswith((".yaml", ".yml")) or _relative_to(folder, ref).is_file():
             suite = str(_relative_to(folder, ref).resolve())
         requests.append((suite, None))
-        _checked(f"{sweep_file}: suites[{i}]", _check_suite, suite, None, settings, prepare_harness)
+        _checked(f"{sweep_file}: suites[{i}]", _check_suite, suite, None, settings)
     for i, tasks in enumerate(config.tasks):
         requests.append((None, tasks))
-        _checked(f"{sweep_file}: tasks[{i}]", _check_suite, None, tasks, settings, prepare_harness)
+        _checked(f"{sweep_file}: tasks[{i}]", _check_suite, None, tasks, settings)
 
     groups = []
     for i, label, ref in expand_checkpoints(config, sweep_file):
@@ -133,8 +132,10 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
     return groups, settings
 
 
-def _check_suite(suite, tasks, settings: Settings, prepare_harness) -> None:
+def _check_suite(suite, tasks, settings: Settings) -> None:
+    """The suite loads with its data, and its lm-eval tasks build: what `wb eval` checks before a model loads."""
     from workbench.eval.request import load_request
+    from workbench.eval.runner import prepare_harness
 
     loaded, specs = load_request(suite, tasks, settings.overrides, evals_dir=settings.evals_dir,
                                  limit=settings.limit, no_harness=settings.no_harness)
