@@ -344,21 +344,60 @@ def test_fit_check_accepts_fan_in_fan_out_and_tied_lm_head(tmp_path, tiny_model_
 
 # --- on the default model: import, merge, evaluate -------------------------------------------------------------------
 
+DEFAULT_LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+
+
+def _default_model_fixture(fmt: str, base: Path, out: Path) -> tuple[Path, tuple[str, str], list[str]]:
+    """(the folder as that trainer leaves it, the (format, trainer) detect must find, extra `wb merge` args)."""
+    if fmt == "trl":
+        adapter = _peft_adapter(base, out, card=TRL_CARD, **DEFAULT_LORA)
+        _set_config(adapter, base_model_name_or_path="default")
+        return adapter, ("peft", "trl"), []
+    if fmt == "unsloth":
+        adapter = _peft_adapter(base, out, card="---\ntags:\n- unsloth\n- trl\n---\n",
+                                modules_to_save=["embed_tokens"], **DEFAULT_LORA)
+        _set_config(adapter, base_model_name_or_path="unsloth/SmolLM2-135M-Instruct-bnb-4bit")
+        return adapter, ("peft", "unsloth"), ["--base", "default"]
+    if fmt in ("axolotl", "llama-factory"):
+        card = "---\ntags:\n- axolotl\n---\n" if fmt == "axolotl" else None
+        adapter = _peft_adapter(base, out, card=card, added_tokens=ADDED_TOKENS,
+                                modules_to_save=["embed_tokens", "lm_head"], **DEFAULT_LORA)
+        if fmt == "llama-factory":
+            (adapter / "trainer_log.jsonl").write_text('{"current_steps": 10, "loss": 1.2}\n')
+        _set_config(adapter, base_model_name_or_path="default")
+        return adapter, ("peft", fmt), []
+    if fmt == "no-base":
+        adapter = _peft_adapter(base, out, **DEFAULT_LORA)
+        _set_config(adapter, base_model_name_or_path=None)
+        return adapter, ("peft", None), ["--base", "default"]
+    if fmt == "mlx":
+        return _mlx_adapter(base, out, scale=2.0, model_ref="default")[0], ("mlx", "mlx-lm"), []
+    return _torchtune_adapter(base, out, rank=4, alpha=8.0)[0], ("torchtune", "torchtune"), ["--base", "default"]
+
+
 @pytest.mark.slow
-def test_default_model_mlx_and_axolotl_adapters_merge_and_evaluate(tmp_path, default_ckpt, store_dir, capsys):
-    mlx, _ = _mlx_adapter(Path(default_ckpt.path), tmp_path / "mlx", scale=2.0, model_ref="default")
-    result = run_cli(["import-adapter", mlx, "-o", tmp_path / "mlx-peft", "--json"], capsys)
-    assert result.code == 0, result.stderr
-    assert json.loads(result.stdout)["check"]["max_abs_logit_diff"] < 1e-3
-    axolotl = _peft_adapter(Path(default_ckpt.path), tmp_path / "axolotl", card="---\ntags:\n- axolotl\n---\n",
-                            added_tokens=ADDED_TOKENS, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                            modules_to_save=["embed_tokens", "lm_head"])
-    _set_config(axolotl, base_model_name_or_path="default")
-    for adapter, merged in ((tmp_path / "mlx-peft", tmp_path / "mlx-merged"), (axolotl, tmp_path / "ax-merged")):
-        result = run_cli(["merge", adapter, "-o", merged, "--json"], capsys)
+@pytest.mark.parametrize("fmt", ["trl", "unsloth", "axolotl", "llama-factory", "no-base", "mlx", "torchtune"])
+def test_default_model_adapter_of_each_trainer_is_detected_merged_and_evaluated(tmp_path, default_ckpt, store_dir,
+                                                                                 capsys, fmt):
+    """The import matrix on the default model: each trainer's folder detected, imported when it is not PEFT
+    (checked by logits against the source formula), merged (checked by logits), and the merged model evaluated."""
+    src, expected, base_args = _default_model_fixture(fmt, Path(default_ckpt.path), tmp_path / fmt)
+    found = detect(src)
+    assert (found.format, found.trainer) == expected, found
+    adapter = src
+    if found.format != "peft":
+        refused = run_cli(["merge", src, "-o", tmp_path / "direct"], capsys)  # not behind the user's back
+        assert refused.code == 3 and "wb import-adapter" in refused.stderr
+        result = run_cli(["import-adapter", src, "-o", tmp_path / "peft", *base_args, "--json"], capsys)
         assert result.code == 0, result.stderr
-        assert json.loads(result.stdout)["max_abs_logit_diff"] < 1e-3
-        for target in (adapter, merged):
-            result = run_cli(["eval", target, "--suite", "demo", "--no-harness", "--limit", "2", "--json"], capsys)
-            assert result.code == 0, result.stderr
-            assert json.loads(result.stdout)["metrics"], result.stdout
+        assert json.loads(result.stdout)["check"]["max_abs_logit_diff"] < 1e-3
+        adapter, base_args = tmp_path / "peft", []
+    elif base_args:  # the base it names is not here (a bnb-4bit repo) or it names none: one line asking for --base
+        refused = run_cli(["merge", src, "-o", tmp_path / "m0"], capsys)
+        assert refused.code == 3 and "--base" in refused.stderr and not (tmp_path / "m0").exists()
+    result = run_cli(["merge", adapter, "-o", tmp_path / "merged", *base_args, "--json"], capsys)
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["max_abs_logit_diff"] < 1e-3
+    result = run_cli(["eval", tmp_path / "merged", "--suite", "demo", "--no-harness", "--limit", "2", "--json"], capsys)
+    assert result.code == 0, result.stderr
+    assert {m["metric"] for m in json.loads(result.stdout)["metrics"]} >= {"exact", "json_valid"}
