@@ -266,3 +266,21 @@ def test_ctrl_c_stops_the_sweep_with_130_and_no_partial_run(tmp_path, adapters):
     runs = Store(tmp_path / "store").list_runs()
     assert [m["kind"] for m in runs] == ["sweep"] and runs[0]["status"] == "error"  # the sweep says it stopped
     assert set(Path(tempfile.gettempdir()).glob("wb-sweep-*")) == scratch_before  # the scratch store is gone
+
+
+@pytest.mark.slow
+def test_a_tasks_entry_is_one_lm_eval_unit_per_checkpoint(tmp_path, tiny_model_dir, data_dir):
+    """`tasks:` entries run through lm-eval like `wb eval --tasks`, reading the mirror named by data_dir."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(json.dumps({"checkpoints": [str(tiny_model_dir)], "tasks": ["mmlu_anatomy"], "limit": 3,
+                                "data_dir": str(data_dir), "batch_size": 4}))
+    res = wb("sweep", path, "--local", "--store", tmp_path / "store", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    (unit,) = json.loads(res.stdout)["units"]
+    assert unit["status"] == "ok" and unit["unit"].endswith("× lm-eval:mmlu_anatomy")
+    from workbench.store import Store
+
+    run = Store(tmp_path / "store").load(unit["run_id"])
+    acc = run.metric("mmlu_anatomy", "acc")
+    assert acc["n"] == 3 and acc["source"] == "lm-eval" and 0 <= acc["value"] <= 1
+    assert run.manifest["harness"][0]["settings"]["batch_size"] == 4
