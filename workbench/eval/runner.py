@@ -21,7 +21,7 @@ class EvalOptions:
     command: str = ""
     baseline: Run | None = None  # judge_pairwise scorers compare this run's answers with the baseline's
     lineage: dict | None = None  # an eval during training: {"train_run", "step"}
-    sweep: dict | None = None  # a unit of `wb sweep`: {"unit", "node"}
+    sweep: dict | None = None  # a unit of `wb sweep`: {"unit", "where"}
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
