@@ -233,7 +233,7 @@ def test_adapter_base_mismatch(tiny_model_dir, data_dir, dirs, tmp_path):
     res = wb("eval", str(adapter), "--base", str(narrow), "--tasks", "mmlu_anatomy", "--data-dir", str(data_dir),
              **dirs)
     assert_bad_input(res, dirs["store"], f"adapter '{adapter}' does not fit base '{narrow}'",
-                     "self_attn.q_proj has input size 32 in the base, 64 in the adapter")
+                     "'model.layers.0.self_attn.q_proj.weight' is 64x32 in the base, but the adapter's")
     same_shape = _other_base(tiny_model_dir, tmp_path / "same-shape", hidden=64)
     res = wb("eval", str(adapter), "--base", str(same_shape), "--tasks", "mmlu_anatomy", "--data-dir",
              str(data_dir), **dirs)

@@ -34,6 +34,7 @@ def resolve_checkpoint(ref: str | os.PathLike, *, with_sha: bool = True) -> Chec
 
 def _resolve_path(path: Path, ref: str, *, with_sha: bool) -> Checkpoint:
     meta = read_meta(path)
+    parent, detected = meta.get("parent"), None
     if path.is_file():
         if path.suffix != ".gguf":
             raise BadInput(f"checkpoint '{ref}': a file checkpoint must be a .gguf file")
@@ -55,11 +56,9 @@ def _resolve_path(path: Path, ref: str, *, with_sha: bool) -> Checkpoint:
         )
     sha = weights_sha(path) if with_sha else meta.get("sha", "")
     ckpt = Checkpoint(path=path.resolve(), name=meta.get("name") or path.name, kind=kind, format=fmt, base=base,
-                      sha=sha, parent=meta.get("parent"), extra=meta.get("extra", {}), hub=meta.get("hub"))
-    if kind == "adapter":
-        ckpt.parent = parent
-        if detected:
-            ckpt.extra = {**ckpt.extra, "adapter_format": detected}
+                      sha=sha, parent=parent, extra=meta.get("extra", {}), hub=meta.get("hub"))
+    if detected:
+        ckpt.extra = {**ckpt.extra, "adapter_format": detected}
     if kind == "adapter" and base:
         try:
             ckpt.base_checkpoint = resolve_base(base, with_sha=with_sha)
