@@ -38,6 +38,16 @@ def disk_full_as(where, needs_bytes: int | None = None):
         raise
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line: its first line, or its type's name when it has no message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def described(exc: BaseException) -> str:
+    """'Type: first line': an unexpected exception named for a one-line report."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 def translate(exc: BaseException) -> WorkbenchError | None:
     """The project's error for `exc`, or None when it is not a known library failure."""
     if isinstance(exc, OSError) and exc.errno is not None:

@@ -189,9 +189,10 @@ def _log_to_mlflow(st, run, uri: str, experiment: str) -> None:
         with library_stdout_to_stderr():  # MLflow prints a "View run" line; --json's stdout is one object
             where = log_eval_run(run, uri, experiment)
     except Exception as exc:  # noqa: BLE001  (the run is recorded; say so, whatever MLflow raised)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        from workbench.failures import first_line
+
         raise EnvironmentProblem(f"run {run.run_id} is recorded in {st.root}, but logging it to MLflow at "
-                                 f"{redact_url(uri)} failed: {first}") from None
+                                 f"{redact_url(uri)} failed: {first_line(exc)}") from None
     st.annotate(run, "mlflow", where)
     info(f"run {run.run_id} logged to MLflow {where['uri']} (experiment {experiment}, run {where['run_id']})")
 

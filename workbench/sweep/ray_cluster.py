@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from workbench.errors import EnvironmentProblem
 from workbench.extras import require
+from workbench.failures import described, first_line
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -29,8 +30,7 @@ def connect(address: str):
     try:
         ray.init(address=target, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EnvironmentProblem(f"--ray {address}: could not join the Ray cluster: {first}") from None
+        raise EnvironmentProblem(f"--ray {address}: could not join the Ray cluster: {first_line(exc)}") from None
     return ray
 
 
@@ -153,11 +153,10 @@ class RayRunner:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # wb's own code failed outside a unit: report each unit
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            error, code = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}", 1
+            error, code = described(cause), 1
         except ray.exceptions.RayError as exc:  # the worker or its node died, after Ray's retries
             attempts = self._snapshot().get(group.units[0].id, {}).get("attempts", self.max_retries + 1)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            error, code = f"its worker died ({attempts} attempts): {type(exc).__name__}: {first}", 4
+            error, code = f"its worker died ({attempts} attempts): {described(exc)}", 4
         return [{"unit": u.id, "status": "failed", "error": error, "exit_code": code} for u in group.units]
 
     def close(self) -> None:

@@ -38,11 +38,10 @@ def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "
             except WorkbenchError as exc:
                 outcome = {"unit": unit.id, "status": "failed", "error": str(exc), "exit_code": exc.exit_code}
             except Exception as exc:  # noqa: BLE001  (a unit's failure is reported, the others go on)
-                from workbench.failures import translate
+                from workbench.failures import described, translate
 
                 known = translate(exc)
-                first = str(known) if known else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
-                outcome = {"unit": unit.id, "status": "failed", "error": first,
+                outcome = {"unit": unit.id, "status": "failed", "error": str(known) if known else described(exc),
                            "exit_code": known.exit_code if known else 1}
             outcome["seconds"] = round(time.monotonic() - started, 2)
             outcome["where"] = where
