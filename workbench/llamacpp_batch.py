@@ -9,6 +9,11 @@ The stopping rules are those of llama-cpp-python's `create_completion`, which th
 (workbench.llamacpp.chat) goes through, so greedy outputs are the same text: llama.cpp's end-of-generation
 tokens, the chat format's stop tokens (checked on the last *fed* token, as its stopping criteria are), stop
 strings on the detokenized text after each token, and max_tokens.
+
+The prompts' common prefix (a suite's system prompt, a fixed few-shot block) is evaluated once, into a sequence of
+its own; each new sequence starts from a copy of its cache (llama.cpp's seq_cp, a copy of that sequence's buffer),
+and only the rest of its prompt is evaluated. The KV cache is split per sequence (kv_unified off): with one unified
+cache, every sequence's attention runs over all sequences' cells and greedy answers drift from one-at-a-time ones.
 """
 
 from collections import deque
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from workbench.errors import EnvironmentProblem
 
 CTX_PAD = 256  # llama.cpp rounds a context up to this; a multiple of it splits evenly across the sequences
+MIN_SHARED_PREFIX = 8  # tokens; below this, copying a sequence's cache buffer costs more than it saves
 
 
 @dataclass
@@ -58,6 +64,15 @@ class _Slot:
         return text if len(self.out) >= self.request.max_tokens else None
 
 
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """How many leading tokens every prompt shares, leaving each at least one of its own (its first logits come
+    from evaluating it); 0 when that is under MIN_SHARED_PREFIX."""
+    import os
+
+    n = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
 def _new_context(llama_cpp, llm, n_seq: int, n_ctx_seq: int):
     from workbench.llamacpp import captured_llama_log
 
@@ -79,9 +94,10 @@ def generate_batched(llm, requests: list[Request], *, n_parallel: int, stop_ids=
                      progress=None) -> list[str]:
     """The greedy completion text of each request, decoding up to n_parallel sequences per llama.cpp call.
 
-    A prompt is evaluated in a call of its own, in llm.n_batch chunks as the one-at-a-time path does (llama.cpp
-    gives other logits when a prompt is split otherwise); each generation step is one call for every running
-    sequence, ordered by sequence id so that llama.cpp keeps them in one micro-batch."""
+    The shared prefix is evaluated once; the rest of each prompt in a call of its own, in llm.n_batch chunks
+    (mixed into a generation step, its tokens would change the micro-batches llama.cpp splits a call into, and with
+    them the logits). Each generation step is one call for every running sequence, ordered by sequence id so that
+    llama.cpp keeps them in one micro-batch."""
     import numpy as np
 
     from workbench.llamacpp import _llama_cpp
@@ -92,7 +108,9 @@ def generate_batched(llm, requests: list[Request], *, n_parallel: int, stop_ids=
     n_parallel = max(1, min(n_parallel, len(requests)))
     longest = max(len(r.prompt) + r.max_tokens + 1 for r in requests)
     n_ctx_seq = -(-min(n_ctx_seq or longest, llm.n_ctx()) // CTX_PAD) * CTX_PAD
-    ctx = _new_context(llama_cpp, llm, n_parallel, n_ctx_seq)
+    n_shared = shared_prefix_length([r.prompt for r in requests])
+    prefix_seq = n_parallel  # holds the shared prefix, when there is one
+    ctx = _new_context(llama_cpp, llm, n_parallel + bool(n_shared), n_ctx_seq)
     batch = llama_cpp.llama_batch_init(max(llm.n_batch, n_parallel), 0, 1)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -104,12 +122,12 @@ def generate_batched(llm, requests: list[Request], *, n_parallel: int, stop_ids=
     try:
         mem = llama_cpp.llama_get_memory(ctx)
 
-        def decode(entries: list[tuple[_Slot, int]]) -> None:
+        def decode(entries: list[tuple[_Slot, int]], logits: bool = True) -> None:
             """Feed (slot, token) pairs at each slot's next position; logits for each slot's last one."""
             last = {slot.seq: n for n, (slot, _) in enumerate(entries)}
             for n, (slot, tok) in enumerate(entries):
                 batch.token[n], batch.pos[n], batch.n_seq_id[n] = tok, slot.pos, 1
-                batch.seq_id[n][0], batch.logits[n] = slot.seq, last[slot.seq] == n
+                batch.seq_id[n][0], batch.logits[n] = slot.seq, logits and last[slot.seq] == n
                 slot.pos += 1
             batch.n_tokens = len(entries)
             rc = llama_cpp.llama_decode(ctx, batch)
@@ -137,6 +155,16 @@ def generate_batched(llm, requests: list[Request], *, n_parallel: int, stop_ids=
             if progress:
                 progress(1)
 
+        def evaluate(slot: _Slot, tokens: list[int], logits: bool = True) -> int:
+            """Evaluate a slot's prompt tokens in llm.n_batch chunks; the batch row of the last one's logits."""
+            for start in range(0, len(tokens), llm.n_batch):
+                chunk = tokens[start:start + llm.n_batch]
+                decode([(slot, tok) for tok in chunk], logits)
+            return len(chunk) - 1
+
+        if n_shared:
+            evaluate(_Slot(-1, prefix_seq, requests[0], []), requests[0].prompt[:n_shared], logits=False)
+
         while queue or running:
             while queue and free:
                 i = queue.popleft()
@@ -147,11 +175,10 @@ def generate_batched(llm, requests: list[Request], *, n_parallel: int, stop_ids=
                                              f"{n_ctx_seq}-token context")
                 seq = min(free)  # low ids first: running ids stay contiguous, one micro-batch per step
                 free.discard(seq)
-                slot = running[seq] = _Slot(i, seq, Request(req.prompt, max_tokens, req.stop), [])
-                for start in range(0, len(req.prompt), llm.n_batch):
-                    chunk = req.prompt[start:start + llm.n_batch]
-                    decode([(slot, tok) for tok in chunk])
-                step(slot, len(chunk) - 1)
+                slot = running[seq] = _Slot(i, seq, Request(req.prompt, max_tokens, req.stop), [], pos=n_shared)
+                if n_shared:  # the copy itself happens at the next decode
+                    llama_cpp.llama_memory_seq_cp(mem, prefix_seq, seq, -1, -1)
+                step(slot, evaluate(slot, req.prompt[n_shared:]))
             if running:
                 slots = [running[seq] for seq in sorted(running)]
                 decode([(slot, slot.pending[0]) for slot in slots])
