@@ -2,14 +2,17 @@
 side by side in one run; and lm-eval loglikelihood requests with shared-prefix reuse against without.
 
     WB_DATA_DIR=../shared/data .venv/bin/python bench/bench_gguf_batched.py [--gguf FILE] [--items 80]
-        [--batch 16] [--mmlu-questions 40]
+        [--batch 16] [--mmlu-questions 40] [--gsm8k-questions 16] [--gsm8k-shots random|fixed] [--skip SECTION]
 
 1. Generation: the contacts suite's items (greedy, its generation settings) through
    - "one at a time": llama-cpp-python's create_chat_completion per conversation (the path before batching),
    - "batched": workbench.llamacpp.chat_batched, --batch sequences per llama.cpp decode call,
    - "transformers": the default model's HF checkpoint in fp32 with the same batch size (wb's HF path).
    The GGUF's two outputs must be identical; the table shows seconds, items/s and the ratios.
-2. Loglikelihood: MMLU questions from the mirror (lm-eval's mmlu prompt: subject header, question, lettered
+2. lm-eval generate_until: GSM8K questions as lm-eval's gsm8k task asks them, through wb's lm-eval llama.cpp
+   backend, --batch at a time against one completion at a time; outputs must be identical. The few-shot
+   examples differ per question (lm-eval's default sampler), or are one shared block with --gsm8k-shots fixed.
+3. Loglikelihood: MMLU questions from the mirror (lm-eval's mmlu prompt: subject header, question, lettered
    choices, "Answer:"; continuations " A".." D") through wb's lm-eval llama.cpp backend, with and without
    shared-prefix reuse. The log-probabilities must agree (max |delta| printed) and pick the same answers.
 """
@@ -113,6 +116,46 @@ def loglikelihood(args) -> None:
           f"same answer picked: {sum(a == b for a, b in zip(*picks))}/{len(picks[0])}")
 
 
+def lm_eval_generation(args) -> None:
+    """lm-eval generate_until requests shaped as its gsm8k task builds them ("Question: ... Answer:" after 5 solved
+    train examples, cut at "Question:"), through wb's llama.cpp backend: decoded --batch at a time against one
+    completion at a time. The examples are drawn per question by a seeded RNG, as lm-eval's default sampler does
+    (`--gsm8k-shots random`), or are one block for every question (`fixed`, as tasks with fixed exemplars such as
+    gsm8k_cot), which the batched path evaluates once."""
+    import random
+
+    from lm_eval.api.instance import Instance
+
+    from workbench.eval.llamacpp_lm import LlamaCppLM
+
+    data_dir = Path(os.environ.get("WB_DATA_DIR", REPO.parent / "shared" / "data"))
+    read = lambda name, n: [json.loads(line) for _, line in zip(range(n), open(data_dir / "gsm8k" / name))]  # noqa: E731
+    train, rnd = read("train.jsonl", 500), random.Random(1234)
+    shots = lambda: "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n"  # noqa: E731
+                            for r in (train[:5] if args.gsm8k_shots == "fixed" else rnd.sample(train, 5)))
+    gen = {"until": ["Question:", "</s>", "<|im_end|>"], "max_gen_toks": args.gsm8k_tokens, "do_sample": False}
+    requests = [Instance("generate_until", r, (shots() + f"Question: {r['question']}\nAnswer:", gen), k)
+                for k, r in enumerate(read("test.jsonl", args.gsm8k_questions))]
+    lm = LlamaCppLM(str(args.gguf), batch_size=args.batch)
+    started = time.perf_counter()
+    batched = lm.generate_until(requests, disable_tqdm=True)
+    t_batched = time.perf_counter() - started
+    started = time.perf_counter()
+    single = [lm.complete_one(lm._generation_request(*r.args)).split("Question:")[0] for r in requests]
+    t_single = time.perf_counter() - started
+    lm.llm.close()
+    n = len(requests)
+    print(f"\n## lm-eval generate_until: {n} GSM8K questions, 5-shot ({args.gsm8k_shots} examples), "
+          f"max {args.gsm8k_tokens} new tokens, "
+          f"{Path(args.gguf).name}\n")
+    print("| path | seconds | requests/s |")
+    print("|---|---|---|")
+    for name, t in (("one completion at a time (before)", t_single), (f"batched ({args.batch} sequences)", t_batched)):
+        print(f"| {name} | {t:.1f} | {n / t:.2f} |")
+    print(f"\nbatched / one at a time: {t_single / t_batched:.2f}x faster; identical outputs: "
+          f"{sum(a == b for a, b in zip(single, batched))}/{n}")
+
+
 def default_q8_0() -> Path:
     """The default model exported to Q8_0 by wb's own GGUF export (once, into $WB_HOME/bench): the file type the
     demo ships, whose batched matmuls llama.cpp runs through its fast kernels."""
@@ -128,20 +171,25 @@ def default_q8_0() -> Path:
     return export_gguf(resolve_checkpoint("default"), out, ["q8_0"], ollama=False, progress=False)[0].path
 
 
+SECTIONS = ("generation", "lm-eval-generation", "loglikelihood")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the default model in Q8_0)")
     ap.add_argument("--items", type=int, default=80)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--mmlu-questions", type=int, default=40)
-    ap.add_argument("--skip", choices=["generation", "loglikelihood"], default=None)
+    ap.add_argument("--gsm8k-questions", type=int, default=16)
+    ap.add_argument("--gsm8k-tokens", type=int, default=256)
+    ap.add_argument("--gsm8k-shots", choices=["random", "fixed"], default="random")
+    ap.add_argument("--skip", choices=SECTIONS, action="append", default=[])
     args = ap.parse_args()
     if args.gguf is None:
         args.gguf = default_q8_0()
-    if args.skip != "generation":
-        generation(args)
-    if args.skip != "loglikelihood":
-        loglikelihood(args)
+    for name in SECTIONS:
+        if name not in args.skip:
+            globals()[name.replace("-", "_")](args)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ filters the answers and scores them, exactly as for the HF model. (lm-eval's bui
 to a llama.cpp server over HTTP; this one loads the file the way `wb` verifies exports.)
 
 - generate_until: greedy completion from the prompt's tokens, stopped at the task's `until` strings and the
-  model's end-of-generation token.
+  model's end-of-generation token, `batch_size` sequences decoded together.
 - loglikelihood / loglikelihood_rolling: llama.cpp exposes the logits of every evaluated position when the
   model is loaded with logits_all, so continuation log-probabilities are computed from them (log-softmax).
   Requests are scored in token order, so a question's answer choices (and questions sharing a few-shot
   header) follow each other, and each evaluates only what it does not share with the previous one.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.extras import require
@@ -19,11 +20,20 @@ from workbench.llamacpp import gguf_metadata, load_gguf, sequence_logits
 
 MODEL_NAME = "wb-llamacpp"
 N_CTX_CAP = 4096
+DEFAULT_PARALLEL = 8  # sequences decoded together by generate_until when lm-eval's batch size is "auto"
 
 _model_mod = require("lm_eval.api.model", "Evaluating a GGUF file with lm-eval", "eval")
 _registry = require("lm_eval.api.registry", "Evaluating a GGUF file with lm-eval", "eval")
 # lm-eval fills its registry with the built-in backends (lazily) only while it is empty: do that first
 require("lm_eval.models", "Evaluating a GGUF file with lm-eval", "eval")
+
+
+@dataclass
+class GenerationRequest:
+    tokens: list[int]
+    max_tokens: int
+    until: list[str]
+    sampling: dict | None  # temperature and top_p; None: greedy
 
 
 def llamacpp_device() -> str:
@@ -43,6 +53,7 @@ class LlamaCppLM(_model_mod.TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.add_bos = bool(self.meta.get("add_bos_token"))
         self.reuse_prefix = reuse_prefix
+        self.n_parallel = int(batch_size) if str(batch_size).isdigit() else DEFAULT_PARALLEL  # "auto": the default
 
     # ---- tokens
 
@@ -104,29 +115,54 @@ class LlamaCppLM(_model_mod.TemplateLM):
     # ---- generation
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy requests decode `batch_size` at a time in one llama.cpp context (workbench/llamacpp_batch.py:
+        a common few-shot prefix is evaluated once); sampled ones go one at a time through llama-cpp-python's
+        sampler. Each answer is cut at its first stop string, as lm-eval's HF backend does."""
+        from workbench.llamacpp_batch import Request, generate_batched
+
         tqdm = require("tqdm", "Progress bars", "eval").tqdm
-        out = []
-        for context, gen_kwargs in tqdm([r.args for r in requests], desc="llama.cpp generate_until",
-                                        disable=disable_tqdm):
-            kwargs = dict(gen_kwargs or {})
-            until = kwargs.pop("until", None) or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_tokens = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
-            sample = bool(kwargs.pop("do_sample", False)) and float(kwargs.get("temperature", 0) or 0) > 0
-            tokens = self.tok_encode(context)[-(self.n_ctx - max_tokens):]
-            self.llm.reset()
-            res = self.llm.create_completion(
-                prompt=tokens, max_tokens=max_tokens, stop=until,
-                temperature=float(kwargs.get("temperature", 0.0)) if sample else 0.0,
-                top_p=float(kwargs.get("top_p", 1.0)) if sample else 1.0, top_k=0 if sample else 1,
-                repeat_penalty=1.0, seed=0,
-            )
-            text = res["choices"][0]["text"]
-            for stop in until:  # as lm-eval's HF backend: cut at the first stop string
-                text = text.split(stop)[0] if stop else text
-            out.append(text)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-        return out
+        asked = [r.args for r in requests]
+        parsed = [self._generation_request(context, gen_kwargs) for context, gen_kwargs in asked]
+        texts: list[str] = [""] * len(requests)
+        greedy = [i for i, p in enumerate(parsed) if p.sampling is None]
+        with tqdm(total=len(requests), desc="llama.cpp generate_until", disable=disable_tqdm) as bar:
+            batched = generate_batched(
+                self.llm, [Request(parsed[i].tokens, parsed[i].max_tokens, [s.encode("utf-8") for s in parsed[i].until])
+                           for i in greedy], n_parallel=self.n_parallel, progress=bar.update)
+            for i, text in zip(greedy, batched):
+                texts[i] = text
+            for i, p in enumerate(parsed):
+                if p.sampling is not None:
+                    texts[i] = self.complete_one(p)
+                    bar.update(1)
+        for i, ((context, gen_kwargs), p) in enumerate(zip(asked, parsed)):
+            for stop in p.until:
+                texts[i] = texts[i].split(stop)[0]
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[i])
+        return texts
+
+    def _generation_request(self, context: str, gen_kwargs: dict | None) -> "GenerationRequest":
+        kwargs = dict(gen_kwargs or {})
+        until = kwargs.pop("until", None) or []
+        until = [s for s in ([until] if isinstance(until, str) else until) if s]
+        max_tokens = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+        sample = bool(kwargs.pop("do_sample", False)) and float(kwargs.get("temperature", 0) or 0) > 0
+        sampling = {"temperature": float(kwargs["temperature"]), "top_p": float(kwargs.get("top_p", 1.0))} \
+            if sample else None
+        tokens = self.tok_encode(context)[-(self.n_ctx - max_tokens):]
+        return GenerationRequest(tokens, max_tokens, until, sampling)
+
+    def complete_one(self, request: "GenerationRequest") -> str:
+        """One completion through llama-cpp-python's create_completion from an empty context: greedy (top_k 1)
+        unless the request samples."""
+        sampling = request.sampling or {"temperature": 0.0, "top_p": 1.0}
+        self.llm.reset()
+        res = self.llm.create_completion(
+            prompt=request.tokens, max_tokens=request.max_tokens, stop=request.until,
+            temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=0 if request.sampling else 1,
+            repeat_penalty=1.0, seed=0,
+        )
+        return res["choices"][0]["text"]
 
     # ---- chat template (the one embedded in the GGUF, as the file will be served)
 
