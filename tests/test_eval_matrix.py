@@ -1,6 +1,6 @@
 """`wb eval --matrix`: a real adapter on the default model, its merge (`wb merge`) and a GGUF export (`wb export`),
 evaluated as one matrix through the CLI; deltas checked against `wb compare`, same-answer counts against the
-samples, member discovery (missing, EXL2 skipped) and the one-line errors."""
+samples, member discovery (missing, EXL2 skipped), a member failing at eval and the one-line errors."""
 
 import io
 import json
@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 ITEMS = 6
 
 
-def wb(*args, store: Path, timeout=900):
+def wb(*args, store: Path, timeout=900, env=None):
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "WB_STORE": str(store)})
+                          env={**os.environ, "WB_STORE": str(store), **(env or {})})
 
 
 def _ok(res):
@@ -218,3 +218,47 @@ def test_nothing_left_on_disk_is_one_line_exit_3(chain, tmp_path):
             shutil.move(dst, src)
     _one_line_exit_3(res, "nothing made from it is left to evaluate", "missing", "no longer on disk")
     assert len(Store(chain["store"]).run_ids()) == before
+
+
+@pytest.mark.slow
+def test_a_member_failing_at_eval_is_its_row_and_the_rest_go_on(chain, tmp_path):
+    """The GGUF member passes discovery and its checks (its file is there, with the recorded sha: check_gguf_file
+    reads it with the gguf package, not llama.cpp), then fails when it loads: LLAMA_CPP_LIB_PATH, which
+    llama-cpp-python reads on import, names an empty folder, so llama.cpp's shared library is not found in the wb
+    process. The adapter and merged model run in transformers. On a copy of the store, so the module's other tests
+    see only the chain's runs."""
+    from workbench.compare import compare_runs, comparison_cells
+
+    store = tmp_path / "store"
+    shutil.copytree(chain["store"], store)
+    before = set(Store(store).run_ids())
+    empty = tmp_path / "no-llama-lib"
+    empty.mkdir()
+    res = wb("eval", "--matrix", str(chain["adapter"]), "--suite", str(chain["suite"]), store=store,
+             env={"LLAMA_CPP_LIB_PATH": str(empty), "COLUMNS": "400"})
+    # not an error wb recognises (failures.reported): exit 1, as for a sweep's unit, after the table
+    assert res.returncode == 1, (res.returncode, res.stderr[-3000:])
+    st = Store(store)
+    matrix = next(st.load(r) for r in set(st.run_ids()) - before if "-matrix-" in r)
+    assert matrix.manifest["status"] == "ok"
+    # by format: an earlier test of the module records an EXL2 export too, listed as skipped
+    members = {m["format"]: m for m in matrix.manifest["members"]}
+    assert [(f, members[f]["status"]) for f in ("peft", "hf", "gguf")] == [("peft", "ok"), ("hf", "ok"),
+                                                                            ("gguf", "error")]
+    failed = members["gguf"]
+    reason = "FileNotFoundError: Shared library with base name 'llama' not found"
+    assert failed["reason"] == reason and failed["run_id"] is None
+    assert f"error: 1 of 3 matrix members failed: {failed['name']}: {reason}" in res.stderr
+    opened = [st.load(r).manifest for r in set(st.run_ids()) - before if "-eval-" in r]
+    assert sorted(m["status"] for m in opened) == ["error", "ok", "ok"]  # the GGUF's eval run ended as error
+    lines = res.stdout.splitlines()
+    row = next(line for line in lines if failed["name"] in line)
+    assert f"error: {reason}" in row and failed["runtime"] in row
+    reference, merged = (st.load(members[f]["run_id"]) for f in ("peft", "hf"))
+    for run in (reference, merged):
+        assert run.manifest["status"] == "ok" and run.manifest["lineage"] == {"matrix_run": matrix.run_id}
+    assert members["hf"]["same_answers"]["contacts"]["n"] == ITEMS and members["hf"]["significance"]
+    cells = comparison_cells(compare_runs(reference, merged))
+    first = next(i for i, line in enumerate(lines) if merged.run_id in line)
+    for cell, line in zip(cells, lines[first:first + len(cells)]):
+        assert cell["metric"] in line and cell["Δ (B-A)"] in line

@@ -48,6 +48,14 @@ def described(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
+def reported(exc: Exception) -> tuple[str, int]:
+    """A failure reported where the work goes on (a sweep's unit, a matrix's member): its one-line error and
+    the exit code it gives. wb's own errors and the library failures translate() knows keep theirs; anything
+    else is named by its type, exit 1 (as an uncaught exception exits)."""
+    known = exc if isinstance(exc, WorkbenchError) else translate(exc)
+    return (first_line(known), known.exit_code) if known else (described(exc), 1)
+
+
 def translate(exc: BaseException) -> WorkbenchError | None:
     """The project's error for `exc`, or None when it is not a known library failure."""
     if isinstance(exc, OSError) and exc.errno is not None:

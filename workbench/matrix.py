@@ -30,7 +30,7 @@ class Member:
     sha: str | None
     made_by: str = ""  # how it was made from its parent: 'peft merge_and_unload', 'gguf export q8_0', ...
     reference: bool = False  # CKPT itself: every other member is compared with it
-    status: str = "planned"  # planned -> ok; or missing / skipped (with reason), before anything runs
+    status: str = "planned"  # planned -> ok or error (its eval failed); or missing / skipped before anything runs
     reason: str = ""
     checkpoint: Checkpoint | None = field(default=None, repr=False)
     run_id: str | None = None

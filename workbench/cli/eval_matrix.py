@@ -2,12 +2,13 @@
 its own runtime, and one table of paired deltas against CKPT; the matrix is recorded as a run of kind 'matrix'."""
 
 from workbench.cli.options import command_line
-from workbench.cli.output import emit_json, info, library_stdout_to_stderr, out
+from workbench.cli.output import emit_json, err, info, library_stdout_to_stderr, out
 
 
 def eval_matrix(root, loaded, specs, prepared, st, *, mirror, limit, run_opts: dict, json_out: bool) -> None:
     """Everything the user gave is checked by the caller; here the members are found and planned (a member's
-    harness settings that its runtime cannot run fail before any model loads), then evaluated one by one."""
+    harness settings that its runtime cannot run fail before any model loads), then evaluated one by one. A
+    member whose eval fails is listed with its error and the others go on; the command then exits non-zero."""
     from workbench.cli.progress import bars
     from workbench.environment import versions
     from workbench.eval.runner import EvalOptions, harness_plan, run_suite
@@ -23,18 +24,22 @@ def eval_matrix(root, loaded, specs, prepared, st, *, mirror, limit, run_opts: d
     manifest = {"command": command_line(), "checkpoint": root.to_dict(), "suite": loaded.config.name,
                 "suite_path": str(loaded.path), "suite_sha": loaded.sha, "limit": limit, "versions": versions(),
                 "members": [m.record() for m in members]}
-    runs, comparisons = {}, {}
+    runs, comparisons, codes = {}, {}, []
     with st.open_run("matrix", manifest) as matrix:
         for i, m in enumerate(planned, 1):
             info(f"matrix {i}/{len(planned)}: {m.name} ({m.kind}, {m.format}) under {m.runtime}")
-            with bars() as progress, library_stdout_to_stderr():
-                run = run_suite(m.checkpoint, loaded, st,
-                                EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
-                                            lineage={"matrix_run": matrix.run_id}),
-                                harness_plans=plans[m.path], progress=progress)
-            m.status, m.run_id, runs[run.run_id] = "ok", run.run_id, run
-            if not m.reference:
-                comparisons[run.run_id] = compare_member(runs[planned[0].run_id], m, run)
+            try:
+                with bars() as progress, library_stdout_to_stderr():
+                    run = run_suite(m.checkpoint, loaded, st,
+                                    EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
+                                                lineage={"matrix_run": matrix.run_id}),
+                                    harness_plans=plans[m.path], progress=progress)
+            except Exception as exc:  # noqa: BLE001  (a member's failure is its row; Ctrl-C still stops all)
+                codes.append(_member_failed(m, exc))
+            else:
+                m.status, m.run_id, runs[run.run_id] = "ok", run.run_id, run
+                if not m.reference:
+                    comparisons[run.run_id] = compare_member(runs[planned[0].run_id], m, run)
             matrix.manifest["members"] = [x.record() for x in members]  # kept as far as it got, should one fail
     payload = {"run_id": matrix.run_id, "checkpoint": root.to_dict(), "suite": loaded.config.name,
                "members": [m.record() | ({"metrics": runs[m.run_id].metrics} if m.run_id else {})
@@ -42,11 +47,41 @@ def eval_matrix(root, loaded, specs, prepared, st, *, mirror, limit, run_opts: d
                            for m in members]}
     if json_out:
         emit_json(payload)
-        return
-    out.print(matrix_table(f"matrix {matrix.run_id}: {root.name} on suite {loaded.config.name}", members, runs,
-                           comparisons))
-    differ = {m.name: c.setting_differences for m in members if (c := comparisons.get(m.run_id))
-              and c.setting_differences}
-    for name, diffs in differ.items():
-        info(f"[yellow]{name}: settings differ from CKPT's run:[/] {'; '.join(diffs)}")
-    info(f"matrix {matrix.run_id} and its {len(runs)} eval runs recorded in {st.root}")
+    else:
+        out.print(matrix_table(f"matrix {matrix.run_id}: {root.name} on suite {loaded.config.name}", members, runs,
+                               comparisons))
+        differ = {m.name: c.setting_differences for m in members if (c := comparisons.get(m.run_id))
+                  and c.setting_differences}
+        for name, diffs in differ.items():
+            info(f"[yellow]{name}: settings differ from CKPT's run:[/] {'; '.join(diffs)}")
+        info(f"matrix {matrix.run_id} and its {len(runs)} eval runs recorded in {st.root}")
+    if codes:
+        raise _failed(members, max(codes))
+
+
+def _member_failed(m, exc: Exception) -> int:
+    """Marks the member as failed with its one-line reason; its exit code. CKPT failing ends the matrix."""
+    from workbench.errors import WorkbenchError
+    from workbench.failures import reported
+
+    reason, code = reported(exc)
+    if m.reference:
+        stop = WorkbenchError(f"--matrix: {m.name} (CKPT) failed, so there is nothing to compare the other "
+                              f"members with: {reason}")
+        stop.exit_code = code
+        raise stop from exc
+    m.status, m.reason = "error", reason
+    err.print(f"matrix member {m.name} failed: {reason}", markup=False, soft_wrap=True)
+    return code
+
+
+def _failed(members, code: int):
+    """The error a sweep with failed units ends with, for members: exit with the highest failing code."""
+    from workbench.errors import WorkbenchError
+
+    failed = [m for m in members if m.status == "error"]
+    evaluated = [m for m in members if m.status in ("ok", "error")]
+    error = WorkbenchError(f"{len(failed)} of {len(evaluated)} matrix members failed: "
+                           + "; ".join(f"{m.name}: {m.reason}" for m in failed))
+    error.exit_code = code
+    return error

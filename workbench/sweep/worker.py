@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
 from workbench.sweep.plan import Group, Settings, Unit
 
 
@@ -35,14 +34,11 @@ def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "
                 run = _run_unit(ckpt, unit, settings, store, where)
                 outcome = {"unit": unit.id, "status": "ok", "run_id": run.run_id,
                            "files": store.run_files(run.run_id)}
-            except WorkbenchError as exc:
-                outcome = {"unit": unit.id, "status": "failed", "error": str(exc), "exit_code": exc.exit_code}
             except Exception as exc:  # noqa: BLE001  (a unit's failure is reported, the others go on)
-                from workbench.failures import described, translate
+                from workbench.failures import reported
 
-                known = translate(exc)
-                outcome = {"unit": unit.id, "status": "failed", "error": str(known) if known else described(exc),
-                           "exit_code": known.exit_code if known else 1}
+                error, code = reported(exc)
+                outcome = {"unit": unit.id, "status": "failed", "error": error, "exit_code": code}
             outcome["seconds"] = round(time.monotonic() - started, 2)
             outcome["where"] = where
             reporter.finished(unit.id, outcome["status"])
