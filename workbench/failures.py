@@ -51,9 +51,10 @@ def described(exc: BaseException) -> str:
 def reported(exc: Exception) -> tuple[str, int]:
     """A failure reported where the work goes on (a sweep's unit, a matrix's member): its one-line error and
     the exit code it gives. wb's own errors and the library failures translate() knows keep theirs; anything
-    else is named by its type, exit 1 (as an uncaught exception exits)."""
+    else is named by its type, exit 4 like an environment problem (a runtime that broke), never 1, which a CI
+    job reads as a failed gate."""
     known = exc if isinstance(exc, WorkbenchError) else translate(exc)
-    return (first_line(known), known.exit_code) if known else (described(exc), 1)
+    return (first_line(known), known.exit_code) if known else (described(exc), EnvironmentProblem.exit_code)
 
 
 def translate(exc: BaseException) -> WorkbenchError | None:
