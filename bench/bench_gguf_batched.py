@@ -129,10 +129,16 @@ def lm_eval_generation(args) -> None:
     from workbench.eval.llamacpp_lm import LlamaCppLM
 
     data_dir = Path(os.environ.get("WB_DATA_DIR", REPO.parent / "shared" / "data"))
-    read = lambda name, n: [json.loads(line) for _, line in zip(range(n), open(data_dir / "gsm8k" / name))]  # noqa: E731
+    def read(name: str, n: int) -> list[dict]:
+        with open(data_dir / "gsm8k" / name) as fh:
+            return [json.loads(line) for _, line in zip(range(n), fh)]
+
     train, rnd = read("train.jsonl", 500), random.Random(1234)
-    shots = lambda: "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n"  # noqa: E731
-                            for r in (train[:5] if args.gsm8k_shots == "fixed" else rnd.sample(train, 5)))
+
+    def shots() -> str:
+        examples = train[:5] if args.gsm8k_shots == "fixed" else rnd.sample(train, 5)
+        return "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n" for r in examples)
+
     gen = {"until": ["Question:", "</s>", "<|im_end|>"], "max_gen_toks": args.gsm8k_tokens, "do_sample": False}
     requests = [Instance("generate_until", r, (shots() + f"Question: {r['question']}\nAnswer:", gen), k)
                 for k, r in enumerate(read("test.jsonl", args.gsm8k_questions))]

@@ -16,6 +16,7 @@ and only the rest of its prompt is evaluated. The KV cache is split per sequence
 cache, every sequence's attention runs over all sequences' cells and greedy answers drift from one-at-a-time ones.
 """
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -86,7 +87,8 @@ def _new_context(llama_cpp, llm, n_seq: int, n_ctx_seq: int):
         ctx = llama_cpp.llama_init_from_model(llm.model, params)
     if not ctx:
         raise EnvironmentProblem(f"llama.cpp could not create a {n_seq}-sequence context of {params.n_ctx} "
-                                 f"tokens ({log[-1].strip() if log else 'no message'}); lower generation.batch_size")
+                                 f"tokens ({log[-1].strip() if log else 'no message'}); lower the batch size "
+                                 "(a suite's generation.batch_size, or --batch-size for lm-eval tasks)")
     return ctx
 
 
