@@ -141,7 +141,7 @@ class LlamaCppLM(_model_mod.TemplateLM):
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[i])
         return texts
 
-    def _generation_request(self, context: str, gen_kwargs: dict | None) -> "GenerationRequest":
+    def _generation_request(self, context: str, gen_kwargs: dict | None) -> GenerationRequest:
         kwargs = dict(gen_kwargs or {})
         until = kwargs.pop("until", None) or []
         until = [s for s in ([until] if isinstance(until, str) else until) if s]
@@ -152,7 +152,7 @@ class LlamaCppLM(_model_mod.TemplateLM):
         tokens = self.tok_encode(context)[-(self.n_ctx - max_tokens):]
         return GenerationRequest(tokens, max_tokens, until, sampling)
 
-    def complete_one(self, request: "GenerationRequest") -> str:
+    def complete_one(self, request: GenerationRequest) -> str:
         """One completion through llama-cpp-python's create_completion from an empty context: greedy (top_k 1)
         unless the request samples."""
         sampling = request.sampling or {"temperature": 0.0, "top_p": 1.0}
