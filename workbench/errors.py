@@ -10,6 +10,13 @@ EXIT_ENVIRONMENT = 4
 class WorkbenchError(Exception):
     exit_code = EXIT_BAD_INPUT
 
+    @classmethod
+    def with_exit_code(cls, message: str, code: int) -> "WorkbenchError":
+        """An error that exits with `code`: one summing up others (a sweep's units, a matrix's members)."""
+        error = cls(message)
+        error.exit_code = code
+        return error
+
 
 class BadInput(WorkbenchError):
     """A file, path, field or option the user gave is wrong. Exit 3."""

@@ -66,22 +66,18 @@ def _member_failed(m, exc: Exception) -> int:
 
     reason, code = reported(exc)
     if m.reference:
-        stop = WorkbenchError(f"--matrix: {m.name} (CKPT) failed, so there is nothing to compare the other "
-                              f"members with: {reason}")
-        stop.exit_code = code
-        raise stop from exc
+        raise WorkbenchError.with_exit_code(f"--matrix: {m.name} (CKPT) failed, so there is nothing to compare "
+                                            f"the other members with: {reason}", code) from exc
     m.status, m.reason = "error", reason
     err.print(f"matrix member {m.name} failed: {reason}", markup=False, soft_wrap=True)
     return code
 
 
 def _failed(members, code: int):
-    """The error a sweep with failed units ends with, for members: exit with the highest failing code."""
+    """The error the matrix ends with when members failed, as a sweep with failed units: the highest code."""
     from workbench.errors import WorkbenchError
 
     failed = [m for m in members if m.status == "error"]
     evaluated = [m for m in members if m.status in ("ok", "error")]
-    error = WorkbenchError(f"{len(failed)} of {len(evaluated)} matrix members failed: "
-                           + "; ".join(f"{m.name}: {m.reason}" for m in failed))
-    error.exit_code = code
-    return error
+    return WorkbenchError.with_exit_code(f"{len(failed)} of {len(evaluated)} matrix members failed: "
+                                         + "; ".join(f"{m.name}: {m.reason}" for m in failed), code)

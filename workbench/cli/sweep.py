@@ -86,7 +86,6 @@ def sweep(
         out.print(leaderboard_table(st, result.units, f"sweep {run.run_id}"))
         info(f"sweep {run.run_id}: {len(units) - len(result.failed)} of {len(units)} units recorded in {st.root}")
     if result.failed:
-        failed = WorkbenchError(f"{len(result.failed)} of {len(units)} units failed: "
-                                + "; ".join(f"{u['unit']}: {u['error']}" for u in result.failed))
-        failed.exit_code = result.exit_code
-        raise failed
+        raise WorkbenchError.with_exit_code(f"{len(result.failed)} of {len(units)} units failed: "
+                                            + "; ".join(f"{u['unit']}: {u['error']}" for u in result.failed),
+                                            result.exit_code)

@@ -3,6 +3,7 @@ exactly once, and keeps the progress line."""
 
 from dataclasses import dataclass
 
+from workbench.errors import EXIT_ENVIRONMENT
 from workbench.store import Store
 from workbench.sweep.plan import Group, Settings
 from workbench.sweep.progress import LocalReporter, SweepProgress
@@ -19,7 +20,7 @@ class SweepOutcome:
     @property
     def exit_code(self) -> int:
         """0 when every unit landed; else the highest failing unit's code (3 bad input, 4 environment)."""
-        return max((u.get("exit_code") or 1 for u in self.failed), default=0)
+        return max((u.get("exit_code") or EXIT_ENVIRONMENT for u in self.failed), default=0)
 
 
 class Lander:

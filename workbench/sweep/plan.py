@@ -152,9 +152,7 @@ def _checked(where: str, check, *args):
     try:
         return check(*args)
     except WorkbenchError as exc:
-        named = WorkbenchError(f"{where}: {exc}")
-        named.exit_code = exc.exit_code
-        raise named from None
+        raise WorkbenchError.with_exit_code(f"{where}: {exc}", exc.exit_code) from None
 
 
 def _relative_to(folder: Path, value: str) -> Path:
