@@ -71,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
     configure(quiet=_take_quiet(args))
     _pin_hf_home()
-    import logging
+    from workbench.library_logs import quiet_library_warnings
 
-    for noisy in ("torchao", "torch.utils._pytree"):  # torchao (GPTQModel needs it) warns on every model load
-        logging.getLogger(noisy).setLevel(logging.ERROR)  # with CPU-only torch; harmless, and not ours to show
+    quiet_library_warnings()
     _register()
     try:
         code = app(args=args, standalone_mode=False)

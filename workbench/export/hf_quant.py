@@ -312,10 +312,9 @@ def last_error(log: Path) -> str:
 
 
 def _quantize_in_this_process(job: dict) -> None:
-    import logging
+    from workbench.library_logs import quiet_library_warnings
 
-    for noisy in ("torchao", "torch.utils._pytree"):  # harmless load warnings of torchao on CPU-only torch
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_library_warnings()  # also in a process of its own
     import torch
     from gptqmodel import BACKEND, AWQConfig, GPTQConfig, GPTQModel
 

@@ -41,10 +41,9 @@ def quiet_stdout(log: Path | None = None):
 
 def load_quantized(path: Path, device: str):
     """The folder as transformers loads it (quantization_config from config.json)."""
-    import logging
+    from workbench.library_logs import quiet_library_warnings
 
-    for noisy in ("torchao", "torch.utils._pytree"):  # harmless load warnings of torchao on CPU-only torch
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_library_warnings()
     transformers = require("transformers", "Loading a quantized model", "eval")
     with quiet_stdout():
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), device_map=device)
