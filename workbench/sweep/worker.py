@@ -19,7 +19,10 @@ def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "
     {"unit", "status": "failed", "error", "exit_code", "seconds"}. KeyboardInterrupt is not caught."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads in a fresh worker process
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from workbench.library_logs import quiet_library_warnings
     from workbench.store import Store
+
+    quiet_library_warnings()
 
     scratch = Path(tempfile.mkdtemp(prefix="wb-sweep-"))
     try:
