@@ -68,6 +68,16 @@ def test_settings_recorded_and_rerun_served_from_cache(tiny_model_dir, data_dir,
     assert Store(dirs["store"]).load(second["run_id"]).samples("lm-eval.mmlu_anatomy") == \
         Store(dirs["store"]).load(first["run_id"]).samples("lm-eval.mmlu_anatomy")
 
+    # the same weights elsewhere: served from the cache, recorded with this run's path, not the first run's
+    import shutil
+
+    moved = shutil.copytree(tiny_model_dir, dirs["store"].parent / "same-weights")
+    elsewhere = harness_entry(dirs["store"], run_json(wb(*(str(moved) if a == str(tiny_model_dir) else a
+                                                          for a in args), **dirs))["run_id"])
+    assert elsewhere["cache"]["result"] == "hit"
+    assert elsewhere["settings"]["model_args"]["pretrained"] == str(moved)
+    assert elsewhere["settings"]["checkpoint"]["path"] == str(moved)
+
     # the chat template on: a different setting, recorded with the template's hash; compare refuses
     third = run_json(wb(*args, "--chat-template", **dirs))
     s3 = harness_entry(dirs["store"], third["run_id"])["settings"]

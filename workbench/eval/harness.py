@@ -162,6 +162,8 @@ def run_harness(
         hit = harness_cache.load_result(result_key)
         if hit is not None:
             result = HarnessResult(**hit)
+            # not in the key, so the computing run's: this run's checkpoint and paths are recorded instead
+            result.settings.update(checkpoint=settings["checkpoint"], model_args=settings["model_args"])
             result.cache = {"result": "hit", "key": result_key, "requests_cached": 0, "requests_computed": 0}
             return result
 
