@@ -27,7 +27,8 @@ needs_vllm = pytest.mark.skipif(
 
 def wb_eval(ckpt, backend: str, store: Path, data_dir: Path, task: list[str]) -> dict:
     res = subprocess.run([sys.executable, "-m", "workbench", "eval", str(ckpt), "--tasks", *task, "--limit",
-                          str(LIMIT), "--backend", backend, "--json"], capture_output=True, text=True, timeout=1800,
+                          str(LIMIT), "--backend", backend, "--no-cache", "--json"],  # each run computes its answers
+                         capture_output=True, text=True, timeout=1800,
                          env={**os.environ, "WB_STORE": str(store), "WB_DATA_DIR": str(data_dir)})
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout)  # stdout is the one JSON object: vLLM's engine processes log to stderr
