@@ -63,17 +63,14 @@ def run() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code. Every error leaves here as one line on stderr."""
-    # Torch spins idle threads that starve the other core under contention (5x slower steps here).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from workbench.library_defaults import apply_library_defaults
+
+    apply_library_defaults()
     args = list(sys.argv[1:] if argv is None else argv)
     from workbench.cli.output import configure
 
     configure(quiet=_take_quiet(args))
     _pin_hf_home()
-    from workbench.library_logs import quiet_library_warnings
-
-    quiet_library_warnings()
     _register()
     try:
         code = app(args=args, standalone_mode=False)

@@ -312,7 +312,7 @@ def last_error(log: Path) -> str:
 
 
 def _quantize_in_this_process(job: dict) -> None:
-    from workbench.library_logs import quiet_library_warnings
+    from workbench.library_defaults import quiet_library_warnings
 
     quiet_library_warnings()  # also in a process of its own
     import torch

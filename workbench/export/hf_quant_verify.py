@@ -41,7 +41,7 @@ def quiet_stdout(log: Path | None = None):
 
 def load_quantized(path: Path, device: str):
     """The folder as transformers loads it (quantization_config from config.json)."""
-    from workbench.library_logs import quiet_library_warnings
+    from workbench.library_defaults import quiet_library_warnings
 
     quiet_library_warnings()
     transformers = require("transformers", "Loading a quantized model", "eval")

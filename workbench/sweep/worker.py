@@ -5,7 +5,6 @@ whole to the driver, which lands it in the one store.
 A unit that fails on its own input is reported and the group goes on; a worker that dies takes the group with it
 and Ray runs the group again (the driver lands each unit once)."""
 
-import os
 import shutil
 import tempfile
 import time
@@ -17,12 +16,10 @@ from workbench.sweep.plan import Group, Settings, Unit
 def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "local"):
     """Yields one outcome per unit as it finishes: {"unit", "status": "ok", "run_id", "files", "seconds"} or
     {"unit", "status": "failed", "error", "exit_code", "seconds"}. KeyboardInterrupt is not caught."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads in a fresh worker process
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from workbench.library_logs import quiet_library_warnings
-    from workbench.store import Store
+    from workbench.library_defaults import apply_library_defaults
 
-    quiet_library_warnings()
+    apply_library_defaults()  # before torch loads in a fresh worker process
+    from workbench.store import Store
 
     scratch = Path(tempfile.mkdtemp(prefix="wb-sweep-"))
     try:
