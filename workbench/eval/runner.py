@@ -22,6 +22,7 @@ class EvalOptions:
     baseline: Run | None = None  # judge_pairwise scorers compare this run's answers with the baseline's
     lineage: dict | None = None  # an eval during training: {"train_run", "step"}
     sweep: dict | None = None  # a unit of `wb sweep`: {"unit", "where"}
+    run_options: dict | None = None  # request.run_options: under --backend vllm the task generations use it too
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -77,6 +78,12 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
             _run_harness(ckpt, plan, run)
             run.manifest["timings"][f"harness[{i}]"] = round(time.monotonic() - started, 2)
         run.manifest["hardware"] = hardware()
+        from workbench.eval.harness import VLLM
+
+        if (options.run_options or {}).get("backend") == VLLM:  # runs on one engine share its key
+            from workbench.eval.vllm_engine import describe
+
+            run.manifest["vllm"] = describe()
     return run
 
 
@@ -124,7 +131,8 @@ def _run_task(ckpt: Checkpoint, task, items: list[dict], run: Run, progress, *, 
     from workbench.eval.generation import generate
 
     advance = progress.task(f"{task.name}: generating", total=len(items)) if progress else None
-    outputs = generate(ckpt, [it["messages"] for it in items], task.generation, progress=advance)
+    outputs = generate(ckpt, [it["messages"] for it in items], task.generation, progress=advance,
+                       run_options=options.run_options if options else None)
     samples = []
     plain = [s for s in task.scorers if s.type not in JUDGE_SCORERS]
     per_scorer: dict[str, list[float]] = {s.label: [] for s in plain}

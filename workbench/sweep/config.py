@@ -36,6 +36,7 @@ class SweepConfig(Strict):
     device: str = "auto"
     backend: str = "auto"
     no_cache: bool = False
+    vllm_args: dict[str, Any] | None = None  # with backend vllm: engine arguments, as `wb eval --vllm-args`
     # Ray
     resources: Resources = Resources()
     max_retries: int = Field(2, ge=0)  # a unit whose worker or node dies runs again, at most this many times

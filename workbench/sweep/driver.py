@@ -28,7 +28,7 @@ class Lander:
 
     def __init__(self, store: Store, groups: list[Group], progress: SweepProgress, say):
         self.store, self.progress, self.say = store, progress, say
-        self.units = {u.id: (g, u) for g in groups for u in g.units}
+        self.units = {u.id: u for g in groups for u in g.units}
         self.outcomes: dict[str, dict] = {}
 
     def land(self, outcome: dict) -> None:
@@ -38,9 +38,9 @@ class Lander:
             return
         if outcome["status"] == "ok":
             self.store.adopt_run(outcome["run_id"], files)
-        group, spec = self.units[unit]
+        spec = self.units[unit]
         attempts = self.progress.units[unit].attempts
-        self.outcomes[unit] = {"unit": unit, "checkpoint": group.label, "suite": spec.suite_label,
+        self.outcomes[unit] = {"unit": unit, "checkpoint": spec.checkpoint, "suite": spec.suite_label,
                                **outcome, "attempts": attempts}
         self.progress.mark(unit, outcome["status"])
         if outcome["status"] != "ok":
@@ -49,8 +49,8 @@ class Lander:
 
     def result(self) -> SweepOutcome:
         missing = {"status": "failed", "error": "no result came back", "exit_code": 4}
-        return SweepOutcome([self.outcomes.get(u) or {"unit": u, "checkpoint": g.label, "suite": s.suite_label,
-                                                      **missing} for u, (g, s) in self.units.items()])
+        return SweepOutcome([self.outcomes.get(u) or {"unit": u, "checkpoint": s.checkpoint, "suite": s.suite_label,
+                                                      **missing} for u, s in self.units.items()])
 
 
 def run_local(groups: list[Group], settings: Settings, lander: Lander) -> SweepOutcome:

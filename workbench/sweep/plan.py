@@ -17,6 +17,7 @@ GLOB_CHARS = set("*?[")
 class Unit:
     id: str  # "<checkpoint> × <suite>": unique in the sweep
     checkpoint: str  # the checkpoint's label in the sweep
+    ref: str  # what the worker resolves: an absolute path, a hub id or 'default'
     suite: str | None = None  # a suite name or an absolute YAML path
     tasks: str | None = None  # or an lm-eval task list, comma-separated
 
@@ -28,11 +29,11 @@ class Unit:
 
 @dataclass
 class Group:
-    """One checkpoint's units: one task for a worker, which loads the model once for all of them."""
+    """One task for a worker: one checkpoint's units, whose model loads once for all of them. Under vLLM, every
+    checkpoint on one engine (a base and its adapters, each a LoRA request), in checkpoint order."""
 
-    label: str
-    ref: str  # what the worker resolves: an absolute path, a hub id or 'default'
     units: list[Unit] = field(default_factory=list)
+    lora_rank: int | None = None  # vLLM: the largest adapter rank in the group, for the engine's max_lora_rank
 
 
 @dataclass
@@ -87,6 +88,7 @@ def _label(path: Path, folder: Path) -> str:
 
 def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Settings]:
     """The groups to run, and their settings; a BadInput naming the sweep file's entry for anything wrong."""
+    from workbench.eval.harness import VLLM, check_backend
     from workbench.eval.request import checked_checkpoint, harness_overrides, run_options
     from workbench.home import data_dir as resolve_data_dir
 
@@ -96,7 +98,7 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
     if config.gen_kwargs:
         overrides["gen_kwargs"] = config.gen_kwargs
     opts = run_options(seed=config.seed, dtype=config.dtype, device=config.device, backend=config.backend,
-                       no_cache=config.no_cache)
+                       no_cache=config.no_cache, vllm_args=config.vllm_args)
     mirror = resolve_data_dir(_relative_to(folder, config.data_dir) if config.data_dir else None)
     base = config.base
     if base and base != "default" and _relative_to(folder, base).exists():
@@ -115,21 +117,35 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
         requests.append((None, tasks))
         _checked(f"{sweep_file}: tasks[{i}]", _check_suite, None, tasks, settings)
 
-    groups = []
+    groups: dict[str, Group] = {}
     for i, label, ref in expand_checkpoints(config, sweep_file):
         where = f"{sweep_file}: checkpoints[{i}]" + (f" ({label})" if label != config.checkpoints[i] else "")
-        _checked(where, checked_checkpoint, ref, settings.base)
-        group = Group(label=label, ref=ref)
+        ckpt = _checked(where, checked_checkpoint, ref, settings.base)
+        backend = _checked(where, check_backend, opts["backend"], ckpt, opts["vllm_args"])
+        engine = _engine_of(ckpt, settings) if backend == VLLM else None
+        group = groups.setdefault(engine["key"] if engine else ref, Group())
+        if engine and engine["rank"]:
+            group.lora_rank = max(group.lora_rank or 0, engine["rank"])
         for suite, tasks in requests:
-            unit = Unit(id="", checkpoint=label, suite=suite, tasks=tasks)
+            unit = Unit(id="", checkpoint=label, ref=ref, suite=suite, tasks=tasks)
             unit.id = f"{label} × {unit.suite_label}"
             group.units.append(unit)
-        groups.append(group)
+    groups = list(groups.values())
     ids = [u.id for g in groups for u in g.units]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise BadInput(f"{sweep_file}: unit '{dup}' appears twice (the same suite listed twice?)")
     return groups, settings
+
+
+def _engine_of(ckpt, settings: Settings) -> dict:
+    """Which vLLM engine the checkpoint runs on, and the LoRA rank it needs there (None for a plain model)."""
+    from workbench.eval.harness import VLLM, backend_model_args
+    from workbench.eval.vllm_engine import adapter_rank, engine_key
+
+    args = backend_model_args(VLLM, ckpt, settings.run_options["dtype"], settings.run_options["vllm_args"])
+    adapter = args.get("lora_local_path")
+    return {"key": engine_key(args), "rank": adapter_rank(Path(adapter)) if adapter else None}
 
 
 def _check_suite(suite, tasks, settings: Settings) -> None:
