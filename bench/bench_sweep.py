@@ -31,26 +31,9 @@ CONTACTS = REPO / "evals" / "data" / "contacts_test.jsonl"
 
 
 def build(workdir: Path, items: int, tokens: int) -> tuple[list[str], list[Path]]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from random_adapters import random_adapters
 
-    from workbench.resolve import resolve_checkpoint
-
-    base = resolve_checkpoint("default")
-    checkpoints = ["default"]
-    for seed in (1, 2):
-        out = workdir / f"adapter-{seed}"
-        checkpoints.append(str(out))
-        if (out / "adapter_config.json").exists():
-            continue
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(str(base.path))
-        lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        get_peft_model(model, lora).save_pretrained(str(out))
-        config = json.loads((out / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = "default"
-        (out / "adapter_config.json").write_text(json.dumps(config))
+    checkpoints = ["default", *map(str, random_adapters(workdir, (1, 2), base_ref="default"))]
     suites = []
     for name, scorers in (("json", "[{type: json_valid}]"), ("fields", "[{type: exact}, {type: json_fields}]")):
         path = workdir / f"{name}.yaml"

@@ -28,23 +28,9 @@ CONTACTS = REPO / "evals" / "data" / "contacts_test.jsonl"
 
 
 def build(workdir: Path, adapters: int, items: int, tokens: int) -> tuple[list[Path], Path]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from random_adapters import random_adapters
 
-    from workbench.resolve import resolve_checkpoint
-
-    base = resolve_checkpoint("default")
-    paths = []
-    for seed in range(1, adapters + 1):
-        out = workdir / f"adapter-{seed}"
-        paths.append(out)
-        if (out / "adapter_config.json").exists():
-            continue
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(str(base.path))
-        lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        get_peft_model(model, lora).save_pretrained(str(out))
+    paths = random_adapters(workdir, range(1, adapters + 1))
     suite = workdir / "contacts-slice.yaml"
     suite.write_text(f"name: contacts-slice\ntasks:\n  - name: contacts\n    data: {CONTACTS}\n    limit: {items}\n"
                      f"    generation: {{max_new_tokens: {tokens}, batch_size: 8}}\n"
