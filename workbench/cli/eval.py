@@ -31,7 +31,8 @@ def eval_cmd(
     gen_kwargs: str | None = typer.Option(
         None, "--gen-kwargs", help="lm-eval: generation overrides, e.g. max_gen_toks=128,temperature=0."),
     seed: int = typer.Option(1234, "--seed", help="lm-eval: python/numpy/torch/few-shot seed."),
-    dtype: str = typer.Option("float32", "--dtype", help="lm-eval: weights dtype (auto, float32, bfloat16, ...)."),
+    dtype: str = typer.Option(
+        "float32", "--dtype", help="lm-eval and the vLLM engine: weights dtype (auto, float32, bfloat16, ...)."),
     device: str = typer.Option("auto", "--device", help="lm-eval: 'auto' (cuda when available, else cpu), cpu, cuda."),
     backend: str = typer.Option(
         "auto", "--backend", help="Model backend: auto (hf; llamacpp for .gguf), hf, vllm (the task generations "
