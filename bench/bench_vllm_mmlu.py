@@ -17,7 +17,6 @@ process; the per-item answers (argmax over the choices) are compared, and the ac
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,16 +53,6 @@ def build(out: Path, shape: str, dtype: str, device: str) -> Path:
     partial.rename(out)
     print(f"built {shape}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters in {out}", flush=True)
     return out
-
-
-def timed(cmd: list[str], env: dict, log: Path) -> tuple[float, str]:
-    started = time.perf_counter()
-    with open(log, "w") as fh:
-        res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=fh, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if res.returncode != 0:
-        sys.exit(f"failed ({res.returncode}): {' '.join(cmd)}; see {log}")
-    return elapsed, res.stdout
 
 
 def raw_answers(out_dir: Path) -> tuple[dict, dict, int]:
@@ -105,6 +94,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/wb-bench-vllm-mmlu"))
     args = parser.parse_args()
+    from bench_harness import timed  # a whole process, timed; its stdout kept beside the log
     from harness_tasks import write_override_folder
 
     data_dir = Path(os.environ.get("WB_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
@@ -122,9 +112,10 @@ def main() -> None:
            "--log_samples", "--output_path", str(raw_out)]
     ours = [sys.executable, "-m", "workbench", "eval", str(model), "--tasks", args.tasks, "--limit", args.limit,
             "--backend", "vllm", "--dtype", args.dtype, "--seed", "1234", "--no-cache", "--json"]
-    raw_s, _ = timed(raw, env, work / "raw.log")
+    raw_s = timed(raw, env, work / "raw.log")
     print(f"raw lm_eval --model hf:      {raw_s:8.1f} s", flush=True)
-    wb_s, stdout = timed(ours, env, work / "wb-vllm.log")
+    wb_s = timed(ours, env, work / "wb-vllm.log")
+    stdout = (work / "wb-vllm.stdout").read_text()
     print(f"wb eval --backend vllm:      {wb_s:8.1f} s", flush=True)
 
     raw_acc, raw_chosen, requests = raw_answers(raw_out)
