@@ -125,12 +125,6 @@ def engine_lm(model_args: dict, *, batch_size: int):
     return engine.lm
 
 
-def lora_request_for(model_args: dict):
-    """The LoRA request of model_args' adapter on the current engine (None for a plain model)."""
-    adapter = model_args.get("lora_local_path")
-    return _current.lora_request(adapter) if adapter and _current is not None else None
-
-
 def release() -> None:
     """Shut the engine down and free its memory (its engine-core process ends)."""
     global _current
@@ -190,13 +184,12 @@ def generate(token_prompts: list[list[int]], sampling: dict, *, model_args: dict
     """Generated token ids per prompt, on the engine for model_args (the adapter as its LoRA request)."""
     from vllm import SamplingParams
 
-    lm = engine_lm(model_args, batch_size=8)
+    lm = engine_lm(model_args, batch_size=8)  # sets lm.lora_request to model_args' adapter (None: none)
     params = SamplingParams(**sampling)
-    lora = lora_request_for(model_args)
     out: list[list[int]] = []
     for start in range(0, len(token_prompts), chunk):
         part = [{"prompt_token_ids": ids} for ids in token_prompts[start:start + chunk]]
-        for result in lm.model.generate(part, params, use_tqdm=False, lora_request=lora):
+        for result in lm.model.generate(part, params, use_tqdm=False, lora_request=lm.lora_request):
             out.append(list(result.outputs[0].token_ids))
         if progress:
             progress(len(part))
