@@ -2,7 +2,7 @@
 as workbench/_bundled/.
 
 They are content, not packages: PyPI already owns the import names `evals` and `exporters`.
-An editable install reads them straight from the repository instead (see workbench/content.py).
+An editable install reads them straight from the repository instead (see workbench/system/content.py).
 """
 import shutil
 from pathlib import Path

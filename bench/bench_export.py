@@ -35,8 +35,8 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 
 
 def run_direct(tools, model: Path, quant: str, work: Path) -> float:
-    from workbench.export.gguf import QUANT_TYPES
-    from workbench.llamacpp import cpu_threads
+    from workbench.export.gguf.exporter import QUANT_TYPES
+    from workbench.runtimes.llamacpp.model import cpu_threads
 
     f16, final = work / "model-F16.gguf", work / f"model-{quant.upper()}.gguf"
     started = time.perf_counter()
@@ -65,9 +65,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from workbench.resolve import resolve_checkpoint
-    from workbench.export.llama_tools import locate_tools
-    from workbench.default_model import ensure_default_model_dir
+    from workbench.checkpoints.default_model import ensure_default_model_dir
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.runtimes.llamacpp.tools import locate_tools
 
     model = ensure_default_model_dir() if args.model == "default" else resolve_checkpoint(args.model).path
     tools = locate_tools()

@@ -6,7 +6,7 @@ side by side in one run; and lm-eval loglikelihood requests with shared-prefix r
 
 1. Generation: the contacts suite's items (greedy, its generation settings) through
    - "one at a time": llama-cpp-python's create_chat_completion per conversation (the path before batching),
-   - "batched": workbench.llamacpp.chat_batched, --batch sequences per llama.cpp decode call,
+   - "batched": workbench.runtimes.llamacpp.model.chat_batched, --batch sequences per llama.cpp decode call,
    - "transformers": the default model's HF checkpoint in fp32 with the same batch size (wb's HF path).
    The GGUF's two outputs must be identical; the table shows seconds, items/s and the ratios.
 2. lm-eval generate_until: GSM8K questions as lm-eval's gsm8k task asks them, through wb's lm-eval llama.cpp
@@ -30,11 +30,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def generation(args) -> None:
-    from workbench.chat_format import for_checkpoint
+    from workbench.chat.format import for_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
     from workbench.eval.generation import _generate_hf
     from workbench.eval.suites import load_suite
-    from workbench.llamacpp import chat, chat_batched, chat_formatter, load_gguf
-    from workbench.resolve import resolve_checkpoint
+    from workbench.runtimes.llamacpp.model import chat, chat_batched, chat_formatter, load_gguf
 
     suite = load_suite("contacts", limit=args.items)
     task = suite.config.tasks[0]
@@ -90,7 +90,7 @@ def mmlu_requests(data_dir: Path, n_questions: int, tok) -> list[tuple]:
 
 
 def loglikelihood(args) -> None:
-    from workbench.eval.llamacpp_lm import LlamaCppLM
+    from workbench.runtimes.llamacpp.harness_lm import LlamaCppLM
 
     data_dir = Path(os.environ.get("WB_DATA_DIR", REPO.parent / "shared" / "data"))
     path = args.gguf
@@ -126,7 +126,7 @@ def lm_eval_generation(args) -> None:
 
     from lm_eval.api.instance import Instance
 
-    from workbench.eval.llamacpp_lm import LlamaCppLM
+    from workbench.runtimes.llamacpp.harness_lm import LlamaCppLM
 
     data_dir = Path(os.environ.get("WB_DATA_DIR", REPO.parent / "shared" / "data"))
     def read(name: str, n: int) -> list[dict]:
@@ -165,9 +165,9 @@ def lm_eval_generation(args) -> None:
 def default_q8_0() -> Path:
     """The default model exported to Q8_0 by wb's own GGUF export (once, into $WB_HOME/bench): the file type the
     demo ships, whose batched matmuls llama.cpp runs through its fast kernels."""
-    from workbench.export.gguf import export_gguf
-    from workbench.home import home
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.export.gguf.exporter import export_gguf
+    from workbench.system.home import home
 
     out = home() / "bench" / "default-q8_0"
     found = sorted(out.glob("*Q8_0.gguf"))

@@ -58,7 +58,7 @@ def main() -> None:
     shared_home = Path(os.environ.get("WB_HOME") or Path.home() / ".cache" / "ckpt-workbench")
     sys.path.insert(0, str(REPO))
     os.environ["WB_HOME"] = str(shared_home)
-    from workbench.default_model import ensure_default_model_dir
+    from workbench.checkpoints.default_model import ensure_default_model_dir
 
     model = ensure_default_model_dir()
     work = Path(tempfile.mkdtemp(prefix="bench-harness-"))

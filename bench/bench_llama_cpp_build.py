@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import llama_cpp_build  # noqa: E402
 
-from workbench.llamacpp_speed import CHOICE_FILE, choose_variant, measure_speed  # noqa: E402
-from workbench.selfcheck import DISABLED_SUFFIX  # noqa: E402
+from workbench.runtimes.llamacpp.build import DISABLED_SUFFIX  # noqa: E402
+from workbench.runtimes.llamacpp.speed import CHOICE_FILE, choose_variant, measure_speed  # noqa: E402
 
 BUILDS = ["portable", "avx2", "native"]
 
@@ -49,7 +49,7 @@ def measure(site: Path, gguf: Path, args) -> dict:
 
 
 def as_set_up_leaves_it(site: Path, gguf: Path) -> dict | None:
-    """The portable copy with set-up's measured CPU-variant choice applied afresh (workbench/llamacpp_speed.py)."""
+    """The portable copy with set-up's measured CPU-variant choice applied afresh (workbench/runtimes/llamacpp/speed.py)."""
     lib = site / "llama_cpp" / "lib"
     for path in lib.glob(f"*{DISABLED_SUFFIX}"):
         path.rename(path.with_name(path.name[:-len(DISABLED_SUFFIX)]))
@@ -66,10 +66,9 @@ def main() -> None:
     ap.add_argument("--sdist", type=Path, default=None)
     args = ap.parse_args()
 
-    from workbench.home import home
-    from workbench.default_model import default_gguf_path
-
-    from workbench.lock import read_lock
+    from workbench.checkpoints.default_model import default_gguf_path
+    from workbench.system.home import home
+    from workbench.system.lock import read_lock
 
     version = read_lock(REPO / "constraints.txt")["llama-cpp-python"]
     sdist = args.sdist or Path(os.environ.get("WB_SDIST_CACHE", Path.home() / ".cache/ckpt-workbench/sdists")) \

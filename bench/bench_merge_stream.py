@@ -10,7 +10,7 @@ Models (built once under --workdir, reused after):
 
 Each method runs in a child process of its own. The child imports torch, transformers, peft and wb's merge
 modules, reads VmRSS (its baseline), merges into a fresh folder, then reads VmHWM; its peak is VmHWM - baseline.
-- streaming: workbench.merge_stream.merge_streaming (with its structural check: every tensor re-read, one at a time);
+- streaming: workbench.merge.stream.merge_streaming (with its structural check: every tensor re-read, one at a time);
 - peft: from_pretrained(dtype="auto") + PeftModel.from_pretrained + merge_and_unload + save_pretrained.
 Target: streaming peak <= (largest shard + adapter file) x 1.1. The outputs are compared tensor by tensor.
 """
@@ -49,7 +49,7 @@ def build_default(work: Path) -> tuple[Path, Path]:
     if not (base / "model.safetensors.index.json").exists():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from workbench.resolve import resolve_checkpoint
+        from workbench.checkpoints.resolve import resolve_checkpoint
 
         src = resolve_checkpoint("default").path
         model = AutoModelForCausalLM.from_pretrained(str(src), dtype="auto")
@@ -123,12 +123,12 @@ def _make_lora(base: Path, out: Path) -> None:
 # --- one measured merge, in a child ----------------------------------------------------------------------------
 
 def child(method: str, adapter: Path, out: Path, result: Path) -> None:
-    import torch  # noqa: F401  (the baseline: the interpreter with torch and the libraries imported)
     import peft  # noqa: F401
+    import torch  # noqa: F401  (the baseline: the interpreter with torch and the libraries imported)
     import transformers  # noqa: F401
 
-    from workbench.merge_stream import merge_streaming
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.merge.stream import merge_streaming
 
     ckpt = resolve_checkpoint(str(adapter))  # hashes the files, loads no weights
     baseline_kb = _status_kb("VmRSS")
@@ -191,8 +191,8 @@ def compare(a: Path, b: Path) -> dict:
 
 
 def bench(name: str, base: Path, adapter: Path, work: Path) -> dict:
-    from workbench.merge_plan import plan_merge
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.lora_plan import plan_merge
+    from workbench.checkpoints.resolve import resolve_checkpoint
 
     plan = plan_merge(resolve_checkpoint(str(adapter)))
     adapter_mb = (adapter / "adapter_model.safetensors").stat().st_size / MB

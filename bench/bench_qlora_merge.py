@@ -59,9 +59,9 @@ def distribution_costs(adapter, merged_dirs: dict, texts: list[str], batch_size:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.merge import probe_tokenizer
-    from workbench.merge_qlora import DistributionCost
-    from workbench.models import load_model
+    from workbench.merge.probe import probe_tokenizer
+    from workbench.merge.qlora import DistributionCost
+    from workbench.runtimes.hf import load_model
 
     tokenizer = probe_tokenizer(adapter)
     batches = [tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True)
@@ -105,9 +105,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("WB_DATA_DIR", REPO.parent / "shared/data")))
     args = parser.parse_args()
 
-    from workbench.merge import probe_tokenizer
-    from workbench.quantization import quantization_of
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.quantization import quantization_of
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.merge.probe import probe_tokenizer
 
     adapter = resolve_checkpoint(args.adapter)
     if not quantization_of(adapter):

@@ -72,8 +72,8 @@ def contacts_scores(ckpt, store, limit: int) -> dict:
 
 
 def bench_one(name: str, folder: Path, store, args) -> dict:
+    from workbench.checkpoints.resolve import resolve_checkpoint
     from workbench.config import TrainConfig, load_yaml_model
-    from workbench.resolve import resolve_checkpoint
     from workbench.train.recipe import train_adapter
 
     path = recipe_for(name, folder, args.steps, args.batch_size)
@@ -103,8 +103,8 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
 
+    from workbench.checkpoints.resolve import resolve_checkpoint
     from workbench.errors import WorkbenchError
-    from workbench.resolve import resolve_checkpoint
     from workbench.store import Store
 
     rows = []

@@ -39,7 +39,7 @@ def build(out: Path, shape: str, dtype: str, device: str) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
 
     tok = AutoTokenizer.from_pretrained(str(resolve_checkpoint("default").path))
     config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=4096, bos_token_id=tok.bos_token_id,

@@ -11,7 +11,7 @@ def random_adapters(workdir: Path, seeds, *, base_ref: str | None = None) -> lis
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
 
     base = resolve_checkpoint("default")
     paths = []

@@ -1,6 +1,6 @@
 """ckpt-workbench dashboard: the entry point `wb dashboard` serves (Streamlit multipage).
 
-Pages read the store only through workbench.store / workbench.compare (via workbench.views), so every number
+Pages read the store only through workbench.store / workbench.compare (via workbench.dashboard.views), so every number
 shown is the one the CLI prints.
 """
 
@@ -13,9 +13,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the pages import store_cache / page_parts from this folder
     sys.path.insert(0, str(HERE))
 
-import streamlit as st  # noqa: E402
-
 import store_cache  # noqa: E402
+import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="ckpt-workbench", layout="wide")
 

@@ -3,10 +3,10 @@
 import re
 
 import pandas as pd
+import store_cache
 import streamlit as st
 
-import store_cache
-from workbench import views
+from workbench.dashboard import views
 
 RECORD_EVAL = "`wb eval CHECKPOINT --suite SUITE` (e.g. `wb eval default --suite contacts`)"
 

@@ -1,6 +1,6 @@
 """Cached reads of the store for the dashboard pages.
 
-Every function goes through workbench.views (Store + compare.py), so the numbers are the CLI's. Each cached
+Every function goes through workbench.dashboard.views (Store + compare.py), so the numbers are the CLI's. Each cached
 call takes the index's file stamp as an argument: a new or finished run changes it and the cache misses;
 otherwise a page rerun reads nothing from disk.
 """
@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from workbench import views
-from workbench.compare import comparison_cells, compare_runs, row_direction, sample_diffs, sample_tasks
-from workbench.home import store_dir
+from workbench.compare.runs import compare_runs, comparison_cells, row_direction, sample_diffs, sample_tasks
+from workbench.dashboard import views
 from workbench.store import Store
+from workbench.system.home import store_dir
 
 
 def store() -> Store:

@@ -43,7 +43,7 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def default_ckpt():
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
 
     return resolve_checkpoint("default")
 

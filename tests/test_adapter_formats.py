@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile_support import run_cli
 from safetensors.torch import load_file, save_file
 
-from hostile_support import run_cli
-from workbench.adapter_formats import detect
+from workbench.checkpoints.adapter_formats import detect
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.errors import BadInput
-from workbench.resolve import resolve_checkpoint
 
 ADDED_TOKENS = ["<|tool_call|>", "<|tool_result|>"]
 
@@ -228,7 +228,7 @@ def test_mlx_import_matches_mlx_fuse(tmp_path, tiny_model_dir, store_dir, capsys
 
 
 def test_import_check_failure_writes_nothing(tmp_path, tiny_model_dir):
-    from workbench.adapter_import import import_adapter
+    from workbench.merge.adapter_import import import_adapter
 
     src, _ = _mlx_adapter(tiny_model_dir, tmp_path / "mlx")
     with pytest.raises(BadInput, match="import check failed"):  # no difference passes a negative tolerance
@@ -328,7 +328,7 @@ def test_unsure_formats_are_one_line_errors(tmp_path, tiny_model_dir, store_dir,
 def test_fit_check_accepts_fan_in_fan_out_and_tied_lm_head(tmp_path, tiny_model_dir):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from workbench.eval.adapter_fit import check_adapter_fits
+    from workbench.checkpoints.adapter_fit import check_adapter_fits
 
     torch.manual_seed(0)
     gpt2 = tmp_path / "gpt2"

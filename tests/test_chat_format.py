@@ -4,10 +4,10 @@ templates emit with real tokenizers (the default model's, with other families' t
 import json
 
 import pytest
-
 from chat_templates import GEMMA3
-from workbench import chat_format
-from workbench.chat_template import render_template
+
+from workbench.chat import format as chat_format
+from workbench.chat.template import render_template
 
 GEMMA2 = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
           "{% endif %}{% for message in messages %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"

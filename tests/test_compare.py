@@ -1,6 +1,6 @@
 import pytest
 
-from workbench.compare import compare_runs, paired_samples
+from workbench.compare.runs import compare_runs, paired_samples
 from workbench.store import Store
 
 

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from workbench.compare import compare_runs, comparison_cells, sample_diffs
-from workbench.content import content_dir
+from workbench.compare.runs import compare_runs, comparison_cells, sample_diffs
+from workbench.dashboard import views
 from workbench.store import Store
-from workbench import views
+from workbench.system.content import content_dir
 
 pytest.importorskip("streamlit", reason="needs the dashboard extra (pip install 'ckpt-workbench[dashboard]')")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -155,12 +155,12 @@ def test_leaderboard_sorts_and_filters(app, seeded):
 
 @pytest.fixture
 def no_gate(monkeypatch):
-    """workbench.gate not importable, and the dashboard's cached comparisons forgotten around that."""
+    """workbench.gate.rules not importable, and the dashboard's cached comparisons forgotten around that."""
     import streamlit as st
 
     import workbench
 
-    monkeypatch.setitem(sys.modules, "workbench.gate", None)
+    monkeypatch.setitem(sys.modules, "workbench.gate.rules", None)
     monkeypatch.delattr(workbench, "gate", raising=False)
     st.cache_data.clear()
     yield
@@ -201,7 +201,7 @@ def test_compare_drill_down_filters_to_regressions(app, seeded):
 def test_compare_shows_the_gates_significance_verdicts(app, seeded):
     import streamlit as st
 
-    from workbench import gate
+    from workbench.gate import rules as gate
     st.cache_data.clear()
     store, ids = seeded
     at = app("app_pages/compare.py", a=ids["base"], b=ids["adapter"])

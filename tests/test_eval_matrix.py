@@ -118,8 +118,8 @@ def test_table_shows_each_member_delta_and_same_answers(chain):
     same-answer counts."""
     from rich.console import Console
 
-    from workbench.compare import compare_runs, comparison_cells
-    from workbench.matrix import Member, matrix_table
+    from workbench.compare.runs import compare_runs, comparison_cells
+    from workbench.eval.matrix import Member, matrix_table
 
     payload, st = chain["payload"], Store(chain["store"])
     members = [Member(**{k: v for k, v in rec.items() if k in Member.__dataclass_fields__})
@@ -147,12 +147,12 @@ def test_table_shows_each_member_delta_and_same_answers(chain):
 def test_missing_and_exl2_members_are_listed_not_dropped(chain, tmp_path):
     """Discovery alone (no model loads): a moved-away GGUF is missing; an EXL2 folder recorded by an export run is
     skipped with the reason when there is no CUDA."""
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
-    from workbench.checkpoint import Checkpoint, weights_sha
-    from workbench.checkpoint_checks import resolve_checked
-    from workbench.matrix import find_members
+    from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
+    from workbench.checkpoints.resolve import resolve_checked
+    from workbench.eval.matrix import find_members
 
     st = Store(chain["store"])
     merged = resolve_checked(str(chain["root"] / "merged"))
@@ -227,7 +227,7 @@ def test_a_member_failing_at_eval_is_its_row_and_the_rest_go_on(chain, tmp_path)
     llama-cpp-python reads on import, names an empty folder, so llama.cpp's shared library is not found in the wb
     process. The adapter and merged model run in transformers. On a copy of the store, so the module's other tests
     see only the chain's runs."""
-    from workbench.compare import compare_runs, comparison_cells
+    from workbench.compare.runs import compare_runs, comparison_cells
 
     store = tmp_path / "store"
     shutil.copytree(chain["store"], store)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.resolve import resolve_checkpoint
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 
 
@@ -42,7 +42,7 @@ def _no_partials(parent: Path, name: str) -> bool:
 def llama_tools():
     """llama.cpp's converter for the installed llama-cpp-python, extracted once into WB_HOME (from
     WB_LLAMA_CPP_SDIST, or downloaded from PyPI the first time)."""
-    from workbench.export.llama_tools import locate_tools
+    from workbench.runtimes.llamacpp.tools import locate_tools
 
     return locate_tools()
 
@@ -78,7 +78,7 @@ def _fake_sdist(path: Path, version: str) -> Path:
 
 
 def test_extract_tools_takes_only_the_converter_tree(tmp_path):
-    from workbench.export.llama_tools import LlamaTools, extract_tools
+    from workbench.runtimes.llamacpp.tools import LlamaTools, extract_tools
 
     sdist = _fake_sdist(tmp_path / "llama_cpp_python-9.9.9.tar.gz", "9.9.9")
     target = tmp_path / "home" / "llama.cpp" / "9.9.9"
@@ -96,7 +96,7 @@ def test_extract_tools_takes_only_the_converter_tree(tmp_path):
 
 
 def test_extract_tools_refuses_an_sdist_of_another_version(tmp_path):
-    from workbench.export.llama_tools import extract_tools
+    from workbench.runtimes.llamacpp.tools import extract_tools
 
     sdist = _fake_sdist(tmp_path / "llama_cpp_python-9.9.8.tar.gz", "9.9.8")
     target = tmp_path / "home" / "llama.cpp" / "9.9.9"
@@ -106,7 +106,7 @@ def test_extract_tools_refuses_an_sdist_of_another_version(tmp_path):
 
 
 def test_llama_cpp_dir_must_be_a_checkout(tmp_path, monkeypatch):
-    from workbench.export.llama_tools import locate_tools
+    from workbench.runtimes.llamacpp.tools import locate_tools
 
     monkeypatch.setenv("WB_LLAMA_CPP_DIR", str(tmp_path))
     with pytest.raises(EnvironmentProblem, match="not a llama.cpp checkout"):
@@ -114,7 +114,7 @@ def test_llama_cpp_dir_must_be_a_checkout(tmp_path, monkeypatch):
 
 
 def test_located_tools_match_installed_llama_cpp(llama_tools):
-    from workbench.export.llama_tools import installed_version
+    from workbench.runtimes.llamacpp.tools import installed_version
 
     assert llama_tools.version == installed_version()
     assert llama_tools.convert_hf.is_file() and llama_tools.convert_lora.is_file()
@@ -233,7 +233,7 @@ def test_bad_input_through_the_cli(case, tiny_model_dir, tmp_path, llama_tools):
 
 
 def test_quant_names_are_normalized():
-    from workbench.export.gguf import parse_quants
+    from workbench.export.gguf.exporter import parse_quants
 
     assert parse_quants("Q4_K_M,q8_0") == ["q4_k_m", "q8_0"]
     assert parse_quants(["q8_0", "q8_0 ", "F16"]) == ["q8_0", "f16"]
@@ -242,7 +242,7 @@ def test_quant_names_are_normalized():
 
 @needs_llama_cpp
 def test_non_empty_out_dir_refused_with_nothing_written(tiny_ckpt, tmp_path):
-    from workbench.export.gguf import export_gguf
+    from workbench.export.gguf.exporter import export_gguf
 
     out = tmp_path / "out"
     out.mkdir()
@@ -255,7 +255,7 @@ def test_non_empty_out_dir_refused_with_nothing_written(tiny_ckpt, tmp_path):
 
 @needs_llama_cpp
 def test_gguf_input_refused(tmp_path, tiny_ckpt):
-    from workbench.export.gguf import check
+    from workbench.export.gguf.exporter import check
 
     gguf_file = tmp_path / "m.gguf"
     gguf_file.write_bytes(b"GGUF" + bytes(60))
@@ -265,7 +265,7 @@ def test_gguf_input_refused(tmp_path, tiny_ckpt):
 
 
 def test_checkpoint_without_chat_template_refused(tiny_model_dir, tmp_path):
-    from workbench.export.gguf import check
+    from workbench.export.gguf.exporter import check
 
     bare = tmp_path / "bare"
     shutil.copytree(tiny_model_dir, bare)
@@ -279,7 +279,7 @@ def test_checkpoint_without_chat_template_refused(tiny_model_dir, tmp_path):
 
 @needs_llama_cpp
 def test_runtime_refuses_a_file_that_is_not_gguf(tmp_path):
-    from workbench import llamacpp
+    from workbench.runtimes.llamacpp import model as llamacpp
 
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"PK\x03\x04 not a gguf")
@@ -294,8 +294,8 @@ def test_runtime_refuses_a_file_that_is_not_gguf(tmp_path):
 def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     from transformers import AutoTokenizer
 
-    from workbench import llamacpp
     from workbench.cli.export import export_command
+    from workbench.runtimes.llamacpp import model as llamacpp
 
     out = tmp_path / "gguf"
     summary = export_command(str(tiny_model_dir), "gguf", "q8_0", out, keep_f16=True, progress=False)
@@ -317,7 +317,7 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     assert ckpt.parent["quant"] == "q8_0" and ckpt.parent["llama_cpp"] == llama_tools.version
     assert ckpt.parent["tool"] == "llama.cpp convert_hf_to_gguf + llama_model_quantize"
 
-    from workbench import chat_format
+    from workbench.chat import format as chat_format
 
     # the file's own metadata and vocabulary give the same turns as the source's tokenizer
     assert chat_format.from_gguf(q8) == chat_format.from_tokenizer(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
@@ -405,14 +405,14 @@ def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path, llama_tools):
 
 @needs_llama_cpp
 def test_converter_failure_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch, llama_tools):
-    from workbench.export.gguf import export_gguf
+    from workbench.export.gguf.exporter import export_gguf
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     out = tmp_path / "out"
-    from workbench.export import llama_tools as tools_module
+    from workbench.runtimes.llamacpp import tools as tools_module
 
     logs = tmp_path / "logs"
     monkeypatch.setattr(tools_module, "kept_logs_dir", lambda: logs)  # where the log is kept for the user
@@ -425,7 +425,7 @@ def test_converter_failure_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch,
 
 @needs_llama_cpp
 def test_interrupt_during_quantize_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch, llama_tools):
-    from workbench.export import gguf
+    from workbench.export.gguf import exporter as gguf
 
     def interrupted(src, dst, quant):
         dst.write_bytes(b"GGUF partial")
@@ -440,7 +440,7 @@ def test_interrupt_during_quantize_leaves_nothing(tiny_ckpt, tmp_path, monkeypat
 
 @needs_llama_cpp
 def test_unsupported_architecture_refused(tiny_model_dir, tmp_path, llama_tools):
-    from workbench.export.gguf import export_gguf
+    from workbench.export.gguf.exporter import export_gguf
 
     odd = tmp_path / "odd"
     shutil.copytree(tiny_model_dir, odd)
@@ -457,7 +457,7 @@ def test_unsupported_architecture_refused(tiny_model_dir, tmp_path, llama_tools)
 def default_export(default_ckpt, tmp_path_factory, llama_tools):
     import time
 
-    from workbench.export.gguf import export_gguf
+    from workbench.export.gguf.exporter import export_gguf
 
     out = tmp_path_factory.mktemp("default-gguf") / "out"
     started = time.monotonic()
@@ -474,7 +474,7 @@ def default_export(default_ckpt, tmp_path_factory, llama_tools):
 def test_default_model_files_and_chat_template(default_export, default_ckpt):
     from transformers import AutoTokenizer
 
-    from workbench import llamacpp
+    from workbench.runtimes.llamacpp import model as llamacpp
 
     template = AutoTokenizer.from_pretrained(str(default_ckpt.path)).chat_template
     for quant, art in default_export.items():
@@ -504,8 +504,8 @@ def test_default_model_prompt_formatting_matches_transformers(default_export, de
     apply_chat_template does on the source tokenizer (not a chat_format llama-cpp-python guessed)."""
     from transformers import AutoTokenizer
 
-    from workbench import llamacpp
-    from workbench.export.gguf_verify import hf_prompt_ids
+    from workbench.export.gguf.verify import hf_prompt_ids
+    from workbench.runtimes.llamacpp import model as llamacpp
 
     tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
     llm = llamacpp.load_gguf(default_export["q8_0"].path, n_ctx=512)
@@ -522,7 +522,7 @@ def test_default_model_prompt_formatting_matches_transformers(default_export, de
 @pytest.mark.slow
 @needs_llama_cpp
 def test_default_model_answers_llama_cpp_vs_transformers(default_export, default_ckpt):
-    from workbench.export.gguf_verify import verify_gguf
+    from workbench.export.gguf.verify import verify_gguf
 
     report = verify_gguf(list(default_export.values()), default_ckpt, max_tokens=48)
     print()
@@ -555,9 +555,10 @@ def test_adapter_only_gguf_on_its_base(tiny_model_dir, tmp_path, llama_tools):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workbench import llamacpp
     from workbench.cli.export import export_command
-    from workbench.export import ollama, quality
+    from workbench.export import quality
+    from workbench.export.ollama import bundle as ollama
+    from workbench.runtimes.llamacpp import model as llamacpp
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     torch.manual_seed(2)
@@ -669,7 +670,7 @@ def _tiny_family(default_ckpt, out: Path, family: str) -> Path:
 def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp_path, llama_tools):
     from transformers import AutoTokenizer
 
-    from workbench import chat_format
+    from workbench.chat import format as chat_format
     from workbench.cli.export import export_command
 
     model = _tiny_family(default_ckpt, tmp_path / f"tiny-{family}", family)
@@ -689,6 +690,6 @@ def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp
 
 
 def _architecture(path) -> str:
-    from workbench import llamacpp
+    from workbench.runtimes.llamacpp import model as llamacpp
 
     return llamacpp.gguf_metadata(path)["architecture"]

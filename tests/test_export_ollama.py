@@ -2,10 +2,11 @@
 the Python renderer and cross-checked against Go's own text/template."""
 
 import pytest
-
 from chat_templates import GEMMA3
-from workbench import chat_format
-from workbench.export import gotemplate, ollama
+
+from workbench.chat import format as chat_format
+from workbench.export.ollama import bundle as ollama
+from workbench.export.ollama import gotemplate
 
 ZEPHYR = ("{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.resolve import resolve_checkpoint
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
-from workbench.extras import available
+from workbench.system.extras import available
 
 
 def _cuda() -> bool:

@@ -1,13 +1,13 @@
-"""workbench.failures on the real exceptions the libraries raise: the net below the up-front checks."""
+"""workbench.system.failures on the real exceptions the libraries raise: the net below the up-front checks."""
 
 import errno
 import json
 
 import pytest
-
 from hostile_support import other_base_dir, tiny_adapter_dir, truncated  # noqa: F401  (fixtures)
+
 from workbench.errors import BadInput, EnvironmentProblem
-from workbench.failures import translate
+from workbench.system.failures import translate
 
 
 def test_cut_safetensors_from_safetensors_itself(tmp_path, tiny_model_dir):
@@ -61,9 +61,9 @@ def test_an_unknown_exception_is_left_alone():
 
 def test_a_full_disk_inside_safetensors_is_no_space_not_damage(tmp_path, tiny_model_dir):
     """safetensors wraps ENOSPC in its own error: still 'no space left', not 'a damaged file'."""
+    import torch
     from hostile_support import SmallDisk
     from safetensors.torch import save_file
-    import torch
 
     disk = SmallDisk(tmp_path / "disk", "64k")
     try:

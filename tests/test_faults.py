@@ -1,5 +1,5 @@
 """Faults with real processes and real signals: `wb` is stopped at a named point (WB_PAUSE_AT, see
-workbench.faultpoints) and killed there with SIGKILL, SIGTERM or SIGINT. What must hold: nothing published before
+workbench.system.faultpoints) and killed there with SIGKILL, SIGTERM or SIGINT. What must hold: nothing published before
 it is verified, no child outliving wb, dead runs reading `interrupted`, a dead process's staging folders removed
 by the next run, a full disk leaving the store consistent, and `--json` printing exactly one object with the
 user's HF_HOME untouched."""
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from hostile_support import SmallDisk, tiny_adapter_dir  # noqa: F401  (fixture)
 
 
@@ -265,8 +264,8 @@ def test_failed_converter_log_is_kept_in_the_run_folder(tmp_path, tiny_model_dir
 def test_staging_of_a_dead_process_is_removed_and_a_live_ones_kept(tmp_path):
     """What a killed merge, train or export leaves beside its output (`.OUT.partial-PID.START-*`) is removed by
     the next staging for the same output; another process's staging in progress is not."""
-    from workbench.processes import start_time
     from workbench.store.files import staging_dir
+    from workbench.system.processes import start_time
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_start = start_time(dead.pid) or "1"

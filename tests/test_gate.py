@@ -4,8 +4,16 @@ import pytest
 
 from workbench.config import GateSpec, SuiteConfig, load_yaml_model
 from workbench.errors import BadInput
-from workbench.gate import (check_gates, evaluate_gate, evaluate_gates, load_gates, mcnemar, mcnemar_n_required,
-                            mean_diff_n_required, paired_bootstrap_ci)
+from workbench.gate.rules import (
+    check_gates,
+    evaluate_gate,
+    evaluate_gates,
+    load_gates,
+    mcnemar,
+    mcnemar_n_required,
+    mean_diff_n_required,
+    paired_bootstrap_ci,
+)
 from workbench.store import Store
 
 np = pytest.importorskip("numpy", reason="needs numpy (installed with torch by scripts/setup.sh)")

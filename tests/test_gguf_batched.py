@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from workbench.chat_format import for_checkpoint
-from workbench.default_model import default_gguf_path
+from workbench.chat.format import for_checkpoint
+from workbench.checkpoints.default_model import default_gguf_path
 
 
 @pytest.fixture(scope="module")
 def gguf_chat():
-    from workbench.llamacpp import chat_formatter, load_gguf
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.runtimes.llamacpp.model import chat_formatter, load_gguf
 
     ckpt = resolve_checkpoint(str(default_gguf_path()))
     chat_format = for_checkpoint(ckpt)
@@ -33,14 +33,14 @@ def _conversations(chat_format, n: int) -> list[list[dict]]:
 
 
 def _one_at_a_time(llm, formatter, convs, max_tokens, stop=None):
-    from workbench.llamacpp import chat
+    from workbench.runtimes.llamacpp.model import chat
 
     llm.chat_handler = formatter.to_chat_handler()
     return [chat(llm, [c], max_tokens, stop)[0] for c in convs]
 
 
 def test_batched_greedy_answers_equal_one_at_a_time(gguf_chat):
-    from workbench.llamacpp import chat_batched
+    from workbench.runtimes.llamacpp.model import chat_batched
 
     llm, formatter, chat_format = gguf_chat
     convs = _conversations(chat_format, 6)
@@ -54,7 +54,7 @@ def test_batched_greedy_answers_equal_one_at_a_time(gguf_chat):
 
 
 def test_batched_follows_stop_strings_and_max_tokens(gguf_chat):
-    from workbench.llamacpp import chat_batched
+    from workbench.runtimes.llamacpp.model import chat_batched
 
     llm, formatter, chat_format = gguf_chat
     convs = _conversations(chat_format, 4)
@@ -71,8 +71,8 @@ def test_shared_prompt_prefix_is_evaluated_once_with_the_same_answers(gguf_chat,
     sequence starts from a copy of it, and the answers stay the one-at-a-time ones."""
     import llama_cpp
 
-    from workbench.llamacpp import chat_batched
-    from workbench.llamacpp_batch import MIN_SHARED_PREFIX, shared_prefix_length
+    from workbench.runtimes.llamacpp.batch import MIN_SHARED_PREFIX, shared_prefix_length
+    from workbench.runtimes.llamacpp.model import chat_batched
 
     llm, formatter, chat_format = gguf_chat
     convs = _conversations(chat_format, 8)[:-1]
@@ -92,7 +92,7 @@ def test_shared_prompt_prefix_is_evaluated_once_with_the_same_answers(gguf_chat,
 
 
 def test_shared_prefix_length_leaves_each_prompt_a_token_of_its_own():
-    from workbench.llamacpp_batch import MIN_SHARED_PREFIX, shared_prefix_length
+    from workbench.runtimes.llamacpp.batch import MIN_SHARED_PREFIX, shared_prefix_length
 
     base = list(range(100, 100 + MIN_SHARED_PREFIX + 4))
     assert shared_prefix_length([base + [1, 2], base + [3]]) == len(base)
@@ -120,7 +120,7 @@ def test_gguf_eval_path_is_batched_with_the_same_scores(store_dir, gguf_chat):
 
 
 def test_loglikelihood_reuses_shared_prefixes_with_the_same_logprobs(data_dir):
-    from workbench.eval.llamacpp_lm import LlamaCppLM
+    from workbench.runtimes.llamacpp.harness_lm import LlamaCppLM
 
     lm = LlamaCppLM(str(default_gguf_path()))
     requests = []
@@ -157,7 +157,7 @@ def test_lm_eval_generate_until_decodes_greedy_requests_together(data_dir):
     batch_size at a time (the block evaluated once) and answers as one completion at a time would."""
     from lm_eval.api.instance import Instance
 
-    from workbench.eval.llamacpp_lm import LlamaCppLM
+    from workbench.runtimes.llamacpp.harness_lm import LlamaCppLM
 
     rows = [json.loads(line) for line in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:7]]
     shots = "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n" for r in rows[:2])

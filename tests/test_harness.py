@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.checkpoint import Checkpoint
-from workbench.resolve import resolve_checkpoint
+from workbench.checkpoints.checkpoint import Checkpoint
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.eval.harness import run_harness, task_manager_for
 

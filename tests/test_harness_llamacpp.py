@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from workbench.resolve import resolve_checkpoint
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.eval.harness import run_harness
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_model_dir, tmp_path_factory):
-    from workbench.export.gguf import export_gguf
+    from workbench.export.gguf.exporter import export_gguf
 
     out = tmp_path_factory.mktemp("tiny-gguf") / "out"
     [art] = export_gguf(resolve_checkpoint(tiny_model_dir), out, "f16", progress=False, ollama=False)

@@ -4,9 +4,10 @@ code and one line naming the file or field, before anything is written (hostile_
 import json
 
 import pytest
-
 from hostile_support import (  # noqa: F401  (fixtures)
     JUNK_BYTES as JUNK,
+)
+from hostile_support import (
     adapter_naming,
     check_case,
     gguf_header,
@@ -96,7 +97,7 @@ def _config(g, **changes) -> str:
 
 
 def _gguf_cut(ws, g, keep):
-    from workbench.default_model import default_gguf_path
+    from workbench.checkpoints.default_model import default_gguf_path
 
     return ws.file("cut.gguf", truncated(default_gguf_path(), keep))
 

@@ -4,7 +4,6 @@ and one line naming the file or field, before a run is opened or anything is wri
 import socket
 
 import pytest
-
 from hostile_support import (  # noqa: F401  (fixtures)
     JUNK_BYTES,
     adapter_naming,

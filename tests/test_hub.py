@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from workbench.checkpoints.resolve import portable_base, resolve_checkpoint
 from workbench.errors import BadInput
-from workbench.resolve import portable_base, resolve_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -46,7 +46,7 @@ def hub_cache(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def test_hub_id_resolves_to_its_cached_snapshot(hub_cache, tiny_model_dir):
-    from workbench.checkpoint import weights_sha
+    from workbench.checkpoints.checkpoint import weights_sha
 
     ckpt = resolve_checkpoint("wb-tests/tiny-llama")
     assert ckpt.path.name == COMMIT and ckpt.path.parent.name == "snapshots"
@@ -90,7 +90,7 @@ def test_adapter_on_a_hub_base_resolves_it_once(hub_cache, tmp_path, tiny_model_
 
 
 def test_portable_base_of_the_default_model(default_ckpt):
-    from workbench.resolve import resolve_base
+    from workbench.checkpoints.resolve import resolve_base
 
     assert portable_base(default_ckpt, "default") == "default"
     # adapters trained before wb recorded `default` name the converted folder under WB_HOME

@@ -14,7 +14,7 @@ from workbench.judge.prompts import (
     rubric_messages,
     rubric_schema,
 )
-from workbench.judge.server import local_server
+from workbench.runtimes.llamacpp.server import local_server
 
 pytest.importorskip("llama_cpp", reason="needs the gguf extra (llama-cpp-python)")
 pytest.importorskip("fastapi", reason="needs the judge extra (llama.cpp's server dependencies)")
@@ -26,7 +26,7 @@ def _refuses(port: int) -> bool:
 
 
 def test_local_server_grades_with_a_schema_and_stops_on_ctrl_c():
-    from workbench.default_model import default_gguf_path
+    from workbench.checkpoints.default_model import default_gguf_path
 
     question = [{"role": "user", "content": "Why is the sky blue?"}]
     with pytest.raises(KeyboardInterrupt), local_server(default_gguf_path(), n_ctx=2048) as url:
@@ -48,7 +48,7 @@ def test_local_server_grades_with_a_schema_and_stops_on_ctrl_c():
 def test_judge_run_rubric_pairwise_and_cached_rerun(store_dir, tmp_path):
     """The judge-demo suite: base (HF) as baseline, its Q4_1 GGUF as the run; rubric, pairwise and gold-set
     grading on a real llama.cpp server; the same run again sends zero judge requests."""
-    from workbench.default_model import default_gguf_path
+    from workbench.checkpoints.default_model import default_gguf_path
 
     env = {"WB_JUDGE_CACHE": str(tmp_path / "judge-cache")}
     base = wb("eval", "default", "--suite", "judge-demo", "--limit", "3", "--json", env=env)

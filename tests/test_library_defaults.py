@@ -4,7 +4,12 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from workbench.library_defaults import BNB_CPU_LOGGER, BNB_HUB_KERNEL_MESSAGE, QUIET_LOGGERS, quiet_library_warnings
+from workbench.system.library_defaults import (
+    BNB_CPU_LOGGER,
+    BNB_HUB_KERNEL_MESSAGE,
+    QUIET_LOGGERS,
+    quiet_library_warnings,
+)
 
 
 def test_bitsandbytes_hub_kernel_warning_is_dropped_and_its_other_warnings_kept(caplog):

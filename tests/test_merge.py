@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from workbench.resolve import resolve_checkpoint
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.errors import BadInput
-from workbench.merge import merge_adapter
+from workbench.merge.lora import merge_adapter
 
 
 @pytest.fixture

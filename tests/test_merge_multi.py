@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hostile_support import SmallDisk, run_cli
-from workbench.checkpoint import read_meta
+
+from workbench.checkpoints.checkpoint import read_meta
 
 
 def _adapter(base: Path, out: Path, *, seed: int, r: int = 4, targets=("q_proj", "v_proj")) -> Path:

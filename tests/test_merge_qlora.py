@@ -4,16 +4,22 @@ import json
 
 import pytest
 import torch
-
 from hostile_support import run_cli
+
+from workbench.checkpoints.quantization import load_quantized, quantization_record
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.config import TrainConfig
 from workbench.errors import BadInput
-from workbench.merge import merge_adapter
-from workbench.merge_qlora import (DEFAULT_TARGET, distribution_cost, merge_target, params4bit_settings,
-                                   quantized_linears, round_trip)
-from workbench.merge_stream import merge_streaming
-from workbench.quantization import load_quantized, quantization_record
-from workbench.resolve import resolve_checkpoint
+from workbench.merge.lora import merge_adapter
+from workbench.merge.qlora import (
+    DEFAULT_TARGET,
+    distribution_cost,
+    merge_target,
+    params4bit_settings,
+    quantized_linears,
+    round_trip,
+)
+from workbench.merge.stream import merge_streaming
 
 pytest.importorskip("bitsandbytes")
 TEXTS = ["Extract the contact: Hi, I'm Bo Lee, 40, from Oslo. bo@example.net",
@@ -80,8 +86,8 @@ def _logits(model, tokenizer):
 def test_dequantized_merge_is_closer_to_the_4bit_adapter_than_fp(tmp_path, qlora_adapter):
     from transformers import AutoModelForCausalLM
 
-    from workbench.merge import probe_tokenizer
-    from workbench.models import load_model
+    from workbench.merge.probe import probe_tokenizer
+    from workbench.runtimes.hf import load_model
 
     tokenizer = probe_tokenizer(qlora_adapter)
     reference = _logits(load_model(qlora_adapter), tokenizer)  # the adapter on its NF4 base, as trained

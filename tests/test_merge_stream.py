@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hostile_support import SmallDisk, run_cli
+
+from workbench.checkpoints.lora_plan import INDEX_NAME, plan_merge
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.errors import BadInput
-from workbench.merge_plan import INDEX_NAME, plan_merge
-from workbench.merge_stream import HOW, choose_method, merge_streaming
-from workbench.resolve import resolve_checkpoint
+from workbench.merge.stream import HOW, choose_method, merge_streaming
 
 
 def _resave_sharded(src, out: Path, max_shard_size: str, **config_changes) -> Path:
@@ -254,7 +254,7 @@ def test_a_disk_that_fills_during_the_write(tmp_path, capsys, monkeypatch, tiny_
     try:
         out = disk.path / "merged"
         _refused(run_cli(["merge", tiny_lora, "-o", out], capsys), "no space left", str(out), "free some space",
-                 after_progress=True, code=4)  # a full disk is the machine's problem: workbench.failures.no_space
+                 after_progress=True, code=4)  # a full disk is the machine's problem: workbench.system.failures.no_space
         assert list(disk.path.iterdir()) == []  # nothing published, the staging folder removed
     finally:
         disk.close()

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from workbench.chat_template import ChatTemplateError, render_template
-from workbench.export import gotemplate, ollama
-from workbench.export.llama_tools import sdist_cache
-from workbench.export.ollama_template import TemplateNotExpressible, derive
+from workbench.chat.template import ChatTemplateError, render_template
+from workbench.export.ollama import bundle as ollama
+from workbench.export.ollama import gotemplate
+from workbench.export.ollama.template import TemplateNotExpressible, derive
+from workbench.runtimes.llamacpp.tools import sdist_cache
 
 TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}  # the corpus has no tokenizers; text equality is checked
 

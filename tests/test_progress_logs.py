@@ -4,7 +4,6 @@ prints only the result and errors; `wb eval` fails fast on a missing checkpoint 
 import os
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from workbench.config import GateSpec
-from workbench.gate import evaluate_gates
-from workbench.reports import append_github_summary, render_markdown, write_junit, write_reports
+from workbench.gate.reports import append_github_summary, render_markdown, write_junit, write_reports
+from workbench.gate.rules import evaluate_gates
 from workbench.store import Store
 
 junitparser = pytest.importorskip("junitparser", reason="needs the test extra (junitparser)")

@@ -10,14 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from workbench.llamacpp_build import (best_cpu_variant, build_record, cpu_variant_libraries, disabled_variants,
-                                      lib_dir, variant_scores)
+from workbench.runtimes.llamacpp.build import (
+    best_cpu_variant,
+    build_record,
+    cpu_variant_libraries,
+    disabled_variants,
+    lib_dir,
+    variant_scores,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import llama_cpp_build  # noqa: E402
 
-LOADED = "import llama_cpp; from workbench.llamacpp_build import loaded_cpu_variant as v; print(v())"
+LOADED = "import llama_cpp; from workbench.runtimes.llamacpp.build import loaded_cpu_variant as v; print(v())"
 
 # A stand-in for a CPU variant this machine only claims to support: ggml scores it above every real one, and its
 # backend crashes the moment ggml initializes it, as AVX-512/AMX code does in a VM that does not really run it.
@@ -84,8 +90,9 @@ def test_llama_cpp_picks_its_cpu_variant_at_run_time(variants, tmp_path):
 
 
 def test_self_check_sets_a_crashing_variant_aside_and_runs_on_the_next(tmp_path, crashing_library, monkeypatch):
-    from workbench.default_model import default_gguf_path
-    from workbench.selfcheck import DISABLED_SUFFIX, check_llama_cpp
+    from workbench.checkpoints.default_model import default_gguf_path
+    from workbench.runtimes.llamacpp.build import DISABLED_SUFFIX
+    from workbench.runtimes.selfcheck import check_llama_cpp
 
     folder = _lib_copy(tmp_path)
     shutil.copy(crashing_library, folder / "libggml-cpu-zzcrash.so")
@@ -99,7 +106,7 @@ def test_self_check_sets_a_crashing_variant_aside_and_runs_on_the_next(tmp_path,
 
 
 def test_variant_choice_keeps_avx2_only_when_clearly_faster():
-    from workbench.llamacpp_speed import candidates, decide
+    from workbench.runtimes.llamacpp.speed import candidates, decide
 
     scores = {"x64": 1, "haswell": 70, "alderlake": 0, "icelake": 200, "sapphirerapids": 0}
     assert candidates(scores) == ("icelake", "haswell")
@@ -114,9 +121,9 @@ def test_variant_choice_keeps_avx2_only_when_clearly_faster():
 
 
 def test_variant_choice_is_measured_applied_and_reapplied(variants, tmp_path):
-    from workbench.default_model import default_gguf_path
-    from workbench.llamacpp_speed import CHOICE_FILE, choose_variant, measure_speed, one_variant_folder
-    from workbench.selfcheck import DISABLED_SUFFIX
+    from workbench.checkpoints.default_model import default_gguf_path
+    from workbench.runtimes.llamacpp.build import DISABLED_SUFFIX
+    from workbench.runtimes.llamacpp.speed import CHOICE_FILE, choose_variant, measure_speed, one_variant_folder
 
     folder = _lib_copy(tmp_path)
     for path in folder.glob(f"*{DISABLED_SUFFIX}"):  # as the wheel ships, before any choice on this machine
@@ -174,8 +181,8 @@ def test_wheel_cache_key_covers_the_build_flags(tmp_path):
 
 
 def test_environment_is_the_lock():
-    from workbench.content import lock_file
-    from workbench.lock import drift, installed_versions, read_lock
+    from workbench.system.content import lock_file
+    from workbench.system.lock import drift, installed_versions, read_lock
 
     pins = read_lock(lock_file())
     assert {"torch", "transformers", "peft", "trl", "lm-eval", "llama-cpp-python", "pip"} <= set(pins)

@@ -78,7 +78,7 @@ def test_weights_sha_is_remembered_until_a_weight_file_changes(tmp_path, monkeyp
     import hashlib
     import os
 
-    from workbench.checkpoint import SHA_CACHE_MIN_BYTES, weights_sha
+    from workbench.checkpoints.checkpoint import SHA_CACHE_MIN_BYTES, weights_sha
 
     monkeypatch.setenv("WB_HOME", str(tmp_path / "home"))
     model = tmp_path / "model"

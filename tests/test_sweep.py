@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from hostile_support import assert_refused, run_cli, snapshot
 
 REPO = Path(__file__).resolve().parent.parent

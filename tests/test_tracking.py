@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.extras import available
-from workbench.tracking import metric_key
+from workbench.store.tracking import metric_key
+from workbench.system.extras import available
 
 
 def _free_port() -> int:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from workbench.resolve import resolve_checkpoint
+from workbench.checkpoints.resolve import resolve_checkpoint
 from workbench.config import TrainConfig
 from workbench.errors import BadInput
 from workbench.train.recipe import train_adapter

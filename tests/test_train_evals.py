@@ -151,7 +151,7 @@ def test_a_resumed_run_keeps_the_base_measurement_and_the_step_chain(tmp_path, t
     import signal
     import time
 
-    from workbench import views
+    from workbench.dashboard import views
 
     env = {**_env(tmp_path, data_dir), "WB_PAUSE_AT": "train-step-3", "WB_PAUSE_MARKER": str(tmp_path / "paused")}
     recipe = _recipe(tmp_path, tiny_model_dir, {"suite": str(_suite(tmp_path, harness=False)), "every_steps": 2},
@@ -205,8 +205,8 @@ def test_evals_during_training_on_the_default_model(tmp_path, default_ckpt, data
     every 8 steps and a forgetting gate on the slice: the task improves, the slice is measured against the base."""
     import yaml
 
-    from workbench import views
-    from workbench.content import content_dir
+    from workbench.dashboard import views
+    from workbench.system.content import content_dir
 
     evals = content_dir("evals")
     (tmp_path / "watch.yaml").write_text(yaml.safe_dump({

@@ -79,7 +79,7 @@ def trained(tmp_path_factory, default_ckpt):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(TRAINED))
 def test_each_method_trains_an_adapter_that_evaluates_and_merges(method, trained):
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
 
     run = trained(method)
     ckpt = resolve_checkpoint(run["out"])
@@ -109,8 +109,8 @@ def test_each_method_trains_an_adapter_that_evaluates_and_merges(method, trained
 def test_each_methods_adapter_changes_the_models_outputs(method, trained):
     import torch
 
-    from workbench.models import load_model, load_tokenizer
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.runtimes.hf import load_model, load_tokenizer
 
     ckpt = resolve_checkpoint(trained(method)["out"])
     tokenizer = load_tokenizer(ckpt)
@@ -127,8 +127,8 @@ def test_each_methods_adapter_changes_the_models_outputs(method, trained):
 def test_a_qlora_adapter_is_evaluated_on_its_4bit_base(trained):
     import bitsandbytes as bnb
 
-    from workbench.models import load_model
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.runtimes.hf import load_model
     from workbench.store import Store
 
     run = trained("qlora")
@@ -263,7 +263,7 @@ def test_a_missing_package_is_exit_4_naming_what_to_install(tmp_path):
 
 def test_galore_without_its_package_is_an_environment_problem(tmp_path):
     from workbench.errors import EnvironmentProblem
-    from workbench.extras import available
+    from workbench.system.extras import available
 
     if available("galore_torch"):
         pytest.skip("galore-torch is installed here, so its missing-package message cannot be shown")
@@ -295,8 +295,8 @@ def _tiny_recipe(tmp_path: Path, base: Path, **fields) -> tuple[TrainConfig, Pat
 def test_peft_types_train_and_change_the_outputs(tmp_path, tiny_model_dir, peft):
     import torch
 
-    from workbench.models import load_model
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.runtimes.hf import load_model
     from workbench.train.recipe import train_adapter
 
     cfg, path = _tiny_recipe(tmp_path, tiny_model_dir, peft=peft)

@@ -1,5 +1,5 @@
 """`wb train --resume` after a real kill -9: a child `python -m workbench train` is stopped at a named point
-(WB_PAUSE_AT, workbench.faultpoints), killed with SIGKILL, resumed, and compared with an uninterrupted run:
+(WB_PAUSE_AT, workbench.system.faultpoints), killed with SIGKILL, resumed, and compared with an uninterrupted run:
 the same adapter weights within float tolerance and the same loss log."""
 
 import json
@@ -142,7 +142,7 @@ def test_kill_9_then_resume_on_the_default_model(tmp_path):
     killed at step 5, resumed from step 4, compared with an uninterrupted run."""
     import yaml
 
-    from workbench.content import content_dir
+    from workbench.system.content import content_dir
 
     bundled = content_dir("evals") / "recipes" / "contacts-lora.yaml"
     recipe = yaml.safe_load(bundled.read_text())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.extras import available
 from workbench.store import Store
+from workbench.system.extras import available
 
 LIMIT = 10
 MMLU = ["mmlu_philosophy"]

@@ -7,12 +7,12 @@ import math
 
 import pandas as pd
 import plotly.graph_objects as go
-import streamlit as st
-
 import store_cache
+import streamlit as st
 from page_parts import RECORD_EVAL, markdown_safe, no_data, run_label
-from workbench import views
-from workbench.compare import Z_95
+
+from workbench.compare.runs import Z_95
+from workbench.dashboard import views
 from workbench.errors import BadInput
 
 PAGE_SIZE = 10

@@ -3,11 +3,11 @@
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-import streamlit as st
-
 import store_cache
+import streamlit as st
 from page_parts import markdown_safe, no_data
-from workbench import views
+
+from workbench.dashboard import views
 
 # metric -> (axis title with unit, higher is better)
 QUALITY = {

@@ -1,9 +1,8 @@
 """Leaderboard: each checkpoint's latest finished eval run per suite, metrics with 95% confidence intervals."""
 
 import plotly.graph_objects as go
-import streamlit as st
-
 import store_cache
+import streamlit as st
 from page_parts import RECORD_EVAL, no_data
 
 st.title("Leaderboard")

@@ -2,11 +2,11 @@
 
 import pandas as pd
 import plotly.graph_objects as go
-import streamlit as st
-
 import store_cache
+import streamlit as st
 from page_parts import RECORD_EVAL, no_data
-from workbench import views
+
+from workbench.dashboard import views
 
 COLOURS = {"source": "#8c959f", "base": "#0969da", "adapter": "#8250df", "merged": "#bf8700", "quantized": "#1a7f37"}
 MAX_NODES = 60  # above this many checkpoints the page opens on one family

@@ -4,9 +4,8 @@ import math
 
 import pandas as pd
 import plotly.express as px
-import streamlit as st
-
 import store_cache
+import streamlit as st
 from page_parts import RECORD_EVAL, no_data
 
 PAGE_SIZE = 50

@@ -2,9 +2,8 @@
 
 import pandas as pd
 import plotly.graph_objects as go
-import streamlit as st
-
 import store_cache
+import streamlit as st
 from page_parts import no_data
 
 st.title("Sweeps")

@@ -2,9 +2,8 @@
 (eval_during_training): task metrics and the lm-eval regression slice against the optimizer step."""
 
 import plotly.express as px
-import streamlit as st
-
 import store_cache
+import streamlit as st
 from page_parts import no_data, run_label
 
 st.title("Training")

@@ -26,7 +26,7 @@ def compare(
 
     Exits 3 when settings that change scores differ between the runs (each one named), unless
     --allow-differences is given; then the differences are listed under the table."""
-    from workbench.compare import compare_runs, paired_samples, render_samples, render_table
+    from workbench.compare.runs import compare_runs, paired_samples, render_samples, render_table
 
     st = store_for(store, writing=False)
     a, b = st.resolve(run_a), st.resolve(run_b)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import StoreOpt
-from workbench.cli.output import info
+from workbench.system.console import info
 
 
 def register(app: typer.Typer) -> None:
@@ -22,12 +22,11 @@ def dashboard(
     dashboards_dir: Optional[str] = typer.Option(None, "--dashboards-dir", help="Your own app folder."),
 ):
     """Serve the comparison dashboard."""
-    from workbench.content import content_dir
     from workbench.errors import BadInput
-    from workbench.extras import require
-    from workbench.home import store_dir
-
-    from workbench.output_paths import check_store_folder
+    from workbench.system.content import content_dir
+    from workbench.system.extras import require
+    from workbench.system.home import store_dir
+    from workbench.system.output_paths import check_store_folder
 
     check_store_folder(store_dir(store), must_exist=store is not None)  # a fresh default store is just empty
     require("streamlit", "The dashboard", "dashboard")
@@ -40,9 +39,9 @@ def dashboard(
         info(f"[yellow]warning:[/] binding {host}: anyone who can reach this machine can read your runs")
     env = dict(os.environ, WB_STORE=str(store_dir(store).resolve()), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     info(f"dashboard on http://{host}:{port} (store {env['WB_STORE']}); Ctrl-C stops it")
-    from workbench.children import guarded_env, module_command
+    from workbench.system.children import guarded_env, module_command
 
-    cmd = module_command("workbench.dashboard_server", "run", str(app_path), "--server.address", host,
+    cmd = module_command("workbench.dashboard.server", "run", str(app_path), "--server.address", host,
                          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats",
                          "false",
                          # A served dashboard, not a dev loop: Streamlit's source watcher re-scans every imported

@@ -6,7 +6,8 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt
-from workbench.cli.output import emit_json, info, out
+from workbench.cli.output import emit_json, out
+from workbench.system.console import info
 
 data_app = typer.Typer(help="Training-data checks.", no_args_is_help=True)
 
@@ -35,15 +36,15 @@ def check(
     from workbench.data.eval_sources import against_items
     from workbench.data.formats import load_rows
     from workbench.errors import GateFailed
-    from workbench.home import data_dir as resolve_data_dir
+    from workbench.system.home import data_dir as resolve_data_dir
 
     # Everything is read and checked before any model loads.
     detected, rows = load_rows(file, fmt)
     items = against_items(against, resolve_data_dir(data_dir), evals_dir) if against else None
     tokenizer = None
     if template != "none":
-        from workbench.resolve import resolve_checkpoint
-        from workbench.models import load_tokenizer
+        from workbench.checkpoints.resolve import resolve_checkpoint
+        from workbench.runtimes.hf import load_tokenizer
 
         tokenizer = load_tokenizer(resolve_checkpoint(template, with_sha=False))
     report = check_rows(str(file), detected, rows, tokenizer=tokenizer, against=items, n=ngram)

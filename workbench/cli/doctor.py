@@ -68,15 +68,15 @@ def _slower_note(llama: dict) -> str:
             f"{kept['gen_tps']:.0f}): {', '.join(llama['slower_variants'])}")
 
 
-LOADED_VARIANT_CHILD = "import llama_cpp; from workbench.llamacpp_build import loaded_cpu_variant as v; print(v())"
+LOADED_VARIANT_CHILD = "import llama_cpp; from workbench.runtimes.llamacpp.build import loaded_cpu_variant as v; print(v())"
 
 
 def _llama_cpp_build() -> dict | None:
     """The installed llama.cpp's build flags and CPU variants, and the variant a fresh process loads here."""
     import subprocess
 
-    from workbench.llamacpp_build import build_record, cpu_variant_libraries, disabled_variants, lib_dir
-    from workbench.llamacpp_speed import recorded_choice
+    from workbench.runtimes.llamacpp.build import build_record, cpu_variant_libraries, disabled_variants, lib_dir
+    from workbench.runtimes.llamacpp.speed import recorded_choice
 
     if lib_dir() is None:
         return None
@@ -95,8 +95,8 @@ def _llama_cpp_build() -> dict | None:
 
 
 def _lock_drift() -> dict:
-    from workbench.content import lock_file
-    from workbench.lock import drift, installed_versions, read_lock
+    from workbench.system.content import lock_file
+    from workbench.system.lock import drift, installed_versions, read_lock
 
     path = lock_file()
     if not path.is_file():
@@ -111,12 +111,12 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt,
                                            help="Also run one llama.cpp decode and one transformers forward of the "
                                                 "default model, each in a child process (exit 4 if one fails).")):
     """Check the installation."""
-    from workbench.environment import versions
-    from workbench.home import data_dir, home, store_dir
+    from workbench.system.environment import versions
+    from workbench.system.home import data_dir, home, store_dir
 
     checked, notes = None, []
     if self_check:
-        from workbench.selfcheck import self_check as run_self_check
+        from workbench.runtimes.selfcheck import self_check as run_self_check
 
         checked = run_self_check(notes)  # an EnvironmentProblem here is the one-line error, exit 4
     report = {

@@ -6,8 +6,9 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, info, library_stdout_to_stderr, out
+from workbench.cli.output import emit_json, out
 from workbench.errors import BadInput, GateFailed
+from workbench.system.console import info, library_stdout_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -67,15 +68,21 @@ def eval_cmd(
 ):
     """Evaluate a checkpoint on a suite and record the run."""
     if matrix:
-        from workbench.matrix import refuse_options
+        from workbench.eval.matrix import refuse_options
 
         refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
                         "--gate-json": gate_json, "--mlflow": mlflow, "--base": base})
-    from workbench.eval.request import (check_suite_choice, checked_checkpoint, harness_overrides, load_request,
-                                        parse_kwargs, run_options)
+    from workbench.eval.request import (
+        check_suite_choice,
+        checked_checkpoint,
+        harness_overrides,
+        load_request,
+        parse_kwargs,
+        run_options,
+    )
     from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
-    from workbench.gate import check_gates, load_gates
-    from workbench.home import data_dir as resolve_data_dir
+    from workbench.gate.rules import check_gates, load_gates
+    from workbench.system.home import data_dir as resolve_data_dir
 
     # Everything the user gave is checked here, before a model loads or the store is touched. Cheap checks
     # come first; the checkpoint before any data (data checks may wait on the hub); resolving 'default'
@@ -84,7 +91,7 @@ def eval_cmd(
     check_suite_choice(suite, tasks)
     run_opts = run_options(seed=seed, dtype=dtype, device=device, backend=backend, no_cache=no_cache,
                            vllm_args=parse_kwargs(vllm_args, "--vllm-args") if vllm_args else None)
-    from workbench.output_paths import check_new_file
+    from workbench.system.output_paths import check_new_file
 
     for path, what in ((junit, "--junit"), (markdown, "--markdown"), (gate_json, "--gate-json")):
         if path is not None:
@@ -114,14 +121,14 @@ def eval_cmd(
         return eval_matrix(ckpt, loaded, specs, prepared, st, mirror=mirror, limit=limit, run_opts=run_opts,
                            json_out=json_out)
     if base_ckpt is not None:
-        from workbench.checkpoint_checks import record_checks
+        from workbench.checkpoints.checks import record_checks
 
         record_checks(base_ckpt)
     plans = [harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
     base_plans = [] if base_ckpt is None else [
         harness_plan(spec, base_ckpt, mirror, limit, run_opts) for spec in specs]
 
-    from workbench.cli.progress import bars
+    from workbench.system.progress import bars
 
     if base_ckpt is not None:
         info(f"evaluating baseline {base_ckpt.name} ({base_ckpt.kind}, {base_ckpt.format}) "
@@ -136,20 +143,20 @@ def eval_cmd(
         run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
                                                       baseline=base_run, run_options=run_opts),
                         harness_plans=plans, progress=progress)
-    from workbench.cli.output import err
     from workbench.judge.reliability import summary_lines
+    from workbench.system.console import err
 
     for line in summary_lines(run.manifest.get("judge")):
         err.print(line, soft_wrap=True, markup=False)
     if tracking:
         for logged in ([base_run] if base_ckpt is not None else []) + [run]:
             _log_to_mlflow(st, logged, *tracking)
-    from workbench.compare import compare_runs, render_table, results_table
+    from workbench.compare.runs import compare_runs, render_table, results_table
 
     report = None
     if gates:
-        from workbench.gate import evaluate_gates
-        from workbench.reports import write_reports
+        from workbench.gate.reports import write_reports
+        from workbench.gate.rules import evaluate_gates
 
         report = evaluate_gates(run, base_run, gates)
         for path in write_reports(report, junit=junit, markdown=markdown, json_path=gate_json):
@@ -168,7 +175,7 @@ def eval_cmd(
         if base_run:
             out.print(render_table(compare_runs(base_run, run)))
         if report:
-            from workbench.reports import gate_table
+            from workbench.gate.reports import gate_table
 
             out.print(gate_table(report))
         info(f"run {run.run_id} recorded in {st.root}")
@@ -184,7 +191,7 @@ def _mlflow_target(value: str | None, experiment: str | None) -> tuple[str, str]
         return None
     import os
 
-    from workbench.tracking import check_mlflow, mlflow_uri
+    from workbench.store.tracking import check_mlflow, mlflow_uri
 
     uri = mlflow_uri(value, os.environ.get("MLFLOW_TRACKING_URI"))
     check_mlflow(uri)
@@ -193,13 +200,13 @@ def _mlflow_target(value: str | None, experiment: str | None) -> tuple[str, str]
 
 def _log_to_mlflow(st, run, uri: str, experiment: str) -> None:
     from workbench.errors import EnvironmentProblem
-    from workbench.tracking import log_eval_run, redact_url
+    from workbench.store.tracking import log_eval_run, redact_url
 
     try:
         with library_stdout_to_stderr():  # MLflow prints a "View run" line; --json's stdout is one object
             where = log_eval_run(run, uri, experiment)
     except Exception as exc:  # noqa: BLE001  (the run is recorded; say so, whatever MLflow raised)
-        from workbench.failures import first_line
+        from workbench.system.failures import first_line
 
         raise EnvironmentProblem(f"run {run.run_id} is recorded in {st.root}, but logging it to MLflow at "
                                  f"{redact_url(uri)} failed: {first_line(exc)}") from None
@@ -218,12 +225,12 @@ def _cache_note(entry: dict) -> None:
 
 def _resolve_baseline(st, ref: str):
     """(run, None) for a run in the store, else (None, checkpoint) to evaluate on the same suite first."""
-    from workbench.resolve import resolve_checkpoint
+    from workbench.checkpoints.resolve import resolve_checkpoint
 
     try:
         return st.resolve(ref), None
     except BadInput as not_a_run:
-        from workbench.hub import parse_hub_id
+        from workbench.checkpoints.hub import parse_hub_id
 
         if ref != "default" and not Path(ref).expanduser().exists() and parse_hub_id(ref) is None:
             raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}), a checkpoint path or a hub id") from None

@@ -2,17 +2,18 @@
 its own runtime, and one table of paired deltas against CKPT; the matrix is recorded as a run of kind 'matrix'."""
 
 from workbench.cli.options import command_line
-from workbench.cli.output import emit_json, err, info, library_stdout_to_stderr, out
+from workbench.cli.output import emit_json, out
+from workbench.system.console import err, info, library_stdout_to_stderr
 
 
 def eval_matrix(root, loaded, specs, prepared, st, *, mirror, limit, run_opts: dict, json_out: bool) -> None:
     """Everything the user gave is checked by the caller; here the members are found and planned (a member's
     harness settings that its runtime cannot run fail before any model loads), then evaluated one by one. A
     member whose eval fails is listed with its error and the others go on; the command then exits non-zero."""
-    from workbench.cli.progress import bars
-    from workbench.environment import versions
+    from workbench.eval.matrix import check_members, compare_member, find_members, matrix_table
     from workbench.eval.runner import EvalOptions, harness_plan, run_suite
-    from workbench.matrix import check_members, compare_member, find_members, matrix_table
+    from workbench.system.environment import versions
+    from workbench.system.progress import bars
 
     members = find_members(root, st.list_runs())
     check_members(root, members, st.root)
@@ -62,7 +63,7 @@ def eval_matrix(root, loaded, specs, prepared, st, *, mirror, limit, run_opts: d
 def _member_failed(m, exc: Exception) -> int:
     """Marks the member as failed with its one-line reason; its exit code. CKPT failing ends the matrix."""
     from workbench.errors import WorkbenchError
-    from workbench.failures import reported
+    from workbench.system.failures import reported
 
     reason, code = reported(exc)
     if m.reference:

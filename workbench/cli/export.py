@@ -21,11 +21,11 @@ class ExportPlan:
 def plan_export(checkpoint: str, fmt: str, quants: list[str] | str | None, out: Path, *, verify: bool = True,
                 heldout: Path | None = None, ladder: bool = False, ollama: bool = True) -> ExportPlan:
     """Everything the user gave, checked before a run is opened or anything heavy loads."""
-    from workbench.checkpoint_checks import record_checks
+    from workbench.checkpoints.checks import record_checks
+    from workbench.checkpoints.resolve import resolve_checkpoint
     from workbench.errors import BadInput
     from workbench.export import get_exporter
-    from workbench.output_paths import check_new_folder
-    from workbench.resolve import resolve_checkpoint
+    from workbench.system.output_paths import check_new_folder
 
     exporter = get_exporter(fmt)
     if ladder and not verify:
@@ -50,9 +50,9 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
     ladder: every quant type of the format (or those in `quants`), measured, the smallest within kld_budget
     recommended. The files are built and verified in a staging folder beside `out` and published only then:
     a failure, Ctrl-C or kill before that leaves `out` as it was."""
-    from workbench.checkpoint import weights_sha
-    from workbench.faultpoints import pause_point
+    from workbench.checkpoints.checkpoint import weights_sha
     from workbench.store.files import staged_folder
+    from workbench.system.faultpoints import pause_point
 
     started = time.monotonic()
     plan = plan or plan_export(checkpoint, fmt, quants, out, verify=verify, heldout=heldout, ladder=ladder,
@@ -84,7 +84,7 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
         "verify": verification,
     }
     if ladder:
-        from workbench.export.ladder import DEFAULT_KLD_BUDGET, ladder_rows, recommend
+        from workbench.export.gguf.ladder import DEFAULT_KLD_BUDGET, ladder_rows, recommend
 
         summary["ladder"] = recommend(ladder_rows(summary), DEFAULT_KLD_BUDGET if kld_budget is None else kld_budget)
     return summary
@@ -93,8 +93,8 @@ def export_command(checkpoint: str, fmt: str, quants: list[str] | str | None, ou
 def _check_ollama_template(ckpt) -> None:
     """Refuse before converting when no Ollama template can reproduce the chat template."""
     from workbench.errors import BadInput
-    from workbench.export.ollama import TemplateNotExpressible, derive_template
-    from workbench.models import load_tokenizer
+    from workbench.export.ollama.bundle import TemplateNotExpressible, derive_template
+    from workbench.runtimes.hf import load_tokenizer
 
     try:
         derive_template(load_tokenizer(ckpt))
@@ -252,9 +252,10 @@ def register(app: typer.Typer) -> None:
         store: Optional[Path] = StoreOpt,
     ) -> None:
         """Export a checkpoint (GGUF, AWQ, GPTQ, EXL2), then verify it in its runtime against the source."""
-        from workbench.cli.output import emit_json, library_stdout_to_stderr
-        from workbench.environment import versions
+        from workbench.cli.output import emit_json
         from workbench.export import get_exporter
+        from workbench.system.console import library_stdout_to_stderr
+        from workbench.system.environment import versions
 
         exporter = get_exporter(fmt)  # an unknown format fails before the store is touched
         if calibration is not None and exporter.name not in ("awq", "gptq"):

@@ -1,5 +1,5 @@
 """`wb import-adapter SRC -o DIR`: an MLX-LM or torchtune LoRA adapter converted to a PEFT adapter folder, checked
-by logits against the source trainer's own formula (workbench.adapter_import)."""
+by logits against the source trainer's own formula (workbench.merge.adapter_import)."""
 
 from pathlib import Path
 from typing import Optional
@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt
-from workbench.cli.output import emit_json, info, library_stdout_to_stderr
+from workbench.cli.output import emit_json
+from workbench.system.console import info, library_stdout_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +27,8 @@ def import_adapter_cmd(
     json_out: bool = JsonOpt,
 ):
     """Convert another trainer's adapter to PEFT and check it by logits."""
-    from workbench.adapter_import import import_adapter
-    from workbench.output_paths import check_new_folder
+    from workbench.merge.adapter_import import import_adapter
+    from workbench.system.output_paths import check_new_folder
 
     check_new_folder(out)
     with library_stdout_to_stderr():

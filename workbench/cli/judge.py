@@ -5,7 +5,8 @@ from pathlib import Path
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, err, info, out
+from workbench.cli.output import emit_json, out
+from workbench.system.console import err, info
 
 
 def register(app: typer.Typer) -> None:
@@ -29,12 +30,11 @@ def judge_cmd(
     json_out: bool = JsonOpt,
 ):
     """Grade a recorded run with an LLM judge (rubric, and pairwise against --baseline); records a 'judge' run."""
+    from workbench.errors import BadInput
     from workbench.eval.suites import load_suite
     from workbench.judge.rejudge import judge_overrides, judge_run
     from workbench.judge.reliability import summary_lines
     from workbench.judge.session import check_judge
-
-    from workbench.errors import BadInput
 
     st = store_for(store)
     source = st.resolve(run_ref)
@@ -49,7 +49,7 @@ def judge_cmd(
                                           api_key_env=judge_key_env)
     check_judge(loaded.config.judge)
 
-    from workbench.cli.progress import bars
+    from workbench.system.progress import bars
 
     info(f"judging run {source.run_id}" + (f" against {base_run.run_id}" if base_run else ""))
     with bars() as progress:
@@ -60,7 +60,7 @@ def judge_cmd(
         emit_json({"run_id": run.run_id, "source_run": source.run_id, "metrics": run.metrics,
                    "judge": run.manifest["judge"]})
     else:
-        from workbench.compare import results_table
+        from workbench.compare.runs import results_table
 
         out.print(results_table(run))
         info(f"run {run.run_id} recorded in {st.root}")

@@ -63,11 +63,11 @@ def run() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code. Every error leaves here as one line on stderr."""
-    from workbench.library_defaults import apply_library_defaults
+    from workbench.system.library_defaults import apply_library_defaults
 
     apply_library_defaults()
     args = list(sys.argv[1:] if argv is None else argv)
-    from workbench.cli.output import configure
+    from workbench.system.console import configure
 
     configure(quiet=_take_quiet(args))
     _pin_hf_home()
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:
-        from workbench.failures import translate
+        from workbench.system.failures import translate
 
         known = translate(exc)
         if known is None:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(exc: WorkbenchError) -> int:
     from rich.markup import escape
 
-    from workbench.cli.output import errors
+    from workbench.system.console import errors
 
     errors.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a path may hold [brackets]
     return exc.exit_code
@@ -103,7 +103,7 @@ def _report(exc: WorkbenchError) -> int:
 
 def _usage_error(exc) -> int:
     """Two lines, not click's four: the usage, and the error with where to read more."""
-    from workbench.cli.output import errors as err
+    from workbench.system.console import errors as err
 
     ctx = getattr(exc, "ctx", None)
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -125,7 +125,7 @@ def _pin_hf_home() -> None:
         if not os.environ.get("HF_DATASETS_CACHE"):
             # lm-eval loads the local benchmark mirrors through `datasets`, which caches Arrow copies of them:
             # derived files, kept with wb's other caches under WB_HOME (safe to delete), not in ~/.cache/huggingface
-            from workbench.home import home
+            from workbench.system.home import home
 
             os.environ["HF_DATASETS_CACHE"] = str(home() / "hf-datasets")
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

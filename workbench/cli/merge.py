@@ -1,9 +1,9 @@
 """`wb merge ADAPTER -o DIR`: merge a LoRA adapter into its base, verified.
 
-A sharded base merges shard by shard (workbench.merge_stream, the whole model never in memory); a single-file
+A sharded base merges shard by shard (workbench.merge.stream, the whole model never in memory); a single-file
 base, or an adapter the streaming merge cannot do, merges in memory (PEFT merge_and_unload, logits checked).
-Several adapters of one base are combined first (`--method`, workbench.merge_adapters); whole models merge
-through mergekit (`--mergekit CONFIG.yaml`, workbench.merge_mergekit)."""
+Several adapters of one base are combined first (`--method`, workbench.merge.adapters); whole models merge
+through mergekit (`--mergekit CONFIG.yaml`, workbench.merge.mergekit)."""
 
 from pathlib import Path
 from typing import List, Optional
@@ -11,7 +11,8 @@ from typing import List, Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, info, library_stdout_to_stderr
+from workbench.cli.output import emit_json
+from workbench.system.console import info, library_stdout_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -52,8 +53,8 @@ def merge(
 ):
     """Merge an adapter into its base (or several adapters, or models with mergekit) and check the result."""
     from workbench.errors import BadInput
-    from workbench.merge_stream import validate_check
-    from workbench.output_paths import check_new_folder
+    from workbench.merge.stream import validate_check
+    from workbench.system.output_paths import check_new_folder
 
     validate_check(check)
     adapters = adapters or []
@@ -84,14 +85,14 @@ def merge(
 
 
 def _merge_one(adapter, out, base, streaming, check, tolerance, into, store, json_out):
-    from workbench.checkpoint_checks import resolve_checked
-    from workbench.environment import versions
+    from workbench.checkpoints.lora_plan import plan_merge
+    from workbench.checkpoints.resolve import resolve_checked
     from workbench.errors import BadInput
-    from workbench.merge import merge_adapter
-    from workbench.merge_plan import plan_merge
-    from workbench.merge_qlora import describe_merge, merge_target, plan_dequantize
-    from workbench.cli.progress import bars
-    from workbench.merge_stream import choose_method, merge_streaming
+    from workbench.merge.lora import merge_adapter
+    from workbench.merge.qlora import describe_merge, merge_target, plan_dequantize
+    from workbench.merge.stream import choose_method, merge_streaming
+    from workbench.system.environment import versions
+    from workbench.system.progress import bars
 
     ckpt = resolve_checked(adapter, base)
     if ckpt.kind != "adapter":
@@ -137,10 +138,10 @@ def _merge_one(adapter, out, base, streaming, check, tolerance, into, store, jso
 
 
 def _merge_several(refs, out, method, weights, density, svd_rank, seed, tolerance, store, json_out):
-    from workbench.checkpoint_checks import resolve_checked
-    from workbench.environment import versions
+    from workbench.checkpoints.resolve import resolve_checked
     from workbench.errors import BadInput
-    from workbench.merge_adapters import METHODS, check_adapters, combination, merge_adapters, parse_weights
+    from workbench.merge.adapters import METHODS, check_adapters, combination, merge_adapters, parse_weights
+    from workbench.system.environment import versions
 
     if method is None:
         raise BadInput(f"--method is needed to combine {len(refs)} adapters (one of {', '.join(METHODS)})")
@@ -170,11 +171,11 @@ def _merge_several(refs, out, method, weights, density, svd_rank, seed, toleranc
 
 
 def _merge_mergekit(config_path, out, seed, store, json_out):
-    from workbench.environment import versions
-    from workbench.extras import require
+    from workbench.system.environment import versions
+    from workbench.system.extras import require
 
     require("mergekit", "Model-model merges", "merge")
-    from workbench.merge_mergekit import MergekitConfig, check_models, merge_with_mergekit
+    from workbench.merge.mergekit import MergekitConfig, check_models, merge_with_mergekit
 
     cfg = MergekitConfig(config_path)
     parents = check_models(cfg)  # every model there, one shape per tensor name: before any weights load

@@ -13,16 +13,16 @@ def command_line() -> str:
     import shlex
     import sys
 
-    from workbench.tracking import redact_url  # a tracking URI's user:password never reaches a manifest
+    from workbench.store.tracking import redact_url  # a tracking URI's user:password never reaches a manifest
 
     return "wb " + " ".join(shlex.quote(redact_url(a)) for a in sys.argv[1:])
 
 
 def store_for(path: Optional[Path], *, writing: bool = True):
     """The store a verb reads (writing=False) or records a run in; checked to be usable before any work."""
-    from workbench.home import store_dir
-    from workbench.output_paths import check_store_folder, check_store_writable
     from workbench.store import Store
+    from workbench.system.home import store_dir
+    from workbench.system.output_paths import check_store_folder, check_store_writable
 
     root = store_dir(path)
     if writing:

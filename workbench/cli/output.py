@@ -1,9 +1,4 @@
-"""Console helpers: progress and messages go to stderr; --json puts exactly one object on stdout.
-
-On a terminal, progress bars redraw in place. Anywhere else (CI, a pipe, a log file) they print an occasional
-line with counts and rates instead, and so do the tqdm bars of lm-eval, transformers, datasets and TRL (tqdm
-reads TQDM_MININTERVAL). `--quiet` prints nothing but the result and errors.
-"""
+"""What a command prints on stdout: its result table, or with --json exactly one JSON object."""
 
 import json
 import os
@@ -11,12 +6,7 @@ import sys
 
 from rich.console import Console
 
-# Seconds between progress lines when stderr is not a terminal (WB_PROGRESS_INTERVAL overrides).
-LOG_INTERVAL_S = 30.0
-
-err = Console(stderr=True, highlight=False)
-errors = Console(stderr=True, highlight=False)  # errors print even under --quiet
-out = Console(highlight=False)  # result tables; progress and messages go to err
+out = Console(highlight=False)  # result tables; progress and messages go to stderr (workbench.system.console)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 160  # piped or logged (CI): rich would assume 80 columns and truncate metric names
 
@@ -24,49 +14,3 @@ if not out.is_terminal and "COLUMNS" not in os.environ:
 def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def info(message: str) -> None:
-    err.print(message)
-
-
-def progress_interval() -> float:
-    try:
-        return max(0.0, float(os.environ.get("WB_PROGRESS_INTERVAL", LOG_INTERVAL_S)))
-    except ValueError:
-        return LOG_INTERVAL_S
-
-
-def is_quiet() -> bool:
-    return os.environ.get("WB_QUIET") == "1"
-
-
-def configure(quiet: bool) -> None:
-    """Set how every library in this process reports progress; call before any of them is imported."""
-    if quiet:
-        os.environ["WB_QUIET"] = "1"  # children (the converter, GPTQModel) inherit it
-    # vLLM logs to stdout by default, from its engine and worker processes too: they inherit this.
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    err.quiet = is_quiet()
-    if is_quiet():
-        os.environ.update(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-                          TRANSFORMERS_VERBOSITY="error", TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
-                          VLLM_LOGGING_LEVEL="ERROR")
-        import logging
-        import warnings
-
-        logging.basicConfig(level=logging.ERROR)
-        logging.getLogger().setLevel(logging.ERROR)
-        warnings.simplefilter("ignore")
-    elif not err.is_terminal:
-        # MAXINTERVAL too: tqdm's monitor thread otherwise forces a redraw every 10 s on a slow loop.
-        os.environ.setdefault("TQDM_MININTERVAL", str(progress_interval()))
-        os.environ.setdefault("TQDM_MAXINTERVAL", str(max(progress_interval(), 10.0)))
-
-
-def library_stdout_to_stderr():
-    """Libraries print banners on stdout (GPTQModel's when peft imports it, TRL's, tqdm's): stdout is for wb's
-    own output, --json's one object above all."""
-    import contextlib
-
-    return contextlib.redirect_stdout(sys.stderr)

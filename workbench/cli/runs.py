@@ -6,8 +6,8 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, store_for
-from workbench.cli.output import emit_json, err, out
-
+from workbench.cli.output import emit_json, out
+from workbench.system.console import err
 
 RUN_KINDS = ("train", "eval", "judge", "merge", "export", "matrix")
 

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, err, info, library_stdout_to_stderr, out
+from workbench.cli.output import emit_json, out
+from workbench.system.console import err, info, library_stdout_to_stderr
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,8 @@ from typing import Optional
 import typer
 
 from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
-from workbench.cli.output import emit_json, info, library_stdout_to_stderr
+from workbench.cli.output import emit_json
+from workbench.system.console import info, library_stdout_to_stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +27,8 @@ def train(
 ):
     """Train a PEFT adapter (sft, dpo, orpo, kto or grpo; LoRA, QLoRA, DoRA, IA3, ...) and save it with its lineage."""
     from workbench.config import TrainConfig, load_yaml_model
-    from workbench.content import content_dir
     from workbench.errors import BadInput
+    from workbench.system.content import content_dir
 
     path = Path(config)
     if not path.exists() and path.suffix not in (".yaml", ".yml"):
@@ -41,13 +42,13 @@ def train(
         if max_steps < 1:  # bad input (exit 3), checked before anything loads
             raise BadInput(f"--max-steps {max_steps}: must be >= 1")
         cfg.training.max_steps = max_steps
-    from workbench.output_paths import check_new_folder
-    from workbench.tracking import check_trackers
+    from workbench.store.tracking import check_trackers
+    from workbench.system.output_paths import check_new_folder
 
     check_new_folder(out)
     check_trackers(cfg.report_to, str(path))
 
-    from workbench.environment import hardware, versions
+    from workbench.system.environment import hardware, versions
     from workbench.train.checkpoints import plan_checkpoints
     from workbench.train.recipe import load_training_rows, prepare_training, train_adapter, training_fingerprint
 
@@ -57,7 +58,7 @@ def train(
     checkpoints = plan_checkpoints(out, training_fingerprint(cfg, inputs), cfg.training.save_steps, resume=resume)
     live_plan = None
     if cfg.eval_during_training:
-        from workbench.home import data_dir
+        from workbench.system.home import data_dir
         from workbench.train.live_eval import prepare_live_eval
 
         live_plan = prepare_live_eval(cfg.eval_during_training, path, data_dir=data_dir())
@@ -74,7 +75,7 @@ def train(
     info(f"training {cfg.name} ({cfg.method}, {inputs.peft_type}{quantized}): {cfg.training.max_steps} steps, "
          f"batch {cfg.training.batch_size}, base {cfg.base}")
     with st.open_run("train", manifest) as run, library_stdout_to_stderr():
-        from workbench.tracking import trainer_trackers
+        from workbench.store.tracking import trainer_trackers
 
         report_to, callbacks = trainer_trackers(cfg.report_to, run.path)
         live = None if live_plan is None else _live_eval(live_plan, st, run, cfg, inputs, checkpoints)
@@ -110,7 +111,7 @@ def train(
 
 
 def _live_eval(plan, st, run, cfg, inputs, checkpoints):
-    from workbench.resolve import portable_base
+    from workbench.checkpoints.resolve import portable_base
     from workbench.train.live_eval import live_eval_callback
 
     return live_eval_callback(plan, st, train_run=run.run_id, base_ckpt=inputs.base,
@@ -125,7 +126,7 @@ def _contamination_gate(cfg, recipe: Path, data_path: Path, rows: list, allow: b
     from workbench.data.check import contaminated
     from workbench.data.eval_sources import against_items
     from workbench.errors import BadInput
-    from workbench.home import data_dir
+    from workbench.system.home import data_dir
 
     items = against_items(cfg.data_checks.against, data_dir())
     report = contaminated(rows, items, cfg.data_checks.ngram)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from workbench.data.contamination import ContaminationReport, EvalItem, NgramIndex, words
 from workbench.data.formats import Row
-from workbench.extras import require
+from workbench.system.extras import require
 
 NEAR_DUP_THRESHOLD = 0.7  # estimated Jaccard similarity of word 3-gram shingles (BigCode dedup uses 0.7)
 MINHASH_PERMUTATIONS = 64

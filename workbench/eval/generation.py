@@ -2,10 +2,10 @@
 vLLM when the eval runs on it (an adapter as a LoRA request on its base's engine). Each stops where the
 checkpoint's ChatFormat says an assistant turn ends."""
 
-from workbench.chat_format import for_checkpoint, hf_token_ids
-from workbench.checkpoint import Checkpoint
+from workbench.chat.format import for_checkpoint, hf_token_ids
+from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.config import GenerationSpec
-from workbench.extras import require
+from workbench.system.extras import require
 
 
 def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: GenerationSpec, *, progress=None,
@@ -26,7 +26,7 @@ def generate(ckpt: Checkpoint, conversations: list[list[dict]], spec: Generation
 def _generate_gguf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progress=None) -> list[str]:
     """Greedy answers decode spec.batch_size conversations per llama.cpp call; sampling (temperature > 0) goes
     one conversation at a time through llama-cpp-python's own sampler."""
-    from workbench.llamacpp import chat, chat_batched, chat_formatter, load_gguf
+    from workbench.runtimes.llamacpp.model import chat, chat_batched, chat_formatter, load_gguf
 
     chat_format = for_checkpoint(ckpt)
     llm = load_gguf(ckpt.path)
@@ -50,7 +50,7 @@ def _generate_gguf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, pro
 
 def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progress=None) -> list[str]:
     torch = require("torch", "Generation", "eval")
-    from workbench.models import load_model, load_tokenizer
+    from workbench.runtimes.hf import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(ckpt)
     tokenizer.padding_side = "left"
@@ -82,8 +82,8 @@ def _generate_hf(ckpt: Checkpoint, conversations, spec: GenerationSpec, *, progr
 def _generate_vllm(ckpt: Checkpoint, conversations, spec: GenerationSpec, model_args: dict, *,
                    progress=None) -> list[str]:
     """The same prompt tokens, stop tokens and cut as the transformers path, decoded on the vLLM engine."""
-    from workbench.eval import vllm_engine
-    from workbench.models import load_tokenizer
+    from workbench.runtimes import vllm_engine
+    from workbench.runtimes.hf import load_tokenizer
 
     tokenizer = load_tokenizer(ckpt)
     chat_format = for_checkpoint(ckpt, tokenizer)

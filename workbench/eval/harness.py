@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.checkpoint import Checkpoint
+from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.eval.mirrors import use_mirrors
-from workbench.extras import require
-from workbench.home import home
 from workbench.store.files import read_json, write_json_atomic
+from workbench.system.extras import require
+from workbench.system.home import home
 
 PURPOSE = "Regression evals (lm-evaluation-harness)"
 
@@ -225,7 +225,7 @@ def resolve_backend(backend: str, ckpt: Checkpoint) -> str:
     if ckpt.format == "gguf":
         raise BadInput(f"checkpoint '{ckpt.path}' is a GGUF file: evaluate it with --backend llamacpp (or auto)")
     if backend == VLLM:
-        from workbench.extras import available
+        from workbench.system.extras import available
 
         if not available("vllm"):
             raise EnvironmentProblem("the vLLM backend needs vllm (a CUDA machine): pip install vllm, "
@@ -240,12 +240,12 @@ def check_backend(backend: str, ckpt: Checkpoint, vllm_args: dict | None = None)
     engine arguments vLLM does not take."""
     resolved = resolve_backend(backend, ckpt)
     if resolved == VLLM:
-        from workbench.eval.vllm_engine import check_engine_args
+        from workbench.runtimes.vllm_engine import check_engine_args
 
         check_engine_args(vllm_args or {})
         args = backend_model_args(VLLM, ckpt, "auto")
         if "lora_local_path" in args:
-            from workbench.eval.vllm_engine import adapter_rank, vllm_lora_rank
+            from workbench.runtimes.vllm_engine import adapter_rank, vllm_lora_rank
 
             vllm_lora_rank(adapter_rank(Path(args["lora_local_path"])))
     return resolved
@@ -283,7 +283,7 @@ def resolve_device(device: str | None, backend: str) -> str:
     """'auto': cuda when torch sees a GPU, else cpu. llama.cpp runs where its build runs (recorded as cpu
     unless the wheel was built with GPU offload)."""
     if backend == LLAMACPP:
-        from workbench.eval.llamacpp_lm import llamacpp_device
+        from workbench.runtimes.llamacpp.harness_lm import llamacpp_device
 
         return llamacpp_device()
     if device in (None, "", "auto"):
@@ -319,15 +319,15 @@ def create_lm(backend: str, model_args: dict, *, batch_size: int, device: str, l
     hf model wraps that instead of loading the weights again."""
     registry = require("lm_eval.api.registry", PURPOSE, "eval")
     if live is not None:
-        from workbench.models import load_tokenizer_from
+        from workbench.runtimes.hf import load_tokenizer_from
 
         return registry.get_model(HF)(pretrained=live, tokenizer=load_tokenizer_from(tokenizer_source),
                                       batch_size=batch_size, device=device)
     if backend == LLAMACPP:
-        import workbench.eval.llamacpp_lm  # noqa: F401  (registers the model name)
+        import workbench.runtimes.llamacpp.harness_lm  # noqa: F401  (registers the model name)
     elif backend == VLLM:
         require("vllm", "The vLLM backend", "vllm")
-        from workbench.eval.vllm_engine import engine_lm
+        from workbench.runtimes.vllm_engine import engine_lm
 
         return engine_lm(model_args, batch_size=batch_size)  # the process's engine for this base, if it has one
     model_args = dict(model_args)
@@ -340,7 +340,7 @@ def _quantized_base_hflm(quantization: dict):
     """lm-eval's HFLM with the adapter's base loaded through bitsandbytes as in training (QLoRA): HFLM takes a
     quantization config only from the model's own config.json, and transformers 5 dropped load_in_4bit."""
     huggingface = require("lm_eval.models.huggingface", PURPOSE, "eval")
-    from workbench.quantization import bnb_config
+    from workbench.checkpoints.quantization import bnb_config
 
     class QuantizedBaseHFLM(huggingface.HFLM):
         def _create_model(self, *args, quantization_config=None, **kwargs):
@@ -359,7 +359,7 @@ def read_chat_template(ckpt: Checkpoint) -> str | None:
     """The checkpoint's chat template, read from its files (chat_template.jinja, tokenizer_config.json or the
     GGUF metadata) without importing transformers; the tokenizer is loaded only when neither file says."""
     if ckpt.format == "gguf":
-        from workbench.llamacpp import gguf_metadata
+        from workbench.runtimes.llamacpp.model import gguf_metadata
 
         return gguf_metadata(ckpt.path).get("chat_template")
     folder = ckpt.tokenizer_source
@@ -371,16 +371,14 @@ def read_chat_template(ckpt: Checkpoint) -> str | None:
         if isinstance(template, list):  # several named templates: the one transformers uses by default
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
         return template
-    from workbench.models import load_tokenizer
+    from workbench.runtimes.hf import load_tokenizer
 
     template = load_tokenizer(ckpt).chat_template
     return template.get("default") if isinstance(template, dict) else template
 
 
 def _weights_key(ckpt: Checkpoint) -> dict:
-    from workbench.checkpoint import weights_sha
-
-    from workbench.checkpoint import require_base
+    from workbench.checkpoints.checkpoint import require_base, weights_sha
 
     key = {"sha": ckpt.sha or weights_sha(ckpt.path), **({"hub_commit": ckpt.hub["commit"]} if ckpt.hub else {})}
     if ckpt.kind == "adapter":
@@ -397,13 +395,13 @@ def hf_model_args(ckpt: Checkpoint, dtype: str) -> dict:
         raise BadInput(f"checkpoint '{ckpt.path}': lm-eval's hf backend cannot load {ckpt.format} files")
     if ckpt.kind != "adapter":
         return {"pretrained": str(ckpt.path), "dtype": dtype}
-    from workbench.checkpoint import require_base
+    from workbench.checkpoints.checkpoint import require_base
 
     base = require_base(ckpt)
     if base.format in ("gguf", "exl2"):
         raise BadInput(f"adapter '{ckpt.path}': its base {base.path} is a {base.format} file, not an HF model")
     args = {"pretrained": str(base.path), "peft": str(ckpt.path), "dtype": dtype}
-    from workbench.quantization import quantization_of
+    from workbench.checkpoints.quantization import quantization_of
 
     if quantization_of(ckpt):  # a QLoRA adapter is scored on its quantized base (create_lm builds it)
         args["base_quantization"] = quantization_of(ckpt)
@@ -616,7 +614,7 @@ def sample_record(s: dict, output_type: str | None) -> dict:
 
 
 def _versions(ckpt: Checkpoint, backend: str) -> dict:
-    from workbench.environment import versions
+    from workbench.system.environment import versions
 
     libs = {HF: ["transformers", "torch"], VLLM: ["vllm", "transformers", "torch"],
             LLAMACPP: ["llama-cpp-python"]}[backend]

@@ -15,8 +15,8 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from workbench.home import home
 from workbench.store.files import read_json, write_json_atomic
+from workbench.system.home import home
 
 RESULTS_SCHEMA = 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem
-from workbench.extras import require
+from workbench.system.extras import require
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _download_from_hub(task, original, dataset_kwargs, kwargs, data_dir, sources
     local = _local_files((dataset_kwargs or {}).get("data_files"))
     offline_why = None
     if not local and not callable(cfg.custom_dataset):
-        from workbench.hub_probe import go_offline_if_unreachable
+        from workbench.checkpoints.hub_probe import go_offline_if_unreachable
 
         offline_why = go_offline_if_unreachable()
     try:

@@ -8,8 +8,8 @@ from workbench.errors import BadInput
 
 def checked_checkpoint(checkpoint: str, base: str | None):
     """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own
-    (checkpoint_checks.resolve_checked, which `wb merge --base` uses too)."""
-    from workbench.checkpoint_checks import resolve_checked
+    (checkpoints.resolve.resolve_checked, which `wb merge --base` uses too)."""
+    from workbench.checkpoints.resolve import resolve_checked
 
     return resolve_checked(checkpoint, base)
 

@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint
+from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.config import JUDGE_SCORERS
-from workbench.environment import hardware, versions
 from workbench.eval.scorers import score
 from workbench.eval.suites import LoadedSuite
 from workbench.store import Run, Store
+from workbench.system.environment import hardware, versions
 
 
 @dataclass
@@ -58,9 +58,9 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
         **({"lineage": options.lineage} if options.lineage else {}),
         **({"sweep": options.sweep} if options.sweep else {}),
     }
-    from workbench.quantization import quantization_of
+    from workbench.checkpoints.quantization import quantization_of
 
-    if quantization_of(ckpt):  # task generations ran on the base quantized as in training (workbench.models)
+    if quantization_of(ckpt):  # task generations ran on the base quantized as in training (workbench.runtimes.hf)
         manifest["base_quantization"] = quantization_of(ckpt)
     with store.open_run("eval", manifest) as run, _judge_session(suite) as judge:
         if judge is not None:
@@ -81,7 +81,7 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
         from workbench.eval.harness import VLLM
 
         if (options.run_options or {}).get("backend") == VLLM:  # runs on one engine share its key
-            from workbench.eval.vllm_engine import describe
+            from workbench.runtimes.vllm_engine import describe
 
             run.manifest["vllm"] = describe()
     return run

@@ -7,7 +7,7 @@ import string
 from functools import lru_cache
 
 from workbench.config import ScorerSpec
-from workbench.extras import require
+from workbench.system.extras import require
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.config import JUDGE_SCORERS, SuiteConfig, load_yaml_model
-from workbench.content import content_dir
 from workbench.data.records import load_chat_items, numbered_lines, sha256_file
 from workbench.errors import BadInput
-from workbench.extras import require
+from workbench.system.content import content_dir
+from workbench.system.extras import require
 
 
 @dataclass

@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
+from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
-from workbench.export.source import build_staged, export_source
-from workbench.extras import available, require
+from workbench.export.source import artifact_stem, build_staged, export_source
+from workbench.system.extras import available, require
 
 QUANT_TYPES = ("3.0", "4.0", "4.65", "5.0", "6.0", "8.0")  # common targets; any 2.0-8.0 is accepted
 DEFAULT_QUANTS = ["4.0"]
@@ -95,8 +95,7 @@ def _check_architecture(config: dict, model_dir: Path) -> None:
 
 
 def artifact_name(ckpt: Checkpoint, bpw: str) -> str:
-    base = ckpt.path.name if ckpt.name == DEFAULT_REF else ckpt.name
-    return f"{base}-EXL2-{bpw}bpw"
+    return f"{artifact_stem(ckpt)}-EXL2-{bpw}bpw"
 
 
 def export_exl2(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *, progress: bool = True,

@@ -7,8 +7,8 @@ greedy smoke chats (stops, no special-token leaks, no invented user turn, same a
 import time
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint
-from workbench.extras import require
+from workbench.checkpoints.checkpoint import Checkpoint
+from workbench.system.extras import require
 
 
 def load_exl2(path: Path, max_seq_len: int):

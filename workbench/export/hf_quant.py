@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
+from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem, MissingExtra
-from workbench.export.source import build_staged, export_source
-from workbench.extras import available, require
+from workbench.export.source import artifact_stem, build_staged, export_source
 from workbench.store.files import write_json_atomic
+from workbench.system.extras import available, require
 
 METHODS = {"gptq": {"bits": (2, 3, 4, 8), "label": "GPTQ"}, "awq": {"bits": (4,), "label": "AWQ"}}
 DEFAULT_QUANTS = ["w4a16"]
@@ -107,7 +107,7 @@ def _auto_group(widths: dict[str, int], where: Path, label: str) -> tuple[int, s
 def source_dir(ckpt: Checkpoint) -> Path:
     """The folder whose config.json describes the weights that will be quantized (the base, for an adapter)."""
     if ckpt.kind == "adapter":
-        from workbench.checkpoint import require_base
+        from workbench.checkpoints.checkpoint import require_base
 
         return require_base(ckpt).path
     return ckpt.path
@@ -166,8 +166,8 @@ def _check_architecture(config: dict, model_dir: Path, label: str) -> None:
 def calibration_windows(tokenizer, path: str | Path | None) -> tuple[list[list[int]], str]:
     """Token windows to calibrate on: the user's file (JSONL of chat rows or {"text"}, or .txt) or the bundled
     default conversations, rendered with the model's chat template."""
-    from workbench.content import content_dir
     from workbench.export import quality
+    from workbench.system.content import content_dir
 
     source = Path(path) if path else content_dir("exporters") / DEFAULT_CALIBRATION
     texts = quality.load_heldout_texts(source, tokenizer)
@@ -176,8 +176,7 @@ def calibration_windows(tokenizer, path: str | Path | None) -> tuple[list[list[i
 
 
 def artifact_name(ckpt: Checkpoint, method: str, quant: str) -> str:
-    base = ckpt.path.name if ckpt.name == DEFAULT_REF else ckpt.name
-    return f"{base}-{method.upper()}-{quant}"
+    return f"{artifact_stem(ckpt)}-{method.upper()}-{quant}"
 
 
 def export_hf_quant(method: str, ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None = None, *,
@@ -201,7 +200,7 @@ def refuse_options(label: str, options: dict) -> None:
 
 
 def _build(method: str, ckpt: Checkpoint, tmp: Path, names: list[str], calibration, steps) -> list[Checkpoint]:
-    from workbench.models import load_tokenizer
+    from workbench.runtimes.hf import load_tokenizer
 
     work, out = tmp / "work", tmp / "out"
     work.mkdir()
@@ -312,7 +311,7 @@ def last_error(log: Path) -> str:
 
 
 def _quantize_in_this_process(job: dict) -> None:
-    from workbench.library_defaults import quiet_library_warnings
+    from workbench.system.library_defaults import quiet_library_warnings
 
     quiet_library_warnings()  # also in a process of its own
     import torch

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from workbench.checkpoint import Checkpoint
-from workbench.extras import require
+from workbench.checkpoints.checkpoint import Checkpoint
+from workbench.system.extras import require
 
 SMOKE_MAX_TOKENS = 192  # room to stop: a smoke chat that runs past this has not stopped
 ANSWER_TOKENS = 48  # the part of the greedy answers compared with the source
@@ -41,7 +41,7 @@ def quiet_stdout(log: Path | None = None):
 
 def load_quantized(path: Path, device: str):
     """The folder as transformers loads it (quantization_config from config.json)."""
-    from workbench.library_defaults import quiet_library_warnings
+    from workbench.system.library_defaults import quiet_library_warnings
 
     quiet_library_warnings()
     transformers = require("transformers", "Loading a quantized model", "eval")
@@ -143,10 +143,10 @@ class SourceReference(NamedTuple):
 def source_reference(source: Checkpoint, device: str, loader: str, prompts: list[list[dict]] | None,
                      heldout: str | Path | None, window: int | None, max_heldout_tokens: int | None) -> SourceReference:
     """The source checkpoint's side of a verification, made once for every artifact of an export."""
+    from workbench.chat.format import for_checkpoint, hf_token_ids
     from workbench.export import quality
-    from workbench.export.gguf_verify import DEFAULT_PROMPTS, hf_prompt_ids
-    from workbench.chat_format import for_checkpoint, hf_token_ids
-    from workbench.models import load_model, load_tokenizer
+    from workbench.export.gguf.verify import DEFAULT_PROMPTS, hf_prompt_ids
+    from workbench.runtimes.hf import load_model, load_tokenizer
 
     prompts = prompts or DEFAULT_PROMPTS
     tokenizer = load_tokenizer(source)

@@ -171,7 +171,7 @@ def token_windows(tokenizer, texts: Iterable[str], window: int = DEFAULT_WINDOW,
 
 
 def default_heldout_path() -> Path:
-    from workbench.content import content_dir
+    from workbench.system.content import content_dir
 
     return content_dir("exporters") / DEFAULT_HELDOUT
 

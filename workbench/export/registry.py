@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from workbench.checkpoint import Checkpoint
+from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput
 
 
@@ -21,7 +21,8 @@ class Exporter:
 
 
 def _gguf() -> Exporter:
-    from workbench.export import gguf, gguf_verify
+    from workbench.export.gguf import exporter as gguf
+    from workbench.export.gguf import verify as gguf_verify
 
     def export(ckpt: Checkpoint, out_dir: Path, quants, progress: bool = True, **options) -> list[Checkpoint]:
         return gguf.export_gguf(ckpt, out_dir, quants, progress=progress, **options)

@@ -5,16 +5,21 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint
+from workbench.checkpoints.checkpoint import DEFAULT_REF, Checkpoint
 from workbench.errors import BadInput
 from workbench.store.files import publish_dir, staging_dir
+
+
+def artifact_stem(ckpt: Checkpoint) -> str:
+    """What an exported file or folder is named after: the checkpoint's name (the default model's folder name)."""
+    return ckpt.path.name if ckpt.name == DEFAULT_REF else ckpt.name
 
 
 def export_source(ckpt: Checkpoint, work: Path, steps) -> tuple[Checkpoint, dict]:
     """(model to export, lineage fields for each artifact: how an adapter was merged and the merge's logit check)."""
     if ckpt.kind != "adapter":
         return ckpt, {}
-    from workbench.merge import merge_adapter
+    from workbench.merge.lora import merge_adapter
 
     with steps.step(f"merge adapter {ckpt.name} into its base"):
         merged, report = merge_adapter(ckpt, work / "merged")
@@ -24,14 +29,14 @@ def export_source(ckpt: Checkpoint, work: Path, steps) -> tuple[Checkpoint, dict
 def build_staged(out_dir: Path, progress: bool, build: Callable) -> list[Checkpoint]:
     """Run build(tmp, steps) in a hidden folder beside out_dir (it writes artifacts into tmp/out), then move them
     into out_dir; a failure or Ctrl-C leaves nothing there. Returns the artifacts at their published paths."""
-    from workbench.export.gguf import _Steps
+    from workbench.system.progress import Steps
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BadInput(f"output folder '{out_dir}' is not empty; choose a new or empty folder")
     tmp = staging_dir(out_dir)
     try:
-        steps = _Steps(progress)
+        steps = Steps(progress)
         with steps.progress:
             built = build(tmp, steps)
         publish_dir(tmp / "out", out_dir)

@@ -10,8 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from workbench.home import home
 from workbench.store.files import read_json, write_json_atomic
+from workbench.system.home import home
 
 
 def cache_dir() -> Path:

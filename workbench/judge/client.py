@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from workbench.config import JudgeSpec
-from workbench.extras import require
 from workbench.judge.cache import JudgeCache
+from workbench.system.extras import require
 
 RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
 REASK = ("Your reply was not usable: {problem}. Reply again with only one JSON object that follows the "

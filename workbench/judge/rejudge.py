@@ -2,10 +2,10 @@
 run, without generating anything. The result is a new run of kind "judge" that points at its source."""
 
 from workbench.config import JUDGE_SCORERS, JudgeSpec
-from workbench.environment import versions
 from workbench.errors import BadInput
 from workbench.eval.suites import LoadedSuite
 from workbench.store import Run, Store
+from workbench.system.environment import versions
 
 
 def judge_overrides(spec: JudgeSpec, **changes) -> JudgeSpec:

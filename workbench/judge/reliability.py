@@ -2,7 +2,7 @@
 
 import math
 
-from workbench.extras import require
+from workbench.system.extras import require
 
 
 def _finite(x) -> float | None:

@@ -15,7 +15,7 @@ LOCAL_ALIAS = "judge"
 
 def local_gguf(spec: JudgeSpec) -> Path:
     if spec.model == "default":
-        from workbench.default_model import default_gguf_path
+        from workbench.checkpoints.default_model import default_gguf_path
 
         return default_gguf_path()
     path = Path(spec.model).expanduser()
@@ -38,7 +38,7 @@ def check_judge(spec: JudgeSpec) -> None:
     """Before any model loads: the key's variable is set, the local GGUF exists and the server can start."""
     api_key(spec)
     if spec.base_url is None:
-        from workbench.judge.server import check_server_extra
+        from workbench.runtimes.llamacpp.server import check_server_extra
 
         local_gguf(spec)
         check_server_extra()
@@ -68,7 +68,7 @@ class JudgeSession:
             endpoint = Endpoint(spec.base_url, spec.model, spec.model, "json_schema" if mode == "auto" else mode,
                                 api_key(spec))
             return JudgeClient(endpoint, spec, self.cache)
-        from workbench.chat_format import from_gguf
+        from workbench.chat.format import from_gguf
         from workbench.data.records import sha256_file
 
         gguf = local_gguf(spec)
@@ -87,7 +87,7 @@ class JudgeSession:
         return JudgeClient(endpoint, spec, self.cache, start=start, prepare=lambda m: formats[0].messages(m))
 
     def _start_server(self, gguf: Path) -> str:
-        from workbench.judge.server import local_server
+        from workbench.runtimes.llamacpp.server import local_server
 
         url = self._stack.enter_context(local_server(gguf, n_ctx=self.spec.n_ctx, alias=LOCAL_ALIAS))
         self.server_started = True

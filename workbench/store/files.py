@@ -10,6 +10,8 @@ os.umask(_UMASK)
 from pathlib import Path
 from typing import Any
 
+from workbench.errors import BadInput
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,11 +51,26 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; a one-line BadInput naming it otherwise."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not UTF-8 text") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{path}: expected a JSON object")
+    return value
+
+
 def staging_dir(target: Path) -> Path:
     """A fresh folder beside `target` to build into, then move into place with os.replace (same filesystem).
     Its name carries the pid (and start time) of the process building it, so the next staging beside the same
     target removes what a killed process left."""
-    from workbench.processes import start_time
+    from workbench.system.processes import start_time
 
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
@@ -68,7 +85,7 @@ def remove_stale_staging(target: Path) -> list[Path]:
     import re
     import shutil
 
-    from workbench.processes import alive
+    from workbench.system.processes import alive
 
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.partial-(\d+)\.(\d+)-")
     removed = []

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Iterator
 
 from workbench.errors import BadInput
-from workbench.faultpoints import pause_point
-from workbench.processes import identity, is_dead
 from workbench.store import index
 from workbench.store.files import read_json, read_jsonl, staged_folder, write_json_atomic, write_jsonl_atomic
+from workbench.system.faultpoints import pause_point
+from workbench.system.processes import identity, is_dead
 
 SCHEMA_VERSION = 1
 INTERRUPTED = "interrupted"  # never written: how a started run whose process is gone reads

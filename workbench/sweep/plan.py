@@ -51,8 +51,8 @@ class Settings:
 
 def expand_checkpoints(config: SweepConfig, sweep_file: Path) -> list[tuple[int, str, str]]:
     """(entry index, label, ref) per checkpoint: globs expanded in order, each path once."""
-    from workbench.checkpoint import DEFAULT_REF
-    from workbench.hub import parse_hub_id
+    from workbench.checkpoints.checkpoint import DEFAULT_REF
+    from workbench.checkpoints.hub import parse_hub_id
 
     folder = sweep_file.parent
     out: list[tuple[int, str, str]] = []
@@ -90,7 +90,7 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
     """The groups to run, and their settings; a BadInput naming the sweep file's entry for anything wrong."""
     from workbench.eval.harness import VLLM, check_backend
     from workbench.eval.request import checked_checkpoint, harness_overrides, run_options
-    from workbench.home import data_dir as resolve_data_dir
+    from workbench.system.home import data_dir as resolve_data_dir
 
     folder = sweep_file.parent
     evals_dir = str(_relative_to(folder, config.evals_dir)) if config.evals_dir else None
@@ -141,7 +141,7 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
 def _engine_of(ckpt, settings: Settings) -> dict:
     """Which vLLM engine the checkpoint runs on, and the LoRA rank it needs there (None for a plain model)."""
     from workbench.eval.harness import VLLM, backend_model_args
-    from workbench.eval.vllm_engine import adapter_rank, engine_key
+    from workbench.runtimes.vllm_engine import adapter_rank, engine_key
 
     args = backend_model_args(VLLM, ckpt, settings.run_options["dtype"], settings.run_options["vllm_args"])
     adapter = args.get("lora_local_path")

@@ -9,8 +9,8 @@ import socket
 from urllib.parse import urlparse
 
 from workbench.errors import EnvironmentProblem
-from workbench.extras import require
-from workbench.failures import described, first_line
+from workbench.system.extras import require
+from workbench.system.failures import described, first_line
 
 CONNECT_TIMEOUT_S = 5.0
 

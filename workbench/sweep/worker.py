@@ -17,7 +17,7 @@ from workbench.sweep.plan import Group, Settings, Unit
 def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "local"):
     """Yields one outcome per unit as it finishes: {"unit", "status": "ok", "run_id", "files", "seconds"} or
     {"unit", "status": "failed", "error", "exit_code", "seconds"}. KeyboardInterrupt is not caught."""
-    from workbench.library_defaults import apply_library_defaults
+    from workbench.system.library_defaults import apply_library_defaults
 
     apply_library_defaults()  # before torch loads in a fresh worker process
     from workbench.eval.harness import VLLM
@@ -27,7 +27,7 @@ def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "
     try:
         store = Store(scratch)
         if settings.run_options["backend"] == VLLM:
-            from workbench.eval.vllm_engine import plan_loras
+            from workbench.runtimes.vllm_engine import plan_loras
 
             plan_loras(group.lora_rank)
         ckpt, loaded = None, None  # the checkpoint of the units so far, and its ref
@@ -42,7 +42,7 @@ def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "
                 outcome = {"unit": unit.id, "status": "ok", "run_id": run.run_id,
                            "files": store.run_files(run.run_id)}
             except Exception as exc:  # noqa: BLE001  (a unit's failure is reported, the others go on)
-                from workbench.failures import reported
+                from workbench.system.failures import reported
 
                 error, code = reported(exc)
                 outcome = {"unit": unit.id, "status": "failed", "error": error, "exit_code": code}
@@ -60,7 +60,7 @@ def _load_checkpoint(ref: str, settings: Settings):
 
     ckpt = checked_checkpoint(ref, settings.base)
     if _shares_model(ckpt, settings):
-        from workbench.models import load_model
+        from workbench.runtimes.hf import load_model
 
         ckpt.derived["live_model"] = load_model(ckpt)
     return ckpt

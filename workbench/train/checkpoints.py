@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import BadInput
-from workbench.faultpoints import pause_point
-from workbench.processes import is_dead
 from workbench.store.files import read_json, write_json_atomic
+from workbench.system.faultpoints import pause_point
+from workbench.system.processes import is_dead
 
 SUFFIX = ".checkpoints"
 STAGING = ".staging"
@@ -99,7 +99,7 @@ class CheckpointPlan:
         """Before training: record the recipe, drop whatever a killed save left half-written."""
         shutil.rmtree(self.root / STAGING, ignore_errors=True)
         (self.root / STAGING).mkdir(parents=True, exist_ok=True)
-        from workbench.processes import identity
+        from workbench.system.processes import identity
 
         write_json_atomic(self.root / RECIPE, {**self.fingerprint, "owner": identity()})
 

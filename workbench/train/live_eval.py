@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint, weights_sha
+from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.config import EvalDuringTrainingSpec
 from workbench.errors import BadInput
 from workbench.store import Run, Store
@@ -39,7 +39,7 @@ def prepare_live_eval(spec: EvalDuringTrainingSpec, recipe: Path, *, data_dir: P
     lm-eval's tasks and the max_drop gates. Anything wrong is one BadInput naming the recipe key."""
     from workbench.eval.runner import harness_spec, prepare_harness
     from workbench.eval.suites import load_suite
-    from workbench.gate import check_gates
+    from workbench.gate.rules import check_gates
 
     where = f"{recipe}: eval_during_training"
     ref = spec.suite
@@ -89,7 +89,7 @@ def live_eval_callback(plan: LiveEvalPlan, store: Store, *, train_run: str, base
     import transformers
 
     from workbench.eval.runner import EvalOptions, harness_plan, run_suite
-    from workbench.gate import evaluate_gate
+    from workbench.gate.rules import evaluate_gate
 
     spec = plan.spec
     say = on_event or (lambda line: None)

@@ -3,7 +3,6 @@ checkpoint, so a resumed run's log holds the steps before the kill too, as an un
 
 import time
 
-
 SIGNALS = ("rewards/chosen", "rewards/margins", "reward")  # preference and GRPO trainers' learning signals
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from workbench.config import TrainConfig
 from workbench.errors import BadInput
-from workbench.extras import require
+from workbench.system.extras import require
 
 
 @dataclass(frozen=True)

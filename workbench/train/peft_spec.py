@@ -12,7 +12,7 @@ from pathlib import Path
 
 from workbench.config import LoraSpec, TrainConfig
 from workbench.errors import BadInput
-from workbench.extras import require
+from workbench.system.extras import require
 
 LORA_VARIANTS = {
     "dora": {"use_dora": True},

@@ -3,21 +3,21 @@ grpo), on a full-precision or bitsandbytes-quantized base, saved with its lineag
 
 Everything a recipe names is checked in prepare_training, before a run is opened or a model loads; the small
 modules beside this one each own one part: rows (data per method), peft_spec (PEFT configs), methods (TRL
-configs and trainers), reward (GRPO's scorer), workbench.quantization (bitsandbytes)."""
+configs and trainers), reward (GRPO's scorer), workbench.checkpoints.quantization (bitsandbytes)."""
 
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import Checkpoint, weights_sha
+from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
+from workbench.checkpoints.resolve import portable_base
 from workbench.config import ScorerSpec, TrainConfig
 from workbench.data.formats import FORMATS, Row
 from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem
-from workbench.extras import available, require
-from workbench.resolve import portable_base
 from workbench.store.files import publish_dir, staging_dir
+from workbench.system.extras import available, require
 from workbench.train.checkpoints import CheckpointPlan, plan_checkpoints, recipe_fingerprint
 from workbench.train.loss_log import loss_log_callback, loss_rows
 
@@ -31,7 +31,7 @@ class TrainInputs:
     base: Checkpoint
     peft_config: object  # PEFT's config object, validated
     trainer_args: object  # the method's TRL config, validated (built again with the checkpoint plan to train)
-    quantization: dict | None = None  # workbench.quantization.quantization_record
+    quantization: dict | None = None  # workbench.checkpoints.quantization.quantization_record
     reward: tuple[ScorerSpec, dict] | None = None  # GRPO: the scorer and where it comes from
 
     @property
@@ -64,7 +64,7 @@ def load_training_rows(cfg: TrainConfig, config_path: Path) -> TrainingRows:
 def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows | None = None) -> TrainInputs:
     """Everything a recipe names, checked before a run is opened or a model loads: data rows (in the format the
     method needs), base, PEFT config, TRL config, reward, quantization and optimizer."""
-    from workbench.checkpoint_checks import resolve_checked
+    from workbench.checkpoints.resolve import resolve_checked
     from workbench.train.methods import trainer_config
     from workbench.train.peft_spec import build_peft_config, peft_type_name
 
@@ -99,7 +99,7 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
 def _check_quantization(cfg: TrainConfig) -> dict | None:
     if cfg.quantization is None:
         return None
-    from workbench.quantization import quantization_record, require_bitsandbytes
+    from workbench.checkpoints.quantization import quantization_record, require_bitsandbytes
 
     require_bitsandbytes(cfg.quantization)  # exit 4, naming the qlora extra
     return quantization_record(cfg.quantization, cfg.training.precision)
@@ -143,7 +143,7 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if inputs.quantization:
-        from workbench.quantization import load_quantized
+        from workbench.checkpoints.quantization import load_quantized
 
         model = load_quantized(base.path, inputs.quantization, "cuda" if cuda else "cpu")
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)

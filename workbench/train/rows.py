@@ -12,8 +12,8 @@ A row that does not fit is a BadInput naming file:line; a file of the wrong kind
 
 from pathlib import Path
 
-from workbench.errors import BadInput
 from workbench.data.formats import Row, load_rows
+from workbench.errors import BadInput
 
 CONVERSATIONS = ("messages", "sharegpt", "alpaca", "prompt_completion")
 READS = {

@@ -1,0 +1,122 @@
+"""Is a resolved checkpoint loadable? Checked from its files before a run is opened or a model loads.
+
+Each problem is one BadInput naming the file: a config.json that is not JSON or names a model transformers does
+not know (or custom code, which needs trust_remote_code: wb never runs a checkpoint's own code), a .safetensors
+or .gguf file cut short, an adapter whose base is missing or has other shapes. What is loadable but surprising
+(custom code beside a model type transformers knows) comes back as a warning for the run's manifest.
+"""
+
+from pathlib import Path
+
+from workbench.checkpoints.checkpoint import Checkpoint
+from workbench.checkpoints.gguf_file import check_gguf_file
+from workbench.checkpoints.safetensors_files import check_file
+from workbench.errors import BadInput
+from workbench.store.files import read_json_object
+
+
+def check_checkpoint(ckpt: Checkpoint, base: Checkpoint | None = None) -> list[str]:
+    """Raise BadInput for a checkpoint that cannot load; return warnings worth recording. `base`: the base an
+    adapter will be put on, when not its own."""
+    if ckpt.format == "gguf":
+        check_gguf_file(Path(ckpt.path))
+        return []
+    if ckpt.kind == "adapter":
+        return check_adapter(ckpt, base)
+    return check_model_folder(Path(ckpt.path))
+
+
+def record_checks(ckpt: Checkpoint, base: Checkpoint | None = None) -> None:
+    """check_checkpoint, its warnings shown on stderr and kept in the checkpoint's record (the run manifest)."""
+    warnings = check_checkpoint(ckpt, base)
+    if warnings:
+        from workbench.system.console import warn
+
+        for line in warnings:
+            warn(line)
+        ckpt.extra["warnings"] = warnings
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json")
+
+
+def check_model_folder(path: Path) -> list[str]:
+    warnings = check_config(path / "config.json")
+    for name in TOKENIZER_FILES:  # read by transformers and llama.cpp's converter alike
+        if (path / name).exists():
+            read_json_object(path / name)
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        shards = set(read_json_object(index).get("weight_map", {}).values())
+        for shard in sorted(shards):
+            if not (path / shard).is_file():
+                raise BadInput(f"{index}: names shard '{shard}', which is missing")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_file(weights)
+    return warnings
+
+
+def check_config(config: Path) -> list[str]:
+    cfg = read_json_object(config)
+    model_type = cfg.get("model_type")
+    custom = bool(cfg.get("auto_map"))
+    if not model_type:
+        raise BadInput(f"{config}: no 'model_type'; transformers cannot tell which model this is")
+    if model_type not in _known_model_types():
+        if custom:
+            raise BadInput(f"{config}: model_type '{model_type}' is the checkpoint's own code (auto_map), which "
+                           "needs trust_remote_code; wb never runs a checkpoint's code")
+        raise BadInput(f"{config}: model_type '{model_type}' is not known to transformers {_transformers_version()}")
+    if custom:
+        return [f"{config}: auto_map names the checkpoint's own code; wb did not run it (no trust_remote_code) "
+                f"and used transformers' built-in '{model_type}' classes"]
+    return []
+
+
+def check_adapter(adapter: Checkpoint, base: Checkpoint | None = None) -> list[str]:
+    path = Path(adapter.path)
+    read_json_object(path / "adapter_config.json")
+    weights = path / "adapter_model.safetensors"
+    if weights.exists():
+        check_file(weights)
+    if base is None:
+        base = _named_base(adapter)
+    if base.kind == "adapter" or base.format != "hf":
+        raise BadInput(f"adapter '{path}': its base '{base.path}' must be an HF model folder, not a "
+                       f"{base.kind} {base.format} checkpoint")
+    warnings = check_model_folder(Path(base.path))
+    from workbench.checkpoints.adapter_fit import check_shapes
+
+    check_shapes(adapter, base)
+    return warnings
+
+
+def _named_base(adapter: Checkpoint) -> Checkpoint:
+    """The base the adapter's own files name, as resolve_checkpoint resolved it (a path, `default`, or a hub id
+    through the Hugging Face cache); a BadInput naming the file that names it when it cannot be had."""
+    named = adapter.base
+    source = "wb_checkpoint.json" if (Path(adapter.path) / "wb_checkpoint.json").exists() else "adapter_config.json"
+    if not named:
+        raise BadInput(f"adapter '{adapter.path}': {source} names no base model (base_model_name_or_path): give it "
+                       "with --base BASE")
+    if adapter.base_checkpoint is not None:
+        return adapter.base_checkpoint
+    from workbench.checkpoints.hub import parse_hub_id
+
+    if parse_hub_id(named) is None:
+        raise BadInput(f"adapter '{adapter.path}': its base '{named}' ({source}) does not exist")
+    raise BadInput(adapter.derived.get("base_error") or f"adapter '{adapter.path}': its base '{named}' ({source}) "
+                   "could not be resolved")
+
+
+def _known_model_types() -> set[str]:
+    from workbench.system.extras import require
+
+    auto = require("transformers.models.auto.configuration_auto", "Reading a model's config", "eval")
+    return set(auto.CONFIG_MAPPING_NAMES)
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import version
+
+    return version("transformers")

@@ -1,0 +1,1 @@
+"""Comparing runs: what `wb compare` prints and the dashboard shows."""

@@ -1,0 +1,1 @@
+"""The dashboard's side of the package: the rows its pages show, and Streamlit's server."""

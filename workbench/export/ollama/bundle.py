@@ -1,0 +1,217 @@
+"""An Ollama bundle for a GGUF: a Modelfile whose TEMPLATE (Go text/template, Ollama's syntax) is derived from
+the tokenizer's Jinja chat template (ollama_template.py), whose PARAMETER stop is the checkpoint's ChatFormat
+stop list, and a round-trip check that the Go template renders every sample conversation token for token like
+the Jinja one. A Modelfile is written only when its round trip passes; otherwise the bundle fails, naming why.
+"""
+
+import json
+import re
+from pathlib import Path
+
+from workbench.chat.format import ChatFormat
+from workbench.export.ollama.template import DerivedTemplate, TemplateNotExpressible, derive
+
+SAMPLE_CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Color of the sky?"}],
+    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help?"},
+     {"role": "user", "content": "Tell me a joke about cats."}],
+    [{"role": "system", "content": "You are terse.\nNever use lists."}, {"role": "user", "content": "Name a fruit."},
+     {"role": "assistant", "content": "Apple."}, {"role": "user", "content": "Another, with \"quotes\" and é ü 東京."}],
+    [{"role": "user", "content": "Write {{ .Prompt }} literally."}, {"role": "assistant", "content": "{{ .Prompt }}"},
+     {"role": "user", "content": "Again, in 日本語."}],
+    [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "one"}, {"role": "assistant", "content": "1"},
+     {"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "  three  "}],
+]
+
+__all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
+
+
+def jinja_render(tokenizer, messages: list[dict], generation: bool = True) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+
+def tokenizer_renderer(tokenizer, runtime_bos: str = ""):
+    """The Jinja rendering as an Ollama template must produce it: without the leading BOS text when the runtime
+    adds BOS itself (Ollama tokenizes prompts with the GGUF's add_bos_token; a template that wrote it too would
+    feed the model two)."""
+    def render(messages, generation):
+        text = jinja_render(tokenizer, messages, generation)
+        return text[len(runtime_bos):] if runtime_bos and text.startswith(runtime_bos) else text
+
+    return render
+
+
+def derive_template(tokenizer, runtime_bos: str = "") -> DerivedTemplate:
+    """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct."""
+    if not isinstance(getattr(tokenizer, "chat_template", None), str):
+        raise TemplateNotExpressible("the checkpoint has no chat template to translate")
+    return derive(tokenizer_renderer(tokenizer, runtime_bos))
+
+
+def check_conversations(derived: DerivedTemplate, conversations=None) -> list[list[dict]]:
+    """The sample conversations the template is checked on: without system messages when it has no system role;
+    contents stripped when it strips them (Ollama sends content as given: the difference is recorded)."""
+    out = []
+    for conv in conversations or SAMPLE_CONVERSATIONS:
+        if not derived.system_role and any(m["role"] == "system" for m in conv):
+            continue
+        out.append([dict(m, content=m["content"].strip()) for m in conv] if derived.trims_content else conv)
+    return out
+
+
+def ollama_values(messages: list[dict]) -> dict:
+    """The data Ollama's chat endpoint executes the template with (its template.go collate()): consecutive
+    messages of one role merged with a blank line, all system messages also joined into .System."""
+    collated: list[dict] = []
+    for m in messages:
+        if collated and collated[-1]["Role"] == m["role"] and m["role"] != "tool":
+            collated[-1]["Content"] += "\n\n" + m["content"]
+        else:
+            collated.append({"Role": m["role"], "Content": m["content"]})
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    return {"System": system, "Messages": collated, "Response": ""}
+
+
+def generation_defaults(model_dir: Path) -> dict:
+    """Sampling defaults the checkpoint ships in generation_config.json, in Ollama's parameter names."""
+    try:
+        cfg = json.loads((Path(model_dir) / "generation_config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    names = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "repetition_penalty": "repeat_penalty"}
+    if not cfg.get("do_sample", True):
+        return {"temperature": 0}
+    return {ollama: cfg[hf] for hf, ollama in names.items() if cfg.get(hf) is not None}
+
+
+def modelfile_text(gguf_name: str, template: str, stops: list[str], parameters: dict, *, adapter: str | None = None,
+                   source: str = "") -> str:
+    if '"""' in template:
+        raise TemplateNotExpressible('the derived template contains """, which a Modelfile TEMPLATE cannot hold')
+    lines = [f"# Ollama Modelfile written by ckpt-workbench{f' for {source}' if source else ''}.",
+             f"# Build: ollama create NAME -f {'<this file>'}", f"FROM ./{gguf_name}"]
+    if adapter:
+        lines.append(f"ADAPTER ./{adapter}")
+    lines.append(f'TEMPLATE """{template}"""')
+    lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
+    lines += [f"PARAMETER {k} {v}" for k, v in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
+_TEMPLATE_RE = re.compile(r'^TEMPLATE """(.*?)"""', re.DOTALL | re.MULTILINE)
+_STOP_RE = re.compile(r"^PARAMETER\s+stop\s+(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def parse_modelfile(text: str) -> dict:
+    """TEMPLATE and the stop list of a Modelfile (the parts the round-trip check needs)."""
+    m = _TEMPLATE_RE.search(text)
+    stops = []
+    for raw in _STOP_RE.findall(text):
+        stops.append(json.loads(raw) if raw.startswith('"') else raw)
+    return {"template": m.group(1) if m else None, "stops": stops}
+
+
+def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, tokenize=None, renderer=None,
+                    llama_tokenize=None, runtime_bos: str = "") -> dict:
+    """Render each conversation with the Modelfile's Go template (Ollama's values) and with the Jinja template
+    (`render(messages, add_generation_prompt)`); they must be the same text, and with `tokenize` (the HF
+    tokenizer) / `llama_tokenize` (the GGUF's vocabulary) the same tokens, `runtime_bos` (the BOS the runtime
+    adds) before both. Every end-of-turn token must be in the stop list."""
+    from workbench.export.ollama import gotemplate
+
+    go_render = renderer or gotemplate.render
+    parsed = parse_modelfile(modelfile)
+    results = []
+    for messages in conversations:
+        expected_text = render(messages, messages[-1]["role"] != "assistant")
+        row = {"roles": [m["role"] for m in messages]}
+        try:
+            got_text = go_render(parsed["template"] or "", ollama_values(messages))
+        except Exception as exc:  # noqa: BLE001 - an unparsable or failing template fails the check, with its reason
+            results.append(row | {"match": False, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        row["match"] = got_text == expected_text
+        if tokenize is not None:
+            expected = tokenize(runtime_bos + expected_text)
+            row["n_tokens"] = len(expected)
+            row["match"] = row["match"] and tokenize(runtime_bos + got_text) == expected
+            if llama_tokenize is not None:
+                row["llama_cpp_tokens_match"] = llama_tokenize(runtime_bos + got_text) == expected
+                row["match"] = row["match"] and row["llama_cpp_tokens_match"]
+        if not row["match"]:
+            at = next((i for i, (x, y) in enumerate(zip(got_text, expected_text)) if x != y),
+                      min(len(got_text), len(expected_text)))
+            row["first_difference"] = {"char": at, "go": got_text[at: at + 40], "jinja": expected_text[at: at + 40]}
+        results.append(row)
+    missing = [t for t in end_of_turn if t not in parsed["stops"]]
+    return {"conversations": results, "matched": sum(r["match"] for r in results), "total": len(results),
+            "stops": parsed["stops"], "end_of_turn": list(end_of_turn), "missing_stops": missing,
+            "passed": bool(results) and all(r["match"] for r in results) and not missing}
+
+
+def describe_failure(check: dict) -> str:
+    if check["missing_stops"]:
+        return f"end-of-turn token(s) {', '.join(check['missing_stops'])} missing from PARAMETER stop"
+    bad = next(r for r in check["conversations"] if not r["match"])
+    diff = bad.get("first_difference")
+    detail = bad.get("error") or (f"first difference at character {diff['char']}: Go {diff['go']!r} vs Jinja "
+                                  f"{diff['jinja']!r}" if diff and diff["go"] != diff["jinja"] else "same text, other tokens")
+    return f"Go template rendering differs from the Jinja chat template for roles {bad['roles']}: {detail}"
+
+
+README = """# Running these GGUF files with Ollama
+
+Each `NAME.Modelfile` here serves the GGUF file of the same name with the checkpoint's own chat template
+(translated to Ollama's Go template syntax and checked token for token against the Jinja original) and a stop
+list holding every end-of-turn and EOS token:
+
+{commands}
+
+then `ollama run NAME`. The Modelfiles refer to the GGUF files by relative path: keep them in this folder.
+"""
+
+
+def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: ChatFormat, *,
+                 adapter: str | None = None, base_gguf: str | None = None, llama_tokenize=None,
+                 adds_bos: bool = False) -> dict:
+    """Write NAME.Modelfile beside gguf_path when its round trip passes; returns the record for the export.
+    {"error": ...} and no Modelfile for a template Ollama's syntax cannot express or one whose check failed.
+    adds_bos: the GGUF's add_bos_token (the runtime then writes BOS, the template must not)."""
+    gguf_path = Path(gguf_path)
+    bos = (tokenizer.bos_token or "") if adds_bos else ""
+    try:
+        derived = derive_template(tokenizer, bos)
+        stops = list(chat_format.stop_tokens)
+        text = modelfile_text(base_gguf or gguf_path.name, derived.text, stops, generation_defaults(source_dir),
+                              adapter=adapter, source=str(source_dir))
+    except TemplateNotExpressible as exc:
+        return {"error": str(exc), "refused": True}
+    check = roundtrip_check(text, tokenizer_renderer(tokenizer, bos), chat_format.end_of_turn,
+                            check_conversations(derived),
+                            tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
+                            llama_tokenize=llama_tokenize, runtime_bos=bos)
+    record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
+              "runtime_bos": bos or None,
+              "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},
+              "notes": _notes(derived)}
+    if not check["passed"]:
+        return record | {"error": describe_failure(check)}
+    path = gguf_path.parent / f"{gguf_path.stem}.Modelfile"
+    path.write_text(text, encoding="utf-8")
+    return record | {"modelfile": path.name}
+
+
+def _notes(derived: DerivedTemplate) -> list[str]:
+    notes = []
+    if derived.trims_content:
+        notes.append("the Jinja template strips whitespace around each message; Ollama sends content as given "
+                     "(checked on stripped contents)")
+    if not derived.system_role:
+        notes.append("the Jinja template has no system role; the Go template drops system messages")
+    return notes
+
+
+def write_readme(folder: Path, modelfiles: list[str]) -> None:
+    commands = "\n".join(f"    ollama create {Path(m).stem.lower()} -f {m}" for m in modelfiles)
+    (Path(folder) / "README.ollama.md").write_text(README.format(commands=commands), encoding="utf-8")

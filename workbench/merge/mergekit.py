@@ -1,0 +1,174 @@
+"""Model-model merges (SLERP, TIES, DARE, task arithmetic, passthrough, ...) through mergekit, its YAML as is.
+
+The config is mergekit's own: validated by its pydantic model (MergeConfiguration) and run by its Python API
+(run_merge) on the CPU. The one thing wb adds is where the models are: a model reference that is not a local
+folder goes through wb's resolver (`default`, a hub id in the offline cache), and the config mergekit runs names
+that folder instead; nothing else in it changes. Before any weights load, every referenced model's safetensors
+headers are read: a tensor two models both have must have one shape."""
+
+import gc
+import hashlib
+import shutil
+from pathlib import Path
+
+from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
+from workbench.errors import BadInput
+from workbench.store.files import publish_dir, staging_dir
+from workbench.system.failures import disk_full_as
+
+HOW = "mergekit"
+_REF_KEYS = ("model", "base_model", "tokenizer_source")
+
+
+class MergekitConfig:
+    """A mergekit YAML, read, its models located and validated by mergekit."""
+
+    def __init__(self, path: Path):
+        from workbench.config import parse_yaml_mapping
+
+        self.path = Path(path)
+        try:
+            self.text = self.path.read_text(encoding="utf-8")
+        except (FileNotFoundError, IsADirectoryError):
+            raise BadInput(f"mergekit config '{path}': no such file") from None
+        self.sha = hashlib.sha256(self.text.encode()).hexdigest()
+        raw = parse_yaml_mapping(self.text, self.path)
+        self.located: dict[str, str] = {}  # the config's reference -> the local folder mergekit is given
+        self.raw = self._locate(raw, ())
+        self.config = self._validate()
+
+    def _locate(self, node, where: tuple):
+        if isinstance(node, dict):
+            return {k: (self._local(v, where + (k,)) if k in _REF_KEYS and isinstance(v, str)
+                        else self._locate(v, where + (k,))) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._locate(v, where + (i,)) for i, v in enumerate(node)]
+        return node
+
+    def _local(self, ref: str, where: tuple) -> str:
+        """'MODEL[@REVISION][+LORA]' with MODEL (and LORA) made local folders through wb's resolver."""
+        if where[-1] == "tokenizer_source" and ref in ("union", "base"):
+            return ref
+        parts = [self._folder(part, where) for part in ref.split("+", 1)]
+        return "+".join(parts)
+
+    def _folder(self, ref: str, where: tuple) -> str:
+        from workbench.checkpoints.resolve import resolve_checkpoint
+
+        if Path(ref).expanduser().is_dir():
+            return ref
+        if ref not in self.located:
+            try:
+                self.located[ref] = str(resolve_checkpoint(ref, with_sha=False).path)
+            except BadInput as exc:
+                raise BadInput(f"mergekit config '{self.path}': {_field(where)}: {exc}") from None
+        return self.located[ref]
+
+    def _validate(self):
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge_methods import registry
+        from pydantic import ValidationError
+
+        try:
+            config = MergeConfiguration.model_validate(self.raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise BadInput(f"mergekit config '{self.path}': {_field(err['loc']) or '(top level)'}: "
+                           f"{err['msg']}") from None
+        except (ValueError, RuntimeError) as exc:  # mergekit's own validators raise these
+            raise BadInput(f"mergekit config '{self.path}': {str(exc).strip().splitlines()[0]}") from None
+        try:
+            registry.get(config.merge_method)
+        except RuntimeError:
+            names = ", ".join(sorted(m.spec.name for m in registry.registered_methods()))
+            raise BadInput(f"mergekit config '{self.path}': merge_method: '{config.merge_method}' is not one of "
+                           f"mergekit's ({names})") from None
+        return config
+
+    def model_folders(self) -> list[Path]:
+        """Every model the config references (LoRA references by their base model), in a stable order."""
+        refs = sorted({str(r.model.path) for r in self.config.referenced_models()})
+        return [Path(r).expanduser() for r in refs]
+
+
+def check_models(cfg: MergekitConfig) -> list[Checkpoint]:
+    """Each referenced model resolves (its files checked) and, from the safetensors headers, every tensor name
+    two models share has one shape: models of different architectures or sizes are refused before weights load."""
+    from workbench.checkpoints.lora_plan import model_shards
+    from workbench.checkpoints.resolve import resolve_checked
+
+    models, shapes = [], {}
+    for folder in cfg.model_folders():
+        if not folder.is_dir():
+            raise BadInput(f"mergekit config '{cfg.path}': model '{folder}' is not a folder (mergekit reads local "
+                           "or hub models; wb runs it offline)")
+        ckpt = resolve_checked(str(folder))
+        if ckpt.kind not in ("base", "merged"):
+            raise BadInput(f"mergekit config '{cfg.path}': '{folder}' is a {ckpt.kind} checkpoint, not a model")
+        shards, _ = model_shards(folder)
+        if not shards:
+            raise BadInput(f"mergekit config '{cfg.path}': model '{folder}' has no .safetensors weights")
+        for shard in shards:
+            for name, entry in shard.entries.items():
+                seen = shapes.setdefault(name, (tuple(entry.shape), folder))
+                if seen[0] != tuple(entry.shape):
+                    raise BadInput(f"mergekit config '{cfg.path}': '{name}' is {_shape(entry.shape)} in '{folder}' "
+                                   f"but {_shape(seen[0])} in '{seen[1]}'; merge models of one architecture")
+        models.append(ckpt)
+    return models
+
+
+def merge_with_mergekit(cfg: MergekitConfig, out_dir: Path, *, seed: int = 0,
+                        parents: list[Checkpoint] | None = None) -> tuple[Checkpoint, dict]:
+    """Run the merge into a staging folder, verify it (loads, finite probe logits, probe perplexity beside each
+    parent's), record the lineage, publish."""
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    from workbench.merge.verify import parent_perplexity, verify_folder
+    from workbench.system.output_paths import check_new_folder
+
+    check_new_folder(out_dir)
+    parents = parents if parents is not None else check_models(cfg)
+    tmp = staging_dir(out_dir)
+    try:
+        with disk_full_as(out_dir):
+            run_merge(cfg.config, str(tmp), options=MergeOptions(device="cpu", copy_tokenizer=True, quiet=True,
+                                                                 random_seed=seed, lazy_unpickle=False),
+                      config_source=cfg.text)
+            if not (tmp / "tokenizer_config.json").exists():  # mergekit copies the base model's, when it has one
+                _copy_tokenizer(parents[0], tmp)
+        gc.collect()
+        merged_ref = Checkpoint(path=tmp, name="merged", kind="merged", format="hf")
+        verified = verify_folder(tmp, merged_ref)
+        perplexities = [{"name": p.name, "path": str(p.path), "kind": p.kind,
+                         "probe_perplexity": parent_perplexity(p)} for p in parents]
+        ckpt = Checkpoint(
+            path=tmp, name=f"{cfg.path.stem}-merged", kind="merged", format="hf", sha=weights_sha(tmp),
+            parent={"how": HOW, "merge_method": cfg.config.merge_method, "config_path": str(cfg.path.resolve()),
+                    "config_sha": cfg.sha, "config": cfg.text, "located": cfg.located, "seed": seed,
+                    "models": [{"name": p.name, "path": str(p.path), "sha": p.sha} for p in parents],
+                    "verified": verified, "parents_probe_perplexity": perplexities},
+        )
+        ckpt.save_meta()
+        publish_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ckpt.path = out_dir.resolve()
+    return ckpt, {"verified": verified, "parents": perplexities}
+
+
+def _copy_tokenizer(source: Checkpoint, out: Path) -> None:
+    from workbench.merge.stream import TOKENIZER_FILES
+
+    for name in TOKENIZER_FILES:
+        if (Path(source.path) / name).is_file():
+            shutil.copyfile(Path(source.path) / name, out / name)
+
+
+def _field(loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"

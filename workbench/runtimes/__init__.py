@@ -1,0 +1,1 @@
+"""Runtimes: where a checkpoint runs (transformers, llama.cpp, vLLM, an OpenAI-compatible endpoint)."""
