@@ -22,6 +22,11 @@ KINDS = ("base", "adapter", "merged", "quantized")
 FORMATS = ("hf", "peft", "gguf", "awq", "gptq", "exl2")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 SHA_CACHE_MIN_BYTES = 32 * 2**20
+# What a tokenizer is saved as (transformers' save_pretrained and the older vocabulary formats), its chat template
+# included: copied beside merged and imported weights, and what tells one tokenizer from another.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja",
+                   "chat_template.json")
 
 
 @dataclass

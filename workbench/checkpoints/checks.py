@@ -8,7 +8,7 @@ or .gguf file cut short, an adapter whose base is missing or has other shapes. W
 
 from pathlib import Path
 
-from workbench.checkpoints.checkpoint import Checkpoint
+from workbench.checkpoints.checkpoint import TOKENIZER_FILES, Checkpoint
 from workbench.checkpoints.gguf_file import check_gguf_file
 from workbench.checkpoints.safetensors_files import check_file
 from workbench.errors import BadInput
@@ -37,12 +37,13 @@ def record_checks(ckpt: Checkpoint, base: Checkpoint | None = None) -> None:
         ckpt.extra["warnings"] = warnings
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json")
+# read by transformers and llama.cpp's converter alike: each must be a JSON object
+JSON_SIDECARS = (*(n for n in TOKENIZER_FILES if n.endswith(".json")), "generation_config.json")
 
 
 def check_model_folder(path: Path) -> list[str]:
     warnings = check_config(path / "config.json")
-    for name in TOKENIZER_FILES:  # read by transformers and llama.cpp's converter alike
+    for name in JSON_SIDECARS:
         if (path / name).exists():
             read_json_object(path / name)
     index = path / "model.safetensors.index.json"

@@ -196,7 +196,7 @@ def _add_rows(y, delta, rows):
 def _write_peft(folder: Path, fmt: AdapterFormat, conversion: Conversion, base_ref: str, peft) -> None:
     from safetensors.torch import save_file
 
-    from workbench.merge.stream import TOKENIZER_FILES
+    from workbench.checkpoints.checkpoint import TOKENIZER_FILES
 
     pattern = "|".join(m.replace(".", r"\.") for m in conversion.modules)  # PEFT re.fullmatch-es a string
     peft.LoraConfig(r=conversion.rank, lora_alpha=conversion.alpha, lora_dropout=conversion.dropout,

@@ -159,7 +159,7 @@ def merge_with_mergekit(cfg: MergekitConfig, out_dir: Path, *, seed: int = 0,
 
 
 def _copy_tokenizer(source: Checkpoint, out: Path) -> None:
-    from workbench.merge.stream import TOKENIZER_FILES
+    from workbench.checkpoints.checkpoint import TOKENIZER_FILES
 
     for name in TOKENIZER_FILES:
         if (Path(source.path) / name).is_file():

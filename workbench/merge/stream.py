@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoints.checkpoint import META_NAME, WEIGHT_SUFFIXES, Checkpoint, weights_sha
+from workbench.checkpoints.checkpoint import META_NAME, TOKENIZER_FILES, WEIGHT_SUFFIXES, Checkpoint, weights_sha
 from workbench.checkpoints.lora_plan import INDEX_NAME, MergePlan, plan_merge
 from workbench.checkpoints.safetensors_files import all_finite, copy_bytes, read_header, read_tensor, write_tensor
 from workbench.errors import BadInput
@@ -30,9 +30,6 @@ from workbench.system.output_paths import check_new_folder
 HOW = "streaming lora merge"
 CHECKS = ("auto", "structure", "logits")
 LOGITS_CHECK_AUTO_MAX_BYTES = 1 << 30  # auto: the logits check loads the model twice (one at a time), in float32
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja",
-                   "chat_template.json")
 
 
 @dataclass

@@ -14,10 +14,10 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.checkpoints.checkpoint import TOKENIZER_FILES
+
 # vLLM's LoRAConfig.max_lora_rank accepts only these
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "tokenizer.model")
 ENGINE_ONLY_ARGS = ("lora_local_path",)  # per request, not per engine
 PATH_ARGS = ("pretrained", "tokenizer", "lora_local_path")
 
