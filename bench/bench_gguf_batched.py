@@ -30,18 +30,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def generation(args) -> None:
-    from workbench.chat.format import for_checkpoint
     from workbench.checkpoints.resolve import resolve_checkpoint
-    from workbench.eval.generation import _generate_hf
     from workbench.eval.suites import load_suite
+    from workbench.runtimes.hf import HFRuntime
     from workbench.runtimes.llamacpp.model import chat, chat_batched, chat_formatter, load_gguf
+    from workbench.runtimes.llamacpp.runtime import LlamaCppRuntime
 
     suite = load_suite("contacts", limit=args.items)
     task = suite.config.tasks[0]
     items = suite.items[task.name]
     spec = task.generation.model_copy(update={"batch_size": args.batch})
     gguf = resolve_checkpoint(str(args.gguf))
-    chat_format = for_checkpoint(gguf)
+    chat_format = LlamaCppRuntime(gguf).chat_format()
     llm = load_gguf(gguf.path)
     formatter = chat_formatter(llm, chat_format)
     conversations = [chat_format.messages(it["messages"]) for it in items]
@@ -55,9 +55,9 @@ def generation(args) -> None:
     single = [chat(llm, [c], spec.max_new_tokens, spec.stop or None)[0] for c in conversations]
     t_single = time.perf_counter() - started
     llm.close()
-    hf = resolve_checkpoint("default")
+    hf = HFRuntime(resolve_checkpoint("default"))
     started = time.perf_counter()
-    _generate_hf(hf, [it["messages"] for it in items], spec)
+    hf.generate([it["messages"] for it in items], spec)
     t_hf = time.perf_counter() - started
 
     same = sum(a == b for a, b in zip(single, batched))

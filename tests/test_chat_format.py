@@ -32,11 +32,13 @@ def gemma_tokenizer(default_ckpt):
 
 
 def test_chatml_of_the_default_model(default_ckpt):
-    fmt = chat_format.for_checkpoint(default_ckpt)
+    from workbench.runtimes.hf import HFRuntime
+
+    fmt = HFRuntime(default_ckpt).chat_format()
     assert fmt.generation_prompt == "<|im_start|>assistant\n"
     assert fmt.end_of_turn == ("<|im_end|>",) and fmt.user_turn == ("<|im_start|>",)
     assert fmt.system_role and fmt.stop_tokens == ("<|im_end|>", "<|im_start|>")
-    assert chat_format.for_checkpoint(default_ckpt) is fmt  # derived once per resolved checkpoint
+    assert HFRuntime(default_ckpt).chat_format() is fmt  # derived once per resolved checkpoint
 
 
 def test_gemma3_turns_end_at_end_of_turn_not_only_eos(gemma_tokenizer):

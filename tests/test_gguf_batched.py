@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from workbench.chat.format import for_checkpoint
 from workbench.checkpoints.default_model import default_gguf_path
 
 
@@ -13,9 +12,10 @@ from workbench.checkpoints.default_model import default_gguf_path
 def gguf_chat():
     from workbench.checkpoints.resolve import resolve_checkpoint
     from workbench.runtimes.llamacpp.model import chat_formatter, load_gguf
+    from workbench.runtimes.llamacpp.runtime import LlamaCppRuntime
 
     ckpt = resolve_checkpoint(str(default_gguf_path()))
-    chat_format = for_checkpoint(ckpt)
+    chat_format = LlamaCppRuntime(ckpt).chat_format()
     llm = load_gguf(ckpt.path)
     yield llm, chat_formatter(llm, chat_format), chat_format
     llm.close()

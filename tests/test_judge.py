@@ -130,7 +130,7 @@ def test_server_down_is_a_failure_not_a_crash(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     with _client(f"http://127.0.0.1:{port}/v1") as client:
-        with pytest.raises(JudgeFailure, match="cannot reach the judge endpoint"):
+        with pytest.raises(JudgeFailure, match="cannot reach the endpoint"):
             client.ask([{"role": "user", "content": "x"}], rubric_schema((1, 5)))
         assert client.counters.requests == 3
 

@@ -93,6 +93,6 @@ def test_a_local_server_that_cannot_start_is_an_environment_problem_raised_once(
     bad.write_bytes(b"GGUF" + b"\0" * 64)  # passes the magic check, llama.cpp cannot load it
     messages = [{"role": "user", "content": "x"}]
     with JudgeSession(JudgeSpec(model=str(bad), concurrency=2), JudgeCache(tmp_path / "cache")) as session, \
-            pytest.raises(EnvironmentProblem, match="the local judge server exited with code"):
+            pytest.raises(EnvironmentProblem, match="llama.cpp's server exited with code"):
         session.client.map(lambda _: session.client.ask(messages, PAIRWISE_SCHEMA), range(4))
     assert session.client.counters.requests == 0 and session.server_started is False

@@ -140,9 +140,9 @@ def test_a_qlora_adapter_is_evaluated_on_its_4bit_base(trained):
     full = load_model(ckpt, as_trained=False)
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in full.modules())
     # lm-eval's regression slice runs on the same 4-bit base
-    from workbench.eval.harness import backend_model_args, create_lm
+    from workbench.runtimes.hf import HFRuntime
 
-    lm = create_lm("hf", backend_model_args("hf", ckpt, "float32"), batch_size=1, device="cpu")
+    lm = HFRuntime(ckpt).lm_eval_model(batch_size=1, device="cpu")
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in lm.model.modules())
     # the `wb eval` run records the base it generated on
     manifest = Store(run["store"]).load(run["eval"]["run_id"]).manifest

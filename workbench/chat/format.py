@@ -139,22 +139,6 @@ def from_tokenizer(tokenizer, eos_ids=()) -> ChatFormat:
     return derive(template, render, tokenizer_specials(tokenizer), eos)
 
 
-def from_gguf(path) -> ChatFormat:
-    """A GGUF file's format, from its metadata (template, EOS/EOT ids) and its vocabulary's control tokens,
-    rendered the way llama.cpp's Jinja chat handler renders it."""
-    from workbench.chat.template import render_template
-    from workbench.runtimes.llamacpp import model as llamacpp
-
-    vocab = llamacpp.control_tokens(path)
-    meta = vocab["metadata"]
-    template = meta.get("chat_template")
-    tokens = {"bos_token": vocab["text"].get(meta.get("bos_token_id"), ""),
-              "eos_token": vocab["text"].get(meta.get("eos_token_id"), "")}
-    eos = [vocab["text"].get(meta.get(k)) for k in ("eos_token_id", "eot_token_id")]
-    return derive(template, lambda m, g: render_template(template, m, g, special_tokens=tokens),
-                  vocab["control"], eos)
-
-
 def hf_token_ids(tokenizer, tokens) -> list[int]:
     """The vocabulary ids of token strings (those the vocabulary has)."""
     ids = []
@@ -163,18 +147,3 @@ def hf_token_ids(tokenizer, tokens) -> list[int]:
         if i is not None and tokenizer.convert_ids_to_tokens(int(i)) == token:  # not the unknown token
             ids.append(int(i))
     return list(dict.fromkeys(ids))
-
-
-def for_checkpoint(ckpt, tokenizer=None) -> ChatFormat:
-    """The checkpoint's ChatFormat, derived on first use and kept on the resolved checkpoint for the command."""
-    if "chat_format" not in ckpt.derived:
-        if ckpt.format == "gguf":
-            ckpt.derived["chat_format"] = from_gguf(ckpt.path)
-        else:
-            from workbench.checkpoints.checkpoint import require_base
-            from workbench.runtimes.hf import load_tokenizer
-
-            model_dir = require_base(ckpt).path if ckpt.kind == "adapter" else ckpt.path
-            tok = tokenizer if tokenizer is not None else load_tokenizer(ckpt)
-            ckpt.derived["chat_format"] = from_tokenizer(tok, generation_eos_ids(model_dir))
-    return ckpt.derived["chat_format"]

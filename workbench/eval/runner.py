@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.config import JUDGE_SCORERS
 from workbench.eval.scorers import score
 from workbench.eval.suites import LoadedSuite
+from workbench.runtimes.base import Runtime
 from workbench.store import Run, Store
 from workbench.system.environment import hardware, versions
 
@@ -22,7 +22,6 @@ class EvalOptions:
     baseline: Run | None = None  # judge_pairwise scorers compare this run's answers with the baseline's
     lineage: dict | None = None  # an eval during training: {"train_run", "step"}
     sweep: dict | None = None  # a unit of `wb sweep`: {"unit", "where"}
-    run_options: dict | None = None  # request.run_options: under --backend vllm the task generations use it too
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -34,15 +33,11 @@ def mean_stderr(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(var / n)
 
 
-def chat_template_sha(ckpt: Checkpoint) -> str | None:
-    from workbench.eval.harness import chat_template_sha as template_sha  # reads files; no transformers import
-
-    return template_sha(ckpt)
-
-
-def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalOptions, *,
+def run_suite(runtime: Runtime, suite: LoadedSuite, store: Store, options: EvalOptions, *,
               harness_plans: list[dict] = (), progress=None) -> Run:
-    """Inputs are validated by the caller (load_suite, plan_harness) before this opens a run."""
+    """The suite's task generations and its lm-eval tasks, all on `runtime` (the checkpoint loads once), into a
+    new run. Inputs are validated by the caller (load_suite, harness_plan, check_runtime) before this opens it."""
+    ckpt = runtime.checkpoint
     manifest = {
         "command": options.command,
         "checkpoint": ckpt.to_dict(),
@@ -52,7 +47,7 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
         "config": suite.config.model_dump(),
         "limit": options.limit,
         "seed": 0,
-        "chat_template_sha": chat_template_sha(ckpt),
+        "chat_template_sha": runtime.chat_template_sha(),
         "versions": versions(),
         "timings": {},
         **({"lineage": options.lineage} if options.lineage else {}),
@@ -67,7 +62,8 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
             run.manifest["judge"] = {"tasks": {}}
         for task in suite.config.tasks:
             started = time.monotonic()
-            _run_task(ckpt, task, suite.items[task.name], run, progress, judge=judge, suite=suite, options=options)
+            _run_task(runtime, task, suite.items[task.name], run, progress, judge=judge, suite=suite,
+                      options=options)
             run.manifest["timings"][task.name] = round(time.monotonic() - started, 2)
         if "chat_format" in ckpt.derived:  # what the task generations stopped at
             run.manifest["chat_format"] = ckpt.derived["chat_format"].as_dict()
@@ -75,28 +71,21 @@ def run_suite(ckpt: Checkpoint, suite: LoadedSuite, store: Store, options: EvalO
             run.manifest["judge"].update(judge.summary())
         for i, plan in enumerate(harness_plans):
             started = time.monotonic()
-            _run_harness(ckpt, plan, run)
+            _run_harness(runtime, plan, run)
             run.manifest["timings"][f"harness[{i}]"] = round(time.monotonic() - started, 2)
         run.manifest["hardware"] = hardware()
-        from workbench.eval.harness import VLLM
-
-        if (options.run_options or {}).get("backend") == VLLM:  # runs on one engine share its key
-            from workbench.runtimes.vllm_engine import describe
-
-            run.manifest["vllm"] = describe()
+        run.manifest["runtime"] = runtime.describe()
     return run
 
 
-def harness_plan(spec, ckpt, mirror, limit, run_opts: dict, prepared=None) -> dict:
-    """The keyword arguments of run_harness for one harness entry of a suite."""
-    from workbench.eval.harness import resolve_backend, resolve_device
-
-    # a backend or device that can't run this checkpoint fails here, before the store is touched
-    device = resolve_device(run_opts["device"], resolve_backend(run_opts["backend"], ckpt))
+def harness_plan(spec, mirror, limit, run_opts: dict, prepared=None) -> dict:
+    """The keyword arguments of run_harness for one harness entry of a suite (the runtime brings the backend,
+    dtype, device and engine arguments)."""
     plan = dict(tasks=spec.tasks, data_dir=mirror, limit=limit if limit is not None else spec.limit,
                 num_fewshot=spec.num_fewshot, batch_size=spec.batch_size,
                 apply_chat_template=spec.apply_chat_template, gen_kwargs=spec.gen_kwargs or None,
-                include_path=Path(spec.include_path) if spec.include_path else None, **(run_opts | {"device": device}))
+                include_path=Path(spec.include_path) if spec.include_path else None,
+                seed=run_opts["seed"], use_cache=run_opts["use_cache"])
     if prepared is not None:
         plan["prepared"] = prepared
     return plan
@@ -126,13 +115,10 @@ def _judge_session(suite: LoadedSuite):
     return JudgeSession(suite.config.judge)
 
 
-def _run_task(ckpt: Checkpoint, task, items: list[dict], run: Run, progress, *, judge=None, suite=None,
+def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, judge=None, suite=None,
               options: EvalOptions | None = None) -> None:
-    from workbench.eval.generation import generate
-
     advance = progress.task(f"{task.name}: generating", total=len(items)) if progress else None
-    outputs = generate(ckpt, [it["messages"] for it in items], task.generation, progress=advance,
-                       run_options=options.run_options if options else None)
+    outputs = runtime.generate([it["messages"] for it in items], task.generation, progress=advance)
     samples = []
     plain = [s for s in task.scorers if s.type not in JUDGE_SCORERS]
     per_scorer: dict[str, list[float]] = {s.label: [] for s in plain}
@@ -168,10 +154,10 @@ def record_judge_task(judge, task, samples: list[dict], items: list[dict], run: 
     run.manifest["judge"]["tasks"][task.name] = reliability
 
 
-def _run_harness(ckpt: Checkpoint, plan, run: Run) -> None:
+def _run_harness(runtime: Runtime, plan, run: Run) -> None:
     from workbench.eval.harness import run_harness
 
-    result = run_harness(ckpt, **plan)
+    result = run_harness(runtime.checkpoint, **plan, runtime=runtime)
     for m in result.metrics:
         run.add_metric(m["task"], m["metric"] if not m.get("filter") or m["filter"] == "none"
                        else f"{m['metric']},{m['filter']}", m["value"], stderr=m.get("stderr"), n=m.get("n"),

@@ -48,29 +48,22 @@ def verify_exl2(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[l
                 heldout: str | Path | None = None, window: int | None = None, max_heldout_tokens: int | None = 2048,
                 smoke_max_tokens: int | None = None, **_ignored) -> dict:
     from workbench.export import quality
-    from workbench.export.hf_quant_verify import (
-        SMOKE_MAX_TOKENS,
-        file_report,
-        judge_chat,
-        source_reference,
-    )
+    from workbench.export.verification import SMOKE_MAX_TOKENS, file_report, judge_chat, source_reference
 
     smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
-    tokenizer, model, windows, prompt_ids, stops, ref, chat_format, report = source_reference(
-        source, "cuda", "exllamav2 ExLlamaV2", prompts, heldout, window, max_heldout_tokens)
-    source_fn = quality.transformers_logits_fn(model)
-    longest = max([len(w) for w in windows] + [len(p) + smoke_max_tokens + 1 for p in prompt_ids])
+    reference = source_reference(source, "cuda", "exllamav2 ExLlamaV2", prompts, heldout, window, max_heldout_tokens)
+    source_fn = reference.runtime.logits()
+    longest = max([len(w) for w in reference.windows] + [len(p) + smoke_max_tokens + 1 for p in reference.prompt_ids])
     for art in artifacts:
         qmodel = load_exl2(Path(art.path), max(longest, 256))
         try:
-            held = quality.measure(source_fn, {"q": exl2_logits_fn(qmodel)}, windows)["q"]
+            held = quality.measure(source_fn, {"q": exl2_logits_fn(qmodel)}, reference.windows)["q"]
             chats, started = [], time.perf_counter()
-            for p in prompt_ids:
-                ids, stop = exl2_greedy(qmodel, p, smoke_max_tokens, stops)
-                chats.append(judge_chat(tokenizer, ids, stop, chat_format) | {"ids": ids})
+            for p in reference.prompt_ids:
+                ids, stop = exl2_greedy(qmodel, p, smoke_max_tokens, reference.stops)
+                chats.append(judge_chat(reference.tokenizer, ids, stop, reference.chat_format) | {"ids": ids})
             seconds = time.perf_counter() - started
         finally:
             qmodel.unload()
-        report["files"][Path(art.path).name] = file_report(art, chats, ref, held, seconds)
-    del model
-    return report
+        reference.report["files"][Path(art.path).name] = file_report(art, chats, reference.ref, held, seconds)
+    return reference.report

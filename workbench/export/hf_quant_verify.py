@@ -13,13 +13,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from workbench.checkpoints.checkpoint import Checkpoint
+from workbench.export.verification import SMOKE_MAX_TOKENS, file_report, judge_chat, source_reference
 from workbench.system.extras import require
-
-SMOKE_MAX_TOKENS = 192  # room to stop: a smoke chat that runs past this has not stopped
-ANSWER_TOKENS = 48  # the part of the greedy answers compared with the source
 
 
 @contextlib.contextmanager
@@ -51,116 +48,27 @@ def load_quantized(path: Path, device: str):
     return model
 
 
-def greedy(model, prompt: list[int], max_tokens: int, stops: set[int]) -> tuple[list[int], int | None]:
-    """Greedy continuation of `prompt`; returns (generated ids before the stop token, stop token or None)."""
-    torch = require("torch", "Greedy generation", "eval")
-    device = next(model.parameters()).device
-    ids = torch.tensor([prompt], device=device)
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False,
-                             eos_token_id=sorted(stops), pad_token_id=min(stops))
-    new = out[0, len(prompt):].tolist()
-    cut = next((i for i, t in enumerate(new) if t in stops), None)
-    return (new, None) if cut is None else (new[:cut], new[cut])
-
-
-def judge_chat(tokenizer, ids: list[int], stop: int | None, chat_format) -> dict:
-    """A smoke chat's answer (ids before the stop token `stop`, None when the budget ran out): did it end its
-    turn, leak special tokens into the text, or start a user turn (stopped at a token that opens one)?"""
-    specials = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    stop_token = tokenizer.convert_ids_to_tokens(stop) if stop is not None else None
-    return {"text": tokenizer.decode(ids, skip_special_tokens=True), "stopped": stop is not None,
-            "stop_token": stop_token,
-            "leaked_special_tokens": sorted({tokenizer.convert_ids_to_tokens(i) for i in ids if i in specials}),
-            "invented_user_turn": stop_token is not None and stop_token in chat_format.user_turn}
-
-
-def smoke_summary(chats: list[dict]) -> dict:
-    smoke = {"stopped": sum(c["stopped"] for c in chats), "no_leaks": sum(not c["leaked_special_tokens"] for c in chats),
-             "no_invented_turns": sum(not c["invented_user_turn"] for c in chats), "total": len(chats),
-             "leaked": sorted({t for c in chats for t in c["leaked_special_tokens"]}),
-             "stop_tokens": sorted({c["stop_token"] for c in chats if c["stop_token"]})}
-    smoke["passed"] = smoke["stopped"] == smoke["no_leaks"] == smoke["no_invented_turns"] == smoke["total"]
-    return smoke
-
-
 def verify_hf_quant(artifacts: list[Checkpoint], source: Checkpoint, prompts: list[list[dict]] | None = None, *,
                     heldout: str | Path | None = None, window: int | None = None,
                     max_heldout_tokens: int | None = 2048, device: str | None = None,
                     smoke_max_tokens: int | None = None, **_ignored) -> dict:
     """Compare each quantized folder under transformers with `source` (fp32); returns a JSON-able report."""
     from workbench.export import quality
+    from workbench.runtimes.hf import HFRuntime
 
     torch = require("torch", "Verifying a quantized export", "eval")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     smoke_max_tokens = smoke_max_tokens or SMOKE_MAX_TOKENS
-    tokenizer, model, windows, prompt_ids, stops, ref, chat_format, report = source_reference(
-        source, device, "transformers AutoModelForCausalLM", prompts, heldout, window, max_heldout_tokens)
-    source_fn = quality.transformers_logits_fn(model)
+    reference = source_reference(source, device, "transformers AutoModelForCausalLM", prompts, heldout, window,
+                                 max_heldout_tokens)
+    source_fn = reference.runtime.logits()
     for art in artifacts:
-        qmodel = load_quantized(Path(art.path), device)
-        held = quality.measure(source_fn, {"q": quality.transformers_logits_fn(qmodel)}, windows)["q"]
-        chats, started = [], time.perf_counter()
-        for p in prompt_ids:
-            ids, stop = greedy(qmodel, p, smoke_max_tokens, stops)
-            chats.append(judge_chat(tokenizer, ids, stop, chat_format) | {"ids": ids})
-        seconds = time.perf_counter() - started
-        del qmodel
-        report["files"][Path(art.path).name] = file_report(art, chats, ref, held, seconds)
-    del model
-    return report
-
-
-def file_report(art: Checkpoint, chats: list[dict], ref: list[list[int]], held, seconds: float) -> dict:
-    """One verified file's entry: smoke chats against the source's answers `ref`, and held-out quality `held`."""
-    same = [c["ids"][:ANSWER_TOKENS] == r for c, r in zip(chats, ref)]
-    return {
-        "quant": (art.parent or {}).get("quant"),
-        "answers": [c["text"] for c in chats],
-        "same_answer": sum(same),
-        "smoke": smoke_summary(chats),
-        "heldout": held.as_dict(),
-        "perplexity": held.perplexity,
-        "source_perplexity": held.source_perplexity,
-        "top1_agreement": held.top1_agreement,
-        "mean_kl": held.mean_kl,
-        # greedy smoke-chat decoding (no KV cache), prompts included: generated tokens / wall seconds
-        "tokens_per_second": sum(len(c["ids"]) + c["stopped"] for c in chats) / seconds,
-    }
-
-
-class SourceReference(NamedTuple):
-    tokenizer: object
-    model: object
-    windows: list[list[int]]  # held-out token windows
-    prompt_ids: list[list[int]]  # smoke-chat prompts, chat template applied
-    stops: set[int]
-    ref: list[list[int]]  # the source's greedy answers to the smoke prompts
-    chat_format: object  # the source's ChatFormat
-    report: dict  # the verification report's head; "files" is filled per artifact
-
-
-def source_reference(source: Checkpoint, device: str, loader: str, prompts: list[list[dict]] | None,
-                     heldout: str | Path | None, window: int | None, max_heldout_tokens: int | None) -> SourceReference:
-    """The source checkpoint's side of a verification, made once for every artifact of an export."""
-    from workbench.chat.format import for_checkpoint, hf_token_ids
-    from workbench.export import quality
-    from workbench.export.gguf.verify import DEFAULT_PROMPTS, hf_prompt_ids
-    from workbench.runtimes.hf import load_model, load_tokenizer
-
-    prompts = prompts or DEFAULT_PROMPTS
-    tokenizer = load_tokenizer(source)
-    chat_format = for_checkpoint(source, tokenizer)
-    model = load_model(source, device=device)
-    texts = quality.load_heldout_texts(heldout, tokenizer)
-    windows = quality.token_windows(tokenizer, texts, window or quality.DEFAULT_WINDOW, max_heldout_tokens)
-    prompt_ids = [hf_prompt_ids(tokenizer, chat_format.messages(m)) for m in prompts]
-    stops = set(hf_token_ids(tokenizer, chat_format.stop_tokens))
-    ref = [greedy(model, p, ANSWER_TOKENS, stops)[0] for p in prompt_ids]
-    report = {"source": {"name": source.name, "path": str(source.path),
-                         "answers": [tokenizer.decode(a, skip_special_tokens=True) for a in ref]},
-              "prompts": [m[-1]["content"] for m in prompts], "loader": loader, "device": device,
-              "heldout": {"source": str(heldout) if heldout else f"bundled {quality.DEFAULT_HELDOUT}",
-                          "windows": len(windows), "window": len(windows[0]), "tokens": sum(len(w) - 1 for w in windows)},
-              "files": {}}
-    return SourceReference(tokenizer, model, windows, prompt_ids, stops, ref, chat_format, report)
+        with HFRuntime(art, model=load_quantized(Path(art.path), device)) as runtime:
+            held = quality.measure(source_fn, {"q": runtime.logits()}, reference.windows)["q"]
+            chats, started = [], time.perf_counter()
+            for p in reference.prompt_ids:
+                ids, stop = runtime.greedy_tokens(p, smoke_max_tokens, reference.stops)
+                chats.append(judge_chat(reference.tokenizer, ids, stop, reference.chat_format) | {"ids": ids})
+            seconds = time.perf_counter() - started
+        reference.report["files"][Path(art.path).name] = file_report(art, chats, reference.ref, held, seconds)
+    return reference.report

@@ -128,19 +128,6 @@ def measure(source_fn: Callable, candidates: Mapping[str, Callable], windows: It
     return {name: acc.result() for name, acc in accs.items()}
 
 
-def transformers_logits_fn(model) -> Callable[[list[int]], object]:
-    """fn(ids) -> logits [len(ids), vocab] for a transformers causal LM (no grad, on the model's device)."""
-    import torch
-
-    device = next(model.parameters()).device
-
-    def run(ids: list[int]):
-        with torch.no_grad():
-            return model(torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
-
-    return run
-
-
 def _adds_bos(tokenizer) -> bool:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:

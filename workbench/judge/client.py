@@ -13,23 +13,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from workbench.config import JudgeSpec
 from workbench.judge.cache import JudgeCache
+from workbench.runtimes.endpoint import RequestFailed, Transient, http_client, post_chat, public_url
 from workbench.system.extras import require
 
-RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
 REASK = ("Your reply was not usable: {problem}. Reply again with only one JSON object that follows the "
          "requested format, nothing else.")
 
 
 class JudgeFailure(Exception):
     """One judge call that failed for good (after retries): recorded on its sample, never counted as a score."""
-
-
-class _Transient(Exception):
-    """A failure worth retrying after a pause (connection, timeout, 429, 5xx)."""
 
 
 @dataclass
@@ -42,12 +37,8 @@ class Endpoint:
 
     def describe(self) -> dict:
         """What a run record may keep: no key, and no credentials or query string from the URL."""
-        parts = urlsplit(self.base_url)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return {"base_url": urlunsplit((parts.scheme, netloc, parts.path, "", "")), "model": self.model,
-                "model_id": self.model_id, "response_format": self.response_format,
-                "api_key": "set" if self.api_key else "none"}
+        return {"base_url": public_url(self.base_url), "model": self.model, "model_id": self.model_id,
+                "response_format": self.response_format, "api_key": "set" if self.api_key else "none"}
 
 
 @dataclass
@@ -106,7 +97,7 @@ class JudgeClient:
 
     def __init__(self, endpoint: Endpoint, spec: JudgeSpec, cache: JudgeCache | None = None,
                  start: Callable[[], str] | None = None, prepare: Callable[[list[dict]], list[dict]] | None = None):
-        self._httpx = require("httpx", "The LLM judge", "judge")
+        require("httpx", "The LLM judge", "judge")
         self.endpoint, self.spec, self.cache = endpoint, spec, cache
         self.counters = Counters()
         self._start = start
@@ -129,10 +120,7 @@ class JudgeClient:
                     except BaseException as exc:
                         self._start_error = exc
                         raise
-                httpx, spec = self._httpx, self.spec
-                headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
-                self._http = httpx.Client(base_url=self.endpoint.base_url.rstrip("/") + "/", headers=headers,
-                                          timeout=httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0)))
+                self._http = http_client(self.endpoint.base_url, self.endpoint.api_key, self.spec.timeout_s)
             return self._http
 
     def close(self) -> None:
@@ -176,12 +164,12 @@ class JudgeClient:
                     time.sleep(self.spec.backoff_s * 2 ** (attempt - 1))
             try:
                 content = self._redact(self._post(body))  # a hostile endpoint may echo the key back
-            except _Transient as exc:
+            except Transient as exc:
                 problem, pause = str(exc), True
                 continue
-            except JudgeFailure:  # not retried (a 4xx): still a failure to count
+            except RequestFailed as exc:  # not retried (a 4xx): still a failure to count
                 self.counters.add("failures")
-                raise
+                raise JudgeFailure(str(exc)) from None
             value, bad = parse_verdict(content, schema, check)
             if bad is None:
                 if key:
@@ -195,25 +183,11 @@ class JudgeClient:
         raise JudgeFailure(self._redact(f"{problem}; gave up after {self.spec.retries + 1} attempts"))
 
     def _post(self, body: dict) -> str:
-        httpx, http = self._httpx, self._client()
+        http = self._client()
         if self._prepare is not None:  # after the cache key: the key is the question, the model id its judge
             body = {**body, "messages": self._prepare(body["messages"])}
         self.counters.add("requests")
-        try:
-            resp = http.post("chat/completions", json=body)
-        except httpx.TimeoutException:
-            raise _Transient(f"timed out after {self.spec.timeout_s:g}s") from None
-        except httpx.TransportError as exc:
-            raise _Transient(f"cannot reach the judge endpoint ({type(exc).__name__})") from None
-        if resp.status_code >= 500 or resp.status_code in RETRY_STATUS:
-            raise _Transient(self._redact(f"HTTP {resp.status_code}: {resp.text.strip()[:160]}"))
-        if resp.status_code >= 400:
-            raise JudgeFailure(self._redact(f"HTTP {resp.status_code} (not retried): {resp.text.strip()[:300]}"))
-        try:
-            content = resp.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _Transient(self._redact(f"not a chat completion reply: {resp.text.strip()[:80]!r}")) from None
-        return content or ""
+        return post_chat(http, body, self._redact)
 
     def _redact(self, text: str) -> str:
         key = self.endpoint.api_key

@@ -68,8 +68,8 @@ class JudgeSession:
             endpoint = Endpoint(spec.base_url, spec.model, spec.model, "json_schema" if mode == "auto" else mode,
                                 api_key(spec))
             return JudgeClient(endpoint, spec, self.cache)
-        from workbench.chat.format import from_gguf
         from workbench.data.records import sha256_file
+        from workbench.runtimes.llamacpp.model import gguf_chat_format
 
         gguf = local_gguf(spec)
         # llama-cpp-python's server takes a schema inside response_format json_object (not json_schema)
@@ -81,7 +81,7 @@ class JudgeSession:
             # Read while the client's lock holds the other workers: llama-cpp-python points fds 1 and 2 at
             # /dev/null while it loads a vocabulary, and two threads doing so at once can leave them there.
             url = self._start_server(gguf)  # first: a file llama.cpp cannot load fails as the server's exit
-            formats.append(from_gguf(gguf))
+            formats.append(gguf_chat_format(gguf))
             return url
 
         return JudgeClient(endpoint, spec, self.cache, start=start, prepare=lambda m: formats[0].messages(m))

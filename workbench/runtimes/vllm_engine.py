@@ -20,6 +20,7 @@ from workbench.checkpoints.checkpoint import TOKENIZER_FILES
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 ENGINE_ONLY_ARGS = ("lora_local_path",)  # per request, not per engine
 PATH_ARGS = ("pretrained", "tokenizer", "lora_local_path")
+PURPOSE = "The vLLM backend"
 
 
 @dataclass
@@ -69,7 +70,6 @@ def check_engine_args(vllm_args: dict) -> None:
     import inspect
 
     from workbench.errors import BadInput
-    from workbench.eval.harness import PURPOSE
     from workbench.system.extras import require
 
     owned = {"pretrained": "the checkpoint", "model": "the checkpoint", "tokenizer": "the checkpoint",
@@ -144,14 +144,13 @@ def release() -> None:
 
 
 def _build(model_args: dict, lora_rank: int | None, batch_size: int):
-    from workbench.eval.harness import PURPOSE, VLLM
     from workbench.system.extras import require
 
     registry = require("lm_eval.api.registry", PURPOSE, "eval")
     args = {k: v for k, v in model_args.items() if k not in ENGINE_ONLY_ARGS}
     if lora_rank is not None:  # lm-eval turns LoRA on only for its own adapter argument
         args.update(enable_lora=True, max_lora_rank=lora_rank)
-    return registry.get_model(VLLM).create_from_arg_obj(args, {"batch_size": batch_size, "max_batch_size": None})
+    return registry.get_model("vllm").create_from_arg_obj(args, {"batch_size": batch_size, "max_batch_size": None})
 
 
 def engine_key(model_args: dict) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from workbench.config import Strict, load_yaml_model
-from workbench.eval.harness import DTYPES
+from workbench.runtimes.base import DTYPES
 
 
 class Resources(Strict):

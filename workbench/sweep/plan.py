@@ -88,8 +88,10 @@ def _label(path: Path, folder: Path) -> str:
 
 def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Settings]:
     """The groups to run, and their settings; a BadInput naming the sweep file's entry for anything wrong."""
-    from workbench.eval.harness import VLLM, check_backend
-    from workbench.eval.request import checked_checkpoint, harness_overrides, run_options
+    from workbench.checkpoints.resolve import resolve_checked
+    from workbench.eval.request import harness_overrides, run_options
+    from workbench.runtimes import check_runtime
+    from workbench.runtimes.base import RuntimeOptions
     from workbench.system.home import data_dir as resolve_data_dir
 
     folder = sweep_file.parent
@@ -120,9 +122,9 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
     groups: dict[str, Group] = {}
     for i, label, ref in expand_checkpoints(config, sweep_file):
         where = f"{sweep_file}: checkpoints[{i}]" + (f" ({label})" if label != config.checkpoints[i] else "")
-        ckpt = _checked(where, checked_checkpoint, ref, settings.base)
-        backend = _checked(where, check_backend, opts["backend"], ckpt, opts["vllm_args"])
-        engine = _engine_of(ckpt, settings) if backend == VLLM else None
+        ckpt = _checked(where, resolve_checked, ref, settings.base)
+        runtime = _checked(where, check_runtime, ckpt, RuntimeOptions.from_run_options(opts))
+        engine = _engine_of(ckpt, settings) if runtime.key == "vllm" else None
         group = groups.setdefault(engine["key"] if engine else ref, Group())
         if engine and engine["rank"]:
             group.lora_rank = max(group.lora_rank or 0, engine["rank"])
@@ -140,10 +142,10 @@ def plan_sweep(config: SweepConfig, sweep_file: Path) -> tuple[list[Group], Sett
 
 def _engine_of(ckpt, settings: Settings) -> dict:
     """Which vLLM engine the checkpoint runs on, and the LoRA rank it needs there (None for a plain model)."""
-    from workbench.eval.harness import VLLM, backend_model_args
+    from workbench.runtimes.vllm import vllm_model_args
     from workbench.runtimes.vllm_engine import adapter_rank, engine_key
 
-    args = backend_model_args(VLLM, ckpt, settings.run_options["dtype"], settings.run_options["vllm_args"])
+    args = vllm_model_args(ckpt, settings.run_options["dtype"], settings.run_options["vllm_args"])
     adapter = args.get("lora_local_path")
     return {"key": engine_key(args), "rank": adapter_rank(Path(adapter)) if adapter else None}
 

@@ -20,25 +20,27 @@ def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "
     from workbench.system.library_defaults import apply_library_defaults
 
     apply_library_defaults()  # before torch loads in a fresh worker process
-    from workbench.eval.harness import VLLM
     from workbench.store import Store
 
     scratch = Path(tempfile.mkdtemp(prefix="wb-sweep-"))
+    runtime = None
     try:
         store = Store(scratch)
-        if settings.run_options["backend"] == VLLM:
+        if settings.run_options["backend"] == "vllm":
             from workbench.runtimes.vllm_engine import plan_loras
 
             plan_loras(group.lora_rank)
-        ckpt, loaded = None, None  # the checkpoint of the units so far, and its ref
+        loaded = None  # the ref of the units' checkpoint so far
         for unit in group.units:
             reporter.started(unit.id, where)
             started = time.monotonic()
             try:
                 if loaded != unit.ref:
-                    ckpt = None  # the previous checkpoint's model is let go before the next one loads
-                    ckpt, loaded = _load_checkpoint(unit.ref, settings), unit.ref
-                run = _run_unit(ckpt, unit, settings, store, where)
+                    if runtime is not None:  # the previous checkpoint's model is let go before the next one loads
+                        runtime.close()
+                        runtime = None
+                    runtime, loaded = _open(unit.ref, settings), unit.ref
+                run = _run_unit(runtime, unit, settings, store, where)
                 outcome = {"unit": unit.id, "status": "ok", "run_id": run.run_id,
                            "files": store.run_files(run.run_id)}
             except Exception as exc:  # noqa: BLE001  (a unit's failure is reported, the others go on)
@@ -51,45 +53,39 @@ def evaluate_group(group: Group, settings: Settings, reporter, *, where: str = "
             reporter.finished(unit.id, outcome["status"])
             yield outcome
     finally:
+        if runtime is not None:
+            runtime.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _load_checkpoint(ref: str, settings: Settings):
-    """The checkpoint resolved, with its model loaded once when every unit would load it the same way."""
-    from workbench.eval.request import checked_checkpoint
+def _open(ref: str, settings: Settings):
+    """The checkpoint's runtime; under transformers with its model loaded once for every unit when every unit
+    would load it the same way: task generations load float32 on the CPU, lm-eval's hf model the dtype and
+    device asked for, so one model serves both only when those agree."""
+    from workbench.checkpoints.resolve import resolve_checked
+    from workbench.runtimes import check_runtime
+    from workbench.runtimes.base import RuntimeOptions
+    from workbench.runtimes.hf import HFRuntime, load_model, resolve_device
 
-    ckpt = checked_checkpoint(ref, settings.base)
-    if _shares_model(ckpt, settings):
-        from workbench.runtimes.hf import load_model
-
-        ckpt.derived["live_model"] = load_model(ckpt)
-    return ckpt
-
-
-def _shares_model(ckpt, settings: Settings) -> bool:
-    """Task generations load float32 on the CPU; lm-eval's hf backend the dtype and device asked for. One model
-    serves both only when those agree (GGUF files run in llama.cpp, which maps them: nothing to share)."""
-    from workbench.eval.harness import HF, VLLM, resolve_backend, resolve_device
-
-    opts = settings.run_options
-    if ckpt.format == "gguf" or opts["backend"] == VLLM:  # vLLM loads the weights in its engine
-        return False
-    backend = resolve_backend(opts["backend"], ckpt)
-    return opts["dtype"] == "float32" and (settings.no_harness or (
-        backend == HF and resolve_device(opts["device"], backend) == "cpu"))
+    ckpt = resolve_checked(ref, settings.base)
+    options = RuntimeOptions.from_run_options(settings.run_options)
+    runtime = check_runtime(ckpt, options)
+    shares = runtime is HFRuntime and options.dtype == "float32" and (
+        settings.no_harness or resolve_device(options.device) == "cpu")
+    return HFRuntime(ckpt, options, model=load_model(ckpt)) if shares else runtime(ckpt, options)
 
 
-def _run_unit(ckpt, unit: Unit, settings: Settings, store, where: str):
+def _run_unit(runtime, unit: Unit, settings: Settings, store, where: str):
     from workbench.eval.request import load_request
     from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
 
     mirror = Path(settings.data_dir) if settings.data_dir else None
     loaded, specs = load_request(unit.suite, unit.tasks, settings.overrides, evals_dir=settings.evals_dir,
                                  limit=settings.limit, no_harness=settings.no_harness)
-    plans = [harness_plan(spec, ckpt, mirror, settings.limit, settings.run_options, prepare_harness(spec, mirror))
+    plans = [harness_plan(spec, mirror, settings.limit, settings.run_options, prepare_harness(spec, mirror))
              for spec in specs]
     command = f"wb sweep (unit {unit.id})"
-    return run_suite(ckpt, loaded, store,
+    return run_suite(runtime, loaded, store,
                      EvalOptions(data_dir=mirror, limit=settings.limit, command=command,
-                                 sweep={"unit": unit.id, "where": where}, run_options=settings.run_options),
+                                 sweep={"unit": unit.id, "where": where}),
                      harness_plans=plans)

@@ -61,9 +61,10 @@ class LineProgress:
 
 
 @contextmanager
-def bars():
-    if is_quiet() or not err.is_terminal:
-        yield Bars(LineProgress(float("inf") if is_quiet() else progress_interval()))
+def bars(enabled: bool = True):
+    """Progress for the tasks a piece of work adds (`Bars.task`); nothing shows when not `enabled` or quiet."""
+    if not enabled or is_quiet() or not err.is_terminal:
+        yield Bars(LineProgress(float("inf") if not enabled or is_quiet() else progress_interval()))
         return
     from rich.progress import (
         BarColumn,

@@ -90,6 +90,8 @@ def live_eval_callback(plan: LiveEvalPlan, store: Store, *, train_run: str, base
 
     from workbench.eval.runner import EvalOptions, harness_plan, run_suite
     from workbench.gate.rules import evaluate_gate
+    from workbench.runtimes.base import RuntimeOptions
+    from workbench.runtimes.hf import HFRuntime
 
     spec = plan.spec
     say = on_event or (lambda line: None)
@@ -134,17 +136,16 @@ def live_eval_callback(plan: LiveEvalPlan, store: Store, *, train_run: str, base
             folder = work_dir / ".evals" / f"step-{step}"
             with _RngKept(), _eval_mode(model), (model.disable_adapter() if base else contextlib.nullcontext()):
                 ckpt = replace(base_ckpt, derived={}) if base else self._step_checkpoint(model, step, folder)
-                ckpt.derived["live_model"] = model
                 # the base's lm-eval results may come from (and go to) the cache of `wb eval BASE`; an
                 # adapter's weights at one step are never seen again, so its requests are not cached
-                opts = {"seed": 1234, "dtype": "float32", "device": str(model.device.type), "backend": "hf",
-                        "use_cache": base}
-                plans = [harness_plan(h, ckpt, plan.mirror, spec.limit, opts, p)
+                opts = {"seed": 1234, "use_cache": base}
+                runtime = HFRuntime(ckpt, RuntimeOptions(backend="hf", device=str(model.device.type)), model=model)
+                plans = [harness_plan(h, plan.mirror, spec.limit, opts, p)
                          for h, p in zip(plan.harness_specs, plan.prepared)]
                 lineage = {"train_run": train_run, "step": step, **({"base": True} if base else {})}
                 try:
-                    run = run_suite(ckpt, plan.suite, store, EvalOptions(data_dir=plan.mirror, limit=spec.limit,
-                                                                         command=command, lineage=lineage),
+                    run = run_suite(runtime, plan.suite, store, EvalOptions(data_dir=plan.mirror, limit=spec.limit,
+                                                                            command=command, lineage=lineage),
                                     harness_plans=plans)
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)

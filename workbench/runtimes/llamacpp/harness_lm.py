@@ -36,11 +36,6 @@ class GenerationRequest:
     sampling: dict | None  # temperature and top_p; None: greedy
 
 
-def llamacpp_device() -> str:
-    """wb loads GGUF files without GPU offload, so llama.cpp computes on the CPU."""
-    return "cpu"
-
-
 @_registry.register_model(MODEL_NAME)
 class LlamaCppLM(_model_mod.TemplateLM):
     def __init__(self, model_path: str, n_ctx: int | None = None, max_gen_toks: int = 256,

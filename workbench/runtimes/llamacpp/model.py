@@ -5,6 +5,8 @@ with the chat template embedded in the file, plus reading a GGUF's metadata.
 from collections import Counter
 from pathlib import Path
 
+from workbench.chat.format import derive
+from workbench.chat.template import render_template
 from workbench.checkpoints.gguf_file import check_gguf_magic
 from workbench.errors import BadInput
 from workbench.runtimes.llamacpp import native
@@ -256,3 +258,16 @@ def gguf_metadata(path) -> dict:
         "add_bos_token": value("tokenizer.ggml.add_bos_token"),
         "tensor_types": dict(Counter(t.tensor_type.name for t in reader.tensors).most_common()),
     }
+
+
+def gguf_chat_format(path):
+    """A GGUF file's format, from its metadata (template, EOS/EOT ids) and its vocabulary's control tokens,
+    rendered the way llama.cpp's Jinja chat handler renders it."""
+    vocab = control_tokens(path)
+    meta = vocab["metadata"]
+    template = meta.get("chat_template")
+    tokens = {"bos_token": vocab["text"].get(meta.get("bos_token_id"), ""),
+              "eos_token": vocab["text"].get(meta.get("eos_token_id"), "")}
+    eos = [vocab["text"].get(meta.get(k)) for k in ("eos_token_id", "eot_token_id")]
+    return derive(template, lambda m, g: render_template(template, m, g, special_tokens=tokens),
+                  vocab["control"], eos)

@@ -1,5 +1,6 @@
-"""The local judge: llama.cpp's OpenAI-compatible server (llama-cpp-python's `python -m llama_cpp.server`) on
-127.0.0.1 at a free port, started for a GGUF file, waited on until it answers, and always stopped afterwards."""
+"""llama.cpp's OpenAI-compatible server (llama-cpp-python's `python -m llama_cpp.server`) for a GGUF file, on
+127.0.0.1 at a free port, waited on until it answers, and always stopped afterwards: the local judge, and a GGUF
+served as an endpoint (workbench.runtimes.endpoint)."""
 
 import contextlib
 import importlib.util
@@ -20,10 +21,10 @@ START_TIMEOUT_S = 180.0
 
 
 def check_server_extra() -> None:
-    require("llama_cpp", "The local judge server", "gguf")
+    require("llama_cpp", "llama.cpp's server", "gguf")
     for module in SERVER_MODULES:
         if importlib.util.find_spec(module) is None:
-            raise MissingExtra("The local judge server (llama_cpp.server)", "judge", module)
+            raise MissingExtra("llama.cpp's server (llama_cpp.server)", "judge", module)
 
 
 def free_port() -> int:
@@ -33,8 +34,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(gguf: Path, *, n_ctx: int = 4096, threads: int | None = None, alias: str = "judge"):
-    """Yields the server's base URL (http://127.0.0.1:PORT/v1); stops the server on exit, error or Ctrl-C."""
+def local_server(gguf: Path, *, n_ctx: int = 4096, threads: int | None = None, alias: str = "judge",
+                 api_key: str | None = None):
+    """Yields the server's base URL (http://127.0.0.1:PORT/v1); stops the server on exit, error or Ctrl-C.
+    `api_key`: requests must carry it (it is passed on the server's command line: for tests and loopback use)."""
     from workbench.checkpoints.gguf_file import check_gguf_magic
     from workbench.runtimes.llamacpp.native import cpu_threads
 
@@ -47,15 +50,15 @@ def local_server(gguf: Path, *, n_ctx: int = 4096, threads: int | None = None, a
     cmd = module_command("llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
                          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
                          "--n_threads", str(threads or cpu_threads()), "--chat_format", "chat_template.default",
-                         "--seed", "0", "--verbose", "False")
-    log = tempfile.NamedTemporaryFile(prefix="wb-judge-server-", suffix=".log", delete=False)  # noqa: SIM115
+                         "--seed", "0", "--verbose", "False", *(["--api_key", api_key] if api_key else []))
+    log = tempfile.NamedTemporaryFile(prefix="wb-llama-server-", suffix=".log", delete=False)  # noqa: SIM115
     # Own session: a Ctrl-C in the terminal reaches wb, which then stops the server itself; the runner ends the
     # server when wb is gone without stopping it (kill -9).
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=guarded_env())
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        _wait_healthy(proc, base_url, Path(log.name))
+        _wait_healthy(proc, base_url, Path(log.name), {"Authorization": f"Bearer {api_key}"} if api_key else {})
         pause_point("judge-server-up")
         yield base_url
     finally:
@@ -64,21 +67,22 @@ def local_server(gguf: Path, *, n_ctx: int = 4096, threads: int | None = None, a
         os.unlink(log.name)
 
 
-def _wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: float = START_TIMEOUT_S) -> None:
+def _wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, headers: dict,
+                  timeout: float = START_TIMEOUT_S) -> None:
     httpx = require("httpx", "The LLM judge", "judge")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise EnvironmentProblem(f"the local judge server exited with code {proc.returncode}: "
+            raise EnvironmentProblem(f"llama.cpp's server exited with code {proc.returncode}: "
                                      + " | ".join(tail))
         try:
-            if httpx.get(f"{base_url}/models", timeout=2.0).status_code == 200:
+            if httpx.get(f"{base_url}/models", headers=headers, timeout=2.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise EnvironmentProblem(f"the local judge server did not answer within {timeout:.0f}s")
+    raise EnvironmentProblem(f"llama.cpp's server did not answer within {timeout:.0f}s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
