@@ -66,7 +66,7 @@ def main() -> None:
         run = Store(separate_store).load(json.loads(stdout)["run_id"])
         separate[str(adapter)] = [s["output"] for s in run.samples("contacts")]
         separate_s += seconds
-        separate_starts += run.manifest["vllm"]["engine_starts"]
+        separate_starts += run.manifest["runtime"]["vllm"]["engine_starts"]
         print(f"one engine per adapter: {adapter.name} {seconds:.1f} s", flush=True)
 
     sweep_file = args.workdir / "sweep.yaml"
@@ -76,8 +76,8 @@ def main() -> None:
     units = json.loads(stdout)["units"]
     runs = {u["checkpoint"]: Store(sweep_store).load(u["run_id"]) for u in units}
     shared = {ckpt: [s["output"] for s in run.samples("contacts")] for ckpt, run in runs.items()}
-    engines = {r.manifest["vllm"]["engine"] for r in runs.values()}
-    shared_starts = max(r.manifest["vllm"]["engine_starts"] for r in runs.values())
+    engines = {r.manifest["runtime"]["vllm"]["engine"] for r in runs.values()}
+    shared_starts = max(r.manifest["runtime"]["vllm"]["engine_starts"] for r in runs.values())
     same = sum(shared[k] == separate[k] for k in separate)
     print(f"one engine (wb sweep --local): {sweep_s:.1f} s")
     print(f"\n{len(adapters)} adapters × {args.items} items, {args.tokens} new tokens")

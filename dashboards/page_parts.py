@@ -7,6 +7,7 @@ import store_cache
 import streamlit as st
 
 from workbench.dashboard import views
+from workbench.store.lineage import ckpt
 
 RECORD_EVAL = "`wb eval CHECKPOINT --suite SUITE` (e.g. `wb eval default --suite contacts`)"
 
@@ -18,7 +19,7 @@ def no_data(what: str, command: str) -> None:
 
 
 def run_label(manifest: dict) -> str:
-    c = views.ckpt(manifest)
+    c = ckpt(manifest)
     suite = f" · {manifest['suite']}" if manifest.get("suite") else ""
     return f"{views.checkpoint_label(c)}{suite} · {manifest['run_id']}"
 

@@ -13,7 +13,9 @@ import streamlit as st
 
 from workbench.compare.runs import compare_runs, comparison_cells, row_direction, sample_diffs, sample_tasks
 from workbench.dashboard import views
+from workbench.gate.verdicts import significance_verdicts
 from workbench.store import Store
+from workbench.store.lineage import lineage as store_lineage
 from workbench.system.home import store_dir
 
 
@@ -82,7 +84,7 @@ def _comparison(root: str, run_a: str, run_b: str, stamp: tuple) -> dict:
     cmp = compare_runs(a, b)
     return {"comparison": cmp.to_dict(), "cells": comparison_cells(cmp),
             "directions": [row_direction(r) for r in cmp.rows],
-            "verdicts": views.significance_verdicts(a, b, cmp), "sample_tasks": sample_tasks(a, b)}
+            "verdicts": significance_verdicts(a, b, cmp), "sample_tasks": sample_tasks(a, b)}
 
 
 def comparison(run_a: str, run_b: str) -> dict:
@@ -130,7 +132,7 @@ def training_evals(run_id: str) -> pd.DataFrame:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _lineage(root: str, stamp: tuple) -> tuple[dict, list]:
-    return views.lineage(_manifests(root, stamp))
+    return store_lineage(_manifests(root, stamp))
 
 
 def lineage() -> tuple[dict, list]:

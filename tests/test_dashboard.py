@@ -12,6 +12,8 @@ import pytest
 from workbench.compare.runs import compare_runs, comparison_cells, sample_diffs
 from workbench.dashboard import views
 from workbench.store import Store
+from workbench.store.lineage import during_training
+from workbench.store.lineage import lineage as store_lineage
 from workbench.system.content import content_dir
 
 pytest.importorskip("streamlit", reason="needs the dashboard extra (pip install 'ckpt-workbench[dashboard]')")
@@ -153,28 +155,18 @@ def test_leaderboard_sorts_and_filters(app, seeded):
     assert len(at.dataframe[0].value) == 4  # all descend from 'default'
 
 
-@pytest.fixture
-def no_gate(monkeypatch):
-    """workbench.gate.rules not importable, and the dashboard's cached comparisons forgotten around that."""
-    import streamlit as st
+def test_compare_shows_the_cli_numbers(app, seeded):
+    from workbench.gate.verdicts import significance_verdicts
 
-    import workbench
-
-    monkeypatch.setitem(sys.modules, "workbench.gate.rules", None)
-    monkeypatch.delattr(workbench, "gate", raising=False)
-    st.cache_data.clear()
-    yield
-    st.cache_data.clear()
-
-
-def test_compare_shows_the_cli_numbers(app, seeded, no_gate):
     store, ids = seeded
     at = app("app_pages/compare.py", a=ids["base"], b=ids["adapter"])
-    expected = comparison_cells(compare_runs(store.load(ids["base"]), store.load(ids["adapter"])))
+    a, b = store.load(ids["base"]), store.load(ids["adapter"])
+    comparison = compare_runs(a, b)
     shown = plain(at.table[0].value)
-    assert shown.to_dict("records") == expected
+    assert shown.drop(columns=["verdict"]).to_dict("records") == comparison_cells(comparison)
     assert shown.loc[2, "B better/worse"] == "-"  # lm-eval metric: no paired counts
-    assert "verdict" not in shown.columns  # without workbench.gate: no verdict column, no guesses
+    verdicts = significance_verdicts(a, b, comparison)  # the gates' own tests, as `wb eval --matrix` shows them
+    assert list(shown["verdict"]) == [verdicts[(r.task, r.metric)] for r in comparison.rows]
     assert at.metric[0].value == "2" and at.metric[1].value == "1"  # exact + json_valid up, mmlu down
     assert len(at.get("plotly_chart")) == 1
 
@@ -394,8 +386,8 @@ def test_training_page_plots_evals_during_training_against_step(tmp_path, monkey
     assert list(table[table["metric"] == "acc"]["kind"].unique()) == ["regression slice (lm-eval)"]
     assert "Stopped early at step 6 of 10" in at.warning[0].value
     # evals during training are the Training page's: not checkpoints on the leaderboard or in the lineage
-    assert not any(views.during_training(m) for m in views.latest_per_checkpoint(store.list_runs()))
-    nodes, _ = views.lineage(store.list_runs())
+    assert not any(during_training(m) for m in views.latest_per_checkpoint(store.list_runs()))
+    nodes, _ = store_lineage(store.list_runs())
     assert not [n for n in nodes.values() if "@step-" in (n["name"] or "")]
 
 
@@ -443,7 +435,7 @@ def test_lineage_links_every_parent_of_a_merge_of_several():
                                    {"name": "ties", "path": "/m/ties", "sha": "t" * 64}]}}
     manifests = [{"run_id": "r2", "kind": "merge", "status": "ok", "checkpoint": slerp},
                  {"run_id": "r1", "kind": "merge", "status": "ok", "checkpoint": ties}]
-    nodes, edges = views.lineage(manifests)
+    nodes, edges = store_lineage(manifests)
     assert ("1" * 64, "t" * 64, "peft add_weighted_adapter + merge_and_unload ties") in edges
     assert ("2" * 64, "t" * 64, "peft add_weighted_adapter + merge_and_unload ties") in edges
     assert {(src, dst) for src, dst, how in edges if how == "mergekit slerp"} == {("b" * 64, "s" * 64),

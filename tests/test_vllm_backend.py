@@ -174,7 +174,7 @@ def test_task_generations_run_on_vllm_as_under_transformers(adapter, hf_task_run
                          env={**os.environ, "WB_STORE": str(store), "WB_DATA_DIR": str(data_dir)})
     assert res.returncode == 0, res.stderr[-3000:]
     run = Store(store).load(json.loads(res.stdout)["run_id"])
-    assert run.manifest["vllm"]["lora_rank"] == 8 and run.manifest["vllm"]["engine_starts"] == 1
+    assert run.manifest["runtime"]["vllm"]["lora_rank"] == 8 and run.manifest["runtime"]["vllm"]["engine_starts"] == 1
     assert run.manifest["harness"][0]["settings"]["model"] == "vllm"
     ours, peft = answers(run), hf_task_runs[str(adapter)]
     for task in ours:
@@ -202,7 +202,7 @@ def test_a_sweep_evaluates_a_base_and_its_adapters_on_one_vllm_engine(adapter, s
     units = json.loads(res.stdout)["units"]
     assert len(units) == 3 and all(u["status"] == "ok" for u in units)
     runs = {u["checkpoint"]: Store(store).load(u["run_id"]) for u in units}
-    engines = [r.manifest["vllm"] for r in runs.values()]
+    engines = [r.manifest["runtime"]["vllm"] for r in runs.values()]
     assert len({e["engine"] for e in engines}) == 1
     assert all(e["engine_starts"] == 1 and e["lora_rank"] == 16 for e in engines)
     for ckpt, run in runs.items():
@@ -241,4 +241,4 @@ def test_vllm_engine_arguments_are_checked_then_used(tmp_path, capsys, monkeypat
                          capture_output=True, text=True, timeout=1800, env={**os.environ, "WB_STORE": str(store)})
     assert res.returncode == 0, res.stderr[-3000:]
     run = Store(store).load(json.loads(res.stdout)["run_id"])
-    assert run.manifest["vllm"]["args"]["max_model_len"] == 512 and len(task_outputs(run)) == 2
+    assert run.manifest["runtime"]["vllm"]["args"]["max_model_len"] == 512 and len(task_outputs(run)) == 2

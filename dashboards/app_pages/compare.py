@@ -14,6 +14,7 @@ from page_parts import RECORD_EVAL, markdown_safe, no_data, run_label
 from workbench.compare.runs import Z_95
 from workbench.dashboard import views
 from workbench.errors import BadInput
+from workbench.store.lineage import checkpoint_key, ckpt
 
 PAGE_SIZE = 10
 
@@ -41,7 +42,7 @@ def default_pair() -> tuple[str, str]:
     b = by_id[ids[0]]
     for m in evals[1:]:
         same_suite = m.get("suite") == b.get("suite")
-        if same_suite and views.checkpoint_key(views.ckpt(m)) != views.checkpoint_key(views.ckpt(b)):
+        if same_suite and checkpoint_key(ckpt(m)) != checkpoint_key(ckpt(b)):
             return m["run_id"], b["run_id"]
     return ids[1], ids[0]
 
@@ -58,7 +59,7 @@ else:
     latest = views.latest_per_checkpoint(evals)
     suites = sorted({m.get("suite") or "-" for m in latest})
     suite = st.selectbox("Suite", suites, index=suites.index(by_id[default_b].get("suite") or "-"))
-    options = {views.checkpoint_label(views.ckpt(m)): m["run_id"] for m in latest if (m.get("suite") or "-") == suite}
+    options = {views.checkpoint_label(ckpt(m)): m["run_id"] for m in latest if (m.get("suite") or "-") == suite}
     labels = list(options)
     first = {v: k for k, v in options.items()}
     run_a = options[left.selectbox("Checkpoint A (baseline)", labels,
@@ -85,11 +86,9 @@ c2.metric("metrics worse in B", directions.count("worse"))
 c3.metric("metrics unchanged", directions.count("same"))
 
 table = pd.DataFrame(data["cells"])
-if data["verdicts"] is not None:
-    table["verdict"] = [str(data["verdicts"].get((r["task"], r["metric"]), "-")) for r in cmp["rows"]]
-else:
-    st.caption("Significance verdicts appear here once the gate (workbench.gate) is installed; "
-               "'B better/worse' counts paired samples where B scored higher / lower than A.")
+table["verdict"] = [str(data["verdicts"].get((r["task"], r["metric"]), "-")) for r in cmp["rows"]]
+st.caption("'B better/worse' counts paired samples where B scored higher / lower than A; the verdict is the gates' "
+           "paired significance test (McNemar for pass/fail scores, a paired bootstrap otherwise).")
 colours = {"better": "color: #1a7f37", "worse": "color: #cf222e"}
 table = markdown_safe(table)
 st.table(table.style.apply(lambda col: [colours.get(d, "") for d in directions], subset=[table.columns[5]]),

@@ -8,6 +8,7 @@ import streamlit as st
 from page_parts import markdown_safe, no_data
 
 from workbench.dashboard import views
+from workbench.store.lineage import ckpt
 
 # metric -> (axis title with unit, higher is better)
 QUALITY = {
@@ -72,7 +73,7 @@ if not pairs:
     st.info("No eval of an exported file yet: `wb eval FILE.gguf --suite SUITE` (and the same suite on its source "
             "checkpoint) puts the two side by side here, metric by metric.")
     st.stop()
-labels = [f"{views.checkpoint_label(views.ckpt(src))} → {views.checkpoint_label(views.ckpt(exp))} · "
+labels = [f"{views.checkpoint_label(ckpt(src))} → {views.checkpoint_label(ckpt(exp))} · "
           f"{exp.get('suite')}" for src, exp in pairs]
 pick = st.selectbox(f"Exported file eval vs source eval ({len(pairs)}, newest first)", range(len(pairs)),
                     format_func=labels.__getitem__)

@@ -7,6 +7,7 @@ import streamlit as st
 from page_parts import RECORD_EVAL, no_data
 
 from workbench.dashboard import views
+from workbench.store.lineage import checkpoint_key, ckpt
 
 COLOURS = {"source": "#8c959f", "base": "#0969da", "adapter": "#8250df", "merged": "#bf8700", "quantized": "#1a7f37"}
 MAX_NODES = 60  # above this many checkpoints the page opens on one family
@@ -35,7 +36,7 @@ families = sorted({nodes[r]["name"] or r[:12] for r in roots.values()})
 default = 0
 if len(nodes) > MAX_NODES:  # everything at once is unreadable: start with the newest run's family
     newest = next((m for m in store_cache.manifests() if m.get("checkpoint")), None)
-    key = views.checkpoint_key(views.ckpt(newest)) if newest else None
+    key = checkpoint_key(ckpt(newest)) if newest else None
     if key in roots:
         default = 1 + families.index(nodes[roots[key]]["name"] or roots[key][:12])
 family = st.selectbox("Family (root checkpoint)", ["all"] + families, index=default)

@@ -5,17 +5,7 @@ from pathlib import Path
 
 from workbench.compare.runs import confidence_interval
 from workbench.store import Run, Store
-
-# Order within a lineage column: bases, then adapters, merged models, exported files.
-KIND_ORDER = {"base": 0, "adapter": 1, "merged": 2, "quantized": 3}
-
-
-def ckpt(manifest: dict) -> dict:
-    return manifest.get("checkpoint") or {}
-
-
-def checkpoint_key(c: dict) -> str:
-    return c.get("sha") or c.get("path") or c.get("name") or "?"
+from workbench.store.lineage import KIND_ORDER, checkpoint_key, ckpt, during_training
 
 
 def checkpoint_label(c: dict) -> str:
@@ -46,12 +36,6 @@ def run_rows(manifests: list[dict]) -> list[dict]:
 
 def eval_runs(manifests: list[dict]) -> list[dict]:
     return [m for m in manifests if m["kind"] == "eval" and m["status"] == "ok"]
-
-
-def during_training(manifest: dict) -> bool:
-    """An eval run of the adapter being trained (eval_during_training): shown on the Training page, not as a
-    checkpoint of its own on the leaderboard or in the lineage."""
-    return bool((manifest.get("lineage") or {}).get("train_run"))
 
 
 def latest_per_checkpoint(manifests: list[dict]) -> list[dict]:
@@ -134,76 +118,6 @@ def export_eval_parity(manifests: list[dict]) -> list[tuple[dict, dict]]:
     return pairs
 
 
-def _parent_links(c: dict) -> list[tuple[str, dict]]:
-    """(parent key, parent node) per parent of a checkpoint: several for a merge of several adapters
-    (`parent.adapters`) or a mergekit merge (`parent.models`), else the one _parent_link finds."""
-    p = c.get("parent") or {}
-    many = [(entry, "adapter") for entry in p.get("adapters") or []] + [(entry, None) for entry in p.get("models") or []]
-    links = [(e["sha"], {"name": e.get("name") or Path(e.get("path") or "?").name, "format": e.get("format"),
-                         "kind": kind or e.get("kind") or "source", "sha": e["sha"], "path": e.get("path")})
-             for e, kind in many if isinstance(e, dict) and e.get("sha")]
-    if links:
-        return links
-    one = _parent_link(c)
-    return [one] if one else []
-
-
-def _parent_link(c: dict) -> tuple[str, dict] | None:
-    """(parent key, parent node) from a checkpoint's lineage record, whichever shape its producer wrote."""
-    p = c.get("parent") or {}
-    for sha_key, name_key, kind in (("adapter_sha", "adapter", "adapter"), ("base_sha", "base", "base"),
-                                    ("sha", "name", None)):
-        if p.get(sha_key):
-            path = p.get("adapter_path") if sha_key == "adapter_sha" else p.get("base_path") or p.get("path")
-            name = p.get(name_key) or (Path(path).name if path else p[sha_key][:12])
-            fmt = p.get("format") or ("peft" if kind == "adapter" else None)
-            return p[sha_key], {"name": name, "kind": kind or p.get("kind") or "source", "format": fmt,
-                                "sha": p[sha_key], "path": path}
-    return None
-
-
-def lineage(manifests: list[dict]) -> tuple[dict[str, dict], list[tuple[str, str, str]]]:
-    """Checkpoints every run mentions (nodes, keyed by sha) and how each was made from another (edges)."""
-    nodes: dict[str, dict] = {}
-    edges: dict[tuple[str, str], str] = {}
-
-    def add(c: dict, run: dict | None) -> str:
-        key = checkpoint_key(c)
-        node = nodes.setdefault(key, {"key": key, "name": c.get("name"), "kind": c.get("kind"),
-                                      "format": c.get("format"), "sha": c.get("sha"), "path": c.get("path"),
-                                      "runs": []})
-        for field in ("name", "kind", "format", "path"):
-            node[field] = node[field] or c.get(field)
-        if run is not None and run["run_id"] not in node["runs"]:
-            node["runs"].append(run["run_id"])
-        for link in _parent_links(c):
-            if link[0] == key:
-                continue
-            parent_key = add(link[1], None)
-            p = c.get("parent") or {}
-            how = p.get("how") or p.get("method") or ""
-            if p.get("how") and p.get("merge_method" if p.get("how") == "mergekit" else "method"):
-                how = f"{p['how']} {p.get('merge_method') or p.get('method')}"
-            label = f"{how} {p['quant']}".strip() if p.get("quant") else how
-            if not edges.get((parent_key, key)):
-                edges[(parent_key, key)] = label
-        return key
-
-    for m in reversed(manifests):  # oldest first: a checkpoint's producer labels its edge before its consumers
-        if not m.get("checkpoint") or during_training(m):
-            continue
-        source = add(ckpt(m), m)
-        if m["kind"] == "merge" and m.get("output"):
-            add(m["output"], m)
-        for out in m.get("outputs") or []:
-            name = Path(out["path"]).stem
-            node = {"name": name, "kind": "quantized", "format": m.get("format"), "sha": out.get("sha"),
-                    "path": out["path"], "parent": {"sha": source, "name": ckpt(m).get("name"),
-                                                    "quant": out.get("quant"), "how": f"{m.get('format')} export"}}
-            add(node, m)
-    return nodes, sorted((src, dst, how) for (src, dst), how in edges.items())
-
-
 def lineage_layout(nodes: dict[str, dict], edges: list[tuple[str, str, str]]) -> dict[str, tuple[int, int]]:
     """(column, row) per node: one column right of its deepest parent; in a column, in its parents' order."""
     parents: dict[str, list[str]] = {}
@@ -262,44 +176,3 @@ def training_evals(store: Store, run_id: str, manifests: list[dict]) -> list[dic
                          "kind": "regression slice (lm-eval)" if metric.get("source") == "lm-eval" else "task",
                          "base": bool((m.get("lineage") or {}).get("base")), "run": m["run_id"]})
     return rows
-
-
-def significance_verdicts(a: Run, b: Run, comparison) -> dict | None:
-    """The gate's significance verdict per (task, metric) for B against A as baseline (workbench.gate's paired
-    tests: McNemar for pass/fail scores, paired bootstrap otherwise, unpaired on stderrs without samples).
-    None when workbench.gate is not importable: the dashboard then leaves the column out rather than guess."""
-    try:
-        from workbench.config import GateSpec
-        from workbench.gate import rules as gate
-    except ImportError:
-        return None
-    from workbench.errors import BadInput
-
-    verdicts = {}
-    for row in comparison.rows:
-        key = (row.task, row.metric)
-        if row.a is None or row.b is None or row.higher_is_better is None:
-            verdicts[key] = "-"
-            continue
-        # max_drop 0: any drop is checked; the verdict below reads the test itself, in both directions.
-        spec = GateSpec(task=row.task, metric=row.metric, max_drop=0.0, higher_is_better=row.higher_is_better)
-        try:
-            verdicts[key] = _verdict(gate.evaluate_gate(b, a, spec), spec.significance)
-        except BadInput as exc:
-            verdicts[key] = f"not tested: {exc}"
-    return verdicts
-
-
-def _verdict(result, alpha: float) -> str:
-    if result.test is None:
-        return "not tested (no per-sample scores or stderrs)"
-    if result.p_value is not None:
-        significant = result.p_value < alpha
-        evidence = f"{result.test} p={result.p_value:.3g}"
-    else:
-        significant = result.ci_low > 0 or result.ci_high < 0
-        evidence = f"{result.test} {1 - alpha:.0%} CI of Δ [{result.ci_low:+.4f}, {result.ci_high:+.4f}]"
-    if not significant or not result.delta:
-        return f"no significant difference ({evidence})"
-    better = (result.delta > 0) == result.higher_is_better
-    return f"significantly {'better' if better else 'worse'} ({evidence})"

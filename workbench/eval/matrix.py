@@ -2,7 +2,7 @@
 `wb merge` of it wrote, the files a `wb export` of that wrote, at any depth), each evaluated in its own runtime,
 and each compared with CKPT by the paired tests the gates use.
 
-Members are read from the store's merge and export runs through views.lineage (the graph the dashboard's Lineage
+Members are read from the store's merge and export runs through store/lineage.py (the graph the dashboard's Lineage
 page draws: a merge run's `output`, an export run's `outputs`, and the `parent` each checkpoint's metadata
 records), keyed by weights sha. A member whose path is gone, or whose file there now holds other weights, is
 listed as missing; one wb eval cannot run here (EXL2 without CUDA, a LoRA GGUF, the base GGUF shipped beside it)
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.checkpoints.checkpoint import Checkpoint
-from workbench.dashboard import views
 from workbench.errors import BadInput
+from workbench.gate.verdicts import significance_verdicts
 from workbench.store import Run
+from workbench.store.lineage import KIND_ORDER, checkpoint_key, lineage
 
 RECORDING_COMMANDS = "`wb merge ADAPTER -o DIR` (the merged model) and `wb export CKPT -o DIR` (exported files)"
 
@@ -61,8 +62,8 @@ class Member:
 def find_members(root: Checkpoint, manifests: list[dict]) -> list[Member]:
     """CKPT first, then its descendants in the store's lineage (merged models, then exported files), each
     resolved from disk and marked missing or skipped where it cannot be evaluated."""
-    nodes, edges = views.lineage(manifests)
-    root_key = views.checkpoint_key(root.to_dict())
+    nodes, edges = lineage(manifests)
+    root_key = checkpoint_key(root.to_dict())
     children: dict[str, list[tuple[str, str]]] = {}
     for src, dst, how in edges:
         children.setdefault(src, []).append((dst, how))
@@ -78,7 +79,7 @@ def find_members(root: Checkpoint, manifests: list[dict]) -> list[Member]:
                     found[child] = (depth, how)
                     nxt.append(child)
         frontier = nxt
-    order = sorted(found, key=lambda k: (found[k][0], views.KIND_ORDER.get(nodes[k]["kind"], 9),
+    order = sorted(found, key=lambda k: (found[k][0], KIND_ORDER.get(nodes[k]["kind"], 9),
                                          nodes[k]["name"] or ""))
     members = [Member(name=root.name, path=str(root.path), kind=root.kind, format=root.format, sha=root.sha,
                       reference=True, status="planned", checkpoint=root)]
@@ -156,7 +157,7 @@ def compare_member(reference: Run, member: Member, run: Run):
     from workbench.compare.runs import compare_runs
 
     comparison = compare_runs(reference, run)
-    verdicts = views.significance_verdicts(reference, run, comparison) or {}
+    verdicts = significance_verdicts(reference, run, comparison)
     member.significance = {f"{t}/{m}": v for (t, m), v in verdicts.items()}
     member.same_answers = same_answers(reference, run)
     return comparison
