@@ -3,12 +3,11 @@ and converted once into a regular transformers checkpoint under $WB_HOME."""
 
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
 from workbench.checkpoints.checkpoint import DEFAULT_REF, Checkpoint, weights_sha
 from workbench.errors import BadInput, EnvironmentProblem
-from workbench.store.files import staging_dir
+from workbench.store.files import staged_folder
 from workbench.system.extras import require
 from workbench.system.home import home
 
@@ -55,24 +54,17 @@ def ensure_default_model_dir() -> Path:
 def _materialize_default(target: Path) -> None:
     gguf = default_gguf_path()
     transformers = require("transformers", "Loading the default model", "eval")
-    tmp = staging_dir(target)
-    try:
+    with staged_folder(target, replace=True) as build:  # a folder there without config.json is a broken copy
         kwargs = dict(gguf_file=gguf.name)
         # transformers keeps GGUF weights quantized unless told to dequantize; a saved model must be plain.
         model = transformers.AutoModelForCausalLM.from_pretrained(
             gguf.parent, quantization_config=transformers.GgufConfig(dequantize=True), **kwargs
         )
         tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(build)
+        tokenizer.save_pretrained(build)
         ckpt = Checkpoint(
-            path=tmp, name=DEFAULT_REF, kind="base", format="hf", sha=weights_sha(tmp),
+            path=build, name=DEFAULT_REF, kind="base", format="hf", sha=weights_sha(build),
             parent={"format": "gguf", "path": str(gguf), "sha": weights_sha(gguf), "how": "transformers gguf dequantize"},
         )
         ckpt.save_meta()
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,7 @@ import typer
 
 from workbench.cli.options import JsonOpt
 from workbench.cli.output import emit_json
-from workbench.system.console import info, library_stdout_to_stderr
+from workbench.system.console import info
 
 
 def register(app: typer.Typer) -> None:
@@ -28,16 +28,12 @@ def import_adapter_cmd(
 ):
     """Convert another trainer's adapter to PEFT and check it by logits."""
     from workbench.merge.adapter_import import import_adapter
-    from workbench.system.output_paths import check_new_folder
 
-    check_new_folder(out)
-    with library_stdout_to_stderr():
-        ckpt, report, fmt = import_adapter(src, out, base=base, lora_alpha=lora_alpha, tolerance=tolerance)
-    summary = {"adapter": str(ckpt.path), "base": ckpt.base, "imported_from": ckpt.parent["imported_from"],
-               "detected": fmt.to_dict(), "check": report.__dict__}
+    result = import_adapter(src, out, base=base, lora_alpha=lora_alpha, tolerance=tolerance)
     if json_out:
-        emit_json(summary)
+        emit_json(result.to_dict())
         return
+    ckpt, report, fmt = result.checkpoint, result.check, result.detected
     info(f"{fmt.label} adapter ({report.modules} modules) imported as PEFT into {ckpt.path} (base {ckpt.base}): "
          f"max |logit diff| {report.max_abs_logit_diff:.3g} vs the {fmt.label} formula over {report.probe_tokens} "
          f"probe tokens (tolerance {report.tolerance:g}; the adapter moves logits by up to "

@@ -105,15 +105,12 @@ def export_exl2(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
 
     refuse_options("EXL2", options)
     names = check(ckpt, quants)
-    return build_staged(out_dir, progress, lambda tmp, steps: _build(ckpt, tmp, names, steps))
+    return build_staged(out_dir, progress, lambda out, work, steps: _build(ckpt, out, work, names, steps))
 
 
-def _build(ckpt: Checkpoint, tmp: Path, names: list[str], steps) -> list[Checkpoint]:
+def _build(ckpt: Checkpoint, out: Path, work: Path, names: list[str], steps) -> list[Checkpoint]:
     from workbench.export.hf_quant import folder_bytes, weights_bytes
 
-    work, out = tmp / "work", tmp / "out"
-    work.mkdir()
-    out.mkdir()
     source, merged = export_source(ckpt, work, steps)
     version = _version()
     src, length = converter_input(source.path, work / "src")

@@ -187,7 +187,8 @@ def export_hf_quant(method: str, ckpt: Checkpoint, out_dir: Path, quants: list[s
     names = check(method, ckpt, quants)
     if calibration is not None and not Path(calibration).is_file():
         raise BadInput(f"calibration data '{calibration}': no such file")
-    return build_staged(out_dir, progress, lambda tmp, steps: _build(method, ckpt, tmp, names, calibration, steps))
+    return build_staged(out_dir, progress,
+                        lambda out, work, steps: _build(method, ckpt, out, work, names, calibration, steps))
 
 
 def refuse_options(label: str, options: dict) -> None:
@@ -199,12 +200,10 @@ def refuse_options(label: str, options: dict) -> None:
         raise BadInput(f"{flag} does not apply to {label} export")
 
 
-def _build(method: str, ckpt: Checkpoint, tmp: Path, names: list[str], calibration, steps) -> list[Checkpoint]:
+def _build(method: str, ckpt: Checkpoint, out: Path, work: Path, names: list[str], calibration,
+           steps) -> list[Checkpoint]:
     from workbench.runtimes.hf import load_tokenizer
 
-    work, out = tmp / "work", tmp / "out"
-    work.mkdir()
-    out.mkdir()
     source, merged = export_source(ckpt, work, steps)
     config = read_config(source.path)
     specs = {s.name: s for s in parse_quants(method, names, config, source.path / "config.json")}

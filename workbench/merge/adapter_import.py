@@ -24,6 +24,7 @@ from typing import Callable
 from workbench.checkpoints.adapter_formats import AdapterFormat, detect, load_torchtune_state
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
+from workbench.system.console import library_stdout_to_stderr
 from workbench.system.extras import require
 
 PEFT_PREFIX = "base_model.model."
@@ -43,6 +44,18 @@ class ImportReport:
 
 
 @dataclass
+class ImportResult:
+    checkpoint: Checkpoint  # the PEFT adapter at its published path, lineage `imported_from`
+    check: ImportReport
+    detected: AdapterFormat
+
+    def to_dict(self) -> dict:
+        return {"adapter": str(self.checkpoint.path), "base": self.checkpoint.base,
+                "imported_from": self.checkpoint.parent["imported_from"], "detected": self.detected.to_dict(),
+                "check": self.check.__dict__}
+
+
+@dataclass
 class Conversion:
     tensors: dict  # PEFT key -> tensor
     rank: int
@@ -53,10 +66,16 @@ class Conversion:
 
 
 def import_adapter(src: Path, out: Path, *, base: str | None = None, lora_alpha: float | None = None,
-                   tolerance: float = DEFAULT_TOLERANCE) -> tuple[Checkpoint, ImportReport, AdapterFormat]:
+                   tolerance: float = DEFAULT_TOLERANCE) -> ImportResult:
+    """Convert the MLX-LM or torchtune adapter in `src` into a PEFT adapter in `out` (new or empty), checked by
+    logits against the source trainer's formula. base: the base it was trained on (default: the one its
+    adapter_config.json names); lora_alpha: torchtune's alpha, when no adapter_config.json gives it."""
     from workbench.checkpoints.resolve import portable_base, resolve_base
-    from workbench.store.files import publish_dir, staging_dir
+    from workbench.store.files import staged_folder
+    from workbench.system.output_paths import check_new_folder
 
+    out = Path(out)
+    check_new_folder(out)
     fmt = detect(Path(src))
     if fmt.format == "peft":
         raise BadInput(f"adapter '{src}' is already a PEFT adapter ({fmt.trainer or 'trainer unknown'}): use it as "
@@ -69,28 +88,27 @@ def import_adapter(src: Path, out: Path, *, base: str | None = None, lora_alpha:
     if base_ckpt.kind == "adapter" or base_ckpt.format != "hf":
         raise BadInput(f"base '{base_ref}': must be an HF model folder, not a {base_ckpt.kind} {base_ckpt.format} "
                        "checkpoint")
-    torch = require("torch", "Importing an adapter", "train")
-    transformers = require("transformers", "Importing an adapter", "eval")
-    peft = require("peft", "Importing an adapter", "train")
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(base_ckpt.path), dtype=torch.float32)
-    model.eval()
-    conversion = (_from_mlx if fmt.format == "mlx" else _from_torchtune)(fmt, model, lora_alpha, torch)
-    tmp = staging_dir(out)
-    try:
-        _write_peft(tmp, fmt, conversion, portable_base(base_ckpt, base_ref), peft)
-        report = _check(fmt, model, conversion, tmp, base_ckpt, tolerance, torch, peft)
-        ckpt = Checkpoint(
-            path=tmp, name=out.name, kind="adapter", format="peft", base=portable_base(base_ckpt, base_ref),
-            sha=weights_sha(tmp),
-            parent={"imported_from": {"format": fmt.format, "trainer": fmt.trainer, "path": str(fmt.path.resolve()),
-                                      "sha": weights_sha(fmt.weights), "weights": fmt.weights.name},
-                    "base": base_ckpt.name, "base_sha": base_ckpt.sha, "import_check": asdict(report)})
-        ckpt.save_meta()
-        publish_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with library_stdout_to_stderr():  # banners of the libraries (peft imports GPTQModel's) stay off stdout
+        torch = require("torch", "Importing an adapter", "train")
+        transformers = require("transformers", "Importing an adapter", "eval")
+        peft = require("peft", "Importing an adapter", "train")
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(base_ckpt.path), dtype=torch.float32)
+        model.eval()
+        conversion = (_from_mlx if fmt.format == "mlx" else _from_torchtune)(fmt, model, lora_alpha, torch)
+        with staged_folder(out) as build:
+            build.mkdir()
+            _write_peft(build, fmt, conversion, portable_base(base_ckpt, base_ref), peft)
+            report = _check(fmt, model, conversion, build, base_ckpt, tolerance, torch, peft)
+            ckpt = Checkpoint(
+                path=build, name=out.name, kind="adapter", format="peft", base=portable_base(base_ckpt, base_ref),
+                sha=weights_sha(build),
+                parent={"imported_from": {"format": fmt.format, "trainer": fmt.trainer,
+                                          "path": str(fmt.path.resolve()), "sha": weights_sha(fmt.weights),
+                                          "weights": fmt.weights.name},
+                        "base": base_ckpt.name, "base_sha": base_ckpt.sha, "import_check": asdict(report)})
+            ckpt.save_meta()
     ckpt.path = out.resolve()
-    return ckpt, report, fmt
+    return ImportResult(ckpt, report, fmt)
 
 
 def _linear(modules: dict, name: str, fmt: AdapterFormat, key: str, torch):

@@ -9,13 +9,12 @@ base + combined adapter). The written folder is loaded back and probed (workbenc
 
 import json
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
-from workbench.store.files import publish_dir, staging_dir
+from workbench.store.files import staged_folder
 from workbench.system.failures import disk_full_as
 
 HOW = "peft add_weighted_adapter + merge_and_unload"
@@ -174,16 +173,15 @@ def merge_adapters(adapters: list[Checkpoint], out_dir: Path, combo: Combination
     merged = model.merge_and_unload()
     after, _, _ = probe(merged, tokenizer, torch)
     check = compare_logits(adapters[0], before, after, n_tokens, tolerance)
-    tmp = staging_dir(out_dir)
-    try:
+    with staged_folder(out_dir) as build:
         with disk_full_as(out_dir):
-            merged.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
+            merged.save_pretrained(str(build))
+            tokenizer.save_pretrained(str(build))
         del merged, model
-        verified = verify_folder(tmp, adapters[0])
+        verified = verify_folder(build, adapters[0])
         ckpt = Checkpoint(
-            path=tmp, name=f"{adapters[0].name}-{combo.method}-merged", kind="merged", format="hf",
-            base=adapters[0].base, sha=weights_sha(tmp),
+            path=build, name=f"{adapters[0].name}-{combo.method}-merged", kind="merged", format="hf",
+            base=adapters[0].base, sha=weights_sha(build),
             parent={"how": HOW, **combo.to_dict(),
                     "base": {"name": base.name, "path": str(base.path), "sha": _sha(base)},
                     "adapters": [{"name": a.name, "path": str(a.path), "sha": _sha(a), "weight": w,
@@ -191,8 +189,5 @@ def merge_adapters(adapters: list[Checkpoint], out_dir: Path, combo: Combination
                     "merge_check": check.__dict__, "verified": verified, "parents_probe_perplexity": parents},
         )
         ckpt.save_meta()
-        publish_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     ckpt.path = out_dir.resolve()
     return ckpt, {"merge_check": check.__dict__, "verified": verified, "parents": parents}

@@ -1,12 +1,11 @@
 """Merging a LoRA adapter into its base, verified: merged logits must match base + adapter on a probe batch."""
 
-import shutil
 from pathlib import Path
 
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
 from workbench.merge.probe import DEFAULT_TOLERANCE, MergeReport, compare_logits, probe, probe_tokenizer
-from workbench.store.files import publish_dir, staging_dir
+from workbench.store.files import staged_folder
 from workbench.system.extras import require
 from workbench.system.failures import disk_full_as
 
@@ -40,21 +39,18 @@ def merge_adapter(adapter: Checkpoint, out_dir: Path, *, tolerance: float = DEFA
     merged = model.merge_and_unload()
     after, _, _ = probe(merged, tokenizer, torch)
     report = compare_logits(adapter, before, after, n_tokens, tolerance)
-    tmp = staging_dir(out_dir)
-    try:
+    with staged_folder(out_dir) as build:
         with disk_full_as(out_dir):
-            merged.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
+            merged.save_pretrained(str(build))
+            tokenizer.save_pretrained(str(build))
         ckpt = Checkpoint(
-            path=tmp, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base, sha=weights_sha(tmp),
+            path=build, name=f"{adapter.name}-merged", kind="merged", format="hf", base=adapter.base,
+            sha=weights_sha(build),
             parent={"adapter": adapter.name, "adapter_path": str(adapter.path), "adapter_sha": adapter.sha,
                     "base": base.name, "base_sha": base.sha, "how": "peft merge_and_unload",
                     "merge_check": report.__dict__, **trained_on(adapter),
                     **merge_note(adapter, target, reference, after)},
         )
         ckpt.save_meta()
-        publish_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     ckpt.path = out_dir.resolve()
     return ckpt, report

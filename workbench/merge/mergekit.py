@@ -13,7 +13,7 @@ from pathlib import Path
 
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
-from workbench.store.files import publish_dir, staging_dir
+from workbench.store.files import staged_folder
 from workbench.system.failures import disk_full_as
 
 HOW = "mergekit"
@@ -130,30 +130,27 @@ def merge_with_mergekit(cfg: MergekitConfig, out_dir: Path, *, seed: int = 0,
 
     check_new_folder(out_dir)
     parents = parents if parents is not None else check_models(cfg)
-    tmp = staging_dir(out_dir)
-    try:
+    with staged_folder(out_dir) as build:
+        build.mkdir()
         with disk_full_as(out_dir):
-            run_merge(cfg.config, str(tmp), options=MergeOptions(device="cpu", copy_tokenizer=True, quiet=True,
-                                                                 random_seed=seed, lazy_unpickle=False),
+            run_merge(cfg.config, str(build), options=MergeOptions(device="cpu", copy_tokenizer=True, quiet=True,
+                                                                   random_seed=seed, lazy_unpickle=False),
                       config_source=cfg.text)
-            if not (tmp / "tokenizer_config.json").exists():  # mergekit copies the base model's, when it has one
-                _copy_tokenizer(parents[0], tmp)
+            if not (build / "tokenizer_config.json").exists():  # mergekit copies the base model's, when it has one
+                _copy_tokenizer(parents[0], build)
         gc.collect()
-        merged_ref = Checkpoint(path=tmp, name="merged", kind="merged", format="hf")
-        verified = verify_folder(tmp, merged_ref)
+        merged_ref = Checkpoint(path=build, name="merged", kind="merged", format="hf")
+        verified = verify_folder(build, merged_ref)
         perplexities = [{"name": p.name, "path": str(p.path), "kind": p.kind,
                          "probe_perplexity": parent_perplexity(p)} for p in parents]
         ckpt = Checkpoint(
-            path=tmp, name=f"{cfg.path.stem}-merged", kind="merged", format="hf", sha=weights_sha(tmp),
+            path=build, name=f"{cfg.path.stem}-merged", kind="merged", format="hf", sha=weights_sha(build),
             parent={"how": HOW, "merge_method": cfg.config.merge_method, "config_path": str(cfg.path.resolve()),
                     "config_sha": cfg.sha, "config": cfg.text, "located": cfg.located, "seed": seed,
                     "models": [{"name": p.name, "path": str(p.path), "sha": p.sha} for p in parents],
                     "verified": verified, "parents_probe_perplexity": perplexities},
         )
         ckpt.save_meta()
-        publish_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     ckpt.path = out_dir.resolve()
     return ckpt, {"verified": verified, "parents": perplexities}
 

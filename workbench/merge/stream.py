@@ -23,7 +23,7 @@ from workbench.checkpoints.safetensors_files import all_finite, copy_bytes, read
 from workbench.errors import BadInput
 from workbench.merge.lora import trained_on
 from workbench.merge.probe import DEFAULT_TOLERANCE, MergeReport
-from workbench.store.files import publish_dir, staging_dir
+from workbench.store.files import staged_folder
 from workbench.system.failures import disk_full_as
 from workbench.system.output_paths import check_new_folder
 
@@ -86,33 +86,30 @@ def merge_streaming(adapter: Checkpoint, out_dir: Path, *, plan: MergePlan | Non
     if plan.unsupported:
         raise BadInput(f"the streaming merge cannot merge adapter '{adapter.path}': {'; '.join(plan.unsupported)}")
     lora = _load_adapter_tensors(plan)
-    tmp = staging_dir(out_dir)
-    try:
+    with staged_folder(out_dir) as build:
+        build.mkdir()
         with disk_full_as(out_dir, plan.total_bytes):
             step = progress.task("merging shards", len(plan.shards)) if progress else (lambda n=1: None)
             counts = []
             for shard in plan.shards:
-                counts.append(_merge_shard(plan, shard, tmp / shard.path.name, lora))
+                counts.append(_merge_shard(plan, shard, build / shard.path.name, lora))
                 step()
             del lora
             gc.collect()
-            _copy_side_files(plan, tmp)
-            ckpt = _checkpoint(plan, tmp, target)
+            _copy_side_files(plan, build)
+            ckpt = _checkpoint(plan, build, target)
             ckpt.save_meta()
         report = StreamReport(shards=len(plan.shards), tensors=sum(len(s.entries) for s in plan.shards),
                               tensors_merged=sum(c[0] for c in counts), tensors_replaced=sum(c[1] for c in counts),
                               tensors_dequantized=sum(c[2] for c in counts),
                               largest_shard_bytes=plan.largest_shard_bytes, check="structure")
-        check_structure(plan, tmp, progress)
+        check_structure(plan, build, progress)
         if check == "logits" or (check == "auto" and _small_float32(plan)):
             report.check = "logits"
-            report.logits, note = check_logits(adapter, tmp, tolerance, target)
+            report.logits, note = check_logits(adapter, build, tolerance, target)
             ckpt.parent["merge_check"] = {"check": "logits", **report.logits.__dict__}
             ckpt.parent.update(note)
             ckpt.save_meta()
-        publish_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     ckpt.path = out_dir.resolve()
     return ckpt, report
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from workbench.errors import BadInput
 
@@ -97,22 +97,43 @@ def remove_stale_staging(target: Path) -> list[Path]:
     return removed
 
 
-def publish_dir(staged: Path, target: Path) -> None:
-    """Move a finished staged folder into place; `target` may exist only as an empty folder (checked by callers)."""
-    if target.exists():
-        target.rmdir()
+def _publish(staged: Path, target: Path, replace: bool) -> None:
+    """Move a finished build folder into place: `target` absent, an empty folder, or (replace) any folder."""
+    import shutil
+
+    if target.is_dir() and replace:
+        shutil.rmtree(target)
+    elif target.exists():
+        target.rmdir()  # empty (callers check before any work): an OSError otherwise, never a silent merge
     os.replace(staged, target)
 
 
+_building: set[Path] = set()  # the build folders of this process's open staged_folder()s
+
+
 @contextmanager
-def staged_folder(target: Path):
-    """Yields a folder path to build into (not yet created); on a clean exit it becomes `target` (absent or an
-    empty folder), and on any error, Ctrl-C included, it is removed and `target` is left as it was."""
+def staged_folder(target: Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yields a folder path to build into (not yet created); on a clean exit it becomes `target`, and on any
+    error, Ctrl-C included, it is removed and `target` is left as it was. `target` must be absent or an empty
+    folder; with replace, a folder there is replaced whole (a cache being rebuilt).
+
+    The yielded folder's parent is private to this staging as well: scratch space for what is built but not
+    published (a merged source, an intermediate f16 file), removed with it.
+
+    Staging a `target` that is itself the build folder of an open staged_folder of this process builds in place:
+    the outer one publishes it, once (the export pipeline verifies an exporter's files before publishing them)."""
     import shutil
 
+    target = Path(target)
+    if target.absolute() in _building:
+        yield target
+        return
     tmp = staging_dir(target)
+    build = tmp / "out"
+    _building.add(build.absolute())
     try:
-        yield tmp / "out"
-        publish_dir(tmp / "out", target)
+        yield build
+        _publish(build, target, replace)
     finally:
+        _building.discard(build.absolute())
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,7 +6,6 @@ modules beside this one each own one part: rows (data per method), peft_spec (PE
 configs and trainers), reward (GRPO's scorer), workbench.checkpoints.quantization (bitsandbytes)."""
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from workbench.config import ScorerSpec, TrainConfig
 from workbench.data.formats import FORMATS, Row
 from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem
-from workbench.store.files import publish_dir, staging_dir
+from workbench.store.files import staged_folder
 from workbench.system.extras import available, require
 from workbench.train.checkpoints import CheckpointPlan, plan_checkpoints, recipe_fingerprint
 from workbench.train.loss_log import loss_log_callback, loss_rows
@@ -156,54 +155,51 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
         optimizers = (loraplus.create_loraplus_optimizer(
             model, torch.optim.AdamW, lr=t.learning_rate, loraplus_lr_ratio=t.loraplus_lr_ratio), None)
     dataset = datasets.Dataset.from_list(inputs.examples)
-    work = staging_dir(out_dir)
-    args = trainer_config(cfg, config_path, work / "trainer", cuda=cuda, saving=plan.trainer_args(),
+    saving = plan.trainer_args()  # the Trainer's checkpoints go beside the output (train/checkpoints.py)
+    args = trainer_config(cfg, config_path, Path(saving["output_dir"]), cuda=cuda, saving=saving,
                           report_to=report_to)
     callbacks = [loss_log_callback(transformers, on_log), plan.callback(transformers), *callbacks]
     if inputs.peft_type == "adalora":
         callbacks.append(_adalora_allocator(transformers))
     try:
-        plan.start()
-        reward_funcs = None
-        if inputs.reward:
-            from workbench.train.reward import reward_function
+        with staged_folder(out_dir) as adapter_dir:
+            plan.start()
+            reward_funcs = None
+            if inputs.reward:
+                from workbench.train.reward import reward_function
 
-            reward_funcs = [reward_function(inputs.reward[0])]
-        trainer = build_trainer(cfg.method, model=model, args=args, dataset=dataset, tokenizer=tokenizer,
-                                callbacks=callbacks, optimizers=optimizers, reward_funcs=reward_funcs, cuda=cuda)
-        result = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
-        log = loss_rows(trainer.state.log_history)
-        adapter_dir = work / "adapter"
-        trainer.model.save_pretrained(str(adapter_dir))
-        tokenizer.save_pretrained(str(adapter_dir))
-        base_ref = portable_base(base, cfg.base)
-        if base.hub:  # PEFT wrote the snapshot's path in the cache; other tools find the hub id anywhere
-            _set_adapter_base(adapter_dir, base_ref)
-        from workbench.train.peft_spec import peft_fields
+                reward_funcs = [reward_function(inputs.reward[0])]
+            trainer = build_trainer(cfg.method, model=model, args=args, dataset=dataset, tokenizer=tokenizer,
+                                    callbacks=callbacks, optimizers=optimizers, reward_funcs=reward_funcs, cuda=cuda)
+            result = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+            log = loss_rows(trainer.state.log_history)
+            trainer.model.save_pretrained(str(adapter_dir))
+            tokenizer.save_pretrained(str(adapter_dir))
+            base_ref = portable_base(base, cfg.base)
+            if base.hub:  # PEFT wrote the snapshot's path in the cache; other tools find the hub id anywhere
+                _set_adapter_base(adapter_dir, base_ref)
+            from workbench.train.peft_spec import peft_fields
 
-        parent = {"base": base.name, "base_path": str(base.path), "base_sha": base.sha,
-                  **({"base_hub": base.hub} if base.hub else {}),
-                  "method": cfg.method, "trainer": f"trl.{METHODS[cfg.method].trainer}",
-                  "peft_type": inputs.peft_type, "peft": peft_fields(cfg),
-                  **({"quantization": inputs.quantization} if inputs.quantization else {}),
-                  **({"reward": inputs.reward[1]} if inputs.reward else {}),
-                  "train_data": str(inputs.data_path), "train_data_sha": sha256_file(inputs.data_path),
-                  "data_format": inputs.data_format, "n_train": len(inputs.rows), "n_examples": len(inputs.examples),
-                  "recipe": json.loads(cfg.model_dump_json())}
-        ckpt = Checkpoint(
-            path=adapter_dir, name=cfg.name, kind="adapter", format="peft", base=base_ref,
-            sha=weights_sha(adapter_dir), parent=parent,
-            extra={"train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
-                   "final_loss": log[-1]["loss"] if log else None, "steps_trained": trainer.state.global_step},
-        )
-        ckpt.save_meta()
-        publish_dir(adapter_dir, out_dir)
+            parent = {"base": base.name, "base_path": str(base.path), "base_sha": base.sha,
+                      **({"base_hub": base.hub} if base.hub else {}),
+                      "method": cfg.method, "trainer": f"trl.{METHODS[cfg.method].trainer}",
+                      "peft_type": inputs.peft_type, "peft": peft_fields(cfg),
+                      **({"quantization": inputs.quantization} if inputs.quantization else {}),
+                      **({"reward": inputs.reward[1]} if inputs.reward else {}),
+                      "train_data": str(inputs.data_path), "train_data_sha": sha256_file(inputs.data_path),
+                      "data_format": inputs.data_format, "n_train": len(inputs.rows),
+                      "n_examples": len(inputs.examples), "recipe": json.loads(cfg.model_dump_json())}
+            ckpt = Checkpoint(
+                path=adapter_dir, name=cfg.name, kind="adapter", format="peft", base=base_ref,
+                sha=weights_sha(adapter_dir), parent=parent,
+                extra={"train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+                       "final_loss": log[-1]["loss"] if log else None, "steps_trained": trainer.state.global_step},
+            )
+            ckpt.save_meta()
         plan.finish()
     except BaseException:
         plan.abandon()
         raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     ckpt.path = out_dir.resolve()
     return ckpt, log
 

@@ -98,19 +98,16 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
 
         check_adapter(ckpt)
 
-    def build(tmp, steps):
-        return _build(ckpt, tmp, names, keep_f16, steps, ollama, adapter_gguf, imatrix_data)
+    def build(out, work, steps):
+        return _build(ckpt, out, work, names, keep_f16, steps, ollama, adapter_gguf, imatrix_data)
 
     return build_staged(out_dir, progress, build)
 
 
-def _build(ckpt: Checkpoint, tmp: Path, names: list[str], keep_f16: bool, steps: "Steps",
+def _build(ckpt: Checkpoint, out: Path, work: Path, names: list[str], keep_f16: bool, steps: "Steps",
            ollama: bool = True, adapter_gguf: bool = False, imatrix_data: Path | None = None) -> list[Checkpoint]:
     from workbench.runtimes.llamacpp.tools import locate_tools
 
-    work, out = tmp / "work", tmp / "out"
-    work.mkdir()
-    out.mkdir()
     source, merged = export_source(ckpt, work, steps)
     with steps.step("locate llama.cpp's converter"):
         tools = locate_tools()
