@@ -1,6 +1,7 @@
 import pytest
 
 from workbench.compare.runs import compare_runs, paired_samples
+from workbench.errors import BadInput
 from workbench.store import Store
 
 
@@ -30,3 +31,19 @@ def test_settings_that_differ_are_named(tmp_path):
     a = _eval_run(store, "base", [1, 0], limit=None)
     b = _eval_run(store, "tuned", [1, 1], limit=2)
     assert compare_runs(a, b).setting_differences == ["limit: None vs 2"]
+
+
+def test_the_api_resolves_run_ids_refuses_differing_settings_and_pairs_samples(tmp_path):
+    import workbench
+
+    store = Store(tmp_path)
+    a = _eval_run(store, "base", [0, 1, 1])
+    b = _eval_run(store, "tuned", [1, 1, 0], limit=3)
+    with pytest.raises(BadInput, match=r"not comparable: settings differ: limit: None vs 3 \(pass --allow-diff"):
+        workbench.compare(a.run_id, b.run_id, store=tmp_path)
+    cmp = workbench.compare(a.run_id[-6:], "latest", store=tmp_path, samples=2, allow_differences=True)
+    assert (cmp.run_a, cmp.run_b, cmp.setting_differences) == (a.run_id, b.run_id, ["limit: None vs 3"])
+    assert [(p["a"], p["b"]) for p in cmp.samples["t"]] == [("base0", "tuned0"), ("base1", "tuned1")]
+    assert cmp.to_dict()["samples"] == cmp.samples
+    plain = workbench.compare(a, a)  # Run objects need no store
+    assert plain.samples is None and "samples" not in plain.to_dict() and plain.rows[0].delta == 0

@@ -131,10 +131,11 @@ def test_unknown_quant_refused_before_any_model_load(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     code = (
         "import json, sys\n"
-        "from workbench.cli.export import export_command\n"
+        "import workbench\n"
         "from workbench.errors import BadInput\n"
         "try:\n"
-        f"    export_command({str(tiny_model_dir)!r}, 'gguf', ['q8_0', 'Q9'], {str(out)!r}, False)\n"
+        f"    workbench.export({str(tiny_model_dir)!r}, 'gguf', quants=['q8_0', 'Q9'], output={str(out)!r},\n"
+        f"                     store={str(tmp_path / 'store')!r})\n"
         "except BadInput as exc:\n"
         "    print(json.dumps({'error': str(exc), 'heavy': [m for m in ('torch', 'transformers', 'llama_cpp')\n"
         "                                                    if m in sys.modules]}))\n"
@@ -294,11 +295,12 @@ def test_runtime_refuses_a_file_that_is_not_gguf(tmp_path):
 def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     from transformers import AutoTokenizer
 
-    from workbench.cli.export import export_command
+    import workbench
     from workbench.runtimes.llamacpp import model as llamacpp
 
     out = tmp_path / "gguf"
-    summary = export_command(str(tiny_model_dir), "gguf", "q8_0", out, keep_f16=True, progress=False)
+    summary = workbench.export(str(tiny_model_dir), "gguf", quants="q8_0", output=out, keep_f16=True, progress=False,
+                               store=tmp_path / "store").to_dict()
     json.dumps(summary)  # JSON-able
     names = sorted(p.name for p in out.iterdir())
     stem = tiny_model_dir.name
@@ -385,7 +387,7 @@ def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path, llama_tools):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workbench.cli.export import export_command
+    import workbench
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     torch.manual_seed(1)
@@ -394,7 +396,8 @@ def test_adapter_is_merged_then_exported(tiny_model_dir, tmp_path, llama_tools):
     get_peft_model(base, lora).save_pretrained(str(adapter_dir))
 
     out = tmp_path / "gguf"
-    summary = export_command(str(adapter_dir), "gguf", ["f16"], out, False, progress=False)
+    summary = workbench.export(str(adapter_dir), "gguf", quants=["f16"], output=out, progress=False,
+                               store=tmp_path / "store").to_dict()
     assert sorted(p.name for p in out.iterdir()) == ["README.ollama.md", "adapter-F16.Modelfile", "adapter-F16.gguf",
                                                      "adapter-F16.gguf.wb.json"]
     ckpt = resolve_checkpoint(out / "adapter-F16.gguf")
@@ -555,7 +558,7 @@ def test_adapter_only_gguf_on_its_base(tiny_model_dir, tmp_path, llama_tools):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workbench.cli.export import export_command
+    import workbench
     from workbench.export import quality
     from workbench.export.ollama import bundle as ollama
     from workbench.runtimes.llamacpp import model as llamacpp
@@ -567,7 +570,8 @@ def test_adapter_only_gguf_on_its_base(tiny_model_dir, tmp_path, llama_tools):
     get_peft_model(base, lora).save_pretrained(str(adapter_dir))
 
     out = tmp_path / "gguf"
-    summary = export_command(str(adapter_dir), "gguf", ["f16"], out, False, progress=False, adapter_gguf=True)
+    summary = workbench.export(str(adapter_dir), "gguf", quants=["f16"], output=out, progress=False, adapter_gguf=True,
+                               store=tmp_path / "store").to_dict()
     base_file = f"{tiny_model_dir.name}-F16.gguf"
     assert sorted(os.listdir(out)) == sorted([
         "README.ollama.md", "adapter-F16.gguf", "adapter-F16.gguf.wb.json", "adapter-F16.Modelfile",
@@ -670,12 +674,13 @@ def _tiny_family(default_ckpt, out: Path, family: str) -> Path:
 def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp_path, llama_tools):
     from transformers import AutoTokenizer
 
+    import workbench
     from workbench.chat import format as chat_format
-    from workbench.cli.export import export_command
 
     model = _tiny_family(default_ckpt, tmp_path / f"tiny-{family}", family)
     out = tmp_path / "gguf"
-    summary = export_command(str(model), "gguf", "q8_0", out, progress=False)
+    summary = workbench.export(str(model), "gguf", quants="q8_0", output=out, progress=False,
+                               store=tmp_path / "store").to_dict()
     [f] = summary["files"]
     assert resolve_checkpoint(f["path"]).format == "gguf"
     bundle = f["ollama"]

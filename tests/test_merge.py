@@ -49,3 +49,20 @@ def test_merge_check_failure_writes_nothing(tmp_path, tiny_adapter):
         merge_adapter(tiny_adapter, tmp_path / "merged", tolerance=-1.0)
     assert not (tmp_path / "merged").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".merged")]
+
+
+def test_the_api_merges_records_the_run_and_returns_what_wb_merge_json_prints(tmp_path, tiny_adapter):
+    import workbench
+    from workbench.store import Store
+
+    result = workbench.merge(tiny_adapter.path, tmp_path / "merged", store=tmp_path / "store")
+    assert result.method == "in-memory" and result.merged == (tmp_path / "merged").resolve()
+    assert result.check["max_abs_logit_diff"] < 1e-4 and result.streaming is None
+    summary = result.to_dict()
+    assert list(summary)[:3] == ["run_id", "merged", "method"] and summary["argmax_agreement"] == 1.0
+    run = Store(tmp_path / "store").load(result.run_id)
+    assert (run.manifest["kind"], run.manifest["status"], run.manifest["command"]) == ("merge", "ok", "workbench.merge")
+    assert run.metric("merge_check", "max_abs_logit_diff")["value"] == result.check["max_abs_logit_diff"]
+    with pytest.raises(BadInput, match="--method is needed to combine 2 adapters"):
+        workbench.merge([tiny_adapter.path, tiny_adapter.path], tmp_path / "two")
+    assert not (tmp_path / "two").exists()

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from workbench.cli.options import JsonOpt, StoreOpt, store_for
+from workbench.cli.options import JsonOpt, StoreOpt
 from workbench.cli.output import emit_json, out
 
 
@@ -26,20 +26,13 @@ def compare(
 
     Exits 3 when settings that change scores differ between the runs (each one named), unless
     --allow-differences is given; then the differences are listed under the table."""
-    from workbench.compare.runs import compare_runs, paired_samples, render_samples, render_table
+    from workbench.compare.runs import compare as compare_two_runs
+    from workbench.compare.runs import render_samples, render_table
 
-    st = store_for(store, writing=False)
-    a, b = st.resolve(run_a), st.resolve(run_b)
-    cmp = compare_runs(a, b)
-    if cmp.setting_differences and not allow_differences:
-        from workbench.errors import BadInput
-
-        raise BadInput(f"runs {a.run_id} and {b.run_id} are not comparable: settings differ: "
-                       f"{'; '.join(cmp.setting_differences)} (pass --allow-differences to compare anyway)")
-    pairs = paired_samples(a, b, samples) if samples else {}
+    cmp = compare_two_runs(run_a, run_b, store=store, samples=samples, allow_differences=allow_differences)
     if json_out:
-        emit_json(cmp.to_dict() | ({"samples": pairs} if samples else {}))
+        emit_json(cmp.to_dict())
         return
     out.print(render_table(cmp))
-    for table in render_samples(cmp, pairs):
+    for table in render_samples(cmp, cmp.samples or {}):
         out.print(table)

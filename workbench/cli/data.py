@@ -32,22 +32,11 @@ def check(
     json_out: bool = JsonOpt,
 ):
     """Check training data before a long run. Exits 1 when rows are contaminated by the eval data."""
-    from workbench.data.check import check_rows
-    from workbench.data.eval_sources import against_items
-    from workbench.data.formats import load_rows
+    from workbench.data.check import check_data
     from workbench.errors import GateFailed
-    from workbench.system.home import data_dir as resolve_data_dir
 
-    # Everything is read and checked before any model loads.
-    detected, rows = load_rows(file, fmt)
-    items = against_items(against, resolve_data_dir(data_dir), evals_dir) if against else None
-    tokenizer = None
-    if template != "none":
-        from workbench.checkpoints.resolve import resolve_checkpoint
-        from workbench.runtimes.hf import load_tokenizer
-
-        tokenizer = load_tokenizer(resolve_checkpoint(template, with_sha=False))
-    report = check_rows(str(file), detected, rows, tokenizer=tokenizer, against=items, n=ngram)
+    report = check_data(file, against=against, template=template, format=fmt, ngram=ngram, data_dir=data_dir,
+                        evals_dir=evals_dir)
     if json_out:
         emit_json(report.to_dict())
     else:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import typer
 
-from workbench.cli.options import JsonOpt, StoreOpt, command_line, store_for
+from workbench.cli.options import JsonOpt, StoreOpt, command_line
 from workbench.cli.output import emit_json, out
+from workbench.store.runs import Store
 from workbench.system.console import err, info
 
 
@@ -36,7 +37,7 @@ def judge_cmd(
     from workbench.judge.reliability import summary_lines
     from workbench.judge.session import check_judge
 
-    st = store_for(store)
+    st = Store.open(store)
     source = st.resolve(run_ref)
     base_run = st.resolve(baseline) if baseline else None
     for option, run in (("RUN", source), ("--baseline", base_run)):

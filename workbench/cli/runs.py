@@ -5,8 +5,9 @@ from typing import Optional
 
 import typer
 
-from workbench.cli.options import JsonOpt, StoreOpt, store_for
+from workbench.cli.options import JsonOpt, StoreOpt
 from workbench.cli.output import emit_json, out
+from workbench.store.runs import Store
 from workbench.system.console import err
 
 RUN_KINDS = ("train", "eval", "judge", "merge", "export", "matrix")
@@ -29,7 +30,7 @@ def runs(
     if kind is not None and kind not in RUN_KINDS:
         raise typer.BadParameter(f"'{kind}' is not a run kind (choose from {', '.join(RUN_KINDS)})",
                                  param_hint="'--kind'")
-    st = store_for(store, writing=rebuild_index)
+    st = Store.open(store, writing=rebuild_index)
     if rebuild_index:
         err.print(f"indexed {st.rebuild_index()} runs in {st.index_path}")
     manifests = st.list_runs(kind=kind, limit=limit)

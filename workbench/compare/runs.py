@@ -1,8 +1,11 @@
-"""Comparing runs: what `wb compare` prints and the dashboard shows (one code path for both)."""
+"""Comparing runs: `workbench.compare` (what `wb compare` runs), and what the dashboard shows (one code path for
+both)."""
 
+import os
 from dataclasses import asdict, dataclass, field
 
-from workbench.store import Run
+from workbench.errors import BadInput
+from workbench.store import Run, Store
 
 # Settings that change scores: two runs that differ here are not directly comparable.
 SETTING_KEYS = ("suite", "suite_sha", "limit")
@@ -34,11 +37,31 @@ class Comparison:
     checkpoint_b: str
     rows: list[Row]
     setting_differences: list[str] = field(default_factory=list)
+    samples: dict[str, list[dict]] | None = None  # per task, outputs of A and B side by side (paired_samples)
 
     def to_dict(self) -> dict:
         return {"run_a": self.run_a, "run_b": self.run_b, "checkpoint_a": self.checkpoint_a,
                 "checkpoint_b": self.checkpoint_b, "setting_differences": self.setting_differences,
-                "rows": [asdict(r) for r in self.rows]}
+                "rows": [asdict(r) for r in self.rows]} | ({"samples": self.samples} if self.samples is not None
+                                                             else {})
+
+
+def compare(a: "str | Run", b: "str | Run", *, store: "Store | str | os.PathLike | None" = None, samples: int = 0,
+            allow_differences: bool = False) -> Comparison:
+    """Two runs metric by metric (B - A), with paired per-sample counts for task evals. a, b: Run objects, or run
+    ids (a unique prefix or suffix, or 'latest') in `store` (default: $WB_STORE, else $WB_HOME/store).
+    samples: also the first N per-sample outputs of A and B side by side. Runs whose settings that change scores
+    differ (each one named) are a BadInput unless allow_differences; then the differences are listed."""
+    if not (isinstance(a, Run) and isinstance(b, Run)):
+        st = Store.open(store, writing=False)
+        a, b = (r if isinstance(r, Run) else st.resolve(r) for r in (a, b))
+    cmp = compare_runs(a, b)
+    if cmp.setting_differences and not allow_differences:
+        raise BadInput(f"runs {a.run_id} and {b.run_id} are not comparable: settings differ: "
+                       f"{'; '.join(cmp.setting_differences)} (pass --allow-differences to compare anyway)")
+    if samples:
+        cmp.samples = paired_samples(a, b, samples)
+    return cmp
 
 
 def _key(m: dict) -> tuple[str, str]:

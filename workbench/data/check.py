@@ -2,9 +2,11 @@
 datasketch), token-length outliers for the checkpoint's tokenizer, five random rows rendered with its chat
 template, and contamination against the eval data the user will run (workbench.data.contamination)."""
 
+import os
 import random
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from workbench.data.contamination import ContaminationReport, EvalItem, NgramIndex, words
 from workbench.data.formats import Row
@@ -101,6 +103,30 @@ def rendered_samples(rows: list[Row], tokenizer, k: int = RENDERED_SAMPLES, seed
     return [{"line": row.line, "text": tokenizer.apply_chat_template(row.messages + (row.chosen or []),
                                                                      tokenize=False)}
             for row in sorted(picks, key=lambda r: r.line)]
+
+
+def check_data(file: str | os.PathLike, *, against: list[str] = (), template: str = "default",
+               format: str | None = None, ngram: int = 13, data_dir: str | os.PathLike | None = None,
+               evals_dir: str | None = None) -> DataReport:
+    """`wb data check FILE`: training data (JSONL: messages, ShareGPT, Alpaca, prompt/completion or preference rows)
+    checked before a long run. against: eval data to check for contamination (a suite, an lm-eval task the mirror
+    holds, a JSONL file); template: the checkpoint whose tokenizer and chat template measure and render the rows
+    ('none' to skip); format: the row format (default: detected); ngram: n-gram length for contamination;
+    data_dir: the benchmark mirror (default $WB_DATA_DIR); evals_dir: a folder of suites. Everything is read and
+    checked before any model loads."""
+    from workbench.data.eval_sources import against_items
+    from workbench.data.formats import load_rows
+    from workbench.system.home import data_dir as resolve_data_dir
+
+    detected, rows = load_rows(Path(file), format)
+    items = against_items(list(against), resolve_data_dir(data_dir), evals_dir) if against else None
+    tokenizer = None
+    if template != "none":
+        from workbench.checkpoints.resolve import resolve_checkpoint
+        from workbench.runtimes.hf import load_tokenizer
+
+        tokenizer = load_tokenizer(resolve_checkpoint(template, with_sha=False))
+    return check_rows(str(file), detected, rows, tokenizer=tokenizer, against=items, n=ngram)
 
 
 def check_rows(path: str, fmt: str, rows: list[Row], *, tokenizer=None, against: list[EvalItem] | None = None,

@@ -82,6 +82,20 @@ class Store:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
 
+    @classmethod
+    def open(cls, root: "Store | str | os.PathLike | None" = None, *, writing: bool = True) -> "Store":
+        """The store at `root` (default: $WB_STORE, else $WB_HOME/store), checked to be usable before any work:
+        writable for a run to be recorded in it, a folder if it exists for one that is only read (writing=False)."""
+        from workbench.system.home import store_dir
+        from workbench.system.output_paths import check_store_folder, check_store_writable
+
+        path = root.root if isinstance(root, Store) else store_dir(root)
+        if writing:
+            check_store_writable(path)
+        else:
+            check_store_folder(path)
+        return root if isinstance(root, Store) else cls(path)
+
     @property
     def index_path(self) -> Path:
         return self.root / "index.db"

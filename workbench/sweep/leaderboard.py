@@ -28,10 +28,10 @@ def leaderboard(store: Store, units: list[dict]) -> tuple[list[str], list[dict]]
     return list(columns), ordered
 
 
-def leaderboard_table(store: Store, units: list[dict], title: str):
+def leaderboard_table(columns: list[str], rows: list[dict], title: str):
+    """leaderboard()'s columns and rows as the table `wb sweep` prints."""
     from rich.table import Table
 
-    columns, rows = leaderboard(store, units)
     table = Table(title=title)
     table.add_column("checkpoint")
     for column in columns:
