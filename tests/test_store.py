@@ -1,6 +1,7 @@
 import json
 import multiprocessing
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,40 @@ def test_weights_sha_is_remembered_until_a_weight_file_changes(tmp_path, monkeyp
     small.write_bytes(b"x")
     assert weights_sha(small) == hashlib.sha256(b"small.gguf" + b"x").hexdigest()
     assert len(list((tmp_path / "home" / "weights-sha").iterdir())) == 2  # small files are not remembered
+
+
+def test_staged_folder_publishes_once_even_when_staged_again_inside(tmp_path, monkeypatch):
+    """An exporter stages its output; run inside the export pipeline's staging of that folder it builds in place,
+    so there is one staging folder and one publish (relative paths included)."""
+    from workbench.store.files import staged_folder
+
+    monkeypatch.chdir(tmp_path)
+    with staged_folder(Path("out")) as build:
+        with staged_folder(build) as inner:
+            assert inner == build
+            inner.mkdir()
+            (inner / "model.gguf").write_text("x")
+        assert not Path("out").exists() and len(list(tmp_path.glob(".out.partial-*"))) == 1
+    assert (tmp_path / "out" / "model.gguf").read_text() == "x" and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_staged_folder_leaves_nothing_on_error_and_replaces_only_when_asked(tmp_path):
+    from workbench.store.files import staged_folder
+
+    target = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(target) as build:
+            build.mkdir()
+            (build / "half").write_text("x")
+            raise KeyboardInterrupt
+    assert not target.exists() and not list(tmp_path.glob(".model.partial-*"))
+    target.mkdir()
+    (target / "old").write_text("stale")
+    with pytest.raises(OSError):  # a folder with files in it is never merged into
+        with staged_folder(target) as build:
+            build.mkdir()
+    assert (target / "old").exists() and not list(tmp_path.glob(".model.partial-*"))
+    with staged_folder(target, replace=True) as build:
+        build.mkdir()
+        (build / "new").write_text("fresh")
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
