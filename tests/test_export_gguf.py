@@ -322,7 +322,8 @@ def test_tiny_model_export_q8_0(tiny_model_dir, tmp_path, llama_tools):
     from workbench.chat import format as chat_format
 
     # the file's own metadata and vocabulary give the same turns as the source's tokenizer
-    assert chat_format.from_gguf(q8) == chat_format.from_tokenizer(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+    assert llamacpp.gguf_chat_format(q8) == chat_format.from_tokenizer(
+        AutoTokenizer.from_pretrained(str(tiny_model_dir)))
     meta = llamacpp.gguf_metadata(q8)
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     assert meta["architecture"] == "llama" and meta["file_type"] == "Q8_0"
@@ -505,21 +506,18 @@ def test_default_model_k_quant_fallbacks_are_reported(default_export):
 def test_default_model_prompt_formatting_matches_transformers(default_export, default_ckpt):
     """create_chat_completion must format with the GGUF's own Jinja template, token for token as transformers'
     apply_chat_template does on the source tokenizer (not a chat_format llama-cpp-python guessed)."""
-    from transformers import AutoTokenizer
-
-    from workbench.export.gguf.verify import hf_prompt_ids
+    from workbench.runtimes.hf import HFRuntime
     from workbench.runtimes.llamacpp import model as llamacpp
+    from workbench.runtimes.llamacpp.runtime import LlamaCppRuntime
 
-    tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
-    llm = llamacpp.load_gguf(default_export["q8_0"].path, n_ctx=512)
-    try:
-        assert llm.chat_format == llamacpp.DEFAULT_TEMPLATE
+    source = HFRuntime(default_ckpt)
+    tok = source.tokenizer
+    with LlamaCppRuntime(default_export["q8_0"], n_ctx=512) as gguf:
+        assert gguf.llm.chat_format == llamacpp.DEFAULT_TEMPLATE
         for messages in CONVERSATIONS:
-            ids = llamacpp.chat_prompt_tokens(llm, messages)
-            assert ids == hf_prompt_ids(tok, messages)
+            ids = gguf.prompt_tokens(messages)
+            assert ids == source.prompt_tokens(messages)
             assert tok.decode(ids) == tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    finally:
-        llm.close()
 
 
 @pytest.mark.slow
@@ -676,6 +674,7 @@ def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp
 
     import workbench
     from workbench.chat import format as chat_format
+    from workbench.runtimes.llamacpp import model as llamacpp
 
     model = _tiny_family(default_ckpt, tmp_path / f"tiny-{family}", family)
     out = tmp_path / "gguf"
@@ -689,7 +688,7 @@ def test_other_families_convert_quantize_verify_bundle(family, default_ckpt, tmp
     end_of_turn = FAMILIES[family][5]
     assert bundle["stops"][0] == end_of_turn
     source_format = chat_format.from_tokenizer(AutoTokenizer.from_pretrained(str(model)))
-    assert set(chat_format.from_gguf(f["path"]).stop_tokens) >= set(source_format.stop_tokens)
+    assert set(llamacpp.gguf_chat_format(f["path"]).stop_tokens) >= set(source_format.stop_tokens)
     smoke = summary["verify"]["files"][Path(f["path"]).name]["smoke"]
     assert smoke["total"] == 5 and summary["verify"]["files"][Path(f["path"]).name]["prompt_tokens_match"]
 

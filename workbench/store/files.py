@@ -97,25 +97,33 @@ def remove_stale_staging(target: Path) -> list[Path]:
     return removed
 
 
-def _publish(staged: Path, target: Path, replace: bool) -> None:
-    """Move a finished build folder into place: `target` absent, an empty folder, or (replace) any folder."""
+def _publish(staged: Path, target: Path, replace: bool, keep_existing: bool) -> None:
+    """Move a finished build folder into place: `target` absent, an empty folder, or (replace) any folder; with
+    keep_existing, a folder another process published meanwhile stays and this build is dropped."""
     import shutil
 
     if target.is_dir() and replace:
         shutil.rmtree(target)
     elif target.exists():
+        if keep_existing and target.is_dir() and any(target.iterdir()):
+            return
         target.rmdir()  # empty (callers check before any work): an OSError otherwise, never a silent merge
-    os.replace(staged, target)
+    try:
+        os.replace(staged, target)
+    except OSError:
+        if not (keep_existing and target.is_dir() and any(target.iterdir())):  # not a concurrent build that won
+            raise
 
 
 _building: set[Path] = set()  # the build folders of this process's open staged_folder()s
 
 
 @contextmanager
-def staged_folder(target: Path, *, replace: bool = False) -> Iterator[Path]:
+def staged_folder(target: Path, *, replace: bool = False, keep_existing: bool = False) -> Iterator[Path]:
     """Yields a folder path to build into (not yet created); on a clean exit it becomes `target`, and on any
     error, Ctrl-C included, it is removed and `target` is left as it was. `target` must be absent or an empty
-    folder; with replace, a folder there is replaced whole (a cache being rebuilt).
+    folder; with replace, a folder there is replaced whole (a cache being rebuilt); with keep_existing, one that
+    another process published while this one built is kept (a cache two processes fill at once).
 
     The yielded folder's parent is private to this staging as well: scratch space for what is built but not
     published (a merged source, an intermediate f16 file), removed with it.
@@ -133,7 +141,7 @@ def staged_folder(target: Path, *, replace: bool = False) -> Iterator[Path]:
     _building.add(build.absolute())
     try:
         yield build
-        _publish(build, target, replace)
+        _publish(build, target, replace, keep_existing)
     finally:
         _building.discard(build.absolute())
         shutil.rmtree(tmp, ignore_errors=True)

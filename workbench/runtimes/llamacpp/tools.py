@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from workbench.errors import BadInput, EnvironmentProblem
+from workbench.store.files import staged_folder
 from workbench.system.children import RUNNER  # the scripts, minus a second of exit
 from workbench.system.home import home
 
@@ -206,9 +207,7 @@ def extract_tools(sdist: Path, target: Path, version: str) -> None:
     """Extract only the converter tree from the sdist into target, atomically (temp folder, then rename)."""
     if not sdist.is_file():
         raise EnvironmentProblem(f"WB_LLAMA_CPP_SDIST={sdist}: no such file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staged_folder(target, keep_existing=True) as tmp:  # another process may extract the same tools at once
         try:
             with tarfile.open(sdist, "r:*") as tar:
                 members = _tool_members(tar, sdist, version)
@@ -217,15 +216,7 @@ def extract_tools(sdist: Path, target: Path, version: str) -> None:
                     tar.extract(member, tmp, filter="data")
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise EnvironmentProblem(f"{sdist}: not a readable {DISTRIBUTION} sdist ({exc})") from None
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like the rest of WB_HOME
         (tmp / SOURCE_RECORD).write_text(json.dumps({"sdist": sdist.name, "version": version}) + "\n")
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "convert_hf_to_gguf.py").exists():  # not a concurrent extraction that won
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tool_members(tar: tarfile.TarFile, sdist: Path, version: str) -> list[tuple[tarfile.TarInfo, str]]:
