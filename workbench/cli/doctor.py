@@ -1,5 +1,5 @@
 """`wb doctor`: versions against the lock, extras present, the llama.cpp build and the CPU variant it runs, GPU,
-store path, and whether another `wb` shadows ours (workbench.system.doctor). `--self-check` also runs each native
+store path, and whether another `wb` shadows ours (workbench.runtimes.doctor). `--self-check` also runs each native
 component once."""
 
 from pathlib import Path
@@ -30,7 +30,7 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt,
                                            help="Also run one llama.cpp decode and one transformers forward of the "
                                                 "default model, each in a child process (exit 4 if one fails).")):
     """Check the installation."""
-    from workbench.system.doctor import diagnose
+    from workbench.runtimes.doctor import diagnose
 
     diagnosis = diagnose(store, self_check=self_check)  # a failed self-check is the one-line error, exit 4
     report, checked, notes = diagnosis.to_dict(), diagnosis.self_check, diagnosis.self_check_notes

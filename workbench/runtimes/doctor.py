@@ -1,9 +1,7 @@
 """The installation, checked (what `wb doctor` reports): versions against the lock, extras present, the llama.cpp
 build and the CPU variant it runs, GPU, store path, and whether another `wb` shadows ours; with the self-check,
-each native component run once (workbench.runtimes.selfcheck).
-
-The llama.cpp parts are imported inside the functions that read them: the runtimes sit above system/, and only
-this report reaches up to them."""
+each native component run once (workbench.runtimes.selfcheck). The llama.cpp parts are imported inside the
+functions that read them, so a report without llama.cpp still says what else is there."""
 
 import importlib.util
 import os
