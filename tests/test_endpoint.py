@@ -31,14 +31,10 @@ def runs_in(store: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def q8_gguf(tmp_path_factory) -> Path:
-    """The default model exported to Q8_0, as the demo exports it (llama.cpp's converter and quantizer)."""
-    from workbench.checkpoints.resolve import resolve_checkpoint
-    from workbench.export.gguf.exporter import export_gguf
-
-    out = tmp_path_factory.mktemp("q8") / "gguf"
-    [q8] = export_gguf(resolve_checkpoint("default"), out, ["q8_0"], progress=False, ollama=False)
-    return Path(q8.path)
+def q8_gguf(default_export) -> Path:
+    """The default model exported to Q8_0, as the demo exports it (llama.cpp's converter and quantizer): the
+    session's one export (tests/conftest.py)."""
+    return Path(default_export["q8_0"].path)
 
 
 @pytest.fixture(scope="module")

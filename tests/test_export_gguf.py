@@ -39,15 +39,6 @@ def _no_partials(parent: Path, name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def llama_tools():
-    """llama.cpp's converter for the installed llama-cpp-python, extracted once into WB_HOME (from
-    WB_LLAMA_CPP_SDIST, or downloaded from PyPI the first time)."""
-    from workbench.runtimes.llamacpp.tools import locate_tools
-
-    return locate_tools()
-
-
-@pytest.fixture(scope="session")
 def tiny_ckpt(tiny_model_dir):
     return resolve_checkpoint(tiny_model_dir)
 
@@ -457,20 +448,7 @@ def test_unsupported_architecture_refused(tiny_model_dir, tmp_path, llama_tools)
 
 # --- the default model: what ships vs what was evaluated --------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def default_export(default_ckpt, tmp_path_factory, llama_tools):
-    import time
-
-    from workbench.export.gguf.exporter import export_gguf
-
-    out = tmp_path_factory.mktemp("default-gguf") / "out"
-    started = time.monotonic()
-    artifacts = export_gguf(default_ckpt, out, ["q8_0", "q4_k_m"], keep_f16=True)
-    seconds = time.monotonic() - started
-    print(f"\ndefault model export (f16 + q8_0 + q4_k_m): {seconds:.1f} s")
-    for art in artifacts:
-        print(f"  {art.path.name}: {art.extra['size_bytes']:,} bytes, tensor types {art.extra['tensor_types']}")
-    return {a.parent["quant"]: a for a in artifacts}
+# default_export (tests/conftest.py): the default model's f16, q8_0 and q4_k_m files, made once per session
 
 
 @pytest.mark.slow
