@@ -3,7 +3,8 @@
 #   bash scripts/test.sh [--fast] [PYTEST ARGS]
 # --fast: the fast tier, a few minutes: every package, without the tests marked slow (tests/conftest.py).
 # Two pytest-xdist workers (WB_TEST_WORKERS, 0 for none), each taking whole files, so that a file's fixtures are
-# built once: most tests spend their time in one core (a `wb` subprocess starting, a tiny model, a server).
+# built once: most tests spend their time in one core (a `wb` subprocess starting, a tiny model, a server). Files
+# go out in tests/conftest.py's order, the longest first (xdist would otherwise send the files with most tests first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The tests' WB_HOME (tests/conftest.py's default): set-up's self-check converts the default model into it once.
@@ -25,4 +26,4 @@ if ! command -v go >/dev/null && [ "$(id -u)" = 0 ]; then
 fi
 export OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false
 export WB_DATA_DIR="${WB_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-exec .venv/bin/python -m pytest -n "${WB_TEST_WORKERS:-2}" --dist loadfile "$@"
+exec .venv/bin/python -m pytest -n "${WB_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -128,8 +128,8 @@ def pytest_addoption(parser):
 
 
 # The files that take minutes, longest first (measured on a 2-core machine). Under pytest-xdist (`-n 2 --dist
-# loadfile`) files are handed to the workers in collection order, so the long ones go first and the short ones
-# fill in around them; without xdist the order is left as collected.
+# loadfile --no-loadscope-reorder`, scripts/test.sh) files are handed to the workers in collection order, so the
+# long ones go first and the short ones fill in around them; without xdist the order is left as collected.
 LONGEST_FILES = [
     "test_gemma_e2e.py", "test_demo_e2e.py", "test_train_evals.py", "test_export_gguf.py", "test_train_methods.py",
     "test_api_doc.py", "test_train_resume.py", "test_eval_matrix.py", "test_export_quant.py", "test_faults.py",
