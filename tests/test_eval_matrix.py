@@ -82,7 +82,8 @@ def test_members_each_a_recorded_eval_in_its_runtime(chain):
         assert run.manifest["lineage"] == {"matrix_run": payload["run_id"]}
         assert run.manifest["checkpoint"]["path"] == m["path"]
         assert len(run.samples("contacts")) == ITEMS
-    listed = _ok(wb("runs", "--kind", "matrix", store=chain["store"])).stdout
+    # wide enough for the run id whatever the length of the tmp paths in the table (xdist adds popen-gwN/)
+    listed = _ok(wb("runs", "--kind", "matrix", store=chain["store"], env={"COLUMNS": "400"})).stdout
     assert payload["run_id"] in listed
 
 
