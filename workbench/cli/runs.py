@@ -46,5 +46,5 @@ def runs(
         status = m["status"]
         colour = {"ok": "green", "error": "red", "interrupted": "magenta"}.get(status, "yellow")
         table.add_row(m["run_id"], m["kind"], f"[{colour}]{status}[/]", (m.get("checkpoint") or {}).get("name", "-"),
-                      m.get("suite") or "-", m["created_at"])
+                      m.get("suite") or "-", m["created_at"][:19])
     out.print(table)

@@ -33,7 +33,8 @@ def live_status(manifest: dict) -> dict:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    """UTC, to the millisecond: runs made in the same second still sort in the order they were made."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def new_run_id(kind: str) -> str:
@@ -181,7 +182,8 @@ class Store:
         """A run id, a unique prefix of one, or 'latest'."""
         ids = self.run_ids()
         if ref == "latest" and ids:
-            return self.load(ids[-1])
+            newest = self.list_runs(limit=1)  # by creation time: ids made in the same second sort at random
+            return self.load(newest[0]["run_id"] if newest else ids[-1])
         if ref in ids:
             return self.load(ref)
         matches = [i for i in ids if i.startswith(ref) or i.endswith(ref)]
