@@ -25,5 +25,11 @@ if ! command -v go >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "[test] could not install golang-go: the Go cross-check will be skipped" >&2
 fi
 export OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false
+# Each worker's torch and llama.cpp get their share of the cores: with both workers busy, llama.cpp decodes and
+# torch generates about 1.3x slower at 2 threads each than at 1 (bench/bench_threads.py, 2 cores).
+WORKERS="${WB_TEST_WORKERS:-2}"
+if [ "$WORKERS" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+  OMP_NUM_THREADS=$(( $(nproc) / WORKERS )); export OMP_NUM_THREADS=$(( OMP_NUM_THREADS > 0 ? OMP_NUM_THREADS : 1 ))
+fi
 export WB_DATA_DIR="${WB_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-exec .venv/bin/python -m pytest -n "${WB_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+exec .venv/bin/python -m pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder "$@"

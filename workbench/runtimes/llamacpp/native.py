@@ -14,6 +14,12 @@ def llama_cpp(purpose: str):
 
 
 def cpu_threads() -> int:
+    """llama.cpp's threads: OMP_NUM_THREADS where it is set (the same limit torch keeps; Ray sets it to a task's
+    num_cpus), else the cores this process may run on. ggml's threads wait for each other at every step: two
+    processes of 2 threads each on 2 cores decode slower than with 1 thread each (bench/bench_threads.py)."""
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        return int(limit)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
