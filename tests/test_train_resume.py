@@ -138,7 +138,7 @@ def test_resume_refuses_a_changed_recipe_and_a_run_still_training(tmp_path, tiny
 
 @pytest.mark.slow
 def test_kill_9_then_resume_on_the_default_model(tmp_path):
-    """The bundled contacts-lora recipe on the embedded default model, 6 steps with a checkpoint every 2:
+    """The bundled contacts-lora recipe on the embedded default model, 6 steps of 4 rows with a checkpoint every 2:
     killed at step 5, resumed from step 4, compared with an uninterrupted run."""
     import yaml
 
@@ -148,7 +148,7 @@ def test_kill_9_then_resume_on_the_default_model(tmp_path):
     recipe = yaml.safe_load(bundled.read_text())
     recipe["train_data"] = str((bundled.parent / recipe["train_data"]).resolve())
     recipe.pop("data_checks")
-    recipe["training"].update(max_steps=6, save_steps=2, logging_steps=1)
+    recipe["training"].update(max_steps=6, save_steps=2, logging_steps=1, batch_size=4, max_length=128)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     straight = _train([path, "-o", tmp_path / "straight", "--json"], _env(tmp_path))
