@@ -1,6 +1,7 @@
-"""Every training method from its bundled recipe (evals/recipes/contacts-*.yaml), a few steps on the default model:
-the adapter loads for `wb eval` and `wb merge`, its outputs differ from its base's, its lineage names the method and
-data, and a QLoRA adapter is evaluated on its 4-bit base. The bad inputs of each method fail before a model loads."""
+"""Every training method from its bundled recipe (evals/recipes/contacts-*.yaml), a few steps on the default model,
+through the library API: the adapter evaluates and merges, its outputs differ from its base's, its lineage names the
+method and data, and a QLoRA adapter is evaluated on its 4-bit base. The bad inputs of each method fail before a
+model loads (`wb train` keeps its exit codes)."""
 
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import workbench
 from workbench.config import TrainConfig, load_yaml_model
 from workbench.errors import BadInput
 from workbench.train.recipe import prepare_training
@@ -54,8 +56,8 @@ def small_recipe(folder: Path, name: str, **changes) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, default_ckpt):
-    """One adapter per method, trained through `wb train` and scored by `wb eval --suite contacts --limit 2` the
-    first time a test asks for it."""
+    """One adapter per method, trained by the library API (what `wb train` calls) and scored on the contacts suite
+    (limit 2) the first time a test asks for it."""
     made: dict[str, dict] = {}
 
     def get(method: str) -> dict:
@@ -64,13 +66,9 @@ def trained(tmp_path_factory, default_ckpt):
             recipe = small_recipe(folder, TRAINED[method][0])
             out = folder / "adapter"
             store = folder / "store"
-            res = wb("train", str(recipe), "-o", str(out), "--json", env={"WB_STORE": str(store)})
-            assert res.returncode == 0, res.stderr[-3000:]
-            summary = json.loads(res.stdout)
-            res = wb("eval", str(out), "--suite", "contacts", "--limit", "2", "--json", env={"WB_STORE": str(store)})
-            assert res.returncode == 0, res.stderr[-3000:]
-            made[method] = {"out": out, "store": store, "summary": summary, "eval": json.loads(res.stdout),
-                            "folder": folder}
+            trained = workbench.train(recipe, out, store=store)
+            evaluated = workbench.evaluate(str(out), suite="contacts", limit=2, store=store, progress=False)
+            made[method] = {"out": out, "store": store, "trained": trained, "eval": evaluated.run, "folder": folder}
         return made[method]
 
     return get
@@ -84,7 +82,7 @@ def test_each_method_trains_an_adapter_that_evaluates_and_merges(method, trained
     run = trained(method)
     ckpt = resolve_checkpoint(run["out"])
     parent = ckpt.parent
-    assert ckpt.kind == "adapter" and run["summary"]["steps"] == 3
+    assert ckpt.kind == "adapter" and run["trained"].steps == 3
     assert parent["method"] == ("sft" if method == "qlora" else method)
     assert Path(parent["train_data"]).name == TRAINED[method][1] and len(parent["train_data_sha"]) == 64
     assert parent["base"] == "default" and parent["peft_type"] == "lora"
@@ -93,13 +91,11 @@ def test_each_method_trains_an_adapter_that_evaluates_and_merges(method, trained
     if method == "grpo":
         assert parent["reward"]["suite"] == "contacts" and parent["reward"]["scorer"] == "json_fields"
 
-    metrics = {(m["task"], m["metric"]): m for m in run["eval"]["metrics"]}
+    metrics = {(m["task"], m["metric"]): m for m in run["eval"].metrics}
     assert metrics[("contacts", "json_fields")]["n"] == 2
     assert 0.0 <= metrics[("contacts", "json_fields")]["value"] <= 1.0
 
-    merged = run["folder"] / "merged"
-    res = wb("merge", str(run["out"]), "-o", str(merged), "--json")
-    assert res.returncode == 0, res.stderr[-3000:]
+    merged = workbench.merge(run["out"], run["folder"] / "merged", store=run["store"]).merged
     merged_ckpt = resolve_checkpoint(merged)
     assert merged_ckpt.kind == "merged" and merged_ckpt.parent["adapter_sha"] == ckpt.sha
 
@@ -145,7 +141,7 @@ def test_a_qlora_adapter_is_evaluated_on_its_4bit_base(trained):
     lm = HFRuntime(ckpt).lm_eval_model(batch_size=1, device="cpu")
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in lm.model.modules())
     # the `wb eval` run records the base it generated on
-    manifest = Store(run["store"]).load(run["eval"]["run_id"]).manifest
+    manifest = Store(run["store"]).load(run["eval"].run_id).manifest
     assert manifest["base_quantization"]["type"] == "nf4"
 
 
