@@ -202,7 +202,7 @@ def test_bad_new_recipe_keys_are_exit_3_naming_the_key(change, message, tmp_path
 @pytest.mark.slow
 def test_evals_during_training_on_the_default_model(tmp_path, default_ckpt, data_dir):
     """The bundled contacts data on the embedded default model, with the contacts task and an MMLU slice watched
-    every 4 steps (of 8) and a forgetting gate on the slice: the task improves, the slice is measured against the base."""
+    every 4 of 8 steps and a forgetting gate on the slice: the task improves, the slice is measured against the base."""
     import yaml
 
     from workbench.dashboard import views
