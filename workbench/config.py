@@ -1,16 +1,36 @@
 """Pydantic models for every YAML file wb reads. Errors are reported all at once, with file and key."""
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import BadInput
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: a NaN or infinite float anywhere in a user's file is refused with its key (a learning
+    # rate of .inf trains a model of NaNs; a temperature of .inf samples random tokens).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _finite_values(value, where: str = ""):
+    """Free-form mappings handed on to a library as they are (TRL configs, PEFT, generation kwargs): the same
+    finite-numbers rule as the typed fields, which pydantic cannot apply to Any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'value'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_values(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite_values(item, f"{where}[{i}]")
+    return value
+
+
+FreeForm = Annotated[dict[str, Any], AfterValidator(_finite_values)]
 
 
 # ---- training recipes -------------------------------------------------------------------------------------
@@ -89,10 +109,10 @@ class TrainConfig(Strict):
     # messages | sharegpt | alpaca | prompt_completion | preference | unpaired | prompt; detected when left out
     data_format: str | None = None
     lora: LoraSpec | None = None  # sugar for `peft: {type: lora, ...}`; LoRA r=16 when neither is given
-    peft: dict[str, Any] | None = None  # any PEFT config: `type` plus the fields of PEFT's own config class
+    peft: FreeForm | None = None  # any PEFT config: `type` plus the fields of PEFT's own config class
     quantization: Literal[QUANTIZATIONS] | None = None  # QLoRA: the base loads through bitsandbytes
     reward: RewardSpec | None = None  # grpo only
-    method_args: dict[str, Any] = {}  # fields of the method's TRL config (DPOConfig.beta, GRPOConfig.num_generations)
+    method_args: FreeForm = {}  # fields of the method's TRL config (DPOConfig.beta, GRPOConfig.num_generations)
     training: TrainingSpec = TrainingSpec()
     data_checks: DataChecksSpec = DataChecksSpec()
     eval_during_training: EvalDuringTrainingSpec | None = None
@@ -128,9 +148,9 @@ class ScorerSpec(Strict):
                   "numeric", "token_f1", "rouge_l", "judge", "judge_pairwise"]
     name: str | None = None
     pattern: str | None = None  # regex
-    tolerance: float = 0.0  # numeric
+    tolerance: float = Field(0.0, ge=0)  # numeric
     # json_schema: the schema inline, or a .json file path relative to the suite (load_suite reads it in)
-    json_schema: dict | str | None = None
+    json_schema: FreeForm | str | None = None
     # judge (rubric grading) and judge_pairwise (versus --baseline): see docs/judge.md
     rubric: str | None = None
     scale: tuple[int, int] = (1, 5)
@@ -173,12 +193,19 @@ class TaskSpec(Strict):
 
 class HarnessSpec(Strict):
     tasks: list[str] = Field(min_length=1)
-    limit: int | float | None = None
+    limit: int | float | None = None  # lm-eval's: a count of items per task, or a fraction of each below 1
     num_fewshot: int | None = Field(None, ge=0)
     batch_size: int = Field(8, ge=1)
     apply_chat_template: bool = False
-    gen_kwargs: dict[str, Any] = {}
+    gen_kwargs: FreeForm = {}
     include_path: str | None = None  # a folder of the user's lm-eval task YAML, relative to the suite file
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limit(cls, value):
+        if value is not None and value <= 0:
+            raise ValueError(f"{value} must be above 0 (items per task, or a fraction of each task below 1)")
+        return value
 
 
 class GateSpec(Strict):

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from workbench.cli.options import StoreOpt, command_line
+from workbench.cli.options import StoreOpt, command_line, finite
 
 
 def _print_summary(summary: dict) -> None:
@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
         heldout: Optional[Path] = typer.Option(None, "--heldout", help="held-out text for perplexity/KL: .txt, or "
                                                ".jsonl of chat items (rendered with the chat template) or {text}"),
         ladder: bool = typer.Option(False, "--ladder", help="export every quant type, measure each, recommend one"),
-        kld_budget: Optional[float] = typer.Option(None, "--kld-budget", help="ladder: max mean KL (nats) [0.05]"),
+        kld_budget: Optional[float] = typer.Option(None, "--kld-budget", callback=finite,
+                                                  help="ladder: max mean KL (nats) [0.05]"),
         adapter_gguf: bool = typer.Option(False, "--adapter-gguf", help="gguf, adapter input: also the LoRA as a "
                                           "GGUF adapter + base GGUF + Modelfile with ADAPTER"),
         ollama: bool = typer.Option(True, "--ollama/--no-ollama", help="gguf: an Ollama Modelfile per file "

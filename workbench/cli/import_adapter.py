@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from workbench.cli.options import JsonOpt
+from workbench.cli.options import JsonOpt, finite
 from workbench.cli.output import emit_json
 from workbench.system.console import info
 
@@ -22,8 +22,10 @@ def import_adapter_cmd(
     base: Optional[str] = typer.Option(
         None, "--base", help="The base it was trained on (default: the one its adapter_config.json names)."),
     lora_alpha: Optional[float] = typer.Option(
-        None, "--lora-alpha", help="torchtune: LoRA alpha, when no adapter_config.json beside the .pt gives it."),
-    tolerance: float = typer.Option(1e-3, min=0.0, help="Largest allowed |logit diff| converted vs source formula."),
+        None, "--lora-alpha", callback=finite,
+        help="torchtune: LoRA alpha, when no adapter_config.json beside the .pt gives it."),
+    tolerance: float = typer.Option(1e-3, min=0.0, callback=finite,
+                                   help="Largest allowed |logit diff| converted vs source formula."),
     json_out: bool = JsonOpt,
 ):
     """Convert another trainer's adapter to PEFT and check it by logits."""

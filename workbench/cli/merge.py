@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from workbench.cli.options import JsonOpt, StoreOpt, command_line
+from workbench.cli.options import JsonOpt, StoreOpt, command_line, finite
 from workbench.cli.output import emit_json
 from workbench.system.console import info
 
@@ -28,7 +28,8 @@ def merge(
         "auto", "--check", help="Streaming merges: structure (every tensor there, shaped, finite), logits (also "
                                 "merged vs base + adapter logits, loads the model), auto (logits when the model is "
                                 "float32 and at most 1 GiB)."),
-    tolerance: float = typer.Option(1e-3, min=0.0, help="Largest allowed |logit diff| merged vs base + adapter."),
+    tolerance: float = typer.Option(1e-3, min=0.0, callback=finite,
+                                   help="Largest allowed |logit diff| merged vs base + adapter."),
     method: Optional[str] = typer.Option(
         None, "--method", help="Several adapters: linear, cat, svd, ties, dare_linear, dare_ties or magnitude_prune "
                                "(PEFT add_weighted_adapter)."),

@@ -1,6 +1,7 @@
 """What a `wb eval` asks for, checked and turned into the pieces the runner takes: the lm-eval overrides, an ad-hoc
 suite for --tasks, the run options. `wb eval` and `wb sweep`'s units share these."""
 
+import math
 from pathlib import Path
 
 from workbench.errors import BadInput
@@ -26,7 +27,10 @@ def parse_kwargs(text: str, option: str = "--gen-kwargs") -> dict:
         key, sep, value = part.partition("=")
         if not sep or not key:
             raise BadInput(f"{option}: '{part}' is not key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise BadInput(f"{option}: {key.strip()}={value.strip()} is not a finite number")
+        out[key.strip()] = parsed
     return out
 
 

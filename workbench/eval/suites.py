@@ -1,6 +1,7 @@
 """Finding and validating eval suites (evals/suites/*.yaml, or a path)."""
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,12 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
         for si, spec in enumerate(task.scorers):
             if spec.type == "json_schema":
                 spec.json_schema = _load_schema(path, f"tasks.{ti}.scorers.{si}.json_schema", spec.json_schema)
+            if spec.type == "regex":
+                try:
+                    re.compile(spec.pattern)
+                except re.error as exc:
+                    raise BadInput(f"{path}: tasks.{ti}.scorers.{si}.pattern: task '{task.name}': regex "
+                                   f"{spec.pattern!r} does not compile: {exc}") from None
         if task.gold:
             judged = [s for s in task.scorers if s.type == "judge"]
             if not judged:

@@ -1,11 +1,10 @@
 """The sweep file: which checkpoints, which suites and lm-eval tasks, and the `wb eval` settings for every unit."""
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, field_validator
 
-from workbench.config import Strict, load_yaml_model
+from workbench.config import FreeForm, Strict, load_yaml_model
 from workbench.runtimes.base import DTYPES
 
 
@@ -30,13 +29,13 @@ class SweepConfig(Strict):
     num_fewshot: int | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=1)
     chat_template: bool | None = None
-    gen_kwargs: dict[str, Any] | None = None
+    gen_kwargs: FreeForm | None = None
     seed: int = 1234
     dtype: str = "float32"
     device: str = "auto"
     backend: str = "auto"
     no_cache: bool = False
-    vllm_args: dict[str, Any] | None = None  # with backend vllm: engine arguments, as `wb eval --vllm-args`
+    vllm_args: FreeForm | None = None  # with backend vllm: engine arguments, as `wb eval --vllm-args`
     # Ray
     resources: Resources = Resources()
     max_retries: int = Field(2, ge=0)  # a unit whose worker or node dies runs again, at most this many times
