@@ -16,21 +16,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _finite_values(value, where: str = ""):
+def finite_values(value, where: str = ""):
     """Free-form mappings handed on to a library as they are (TRL configs, PEFT, generation kwargs): the same
     finite-numbers rule as the typed fields, which pydantic cannot apply to Any."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where or 'value'}: {value} is not a finite number")
     if isinstance(value, dict):
         for key, item in value.items():
-            _finite_values(item, f"{where}.{key}" if where else str(key))
+            finite_values(item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _finite_values(item, f"{where}[{i}]")
+            finite_values(item, f"{where}[{i}]")
     return value
 
 
-FreeForm = Annotated[dict[str, Any], AfterValidator(_finite_values)]
+FreeForm = Annotated[dict[str, Any], AfterValidator(finite_values)]
 
 
 # ---- training recipes -------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The config is mergekit's own: validated by its pydantic model (MergeConfiguratio
 (run_merge) on the CPU. The one thing wb adds is where the models are: a model reference that is not a local
 folder goes through wb's resolver (`default`, a hub id in the offline cache), and the config mergekit runs names
 that folder instead; nothing else in it changes. Before any weights load, every referenced model's safetensors
-headers are read: a tensor two models both have must have one shape."""
+headers are read: a tensor two models both have must have one shape; each slice's layer range must lie within its
+model, and the parameters and dtypes must be what mergekit will accept, so none of these fails mid-merge."""
 
 import gc
 import hashlib
@@ -78,12 +79,46 @@ class MergekitConfig:
         except (ValueError, RuntimeError) as exc:  # mergekit's own validators raise these
             raise BadInput(f"mergekit config '{self.path}': {str(exc).strip().splitlines()[0]}") from None
         try:
-            registry.get(config.merge_method)
+            method = registry.get(config.merge_method)
         except RuntimeError:
             names = ", ".join(sorted(m.spec.name for m in registry.registered_methods()))
             raise BadInput(f"mergekit config '{self.path}': merge_method: '{config.merge_method}' is not one of "
                            f"mergekit's ({names})") from None
+        self._check_dtypes(config)
+        self._check_parameters(config, method.spec)
         return config
+
+    def _check_dtypes(self, config) -> None:
+        """mergekit reads `dtype` and `out_dtype` only once the merge runs: checked now, by its own parser."""
+        from mergekit.common import dtype_from_name
+
+        for key in ("dtype", "out_dtype"):
+            try:
+                dtype_from_name(getattr(config, key))
+            except RuntimeError as exc:
+                raise BadInput(f"mergekit config '{self.path}': {key}: {exc}") from None
+
+    def _check_parameters(self, config, spec) -> None:
+        """Every parameter setting validated as mergekit's merge method will (its ParameterSpec types), now rather
+        than while planning tensors inside the run, and finite (a weight of .nan merges a model of NaNs)."""
+        from mergekit.config import evaluate_setting
+        from pydantic import ValidationError
+
+        from workbench.config import finite_values
+
+        known = {p.name: p for p in spec.parameters}
+        for where, settings in _parameter_settings(config):
+            for name, setting in (settings or {}).items():
+                field = f"{where}parameters.{name}"
+                try:
+                    finite_values(setting, field)
+                    if name in known:
+                        evaluate_setting("<config>", setting, 0, validate=known[name].validate)
+                except ValidationError as exc:
+                    raise BadInput(f"mergekit config '{self.path}': {field}: {setting!r}: "
+                                   f"{exc.errors()[0]['msg']} ({config.merge_method})") from None
+                except ValueError as exc:
+                    raise BadInput(f"mergekit config '{self.path}': {exc}") from None
 
     def model_folders(self) -> list[Path]:
         """Every model the config references (LoRA references by their base model), in a stable order."""
@@ -115,6 +150,7 @@ def check_models(cfg: MergekitConfig) -> list[Checkpoint]:
                     raise BadInput(f"mergekit config '{cfg.path}': '{name}' is {_shape(entry.shape)} in '{folder}' "
                                    f"but {_shape(seen[0])} in '{seen[1]}'; merge models of one architecture")
         models.append(ckpt)
+    _check_layer_ranges(cfg)
     return models
 
 
@@ -153,6 +189,35 @@ def merge_with_mergekit(cfg: MergekitConfig, out_dir: Path, *, seed: int = 0,
         ckpt.save_meta()
     ckpt.path = out_dir.resolve()
     return ckpt, {"verified": verified, "parents": perplexities}
+
+
+def _parameter_settings(config):
+    """(where, parameters mapping) for every place a mergekit config sets parameters."""
+    holders = [("", config)] + [(f"modules.{name}.", m) for name, m in (config.modules or {}).items()]
+    for prefix, holder in holders:
+        yield prefix, holder.parameters
+        for i, model in enumerate(holder.models or []):
+            yield f"{prefix}models.{i}.", model.parameters
+        for i, piece in enumerate(holder.slices or []):
+            yield f"{prefix}slices.{i}.", piece.parameters
+            for j, source in enumerate(piece.sources):
+                yield f"{prefix}slices.{i}.sources.{j}.", source.parameters
+
+
+def _check_layer_ranges(cfg: MergekitConfig) -> None:
+    """Each slice's layer_range lies within its model's layers (mergekit finds out tensor by tensor, mid-merge)."""
+    from transformers import AutoConfig
+
+    holders = [("", cfg.config)] + [(f"modules.{n}.", m) for n, m in (cfg.config.modules or {}).items()]
+    for prefix, holder in holders:
+        for i, piece in enumerate(holder.slices or []):
+            for j, source in enumerate(piece.sources):
+                start, end = source.layer_range
+                layers = AutoConfig.from_pretrained(str(source.model.model.path)).num_hidden_layers
+                if not 0 <= start < end <= layers:
+                    raise BadInput(f"mergekit config '{cfg.path}': {prefix}slices.{i}.sources.{j}.layer_range: "
+                                   f"[{start}, {end}] is not within '{source.model.model.path}', which has "
+                                   f"{layers} layers (a range is [first, last + 1], 0 <= first < last + 1 <= {layers})")
 
 
 def _copy_tokenizer(source: Checkpoint, out: Path) -> None:

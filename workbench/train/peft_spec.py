@@ -8,6 +8,8 @@ loftq (LoRA with use_dora, use_rslora or that init_lora_weights). The older `lor
 
 import dataclasses
 import difflib
+import re
+import typing
 from pathlib import Path
 
 from workbench.config import LoraSpec, TrainConfig
@@ -56,6 +58,7 @@ def build_peft_config(cfg: TrainConfig, where: Path):
             close = difflib.get_close_matches(key, sorted(allowed), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise BadInput(f"{where}: peft.{key}: not a field of PEFT's {cls.__name__}{hint}")
+    fields = _typed(cls, fields, where)
     if peft_type == "ADALORA":  # AdaLoRA's rank schedule spans the run; PEFT requires its length
         fields.setdefault("total_step", cfg.training.max_steps)
     try:
@@ -63,6 +66,43 @@ def build_peft_config(cfg: TrainConfig, where: Path):
     except (TypeError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise BadInput(f"{where}: peft ({cls.__name__}): {message}") from None
+
+
+def _typed(cls, fields: dict, where: Path) -> dict:
+    """Each value checked against its field's annotation in PEFT's dataclass (pydantic validates the annotation):
+    PEFT itself does not check types, so `r: many` would fail deep inside get_peft_model, after the run opened."""
+    from pydantic import TypeAdapter, ValidationError
+
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in fields.items():
+        try:
+            out[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as exc:
+            raise BadInput(f"{where}: peft.{key}: {value!r}: {exc.errors()[0]['msg']} ({cls.__name__})") from None
+    return out
+
+
+def check_targets(peft_config, base_path: Path, where: Path, key: str) -> None:
+    """Every module name the recipe targets names a module of the base, checked on an empty (meta-device) copy of
+    the model before its weights load; PEFT's own check comes only in get_peft_model, after the run opened."""
+    targets = getattr(peft_config, "target_modules", None)
+    if targets is None or targets == "all-linear":
+        return
+    torch = require("torch", "Training", "train")
+    transformers = require("transformers", "Training", "train")
+    config = transformers.AutoConfig.from_pretrained(str(base_path))
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    names = [name for name, _ in model.named_modules() if name]
+    if isinstance(targets, str):  # PEFT: a regex the whole module name must match
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:  # PEFT: a module whose name is the entry or ends with "." + the entry
+        missing = [t for t in sorted(targets) if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise BadInput(f"{where}: {key}.target_modules: {', '.join(map(repr, missing))} names no module of the base "
+                       f"(its linear layers: {', '.join(linear)})")
 
 
 def peft_type_name(config) -> str:

@@ -18,6 +18,7 @@ from workbench.errors import BadInput, EnvironmentProblem
 from workbench.store.files import staged_folder
 from workbench.system.extras import available, require
 from workbench.train.checkpoints import CheckpointPlan, plan_checkpoints, recipe_fingerprint
+from workbench.train.divergence import divergence_callback
 from workbench.train.loss_log import loss_log_callback, loss_rows
 
 
@@ -65,7 +66,7 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
     method needs), base, PEFT config, TRL config, reward, quantization and optimizer."""
     from workbench.checkpoints.resolve import resolve_checked
     from workbench.train.methods import trainer_config
-    from workbench.train.peft_spec import build_peft_config, peft_type_name
+    from workbench.train.peft_spec import build_peft_config, check_targets, peft_type_name
 
     loaded = loaded or load_training_rows(cfg, config_path)
     data_path, fmt, rows, examples = loaded.data_path, loaded.data_format, loaded.rows, loaded.examples
@@ -84,6 +85,7 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
     if base.kind == "adapter" or base.format != "hf":
         raise BadInput(f"{config_path}: base: '{cfg.base}' must be an HF model folder or 'default', not a {base.kind}")
     peft_config = build_peft_config(cfg, config_path)
+    check_targets(peft_config, base.path, config_path, "peft" if cfg.peft is not None else "lora")
     if cfg.training.loraplus_lr_ratio and peft_type_name(peft_config) != "lora":
         raise BadInput(f"{config_path}: training.loraplus_lr_ratio: LoRA+ sets LoRA's B matrices' learning rate; "
                        f"this recipe trains {peft_type_name(peft_config)}")
@@ -158,7 +160,10 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
     saving = plan.trainer_args()  # the Trainer's checkpoints go beside the output (train/checkpoints.py)
     args = trainer_config(cfg, config_path, Path(saving["output_dir"]), cuda=cuda, saving=saving,
                           report_to=report_to)
-    callbacks = [loss_log_callback(transformers, on_log), plan.callback(transformers), *callbacks]
+    # The divergence check comes first: a step whose weights are not finite stops before any other callback or
+    # the Trainer's own save sees it.
+    callbacks = [divergence_callback(transformers, torch, config_path), loss_log_callback(transformers, on_log),
+                 plan.callback(transformers), *callbacks]
     if inputs.peft_type == "adalora":
         callbacks.append(_adalora_allocator(transformers))
     try:
