@@ -1,10 +1,11 @@
 """What a command prints on stdout: its result table, or with --json exactly one JSON object."""
 
-import json
 import os
 import sys
 
 from rich.console import Console
+
+from workbench.store.files import strict_json
 
 out = Console(highlight=False)  # result tables; progress and messages go to stderr (workbench.system.console)
 if not out.is_terminal and "COLUMNS" not in os.environ:
@@ -12,5 +13,5 @@ if not out.is_terminal and "COLUMNS" not in os.environ:
 
 
 def emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.write(strict_json(obj, indent=2) + "\n")  # NaN as null: --json output is strict JSON
     sys.stdout.flush()

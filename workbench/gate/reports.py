@@ -1,13 +1,12 @@
 """Gate reports for CI: JUnit XML (one testcase per gate), a Markdown summary, JSON."""
 
-import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Mapping
 
 from workbench.gate.rules import GateReport, GateResult
-from workbench.store.files import write_text_atomic
+from workbench.store.files import strict_json, write_text_atomic
 
 SUITE_NAME = "wb gate"
 TEST_NAMES = {"mcnemar-exact": "McNemar (exact)", "mcnemar-chi2": "McNemar (χ², corrected)",
@@ -144,7 +143,7 @@ def append_github_summary(markdown: str, environ: Mapping[str, str] | None = Non
 
 def write_json(report: GateReport, path: Path) -> Path:
     path = Path(path)
-    write_text_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text_atomic(path, strict_json(report.to_dict(), indent=2) + "\n")
     return path
 
 

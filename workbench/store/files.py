@@ -1,6 +1,7 @@
 """Atomic file writes: a reader never sees half a file, a crash never leaves one."""
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -33,12 +34,30 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def strict_json(obj: Any, **dumps_args) -> str:
+    """JSON as the standard has it: json.dumps writes NaN and infinities as bare NaN/Infinity, which other readers
+    (jq, browsers, JSON.parse) refuse; here they become null. Where a value's absence needs a reason (a metric),
+    the writer records it beside the null (Run.add_metric)."""
+    return json.dumps(finite_or_null(obj), allow_nan=False, default=str, **dumps_args)
+
+
+def finite_or_null(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float (in dicts, lists and tuples, at any depth) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    write_text_atomic(path, strict_json(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    write_text_atomic(path, "".join(strict_json(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_json(path: Path) -> Any:

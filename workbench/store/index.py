@@ -1,8 +1,9 @@
 """SQLite index over the run folders. The folders are the truth; this can always be rebuilt from them."""
 
-import json
 import sqlite3
 from pathlib import Path
+
+from workbench.store.files import strict_json
 
 # Named, ordered migrations. Never edit one that has shipped: append a new one.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -76,7 +77,7 @@ def upsert_run(conn: sqlite3.Connection, manifest: dict, metrics: list[dict]) ->
             (
                 manifest["run_id"], manifest["kind"], manifest["status"], manifest["created_at"],
                 manifest.get("finished_at"), ckpt.get("name"), ckpt.get("sha"), ckpt.get("kind"),
-                ckpt.get("format"), ckpt.get("base"), manifest.get("suite"), json.dumps(manifest, default=str),
+                ckpt.get("format"), ckpt.get("base"), manifest.get("suite"), strict_json(manifest),
             ),
         )
         conn.executemany(

@@ -7,6 +7,7 @@ has ended (killed, or its machine lost power) reads as `interrupted`.
 
 import datetime as dt
 import json
+import math
 import os
 import secrets
 import traceback
@@ -56,8 +57,12 @@ class Run:
 
     def add_metric(self, task: str, metric: str, value: float | None, *, stderr: float | None = None,
                    n: int | None = None, higher_is_better: bool | None = True, **extra) -> None:
-        self.metrics.append({"task": task, "metric": metric, "value": value, "stderr": stderr, "n": n,
-                             "higher_is_better": higher_is_better, **extra})
+        row = {"task": task, "metric": metric, "value": value, "stderr": stderr, "n": n,
+               "higher_is_better": higher_is_better, **extra}
+        for key in ("value", "stderr"):  # JSON has no NaN or infinity: null, and the reason beside it
+            if isinstance(row[key], float) and not math.isfinite(row[key]):
+                row[key], row[f"{key}_note"] = None, f"not a finite number ({row[key]})"
+        self.metrics.append(row)
 
     def write_samples(self, name: str, rows: list[dict]) -> None:
         write_jsonl_atomic(self.path / "samples" / f"{safe_name(name)}.jsonl", rows)
