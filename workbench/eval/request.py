@@ -19,14 +19,14 @@ def harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, includ
 
 def parse_kwargs(text: str, option: str = "--gen-kwargs") -> dict:
     """'max_gen_toks=128,temperature=0' -> {'max_gen_toks': 128, 'temperature': 0}, as lm_eval's CLI reads it."""
-    import yaml
+    from workbench.system.user_files import parse_yaml
 
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key:
             raise BadInput(f"{option}: '{part}' is not key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_yaml(value, option)
     return out
 
 
