@@ -26,8 +26,8 @@ class LoadedSuite:
 
 def find_suite(ref: str, evals_dir: str | None = None) -> Path:
     path = Path(ref)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
+    if path.suffix in (".yaml", ".yml") or path.exists() or path.is_symlink():
+        if not path.exists() and not path.is_symlink():  # a symlink loop is named as one when read
             raise BadInput(f"suite file '{ref}': no such file")
         return path
     folder = content_dir("evals", evals_dir) / "suites"

@@ -86,6 +86,7 @@ def _plan(exporter, checkpoint, quants, out: Path, *, verify: bool, heldout: Pat
     """Everything the user gave, checked before a run is opened or anything heavy loads: (source, quant types)."""
     from workbench.checkpoints.checks import record_checks
     from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.export.quality import check_heldout_file
     from workbench.system.output_paths import check_new_folder
 
     if ladder and not verify:

@@ -194,6 +194,8 @@ def check_heldout_file(path: Path, what: str) -> None:
 
 
 def _jsonl_texts(path: Path, tokenizer) -> list[str]:
+    import json
+
     from workbench.data.records import json_objects, load_chat_items
 
     first = next((row for _, _, row in json_objects(path)), None)

@@ -221,15 +221,16 @@ class Store:
             conn.close()
 
     def rebuild_index(self) -> int:
-        """Recreate index.db from the run folders; returns the number of runs indexed."""
+        """Recreate index.db from the run folders; returns the number of runs indexed. Every run.json is read
+        first, so a damaged one is refused (naming it) before anything is written."""
+        runs = [self.load(run_id, as_recorded=True) for run_id in self.run_ids()]
         tmp = self.root / f".index.{os.getpid()}.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         conn = index.connect(tmp)
         count = 0
         try:
-            for run_id in self.run_ids():
-                run = self.load(run_id, as_recorded=True)
+            for run in runs:
                 index.upsert_run(conn, run.manifest, run.metrics)
                 count += 1
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -15,8 +15,9 @@ memory, and every refusal one BadInput naming the file (and line).
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
