@@ -82,7 +82,7 @@ def _open(path: Path, expected: str, max_bytes: int):
     regular_file(path, expected)
     size = os.stat(path).st_size
     if size > max_bytes:
-        raise BadInput(f"{path}: {size / (1 << 20):.0f} MiB, larger than the {_mib(max_bytes)} wb reads from "
+        raise BadInput(f"{path}: {size} bytes, more than the {_mib(max_bytes)} wb reads from "
                        f"{expected}")
     try:
         return open(path, "rb")
