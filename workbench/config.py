@@ -4,10 +4,10 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import BadInput
+from workbench.system.user_files import parse_yaml, read_text
 
 
 class Strict(BaseModel):
@@ -262,13 +262,9 @@ TrainConfig.model_rebuild()
 
 
 def parse_yaml_mapping(text: str, path: Path) -> dict:
-    """YAML text that must be a mapping at the top level; a BadInput naming `path` (and the line) otherwise."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    """YAML text that must be a mapping at the top level; a BadInput naming `path` (and the line) otherwise. Read
+    through workbench.system.user_files, the bounded loader (size, depth, alias expansion) of every user file."""
+    raw = parse_yaml(text, path)
     if not isinstance(raw, dict):
         raise BadInput(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw
@@ -276,16 +272,7 @@ def parse_yaml_mapping(text: str, path: Path) -> dict:
 
 def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
     """Parse YAML into `model`, raising one BadInput that lists every problem with its key."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a folder, expected a YAML file") from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        raise BadInput(f"{path}:{line}: not UTF-8 text, so not YAML wb can read (byte {exc.start})") from None
-    raw = parse_yaml_mapping(text, path)
+    raw = parse_yaml_mapping(read_text(path, "a YAML file"), path)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

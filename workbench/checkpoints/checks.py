@@ -13,6 +13,7 @@ from workbench.checkpoints.gguf_file import check_gguf_file
 from workbench.checkpoints.safetensors_files import check_file
 from workbench.errors import BadInput
 from workbench.store.files import read_json_object
+from workbench.system.user_files import MAX_MODEL_JSON_BYTES
 
 
 def check_checkpoint(ckpt: Checkpoint, base: Checkpoint | None = None) -> list[str]:
@@ -45,10 +46,10 @@ def check_model_folder(path: Path) -> list[str]:
     warnings = check_config(path / "config.json")
     for name in JSON_SIDECARS:
         if (path / name).exists():
-            read_json_object(path / name)
+            read_json_object(path / name, MAX_MODEL_JSON_BYTES)
     index = path / "model.safetensors.index.json"
     if index.exists():
-        shards = set(read_json_object(index).get("weight_map", {}).values())
+        shards = set(read_json_object(index, MAX_MODEL_JSON_BYTES).get("weight_map", {}).values())
         for shard in sorted(shards):
             if not (path / shard).is_file():
                 raise BadInput(f"{index}: names shard '{shard}', which is missing")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from workbench.data.records import json_objects
 from workbench.errors import BadInput
+from workbench.system.user_files import regular_file
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompt")
 ROLES = {"system", "user", "assistant", "tool"}
@@ -130,8 +131,7 @@ def load_rows(path: Path, fmt: str | None = None) -> tuple[str, list[Row]]:
     """(format, rows) of a JSONL file; every row is checked, and the first bad one is named."""
     if fmt is not None and fmt not in FORMATS:
         raise BadInput(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
-    if not path.is_file():
-        raise BadInput(f"{path}: no such file")
+    regular_file(path, "a JSONL file")
     rows = []
     for line, where, row in json_objects(path):
         if fmt is None:

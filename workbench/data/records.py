@@ -1,10 +1,10 @@
 """Reading chat items (JSONL rows with messages or a prompt, plus a reference) and checking them."""
 
 import hashlib
-import json
 from pathlib import Path
 
 from workbench.errors import BadInput
+from workbench.system.user_files import json_lines
 
 ROLES = {"system", "user", "assistant"}
 
@@ -17,28 +17,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def numbered_lines(path: Path):
-    """(line number, text) for each line of a UTF-8 file; a line that is not UTF-8 is a BadInput naming file:line."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadInput(f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line); "
-                               "save the file as UTF-8") from None
-
-
 def json_objects(path: Path):
     """(line number, "file:line", object) for each non-blank line of a JSONL file; a line that is not UTF-8, not
-    JSON or not an object is a BadInput naming file:line."""
-    for lineno, line in numbered_lines(path):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{where}: not valid JSON ({exc.msg})") from None
+    JSON (or past user_files' bounds) or not an object is a BadInput naming file:line."""
+    for lineno, where, row in json_lines(path):
         if not isinstance(row, dict):
             raise BadInput(f"{where}: expected a JSON object")
         yield lineno, where, row
@@ -46,10 +28,6 @@ def json_objects(path: Path):
 
 def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
     """Rows as {"id", "messages", "reference"}; a plain "prompt" becomes one user message."""
-    if not path.exists():
-        raise BadInput(f"{path}: no such file")
-    if path.is_dir():
-        raise BadInput(f"{path}: is a folder, expected a JSONL file")
     items, seen = [], set()
     for lineno, where, row in json_objects(path):
         if "messages" in row:

@@ -20,14 +20,14 @@ def harness_overrides(num_fewshot, batch_size, chat_template, gen_kwargs, includ
 
 def parse_kwargs(text: str, option: str = "--gen-kwargs") -> dict:
     """'max_gen_toks=128,temperature=0' -> {'max_gen_toks': 128, 'temperature': 0}, as lm_eval's CLI reads it."""
-    import yaml
+    from workbench.system.user_files import parse_yaml
 
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key:
             raise BadInput(f"{option}: '{part}' is not key=value")
-        parsed = yaml.safe_load(value)
+        parsed = parse_yaml(value, option)
         if isinstance(parsed, float) and not math.isfinite(parsed):
             raise BadInput(f"{option}: {key.strip()}={value.strip()} is not a finite number")
         out[key.strip()] = parsed

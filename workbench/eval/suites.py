@@ -1,15 +1,15 @@
 """Finding and validating eval suites (evals/suites/*.yaml, or a path)."""
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.config import JUDGE_SCORERS, SuiteConfig, load_yaml_model
-from workbench.data.records import load_chat_items, numbered_lines, sha256_file
+from workbench.data.records import load_chat_items, sha256_file
 from workbench.errors import BadInput
 from workbench.system.content import content_dir
 from workbench.system.extras import require
+from workbench.system.user_files import json_lines, load_json, resolved
 
 
 @dataclass
@@ -27,8 +27,8 @@ class LoadedSuite:
 
 def find_suite(ref: str, evals_dir: str | None = None) -> Path:
     path = Path(ref)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
+    if path.suffix in (".yaml", ".yml") or path.exists() or path.is_symlink():
+        if not path.exists() and not path.is_symlink():  # a symlink loop is named as one when read
             raise BadInput(f"suite file '{ref}': no such file")
         return path
     folder = content_dir("evals", evals_dir) / "suites"
@@ -50,7 +50,7 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
         raise BadInput(f"{path}: tasks: duplicate task names")
     items, gold = {}, {}
     for ti, task in enumerate(config.tasks):
-        data_path = (path.parent / task.data).resolve()
+        data_path = resolved(path.parent / task.data)
         loaded = load_chat_items(data_path)
         cap = min(x for x in (limit, task.limit, len(loaded)) if x is not None)
         items[task.name] = loaded[:cap]
@@ -77,13 +77,10 @@ def _load_schema(suite_path: Path, key: str, value) -> dict:
     """An inline schema, or a JSON file relative to the suite; checked against its metaschema now."""
     jsonschema = require("jsonschema", "The json_schema scorer", "eval")
     if isinstance(value, str):
-        file = (suite_path.parent / value).resolve()
-        try:
-            value = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BadInput(f"{suite_path}: {key}: no such file {file}") from None
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{file}: not valid JSON: {exc}") from None
+        file = resolved(suite_path.parent / value)
+        if not file.exists():
+            raise BadInput(f"{suite_path}: {key}: no such file {file}")
+        value = load_json(file, "a JSON schema")
     try:
         jsonschema.validators.validator_for(value).check_schema(value)
     except jsonschema.SchemaError as exc:
@@ -93,16 +90,8 @@ def _load_schema(suite_path: Path, key: str, value) -> dict:
 
 def _load_gold(path: Path, ids: set, scale: tuple[int, int]) -> list[dict]:
     """Rows {id, answer, score}: a person's grade of a fixed answer to the task item `id`."""
-    if not path.is_file():
-        raise BadInput(f"gold set '{path}': no such file")
     rows = []
-    for n, line in numbered_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise BadInput(f"{path}:{n}: not valid JSON") from None
+    for n, _, row in json_lines(path):
         if isinstance(row, dict) and "id" in row:
             row["id"] = str(row["id"])
         if not isinstance(row, dict) or not isinstance(row.get("answer"), str) or row.get("id") not in ids:

@@ -52,6 +52,7 @@ def export(checkpoint: str | os.PathLike, format: str = "gguf", *, output: str |
     adapter_gguf: gguf of an adapter, also the LoRA as a GGUF adapter on a base GGUF; ollama: gguf, an Ollama
     Modelfile per file; imatrix_data: gguf, an importance matrix from this data; calibration: awq/gptq data."""
     from workbench.export import get_exporter
+    from workbench.export.quality import check_heldout_file
     from workbench.system.console import library_stdout_to_stderr
     from workbench.system.environment import versions
 
@@ -60,8 +61,8 @@ def export(checkpoint: str | os.PathLike, format: str = "gguf", *, output: str |
         raise BadInput(f"--calibration applies to awq and gptq exports, not {exporter.name}")
     for path, what, applies in ((calibration, "--calibration", ("awq", "gptq")),
                                 (imatrix_data, "--imatrix-data", ("gguf",))):
-        if path is not None and exporter.name in applies and not Path(path).is_file():  # else the exporter refuses it
-            raise BadInput(f"{what} '{path}': no such file")
+        if path is not None and exporter.name in applies:  # else the exporter refuses it
+            check_heldout_file(Path(path), what)
     st = Store.open(store)
     out = Path(output)
     heldout = Path(heldout) if heldout is not None else None
@@ -85,14 +86,15 @@ def _plan(exporter, checkpoint, quants, out: Path, *, verify: bool, heldout: Pat
     """Everything the user gave, checked before a run is opened or anything heavy loads: (source, quant types)."""
     from workbench.checkpoints.checks import record_checks
     from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.export.quality import check_heldout_file
     from workbench.system.output_paths import check_new_folder
 
     if ladder and not verify:
         raise BadInput("--ladder measures every quant type: it cannot be combined with --no-verify")
     if ladder and not quants:
         quants = list(exporter.quant_types)
-    if heldout is not None and not heldout.is_file():
-        raise BadInput(f"held-out text '{heldout}': no such file")
+    if heldout is not None:
+        check_heldout_file(heldout, "--heldout")
     check_new_folder(out)
     ckpt = resolve_checkpoint(checkpoint, with_sha=False)
     quants = exporter.check(ckpt, quants)  # before anything heavy loads, or even hashing the weights

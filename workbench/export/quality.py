@@ -167,11 +167,11 @@ def load_heldout_texts(path: str | Path | None = None, tokenizer=None) -> list[s
     """Held-out texts: a .txt file (one text), a .jsonl of chat items (messages [+ reference as the assistant
     turn], rendered with the tokenizer's chat template, so the text is what the fine-tune saw) or of {"text"};
     None -> the bundled default (exporters/heldout/default.txt)."""
-    path = Path(path) if path is not None else default_heldout_path()
-    if not path.is_file():
-        raise BadInput(f"held-out text '{path}': no such file")
+    from workbench.system.user_files import read_text, regular_file
+
+    path = regular_file(Path(path) if path is not None else default_heldout_path(), "held-out text")
     if path.suffix != ".jsonl":
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "held-out text")
         if path == default_heldout_path():
             text = text.split("\n---\n", 1)[-1]  # the header says where the text comes from; not scored
         if not text.strip():
@@ -180,19 +180,31 @@ def load_heldout_texts(path: str | Path | None = None, tokenizer=None) -> list[s
     return _jsonl_texts(path, tokenizer)
 
 
+def check_heldout_file(path: Path, what: str) -> None:
+    """Read a held-out/calibration file through once (a regular file, UTF-8, valid JSON rows), so that a bad one is
+    refused by name before a run opens; rendering its texts needs the tokenizer, later."""
+    from workbench.data.records import json_objects
+    from workbench.system.user_files import read_text
+
+    if path.suffix == ".jsonl":
+        for _ in json_objects(path):
+            pass
+    else:
+        read_text(path, f"{what} text")
+
+
 def _jsonl_texts(path: Path, tokenizer) -> list[str]:
     import json
 
-    from workbench.data.records import load_chat_items
+    from workbench.data.records import json_objects, load_chat_items
 
-    with open(path, encoding="utf-8") as fh:
-        first = next((json.loads(line) for line in fh if line.strip()), None)
+    first = next((row for _, _, row in json_objects(path)), None)
     if isinstance(first, dict) and "text" in first and "messages" not in first:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get("text"), str)), None)
+        rows = [(where, row) for _, where, row in json_objects(path)]
+        bad = next((where for where, r in rows if not isinstance(r.get("text"), str)), None)
         if bad:
-            raise BadInput(f"{path}:{bad}: 'text' must be a string")
-        return [r["text"] for r in rows]
+            raise BadInput(f"{bad}: 'text' must be a string")
+        return [r["text"] for _, r in rows]
     items = load_chat_items(path, need_reference=False)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise BadInput(f"{path}: chat items need a tokenizer with a chat template to be rendered as held-out text")

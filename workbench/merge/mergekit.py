@@ -16,6 +16,7 @@ from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
 from workbench.store.files import staged_folder
 from workbench.system.failures import disk_full_as
+from workbench.system.user_files import read_text
 
 HOW = "mergekit"
 _REF_KEYS = ("model", "base_model", "tokenizer_source")
@@ -28,10 +29,7 @@ class MergekitConfig:
         from workbench.config import parse_yaml_mapping
 
         self.path = Path(path)
-        try:
-            self.text = self.path.read_text(encoding="utf-8")
-        except (FileNotFoundError, IsADirectoryError):
-            raise BadInput(f"mergekit config '{path}': no such file") from None
+        self.text = read_text(self.path, "a mergekit YAML")
         self.sha = hashlib.sha256(self.text.encode()).hexdigest()
         raw = parse_yaml_mapping(self.text, self.path)
         self.located: dict[str, str] = {}  # the config's reference -> the local folder mergekit is given

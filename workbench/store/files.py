@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from workbench.errors import BadInput
+from workbench.system.user_files import MAX_DOCUMENT_BYTES, load_json
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -65,21 +66,10 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def read_json_object(path: Path) -> dict:
-    """A JSON file that must hold an object; a one-line BadInput naming it otherwise."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{path}: not UTF-8 text") from None
+def read_json_object(path: Path, max_bytes: int = MAX_DOCUMENT_BYTES) -> dict:
+    """A JSON file that must hold an object, read by the bounded loader (workbench.system.user_files); a one-line
+    BadInput naming it otherwise."""
+    value = load_json(path, max_bytes=max_bytes)
     if not isinstance(value, dict):
         raise BadInput(f"{path}: expected a JSON object")
     return value

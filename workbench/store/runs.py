@@ -18,9 +18,10 @@ from typing import Iterator
 
 from workbench.errors import BadInput
 from workbench.store import index
-from workbench.store.files import read_json, read_jsonl, staged_folder, write_json_atomic, write_jsonl_atomic
+from workbench.store.files import read_json_object, staged_folder, write_json_atomic, write_jsonl_atomic
 from workbench.system.faultpoints import pause_point
 from workbench.system.processes import identity, is_dead
+from workbench.system.user_files import json_lines
 
 SCHEMA_VERSION = 1
 INTERRUPTED = "interrupted"  # never written: how a started run whose process is gone reads
@@ -69,7 +70,7 @@ class Run:
 
     def samples(self, name: str) -> list[dict]:
         path = self.path / "samples" / f"{safe_name(name)}.jsonl"
-        return read_jsonl(path) if path.exists() else []
+        return [row for _, _, row in json_lines(path)] if path.exists() else []
 
     def sample_files(self) -> list[str]:
         folder = self.path / "samples"
@@ -177,10 +178,12 @@ class Store:
     def load(self, run_id: str, *, as_recorded: bool = False) -> Run:
         """The run; a dead started run reads as interrupted unless as_recorded (what run.json says)."""
         path = self.runs_dir / run_id
-        manifest = read_json(path / "run.json")
+        manifest = read_json_object(path / "run.json")
         manifest = manifest if as_recorded else live_status(manifest)
         results_path = path / "results.json"
-        metrics = read_json(results_path)["metrics"] if results_path.exists() else []
+        metrics = read_json_object(results_path).get("metrics") if results_path.exists() else []
+        if not isinstance(metrics, list):
+            raise BadInput(f"{results_path}: 'metrics' is not a list")
         return Run(path=path, manifest=manifest, metrics=metrics)
 
     def resolve(self, ref: str) -> Run:
@@ -223,15 +226,16 @@ class Store:
             conn.close()
 
     def rebuild_index(self) -> int:
-        """Recreate index.db from the run folders; returns the number of runs indexed."""
+        """Recreate index.db from the run folders; returns the number of runs indexed. Every run.json is read
+        first, so a damaged one is refused (naming it) before anything is written."""
+        runs = [self.load(run_id, as_recorded=True) for run_id in self.run_ids()]
         tmp = self.root / f".index.{os.getpid()}.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         conn = index.connect(tmp)
         count = 0
         try:
-            for run_id in self.run_ids():
-                run = self.load(run_id, as_recorded=True)
+            for run in runs:
                 index.upsert_run(conn, run.manifest, run.metrics)
                 count += 1
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

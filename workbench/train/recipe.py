@@ -17,6 +17,7 @@ from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.store.files import staged_folder
 from workbench.system.extras import available, require
+from workbench.system.user_files import regular_file, resolved
 from workbench.train.checkpoints import CheckpointPlan, plan_checkpoints, recipe_fingerprint
 from workbench.train.divergence import divergence_callback
 from workbench.train.loss_log import loss_log_callback, loss_rows
@@ -55,9 +56,7 @@ def load_training_rows(cfg: TrainConfig, config_path: Path) -> TrainingRows:
 
     if cfg.data_format is not None and cfg.data_format not in FORMATS:
         raise BadInput(f"{config_path}: data_format: '{cfg.data_format}' (choose from {', '.join(FORMATS)})")
-    data_path = (config_path.parent / cfg.train_data).resolve()
-    if data_path.is_dir():
-        raise BadInput(f"{data_path}: is a folder, expected a JSONL file")
+    data_path = regular_file(resolved(config_path.parent / cfg.train_data), "a JSONL file")
     return TrainingRows(data_path, *method_rows(cfg.method, data_path, cfg.data_format))
 
 

@@ -91,8 +91,10 @@ def export_gguf(ckpt: Checkpoint, out_dir: Path, quants: list[str] | str | None 
                 adapter_gguf: bool = False, imatrix_data: Path | None = None) -> list[Checkpoint]:
     """Export an HF model (or an adapter, merged first) to one GGUF file per quant type in out_dir."""
     names = check(ckpt, quants)
-    if imatrix_data is not None and not Path(imatrix_data).is_file():
-        raise BadInput(f"importance-matrix data '{imatrix_data}': no such file")
+    if imatrix_data is not None:
+        from workbench.system.user_files import regular_file
+
+        regular_file(imatrix_data, "importance-matrix data")
     if adapter_gguf:
         from workbench.export.gguf.adapter import check_adapter
 
