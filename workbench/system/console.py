@@ -5,6 +5,9 @@ reports progress, before any of them is imported.
 On a terminal, progress redraws in place. Anywhere else (CI, a pipe, a log file) it prints an occasional line with
 counts and rates instead, and so do the tqdm bars of lm-eval, transformers, datasets and TRL (tqdm reads
 TQDM_MININTERVAL). Quiet (`wb --quiet`) prints nothing but the result and errors.
+
+What goes through here, libraries' stdout included, has every URL's user:password@ and ?query removed: MLflow
+prints "View run at http://user:PASS@host/..." (workbench.system.urls).
 """
 
 import os
@@ -12,11 +15,25 @@ import sys
 
 from rich.console import Console
 
+from workbench.system.urls import redact_urls
+
+
+class RedactedStderr:
+    """sys.stderr as it is at each write (tests swap it), with the URLs in what is written redacted."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(redact_urls(text))
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding: the real stream's
+        return getattr(sys.stderr, name)
+
+
+STDERR = RedactedStderr()
 # Seconds between progress lines when stderr is not a terminal (WB_PROGRESS_INTERVAL overrides).
 LOG_INTERVAL_S = 30.0
 
-err = Console(stderr=True, highlight=False)
-errors = Console(stderr=True, highlight=False)  # errors print even when quiet
+err = Console(file=STDERR, highlight=False)
+errors = Console(file=STDERR, highlight=False)  # errors print even when quiet
 
 
 def info(message: str) -> None:
@@ -69,4 +86,4 @@ def library_stdout_to_stderr():
     own output, --json's one object above all."""
     import contextlib
 
-    return contextlib.redirect_stdout(sys.stderr)
+    return contextlib.redirect_stdout(STDERR)
