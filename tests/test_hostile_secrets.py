@@ -253,3 +253,73 @@ def test_dashboard_shows_a_markdown_image_name_as_text_and_fetches_nothing(pixel
             proc.wait(30)
     assert not [u for u in asked if u.startswith((pixel, "http://example.invalid"))], asked
     assert pixel_server.hits == []
+
+
+# ---- terminal: user data printed as text ----------------------------------------------------------------------
+
+# a window title (OSC 0), a screen clear (CSI 2J), an OSC 8 link, a colour and a Rich closing tag
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J \x1b]8;;http://evil.invalid/\x1b\\click\x1b]8;;\x1b\\ \x1b[31mred [/bold]"
+SHOWN = r"\x1b]0;PWNED\x07\x1b[2J \x1b]8;;http://evil.invalid/\x1b\click\x1b]8;;\x1b\ \x1b[31mred [/bold]"
+
+
+def _assert_printed_as_text(res) -> None:
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    for stream in (res.stdout, res.stderr):
+        assert not any(c in stream for c in "\x1b\x07\x9b"), repr(stream[-2000:])
+
+
+def test_data_check_shows_a_rows_escapes_instead_of_sending_them(tmp_path, tiny_model_dir):
+    rows = [{"prompt": f"Say hi {HOSTILE}", "completion": f"hi {HOSTILE}"}] + [
+        {"prompt": f"q{i}", "completion": f"a{i}"} for i in range(3)]
+    data = tmp_path / f"rows [red] {chr(27)}[2J.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = wb("data", "check", data, "--template", tiny_model_dir, env={"WB_STORE": str(tmp_path / "store")})
+    _assert_printed_as_text(res)
+    assert f"Say hi {SHOWN}" in res.stdout and f"hi {SHOWN}" in res.stdout
+    assert r"rows [red] \x1b[2J.jsonl" in " ".join(res.stdout.split())  # the table's title (wrapped) names it
+
+
+def test_compare_samples_shows_outputs_and_names_as_text(tmp_path):
+    from workbench.store import Store
+
+    store = Store(tmp_path / "store")
+    ids = []
+    for side in ("a", "b"):
+        manifest = {"checkpoint": {"name": f"ckpt [/bold] {side}", "kind": "adapter", "sha": side * 12},
+                    "suite": "s", "limit": None}
+        with store.open_run("eval", manifest) as run:
+            run.write_samples("say", [{"id": "x [/bold]", "messages": [{"role": "user", "content": f"Q {HOSTILE}"}],
+                                       "output": f"{side}: {HOSTILE}", "reference": "r", "scores": {"exact": 0.0}}])
+            run.add_metric("say", "exact [/bold]", 0.0, n=1, higher_is_better=True, source="task")
+        ids.append(run.run_id)
+    res = wb("compare", *ids, "--samples", "1", "--store", store.root, env={"COLUMNS": "400"})
+    _assert_printed_as_text(res)
+    for text in (f"a: {SHOWN}", f"b: {SHOWN}", "ckpt [/bold] a", "x [/bold]", "exact [/bold]"):
+        assert text in res.stdout, (text, res.stdout)
+
+
+# ---- cause 3, last item: a `[/bold]` in a name is text, not Rich markup ------------------------------------------
+
+def test_recipe_and_suite_names_with_rich_markup_are_printed_as_text(tmp_path, tiny_model_dir):
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"prompt": f"Say {i}", "reference": str(i)}) + "\n"
+                                                 for i in range(2)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: 'x [/bold] [red]y'\ntasks:\n  - name: 'say [/]'\n    data: rows.jsonl\n"
+                     "    generation: {max_new_tokens: 2}\n    scorers: [{type: exact}]\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: 'r [/bold] z'\nbase: {tiny_model_dir}\ntrain_data: rows.jsonl\n"
+                      "training: {max_steps: 1, batch_size: 2}\n")
+    env = {"WB_STORE": str(tmp_path / "store")}
+    quiet = wb("--quiet", "eval", tiny_model_dir, "--suite", suite, "--json", env=env)
+    assert quiet.returncode == 0 and "Traceback" not in quiet.stderr, quiet.stderr
+    assert [m["task"] for m in json.loads(quiet.stdout)["metrics"]] == ["say [/]"]
+    loud = wb("eval", tiny_model_dir, "--suite", suite, env=env)
+    assert loud.returncode == 0 and "Traceback" not in loud.stderr, loud.stderr
+    assert "on suite x [/bold] [red]y" in loud.stderr and "say [/]" in loud.stdout
+    trained = wb("--quiet", "train", recipe, "-o", tmp_path / "adapter", "--json", env=env)
+    assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    loud = wb("train", recipe, "-o", tmp_path / "adapter2", env=env)
+    assert loud.returncode == 0 and "Traceback" not in loud.stderr, loud.stderr
+    assert "training r [/bold] z (" in loud.stderr
