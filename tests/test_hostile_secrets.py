@@ -238,11 +238,11 @@ def test_dashboard_shows_a_markdown_image_name_as_text_and_fetches_nothing(pixel
                     page.get_by_text(f"prompt {image}").wait_for()
                     # a run reference in the page's URL that matches nothing is shown in the error as typed too
                     page.goto(f"{url}/compare?a={urllib.parse.quote(image)}&b={run_b}")
-                    page.get_by_text(f"'{image}'").first.wait_for()
+                    page.get_by_text(f"'{image}'").filter(visible=True).first.wait_for()
                     for run_id, needle in ((run_b, f"x {image} b"), (failed, f"failed on {image}")):
                         page.goto(f"{url}/runs?run={run_id}")
                         page.get_by_role("heading", name="Run detail").wait_for()
-                        page.get_by_text(needle).first.wait_for()
+                        page.get_by_text(needle).filter(visible=True).first.wait_for()  # not the table's cells
                     page.wait_for_load_state("networkidle")
                     sources = page.locator("img").evaluate_all("images => images.map(i => i.src)")
                     assert not [s for s in sources if "/pixel.png" in s], sources
