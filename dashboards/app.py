@@ -16,6 +16,8 @@ if str(HERE) not in sys.path:  # the pages import store_cache / page_parts from 
 import store_cache  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from workbench.dashboard.views import as_text  # noqa: E402
+
 st.set_page_config(page_title="ckpt-workbench", layout="wide")
 
 
@@ -26,7 +28,7 @@ PAGES = [("leaderboard", "Leaderboard"), ("sweeps", "Sweeps"), ("compare", "Comp
 page = st.navigation([st.Page(str(HERE / "app_pages" / f"{name}.py"), title=title, default=i == 0)
                       for i, (name, title) in enumerate(PAGES)])
 with st.sidebar:
-    st.caption(f"store: `{store_cache.store().root}`")
+    st.caption(f"store: {as_text(store_cache.store().root)}")
     if st.button("Reload store", help="Forget cached reads (they also refresh by themselves when a run is written)."):
         store_cache.clear()
 page.run()

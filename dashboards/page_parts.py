@@ -1,7 +1,5 @@
 """Small pieces several pages share: empty-store messages and run labels."""
 
-import re
-
 import pandas as pd
 import store_cache
 import streamlit as st
@@ -14,7 +12,7 @@ RECORD_EVAL = "`wb eval CHECKPOINT --suite SUITE` (e.g. `wb eval default --suite
 
 def no_data(what: str, command: str) -> None:
     """Say what is missing and which command records it, then stop the page."""
-    st.info(f"No {what} yet: {command} records them in this store ({store_cache.store().root}).")
+    st.info(f"No {what} yet: {command} records them in this store ({views.as_text(store_cache.store().root)}).")
     st.stop()
 
 
@@ -29,6 +27,6 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def markdown_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """st.table renders cells as Markdown: escape them so '-' stays a dash and names keep their underscores."""
-    escape = lambda text: re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$])", r"\\\1", str(text))  # noqa: E731
-    return table.rename(columns=escape).map(escape)
+    """st.table renders cells as Markdown: shown as text, '-' stays a dash, names keep their underscores and a
+    name that is a Markdown image stays text (views.as_text)."""
+    return table.rename(columns=views.as_text).map(views.as_text)

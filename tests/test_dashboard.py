@@ -182,7 +182,7 @@ def test_compare_drill_down_filters_to_regressions(app, seeded):
     assert list(at.dataframe[0].value["id"]) == worse
     next(s for s in at.selectbox if s.label == "Judge regressions by").set_value("json_valid").run()
     assert list(at.dataframe[0].value["id"]) == ["item-5"]
-    assert "B better on 2, worse on 1 (json_valid)" in " ".join(c.value for c in at.caption)
+    assert "B better on 2, worse on 1 (json\\_valid)" in " ".join(c.value for c in at.caption)  # Markdown source: as text
     item = next(s for s in at.selectbox if s.label == "Item")
     assert item.options == ["item-5 — worse: json_valid"]
     shown = " ".join(t.value for t in at.text)

@@ -32,7 +32,7 @@ def resolve(ref: str | None) -> str | None:
     try:
         run_id = store_cache.store().resolve(ref).run_id
     except BadInput as exc:
-        st.error(f"URL parameter: {exc}")
+        st.error(f"URL parameter: {views.as_text(exc)}")
         return None
     return run_id if run_id in by_id else None
 
@@ -72,12 +72,12 @@ if run_a == run_b:
 
 data = store_cache.comparison(run_a, run_b)
 cmp = data["comparison"]
-st.subheader(f"{cmp['checkpoint_a']} (A) → {cmp['checkpoint_b']} (B)")
+st.subheader(f"{views.as_text(cmp['checkpoint_a'])} (A) → {views.as_text(cmp['checkpoint_b'])} (B)")
 st.caption(f"A: run `{run_a}` · B: run `{run_b}` · Δ = B − A. The same numbers as "
            f"`wb compare {run_a} {run_b} --json`.")
 if cmp["setting_differences"]:
     st.warning("These runs' settings differ, so their scores are not directly comparable: "
-               + "; ".join(cmp["setting_differences"]))
+               + views.as_text("; ".join(cmp["setting_differences"])))
 
 directions = data["directions"]
 c1, c2, c3 = st.columns(3)
@@ -125,7 +125,7 @@ def on_metric(names: list[str]) -> list[str]:
 
 n_worse = sum(bool(on_metric(r["worse"])) for r in rows)
 n_better = sum(bool(on_metric(r["better"])) for r in rows)
-st.caption(f"{len(rows)} items scored by both runs: B better on {n_better}, worse on {n_worse} ({metric}).")
+st.caption(f"{len(rows)} items scored by both runs: B better on {n_better}, worse on {n_worse} ({views.as_text(metric)}).")
 shown = [r for r in rows if on_metric(r["worse"])] if regressions_only else rows
 if not shown:
     st.info("No regressions: B is never worse than A here." if regressions_only else "No paired items.")
@@ -165,9 +165,9 @@ with st.container(border=True):
         st.markdown("**Reference**")
         st.text(str(r["reference"]))
     for col, side, name in zip(st.columns(2), ("a", "b"), (cmp["checkpoint_a"], cmp["checkpoint_b"])):
-        col.markdown(f"**{side.upper()}: {name}**")
+        col.markdown(f"**{side.upper()}: {views.as_text(name)}**")
         col.text(str(r[side]))
-        col.caption("scores: " + scores_text(r[f"scores_{side}"]))
+        col.caption("scores: " + views.as_text(scores_text(r[f"scores_{side}"])))
         if r[f"judge_{side}"]:
             col.markdown("**Judge verdict and rationale**")
             col.json(r[f"judge_{side}"])

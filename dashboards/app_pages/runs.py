@@ -8,6 +8,8 @@ import store_cache
 import streamlit as st
 from page_parts import RECORD_EVAL, no_data
 
+from workbench.dashboard.views import as_text
+
 PAGE_SIZE = 50
 SETTING_KEYS = ("suite", "suite_sha", "limit", "seed", "chat_template_sha", "format", "quants", "config_path")
 
@@ -39,15 +41,15 @@ st.query_params["run"] = run_id
 detail = store_cache.run(run_id)
 m, metrics = detail["manifest"], detail["metrics"]
 
-st.subheader(f"{m['kind']} run `{run_id}`")
+st.subheader(f"{as_text(m['kind'])} run `{run_id}`")
 c1, c2 = st.columns([1, 3])
-c1.metric("status", m["status"])
-c2.metric("checkpoint", (m.get("checkpoint") or {}).get("name") or "-")
+c1.metric("status", as_text(m["status"]))
+c2.metric("checkpoint", as_text((m.get("checkpoint") or {}).get("name") or "-"))
 st.caption(f"created {m['created_at']} · finished {m.get('finished_at') or '-'} (UTC)")
 if m.get("command"):
     st.code(m["command"], language="bash")
 if m.get("error"):
-    st.error(m["error"])
+    st.error(as_text(m["error"]))
 
 tab_settings, tab_metrics, tab_versions, tab_timings, tab_manifest = st.tabs(
     ["Settings", "Metrics", "Versions", "Timings", "Manifest"])
@@ -59,7 +61,7 @@ with tab_settings:
         st.markdown("**Checkpoint (with lineage)**")
         st.json(m["checkpoint"], expanded=1)
     for i, h in enumerate(m.get("harness") or []):
-        st.markdown(f"**lm-eval settings [{i}]**: {', '.join(h.get('tasks') or [])}")
+        st.markdown(f"**lm-eval settings [{i}]**: {as_text(', '.join(h.get('tasks') or []))}")
         st.json(h.get("settings") or {}, expanded=False)
     if m.get("config"):
         st.markdown("**Resolved config**")

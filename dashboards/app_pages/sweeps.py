@@ -6,6 +6,8 @@ import store_cache
 import streamlit as st
 from page_parts import no_data
 
+from workbench.dashboard.views import as_text
+
 st.title("Sweeps")
 sweeps = [m for m in store_cache.manifests() if m["kind"] == "sweep"]
 if not sweeps:
@@ -23,10 +25,10 @@ chosen = by_label[st.selectbox("Sweep", list(by_label))]
 executor = chosen.get("executor") or {}
 if executor.get("ray"):
     alive = sum(n.get("alive", False) for n in executor.get("nodes") or [])
-    st.caption(f"Ray cluster {executor['ray']} ({alive} nodes at the start), max_retries {executor.get('max_retries')}; "
-               f"file {chosen.get('sweep_file')}")
+    st.caption(f"Ray cluster {as_text(executor['ray'])} ({alive} nodes at the start), max_retries "
+               f"{executor.get('max_retries')}; file {as_text(chosen.get('sweep_file'))}")
 else:
-    st.caption(f"In one process (--local); file {chosen.get('sweep_file')}")
+    st.caption(f"In one process (--local); file {as_text(chosen.get('sweep_file'))}")
 
 columns, rows = store_cache.sweep_leaderboard(chosen["run_id"])
 if rows:

@@ -6,6 +6,8 @@ import store_cache
 import streamlit as st
 from page_parts import no_data, run_label
 
+from workbench.dashboard.views import as_text
+
 st.title("Training")
 train = [m for m in store_cache.manifests() if m["kind"] == "train"]
 if not train:
@@ -48,7 +50,7 @@ with eval_col:
         stopped = recorded.get("stopped_early")
         if stopped:
             st.warning(f"Stopped early at step {stopped['step']} of {stopped['max_steps']}: forgetting gate "
-                       f"'{stopped['gate']}' failed: {stopped['reason']}")
+                       f"'{as_text(stopped['gate'])}' failed: {as_text(stopped['reason'])}")
 if with_evals and not evals.empty:
     regression = evals[evals["kind"] != "task"]
     if not regression.empty:
@@ -66,6 +68,6 @@ if "learning_rate" in curves:
     st.plotly_chart(lr, width="stretch")
 missing = sorted(set(chosen) - set(curves["run"])) if not curves.empty else chosen
 if missing:
-    st.caption("No loss log in: " + ", ".join(missing))
+    st.caption("No loss log in: " + as_text(", ".join(missing)))
 if not curves.empty:
     st.dataframe(curves, hide_index=True, width="stretch")

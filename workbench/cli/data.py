@@ -7,7 +7,7 @@ import typer
 
 from workbench.cli.options import JsonOpt
 from workbench.cli.output import emit_json, out
-from workbench.system.console import info
+from workbench.system.console import info, plain
 
 data_app = typer.Typer(help="Training-data checks.", no_args_is_help=True)
 
@@ -49,7 +49,7 @@ def check(
 def _print(report) -> None:
     from rich.table import Table
 
-    table = Table(title=f"wb data check: {report.path} ({report.format}, {report.rows} rows)", show_header=False)
+    table = Table(title=plain(f"wb data check: {report.path} ({report.format}, {report.rows} rows)"), show_header=False)
     table.add_row("exact duplicates", f"{len(report.exact_duplicates)} groups" + (
         f": lines {'; '.join(', '.join(map(str, g)) for g in report.exact_duplicates[:5])}" if report.exact_duplicates else ""))
     table.add_row("near duplicates", f"{len(report.near_duplicates)} groups" + (
@@ -71,8 +71,8 @@ def _print(report) -> None:
         for col in ("line", "eval item", "shared n-grams", "eval text"):
             hits.add_column(col)
         for h in c.hits:
-            hits.add_row(str(h.row), h.item.source, f"{h.shared}/{h.row_ngrams}", h.item.text[:90])
+            hits.add_row(str(h.row), plain(h.item.source), f"{h.shared}/{h.row_ngrams}", plain(h.item.text[:90]))
         out.print(hits)
     for sample in report.rendered:
         info(f"--- line {sample['line']}, rendered with the chat template ---")
-        out.print(sample["text"], markup=False, highlight=False)
+        out.print(plain(sample["text"]), highlight=False)  # the row as text: its escapes shown, not run

@@ -2,7 +2,7 @@
 failed (workbench.eval.matrix runs it)."""
 
 from workbench.cli.output import emit_json, out
-from workbench.system.console import info
+from workbench.system.console import info, warn
 
 
 def print_matrix(result, *, json_out: bool) -> None:
@@ -16,7 +16,7 @@ def print_matrix(result, *, json_out: bool) -> None:
         differ = {m.name: c.setting_differences for m in result.members
                   if (c := result.comparisons.get(m.run_id)) and c.setting_differences}
         for name, diffs in differ.items():
-            info(f"[yellow]{name}: settings differ from CKPT's run:[/] {'; '.join(diffs)}")
+            warn(f"{name}: settings differ from CKPT's run: {'; '.join(diffs)}")
         info(f"matrix {result.run.run_id} and its {len(result.runs)} eval runs recorded in {result.store_root}")
     failure = result.failure()
     if failure is not None:

@@ -95,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 def _report(exc: WorkbenchError) -> int:
     from rich.markup import escape
 
-    from workbench.system.console import errors
+    from workbench.system.console import errors, visible
 
-    errors.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a path may hold [brackets]
+    # a path may hold [brackets] or a control character
+    errors.print(f"[bold red]error:[/] {escape(visible(str(exc)))}", soft_wrap=True)
     return exc.exit_code
 
 

@@ -21,7 +21,7 @@ def command_line() -> str:
     import shlex
     import sys
 
-    from workbench.store.tracking import redact_url  # a tracking URI's user:password never reaches a manifest
+    from workbench.system.urls import redact_urls  # a URL's user:password or ?token= never reaches a manifest
 
-    return "wb " + " ".join(shlex.quote(redact_url(a)) for a in sys.argv[1:])
+    return "wb " + " ".join(shlex.quote(redact_urls(a)) for a in sys.argv[1:])
 

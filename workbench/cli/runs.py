@@ -8,7 +8,7 @@ import typer
 from workbench.cli.options import JsonOpt, StoreOpt
 from workbench.cli.output import emit_json, out
 from workbench.store.runs import Store
-from workbench.system.console import err
+from workbench.system.console import err, markup_text, plain
 
 RUN_KINDS = ("train", "eval", "judge", "merge", "export", "matrix")
 
@@ -39,12 +39,13 @@ def runs(
             {k: m.get(k) for k in ("run_id", "kind", "status", "created_at", "suite")} | {"checkpoint": (m.get("checkpoint") or {}).get("name")}
             for m in manifests]})
         return
-    table = Table(title=f"runs in {st.root}")
+    table = Table(title=plain(f"runs in {st.root}"))
     for col in ("run", "kind", "status", "checkpoint", "suite", "created"):
         table.add_column(col)
     for m in manifests:
         status = m["status"]
         colour = {"ok": "green", "error": "red", "interrupted": "magenta"}.get(status, "yellow")
-        table.add_row(m["run_id"], m["kind"], f"[{colour}]{status}[/]", (m.get("checkpoint") or {}).get("name", "-"),
-                      m.get("suite") or "-", m["created_at"][:19])
+        table.add_row(plain(m["run_id"]), plain(m["kind"]), f"[{colour}]{markup_text(status)}[/]",
+                      plain((m.get("checkpoint") or {}).get("name") or "-"), plain(m.get("suite") or "-"),
+                      plain(m["created_at"][:19]))
     out.print(table)

@@ -139,7 +139,9 @@ def _fmt(value, stderr=None) -> str:
 def render_table(cmp: Comparison):
     from rich.table import Table
 
-    table = Table(title=f"{cmp.checkpoint_a} ({cmp.run_a})  vs  {cmp.checkpoint_b} ({cmp.run_b})")
+    from workbench.system.console import markup_text, plain
+
+    table = Table(title=plain(f"{cmp.checkpoint_a} ({cmp.run_a})  vs  {cmp.checkpoint_b} ({cmp.run_b})"))
     for col in ("task", "metric", "n", "A", "B", "Δ (B-A)", "B better/worse"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     one_sided = [r for r in cmp.rows if r.a is None or r.b is None]
@@ -152,15 +154,15 @@ def render_table(cmp: Comparison):
             good = (r.delta > 0) == bool(r.higher_is_better)
             delta = f"[{'green' if good else 'red'}]{delta}[/]"
         paired = "-" if r.improved is None else f"{r.improved}/{r.regressed}"
-        table.add_row(r.task, r.metric, n, _fmt(r.a, r.stderr_a), _fmt(r.b, r.stderr_b), delta, paired)
+        table.add_row(plain(r.task), plain(r.metric), n, _fmt(r.a, r.stderr_a), _fmt(r.b, r.stderr_b), delta, paired)
     notes = []
     if one_sided:
         only_a = sorted({r.task for r in one_sided if r.b is None})
         only_b = sorted({r.task for r in one_sided if r.a is None})
-        notes += [f"only in A: {', '.join(only_a)}"] if only_a else []
-        notes += [f"only in B: {', '.join(only_b)}"] if only_b else []
+        notes += [f"only in A: {markup_text(', '.join(only_a))}"] if only_a else []
+        notes += [f"only in B: {markup_text(', '.join(only_b))}"] if only_b else []
     if cmp.setting_differences:
-        notes.append("[yellow]settings differ: " + "; ".join(cmp.setting_differences) + "[/]")
+        notes.append("[yellow]settings differ: " + markup_text("; ".join(cmp.setting_differences)) + "[/]")
     table.caption = "\n".join(notes) or None
     return table
 
@@ -168,12 +170,14 @@ def render_table(cmp: Comparison):
 def results_table(run: Run):
     from rich.table import Table
 
+    from workbench.system.console import plain
+
     ck = run.manifest.get("checkpoint", {})
-    table = Table(title=f"{ck.get('name')} — run {run.run_id}")
+    table = Table(title=plain(f"{ck.get('name')} — run {run.run_id}"))
     for col in ("task", "metric", "n", "value"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     for m in run.metrics:
-        table.add_row(m["task"], m["metric"], str(m.get("n", "")), _fmt(m.get("value"), m.get("stderr")))
+        table.add_row(plain(m["task"]), plain(m["metric"]), str(m.get("n", "")), _fmt(m.get("value"), m.get("stderr")))
     return table
 
 
@@ -200,13 +204,17 @@ def paired_samples(a: Run, b: Run, limit: int | None) -> dict[str, list[dict]]:
 def render_samples(cmp: Comparison, pairs: dict[str, list[dict]]):
     from rich.table import Table
 
+    from workbench.system.console import plain
+
     tables = []
     for task, rows in pairs.items():
-        table = Table(title=f"{task}: {cmp.checkpoint_a} (A) vs {cmp.checkpoint_b} (B), greedy outputs", show_lines=True)
+        table = Table(title=plain(f"{task}: {cmp.checkpoint_a} (A) vs {cmp.checkpoint_b} (B), greedy outputs"),
+                      show_lines=True)
         for col in ("id", "prompt", "A output", "B output", "same"):
             table.add_column(col, overflow="fold")
-        for r in rows:
-            table.add_row(r["id"], r["prompt"][-90:], r["a"], r["b"], "yes" if r["a"] == r["b"] else "[yellow]no[/]")
+        for r in rows:  # outputs and data as text: no markup, and no terminal escape reaches the terminal
+            table.add_row(plain(r["id"]), plain(r["prompt"][-90:]), plain(r["a"]), plain(r["b"]),
+                          "yes" if r["a"] == r["b"] else "[yellow]no[/]")
         tables.append(table)
     return tables
 

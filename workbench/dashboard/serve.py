@@ -5,7 +5,7 @@ import os
 import subprocess
 
 from workbench.errors import BadInput
-from workbench.system.console import info
+from workbench.system.console import info, warn
 
 
 def serve(store: str | os.PathLike | None = None, *, port: int = 8501, host: str = "127.0.0.1",
@@ -25,7 +25,7 @@ def serve(store: str | os.PathLike | None = None, *, port: int = 8501, host: str
         raise BadInput(f"dashboard app '{app_path}': no such file")
     _check_port_free(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        info(f"[yellow]warning:[/] binding {host}: anyone who can reach this machine can read your runs")
+        warn(f"binding {host}: anyone who can reach this machine can read your runs")
     env = dict(os.environ, WB_STORE=str(store_dir(store).resolve()), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     info(f"dashboard on http://{host}:{port} (store {env['WB_STORE']}); Ctrl-C stops it")
     from workbench.system.children import guarded_env, module_command

@@ -1,11 +1,21 @@
 """What the dashboard pages show, as plain rows: read through Store and compare.py only, so every number is
 the one the CLI prints. No Streamlit here; dashboards/store_cache.py caches these calls."""
 
+import re
 from pathlib import Path
 
 from workbench.compare.runs import confidence_interval
 from workbench.store import Run, Store
 from workbench.store.lineage import KIND_ORDER, checkpoint_key, ckpt, during_training
+
+MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def as_text(value) -> str:
+    """`value` for a Streamlit element that renders Markdown (st.markdown, captions, headers, alerts, st.metric,
+    st.table cells), shown as typed: each ASCII punctuation character backslash-escaped (CommonMark's escape), so
+    names, outputs and data make no image, link, emphasis, HTML, directive (:red[...]) or formula ($...$)."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
 
 
 def checkpoint_label(c: dict) -> str:

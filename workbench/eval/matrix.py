@@ -169,16 +169,17 @@ def matrix_table(title: str, members: list[Member], runs: dict[str, Run], compar
     from rich.table import Table
 
     from workbench.compare.runs import _fmt, comparison_cells
+    from workbench.system.console import plain
 
-    table = Table(title=title, show_lines=False)
+    table = Table(title=plain(title), show_lines=False)
     for col in ("member", "runtime", "run", "task", "metric", "n", "value", "Δ vs CKPT", "better/worse",
                 "significance", "same answer"):
         table.add_column(col, justify="right" if col in ("n", "value", "Δ vs CKPT", "better/worse") else "left",
                          overflow="fold")
     for m in members:
-        label = f"{m.name} (CKPT)" if m.reference else m.name
+        label = plain(f"{m.name} (CKPT)" if m.reference else m.name)
         if m.status != "ok":
-            table.add_row(label, m.runtime, "-", f"{m.status}: {m.reason}", *[""] * 7, end_section=True)
+            table.add_row(label, m.runtime, "-", plain(f"{m.status}: {m.reason}"), *[""] * 7, end_section=True)
             continue
         run = runs[m.run_id]
         if m.reference:
@@ -193,8 +194,8 @@ def matrix_table(title: str, members: list[Member], runs: dict[str, Run], compar
             same = m.same_answers.get(task)
             cell = f"{same['same']}/{same['n']}" if same and task not in shown and not m.reference else ""
             shown.add(task)
-            table.add_row(label if i == 0 else "", m.runtime if i == 0 else "", m.run_id if i == 0 else "", task,
-                          metric, n, value, delta, paired, verdict, cell, end_section=i == len(rows) - 1)
+            table.add_row(label if i == 0 else "", m.runtime if i == 0 else "", m.run_id if i == 0 else "", plain(task),
+                          plain(metric), n, value, delta, paired, verdict, cell, end_section=i == len(rows) - 1)
     return table
 
 

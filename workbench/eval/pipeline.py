@@ -261,7 +261,8 @@ def _mlflow_target(value: str | None, experiment: str | None) -> tuple[str, str]
 
 
 def _log_to_mlflow(st: Store, run: Run, uri: str, experiment: str) -> None:
-    from workbench.store.tracking import log_eval_run, redact_url
+    from workbench.store.tracking import log_eval_run
+    from workbench.system.urls import public_url, redact_urls
 
     try:
         with library_stdout_to_stderr():  # MLflow prints a "View run" line; --json's stdout is one object
@@ -270,6 +271,6 @@ def _log_to_mlflow(st: Store, run: Run, uri: str, experiment: str) -> None:
         from workbench.system.failures import first_line
 
         raise EnvironmentProblem(f"run {run.run_id} is recorded in {st.root}, but logging it to MLflow at "
-                                 f"{redact_url(uri)} failed: {first_line(exc)}") from None
+                                 f"{public_url(uri)} failed: {redact_urls(first_line(exc))}") from None
     st.annotate(run, "mlflow", where)
     info(f"run {run.run_id} logged to MLflow {where['uri']} (experiment {experiment}, run {where['run_id']})")

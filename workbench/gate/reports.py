@@ -106,17 +106,20 @@ def gate_table(report: GateReport):
     """The Markdown table's rows as a rich Table, for the terminal."""
     from rich.table import Table
 
+    from workbench.system.console import markup_text, plain
+
     failed = f"[red]failed ({len(report.failures)} of {len(report.results)})[/]"
     verdict = "[green]passed[/]" if report.passed else failed
-    table = Table(title=f"gate {verdict}: {report.checkpoint} vs {report.baseline_checkpoint or 'no baseline'}")
+    table = Table(title=f"gate {verdict}: {markup_text(report.checkpoint)} vs "
+                        f"{markup_text(report.baseline_checkpoint or 'no baseline')}")
     for col in ("gate", "value", "baseline", "Δ", "n", "test", "p", "CI of Δ", "result"):
         table.add_column(col, justify="left" if col in ("gate", "test", "CI of Δ", "result") else "right",
                          overflow="fold")
     colour = {"pass": "green", "fail": "red", "skip": "yellow"}
     for r in report.results:
-        table.add_row(r.gate, _num(r.value), _num(r.baseline_value), _num(r.delta, "+.4f"),
+        table.add_row(plain(r.gate), _num(r.value), _num(r.baseline_value), _num(r.delta, "+.4f"),
                       "-" if r.n is None else str(r.n), TEST_NAMES.get(r.test, r.test or "-"), _p(r.p_value), _ci(r),
-                      f"[{colour[r.status]}]{r.status}[/]: {r.reason}")
+                      f"[{colour[r.status]}]{r.status}[/]: {markup_text(r.reason)}")
     return table
 
 

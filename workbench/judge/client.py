@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from workbench.config import JudgeSpec
 from workbench.judge.cache import JudgeCache
-from workbench.runtimes.endpoint import RequestFailed, Transient, http_client, post_chat, public_url
+from workbench.runtimes.endpoint import RequestFailed, Transient, http_client, post_chat
 from workbench.system.extras import require
+from workbench.system.urls import public_url
 
 REASK = ("Your reply was not usable: {problem}. Reply again with only one JSON object that follows the "
          "requested format, nothing else.")
@@ -103,7 +104,8 @@ class JudgeClient:
         self._start = start
         # The cache is per endpoint: another server's verdicts are not this one's. A local server's URL changes
         # with its port on every start, so it is keyed by its model (the GGUF's sha256) alone.
-        self._cache_scope = endpoint.base_url if start is None else ""
+        # Keyed by the URL's public form: a password or ?token= must not go into a key (a hash can be guessed).
+        self._cache_scope = public_url(endpoint.base_url) if start is None else ""
         self._prepare = prepare
         self._start_error: BaseException | None = None
         self._http = None

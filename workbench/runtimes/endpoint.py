@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit, urlunsplit
 
 from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.runtimes.base import Runtime, RuntimeOptions
 from workbench.system.extras import require
+from workbench.system.urls import public_url, redact_urls, url_under
 
 SCHEMES = ("http://", "https://")
 PROBE_TIMEOUT_S = 5.0  # GET /models, connect and read: a refused or silent server is reported within 10 s
@@ -41,19 +41,13 @@ class RequestFailed(Exception):
     """A request the endpoint refused (a 4xx other than the retried ones): asking again gets the same answer."""
 
 
-def public_url(base_url: str) -> str:
-    """The URL as a record may keep it: no credentials, query or fragment."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def http_client(base_url: str, api_key: str | None, timeout_s: float, connect_s: float = 10.0):
-    """An httpx client for the API at `base_url`, the key (if any) in its Authorization header only."""
+    """An httpx client for the API at `base_url`, the key (if any) in its Authorization header only; the URL's
+    user:password is sent as HTTP basic auth (httpx) and its ?query on every request, after the path."""
     httpx = require("httpx", PURPOSE, "eval")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=base_url.rstrip("/") + "/", headers=headers,
+    base, _, query = base_url.partition("#")[0].partition("?")
+    return httpx.Client(base_url=base.rstrip("/") + "/", headers=headers, params=httpx.QueryParams(query),
                         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, connect_s)))
 
 
@@ -100,7 +94,7 @@ def served_models(base_url: str, api_key: str | None, timeout_s: float = PROBE_T
     except httpx.TimeoutException:
         raise EnvironmentProblem(f"endpoint {where}: no answer within {timeout_s:g} s (GET /models)") from None
     except (httpx.TransportError, httpx.InvalidURL, ValueError) as exc:
-        raise EnvironmentProblem(f"endpoint {where}: cannot reach it ({redact(str(exc)) or type(exc).__name__})"
+        raise EnvironmentProblem(f"endpoint {where}: cannot reach it ({redact_urls(redact(str(exc))) or type(exc).__name__})"
                                  ) from None
     if resp.status_code in (401, 403):
         raise EnvironmentProblem(f"endpoint {where}: HTTP {resp.status_code} for GET /models (a key is needed, or "
@@ -215,7 +209,7 @@ class EndpointRuntime(Runtime):
         """One prompt per request (servers such as llama.cpp's take no more), endpoint_concurrency of them at once;
         no tokenizer, so lm-eval sends text and can run generation tasks only (check_tasks)."""
         path = "chat/completions" if chat else "completions"
-        return {"model": self.model, "base_url": f"{public_url(self.base_url)}/{path}", "tokenizer_backend": None,
+        return {"model": self.model, "base_url": public_url(url_under(self.base_url, path)), "tokenizer_backend": None,
                 "tokenized_requests": False, "batch_size": 1, "num_concurrent": self.options.endpoint_concurrency,
                 "max_retries": RETRIES}
 
@@ -232,7 +226,7 @@ class EndpointRuntime(Runtime):
         require("tenacity", PURPOSE, "eval")  # lm-eval's API models need it (lm-eval[api])
         require("lm_eval.models.openai_completions", PURPOSE, "eval")
         # the real URL (it may carry credentials) and the key go in here, never into the recorded model_args
-        extra = {"base_url": f"{self.base_url}/{'chat/completions' if chat else 'completions'}",
+        extra = {"base_url": url_under(self.base_url, "chat/completions" if chat else "completions"),
                  **({"header": {"Authorization": f"Bearer {self._api_key}"}} if self._api_key else {})}
         lm_class = registry.get_model(self.lm_eval_backend(chat))
         if self.options.endpoint_args:

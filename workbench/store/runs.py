@@ -2,7 +2,9 @@
 
 A run's status goes started -> ok | error. Validation happens before a run is opened, so bad input
 leaves nothing in the store. A run records the process writing it (`owner`): a `started` run whose process
-has ended (killed, or its machine lost power) reads as `interrupted`.
+has ended (killed, or its machine lost power) reads as `interrupted`. Every URL in a manifest is recorded
+without credentials or query string (a suite's judge.base_url, an endpoint checkpoint, the command line, an
+error message), in run.json, the index and whatever reads the manifest afterwards (MLflow params).
 """
 
 import datetime as dt
@@ -21,6 +23,7 @@ from workbench.store import index
 from workbench.store.files import read_json_object, staged_folder, write_json_atomic, write_jsonl_atomic
 from workbench.system.faultpoints import pause_point
 from workbench.system.processes import identity, is_dead
+from workbench.system.urls import redact_record
 from workbench.system.user_files import json_lines
 
 SCHEMA_VERSION = 1
@@ -167,6 +170,7 @@ class Store:
         self._save(run)
 
     def _save(self, run: Run) -> None:
+        redact_record(run.manifest)  # in place: the manifest in memory is the one on disk
         write_json_atomic(run.path / "results.json", {"schema_version": SCHEMA_VERSION, "metrics": run.metrics})
         write_json_atomic(run.path / "run.json", run.manifest)
         conn = self.connect()

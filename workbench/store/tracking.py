@@ -2,7 +2,7 @@
 
 Secrets stay in the environment: MLflow reads MLFLOW_TRACKING_TOKEN / MLFLOW_TRACKING_USERNAME|PASSWORD and
 wandb WANDB_API_KEY themselves; wb neither reads, logs nor records them, and a tracking URI is recorded without
-its user:password part.
+its user:password part and query string (workbench.system.urls).
 """
 
 import json
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.system.extras import available, require
+from workbench.system.urls import public_url
 
 # Trackers wb has no extra for: wandb installs a `wb` command of its own, which would shadow this one.
 NOT_AN_EXTRA = {
@@ -44,11 +45,6 @@ def trainer_trackers(report_to: list[str], run_dir: Path) -> tuple[list[str], li
     return names, callbacks
 
 
-def redact_url(url: str) -> str:
-    """A URL without the user:password@ part."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "", url)
-
-
 def metric_key(task: str, metric: str) -> str:
     """wb's task + metric as an MLflow metric name (letters, digits, _ - . space : /); lm-eval's
     'exact_match,strict-match' becomes 'gsm8k/exact_match:strict-match'."""
@@ -77,12 +73,12 @@ def check_mlflow(uri: str) -> None:
     import urllib.request
 
     try:
-        urllib.request.urlopen(redact_url(uri).rstrip("/") + "/health", timeout=10).close()  # /health needs no login
+        urllib.request.urlopen(public_url(uri).rstrip("/") + "/health", timeout=10).close()  # /health needs no login
     except urllib.error.HTTPError:
         return  # it answered (an auth proxy may refuse /health); the logging itself will say more
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise EnvironmentProblem(f"--mlflow {redact_url(uri)}: the tracking server did not answer ({reason})") from None
+        raise EnvironmentProblem(f"--mlflow {public_url(uri)}: the tracking server did not answer ({reason})") from None
 
 
 def log_eval_run(run, uri: str, experiment: str) -> dict:
@@ -117,7 +113,7 @@ def log_eval_run(run, uri: str, experiment: str) -> dict:
         client.set_terminated(mlflow_id, status="FAILED")
         raise
     client.set_terminated(mlflow_id, status="FINISHED")
-    return {"uri": redact_url(uri), "experiment": experiment, "run_id": mlflow_id}
+    return {"uri": public_url(uri), "experiment": experiment, "run_id": mlflow_id}
 
 
 def mlflow_uri(value: str, env_uri: str | None) -> str:

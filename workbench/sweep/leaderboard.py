@@ -32,12 +32,14 @@ def leaderboard_table(columns: list[str], rows: list[dict], title: str):
     """leaderboard()'s columns and rows as the table `wb sweep` prints."""
     from rich.table import Table
 
-    table = Table(title=title)
+    from workbench.system.console import plain
+
+    table = Table(title=plain(title))
     table.add_column("checkpoint")
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(plain(column), justify="right")
     table.add_column("units ok / failed", justify="right")
     for row in rows:
         cells = [f"{row[c]:.4f}" if isinstance(row.get(c), (int, float)) else "-" for c in columns]
-        table.add_row(row["checkpoint"], *cells, f"{row['units_ok']} / {row['units_failed']}")
+        table.add_row(plain(row["checkpoint"]), *cells, f"{row['units_ok']} / {row['units_failed']}")
     return table

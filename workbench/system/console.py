@@ -5,29 +5,69 @@ reports progress, before any of them is imported.
 On a terminal, progress redraws in place. Anywhere else (CI, a pipe, a log file) it prints an occasional line with
 counts and rates instead, and so do the tqdm bars of lm-eval, transformers, datasets and TRL (tqdm reads
 TQDM_MININTERVAL). Quiet (`wb --quiet`) prints nothing but the result and errors.
+
+What goes through here, libraries' stdout included, has every URL's user:password@ and ?query removed: MLflow
+prints "View run at http://user:PASS@host/..." (workbench.system.urls). Text from users (names, rows, outputs,
+paths) is printed as text: never parsed as Rich markup (a `[/bold]` in a name), its control characters shown as
+escapes (`\x1b`), so data cannot retitle the window, clear the screen or plant a link (`plain`, `visible`).
 """
 
 import os
+import re
 import sys
 
 from rich.console import Console
+from rich.text import Text
 
+from workbench.system.urls import redact_urls
+
+
+class RedactedStderr:
+    """sys.stderr as it is at each write (tests swap it), with the URLs in what is written redacted."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(redact_urls(text))
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding: the real stream's
+        return getattr(sys.stderr, name)
+
+
+STDERR = RedactedStderr()
+
+# C0 controls but newline and tab, DEL and C1 (ESC starts ANSI/OSC sequences; CSI is also the one byte 0x9b)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """`text` with each control character shown as its escape (ESC as `\x1b`), so it prints as it reads."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def plain(value) -> Text:
+    """A user's value (name, row, output, path) for a Rich table or print: text, never markup, controls visible."""
+    return Text(visible(str(value)))
+
+
+def markup_text(value) -> str:
+    """A user's value inside a string that is Rich markup: escaped (rich.markup.escape), controls visible."""
+    from rich.markup import escape
+
+    return escape(visible(str(value)))
 # Seconds between progress lines when stderr is not a terminal (WB_PROGRESS_INTERVAL overrides).
 LOG_INTERVAL_S = 30.0
 
-err = Console(stderr=True, highlight=False)
-errors = Console(stderr=True, highlight=False)  # errors print even when quiet
+err = Console(file=STDERR, highlight=False)
+errors = Console(file=STDERR, highlight=False)  # errors print even when quiet
 
 
 def info(message: str) -> None:
-    err.print(message)
+    """A message on stderr, printed as text: the names it holds are not markup (workbench.system.console)."""
+    err.print(visible(message), markup=False, highlight=False)
 
 
 def warn(message: str) -> None:
     """A warning worth a user's attention (also recorded where it matters, e.g. in a run's manifest)."""
-    from rich.markup import escape
-
-    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {markup_text(message)}", soft_wrap=True)
 
 
 def progress_interval() -> float:
@@ -69,4 +109,4 @@ def library_stdout_to_stderr():
     own output, --json's one object above all."""
     import contextlib
 
-    return contextlib.redirect_stdout(sys.stderr)
+    return contextlib.redirect_stdout(STDERR)
