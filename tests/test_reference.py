@@ -26,14 +26,12 @@ def test_every_key_says_what_it_means(kind):
     assert not missing, missing
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", sorted(k for k, spec in KINDS.items() if spec.example))
 def test_schema_validates_the_bundled_example(kind):
     jsonschema = pytest.importorskip("jsonschema")
     import yaml
 
     example = KINDS[kind].example
-    if example is None:
-        pytest.skip(f"{kind}: no bundled example")
     schema = json_schema(kind)
     jsonschema.validators.validator_for(schema).check_schema(schema)
     data = yaml.safe_load((REPO / example).read_text())

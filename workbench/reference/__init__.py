@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from workbench.config import SCORER_TYPES, ScorerSpec
 from workbench.errors import BadInput
 
 
@@ -138,10 +139,10 @@ def _cell(text: str) -> str:
 def markdown(kind: str, repo: Path | None = None) -> str:
     """The reference page of a file kind: every key of every section, its type, default, constraints and meaning."""
     spec, root = KINDS[kind], model_of(kind)
-    lines = [f"# {spec.title}", "", spec.intro, "",
-             f"Generated from `{spec.model}` by `python -m workbench.reference docs/reference`; do not edit by "
-             f"hand. JSON Schema: `wb schema {kind} > {kind}.schema.json`, then `# yaml-language-server: "
-             f"$schema={kind}.schema.json` atop the file.", ""]
+    generated = (f"Generated from `{spec.model}` by `python -m workbench.reference docs/reference`; do not edit by "
+                 f"hand. JSON Schema: `wb schema {kind} > {kind}.schema.json`, then `# yaml-language-server: "
+                 f"$schema={kind}.schema.json` atop the file.")
+    lines = [f"# {spec.title}", "", spec.intro, "", generated, ""]
     for model in _models(root):
         lines += [f"## {model.__name__}", ""]
         if model.__doc__ and model.__doc__ is not BaseModel.__doc__:
@@ -154,9 +155,10 @@ def markdown(kind: str, repo: Path | None = None) -> str:
                 meaning = f"{meaning} ({bounds})" if meaning else bounds
             lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {meaning} |")
         lines.append("")
-        extra = getattr(model, "reference_notes", None)
-        if extra:
-            lines += [extra() if callable(extra) else extra, ""]
+        if model is ScorerSpec:
+            lines += ["### Scorer types", "", "A sample's reference may be a list of strings: several acceptable "
+                      "answers, the best-scoring one counts.", "", "| type | scores a sample |", "|---|---|"]
+            lines += [f"| `{name}` | {_cell(text)} |" for name, text in SCORER_TYPES.items()] + [""]
     if spec.example and repo is not None and (repo / spec.example).is_file():
         lines += ["## Example", "", f"`{spec.example}`, as bundled:", "", "```yaml",
                   (repo / spec.example).read_text(encoding="utf-8").rstrip(), "```", ""]
