@@ -25,6 +25,50 @@ def test_scorers(kind, output, expected):
     assert score(ScorerSpec(type=kind), output, ref) == expected
 
 
+# The new user's date task: the wrong answer "2025-12-26: 10:10 AM" against "2025-12-26T11:30". Its last number
+# (10) is not the reference's last (30), but `last` is also what made "the answer is 7, not 8" score against 8.
+@pytest.mark.parametrize("extract,output,reference,expected", [
+    ("last", "the answer is 7, not 8", "8", 1.0),
+    ("first", "the answer is 7, not 8", "8", 0.0),
+    ("first", "the answer is 7, not 8", "7", 1.0),
+    ("whole", "7", "7", 1.0),
+    ("whole", " 1,234 ", "1234", 1.0),
+    ("whole", "7 apples", "7", 0.0),
+    ("last", "no number", "7", 0.0),
+    ("last", "7", "#### 7 items", 1.0),  # a reference that is not one number: its last number
+])
+def test_numeric_extract(extract, output, reference, expected):
+    assert score(ScorerSpec(type="numeric", extract=extract), output, reference) == expected
+
+
+def test_numeric_regex_extract_and_tolerance():
+    spec = ScorerSpec(type="numeric", extract="regex", pattern=r"answer:\s*(\S+)", tolerance=0.5)
+    assert score(spec, "step 1: 3\nanswer: 41.6 (rounded)", "42") == 1.0
+    assert score(spec, "step 1: 42\nanswer: 40", "42") == 0.0
+    assert score(spec, "42, no answer line", "42") == 0.0
+    assert score(spec, "answer: forty-two", "42") == 0.0  # the group must be a number
+    whole_match = ScorerSpec(type="numeric", extract="regex", pattern=r"-?\d+(?= dollars)")
+    assert score(whole_match, "it costs 12 dollars, 3 cents", "12") == 1.0
+
+
+def test_numeric_regex_extract_needs_a_pattern():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="extract: regex needs 'pattern'"):
+        ScorerSpec(type="numeric", extract="regex")
+
+
+@pytest.mark.parametrize("match,output,expected", [
+    ("search", "Date: 2025-12-26T11:30", 1.0),
+    ("full", "Date: 2025-12-26T11:30", 0.0),
+    ("full", "  2025-12-26T11:30\n", 1.0),  # the output stripped of surrounding whitespace
+    ("full", "2025-12-26T11:30 and more", 0.0),
+])
+def test_regex_match_mode(match, output, expected):
+    spec = ScorerSpec(type="regex", pattern=r"\d{4}-\d\d-\d\dT\d\d:\d\d", match=match)
+    assert score(spec, output, "") == expected
+
+
 def test_numeric_and_regex():
     assert score(ScorerSpec(type="numeric", tolerance=0.01), "so it is 1,234.005", "#### 1234") == 1.0
     assert score(ScorerSpec(type="numeric"), "12", "13") == 0.0

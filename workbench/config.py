@@ -12,8 +12,9 @@ from workbench.system.user_files import parse_yaml, read_text
 
 class Strict(BaseModel):
     # allow_inf_nan=False: a NaN or infinite float anywhere in a user's file is refused with its key (a learning
-    # rate of .inf trains a model of NaNs; a temperature of .inf samples random tokens).
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # rate of .inf trains a model of NaNs; a temperature of .inf samples random tokens). Attribute docstrings are
+    # each key's meaning in the generated reference (workbench.reference).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 def finite_values(value, where: str = ""):
@@ -36,50 +37,81 @@ FreeForm = Annotated[dict[str, Any], AfterValidator(finite_values)]
 # ---- training recipes -------------------------------------------------------------------------------------
 
 class LoraSpec(Strict):
+    """LoRA, the shorthand for `peft: {type: lora, ...}` (PEFT's LoraConfig)."""
+
     r: int = Field(16, ge=1)
+    """The rank of each low-rank update."""
     alpha: int = Field(32, ge=1)
+    """LoRA's scaling numerator: updates are scaled by alpha / r (alpha / sqrt(r) with use_rslora)."""
     dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the LoRA branch's input during training."""
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """The modules to adapt: names (a module whose name is the entry or ends with `.entry`) or `all-linear`. Each
+    name must match a module of the base."""
     use_dora: bool = False
+    """DoRA: weight-decomposed LoRA (a magnitude vector beside the low-rank direction update)."""
     use_rslora: bool = False
+    """Rank-stabilized LoRA: scale by alpha / sqrt(r)."""
 
 
 class TrainingSpec(Strict):
+    """The trainer's settings (transformers' TrainingArguments by the same names)."""
+
     max_steps: int = Field(60, ge=1)
+    """Optimizer steps to train for (`wb train --max-steps` overrides it)."""
     learning_rate: float = Field(2e-4, gt=0)
+    """The peak learning rate."""
     batch_size: int = Field(8, ge=1)
+    """Rows per device per step (per_device_train_batch_size)."""
     gradient_accumulation_steps: int = Field(1, ge=1)
+    """Batches whose gradients are summed into one optimizer step."""
     max_length: int = Field(256, ge=16)
+    """Tokens per rendered row; longer rows are cut."""
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    """The share of max_steps spent warming the learning rate up from 0."""
     lr_scheduler_type: str = "cosine"
+    """transformers' scheduler name (`cosine`, `linear`, `constant`, ...)."""
     logging_steps: int = Field(5, ge=1)
+    """The loss is logged every this many steps (the train run's loss.jsonl, MLflow, TensorBoard)."""
     seed: int = 0
+    """Seeds the data order, LoRA's initialization and dropout."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Training precision; bf16 and fp16 need a GPU that supports them."""
     gradient_checkpointing: bool = False
-    # A resumable checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps, in OUT.checkpoints/
-    # beside the output folder: `wb train ... --resume` continues from the last one. null: none.
+    """Recompute activations in the backward pass: less memory, about a third more time."""
     save_steps: int | None = Field(50, ge=1)
-    optim: str = "adamw_torch"  # transformers' `optim` (e.g. galore_adamw, which needs the galore-torch package)
-    optim_target_modules: list[str] | None = None  # GaLore's modules
-    loraplus_lr_ratio: float | None = Field(None, gt=0)  # LoRA+: lora_B learns this many times faster than lora_A
+    """A resumable checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps, in OUT.checkpoints/
+    beside the output folder: `wb train ... --resume` continues from the last one. null: none."""
+    optim: str = "adamw_torch"
+    """transformers' `optim` (e.g. galore_adamw, which needs the galore-torch package)."""
+    optim_target_modules: list[str] | None = None
+    """GaLore's modules (with a galore_* optim)."""
+    loraplus_lr_ratio: float | None = Field(None, gt=0)
+    """LoRA+: lora_B learns this many times faster than lora_A."""
 
 
 class DataChecksSpec(Strict):
-    # Eval data the training rows must not leak (suites, mirrored lm-eval tasks, JSONL files): `wb train` refuses
-    # rows that share n-grams with it unless --allow-contamination.
+    """Checks of the training rows before training starts."""
+
     against: list[str] = []
+    """Eval data the training rows must not leak (suite names or paths, mirrored lm-eval tasks, JSONL files; paths
+    relative to the recipe): `wb train` refuses rows that share n-grams with it unless --allow-contamination."""
     ngram: int = Field(13, ge=1)
+    """The n-gram length of the overlap check (13 is lm-eval's decontamination rule)."""
 
 
 class EvalDuringTrainingSpec(Strict):
     """Evaluate the adapter being trained every `every_steps` steps (and the base at step 0) on a suite."""
 
-    suite: str  # a suite name (evals/suites) or a path relative to the recipe
+    suite: str
+    """A suite name (evals/suites) or a path relative to the recipe."""
     every_steps: int = Field(ge=1)
-    limit: int | None = Field(None, ge=1)  # items per task (lm-eval: per subtask), as `wb eval --limit`
-    # Forgetting gates, each a gate entry with max_drop (workbench.gate's rule: the drop must exceed max_drop and
-    # be significant), versus the step-0 evaluation of the base. A failing gate stops training (exit 1).
+    """Evaluate every this many optimizer steps."""
+    limit: int | None = Field(None, ge=1)
+    """Items per task (lm-eval: per subtask), as `wb eval --limit`."""
     max_drop: list["GateSpec"] = []
+    """Forgetting gates, each a gate entry with max_drop (workbench.gate's rule: the drop must exceed max_drop and
+    be significant), versus the step-0 evaluation of the base. A failing gate stops training (exit 1)."""
 
     @model_validator(mode="after")
     def _drop_gates_only(self):
@@ -93,8 +125,11 @@ class RewardSpec(Strict):
     """GRPO's reward: a scorer of a suite task, the same code `wb eval` scores that task with."""
 
     suite: str
-    task: str | None = None  # may be left out when the suite has one task
-    scorer: str | None = None  # a scorer's label (its name or type); may be left out when the task has one
+    """A suite name or a path relative to the recipe."""
+    task: str | None = None
+    """The suite's task; may be left out when the suite has one task."""
+    scorer: str | None = None
+    """A scorer's label (its name or type); may be left out when the task has one."""
 
 
 TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "grpo")
@@ -102,23 +137,38 @@ QUANTIZATIONS = ("nf4", "fp4", "int8")
 
 
 class TrainConfig(Strict):
+    """A training recipe."""
+
     name: str
+    """The recipe's name: the train run and the adapter's lineage carry it."""
     method: Literal[TRAIN_METHODS] = "sft"
+    """TRL's trainer: supervised (sft), preference (dpo, orpo, kto) or reinforcement with a reward (grpo)."""
     base: str = "default"
-    train_data: str  # JSONL path, relative to the config file
-    # messages | sharegpt | alpaca | prompt_completion | preference | unpaired | prompt; detected when left out
+    """The model to fine-tune: `default`, an HF model folder, or a hub id in the local cache."""
+    train_data: str
+    """The training rows (JSONL), relative to the recipe."""
     data_format: str | None = None
-    lora: LoraSpec | None = None  # sugar for `peft: {type: lora, ...}`; LoRA r=16 when neither is given
-    peft: FreeForm | None = None  # any PEFT config: `type` plus the fields of PEFT's own config class
-    quantization: Literal[QUANTIZATIONS] | None = None  # QLoRA: the base loads through bitsandbytes
-    reward: RewardSpec | None = None  # grpo only
-    method_args: FreeForm = {}  # fields of the method's TRL config (DPOConfig.beta, GRPOConfig.num_generations)
+    """messages | sharegpt | alpaca | prompt_completion | preference | unpaired | prompt; detected when left out."""
+    lora: LoraSpec | None = None
+    """Shorthand for `peft: {type: lora, ...}`; LoRA r=16 when neither is given."""
+    peft: FreeForm | None = None
+    """Any PEFT config: `type` (lora, ia3, vera, adalora, loha, lokr, boft, ...) plus the fields of PEFT's own config
+    class, each checked against its type there."""
+    quantization: Literal[QUANTIZATIONS] | None = None
+    """QLoRA: the base loads quantized through bitsandbytes (needs a GPU)."""
+    reward: RewardSpec | None = None
+    """The reward of method grpo (required there, refused elsewhere)."""
+    method_args: FreeForm = {}
+    """Fields of the method's TRL config (DPOConfig.beta, GRPOConfig.num_generations)."""
     training: TrainingSpec = TrainingSpec()
+    """The trainer's settings."""
     data_checks: DataChecksSpec = DataChecksSpec()
+    """Checks of the rows before training (contamination with eval data)."""
     eval_during_training: EvalDuringTrainingSpec | None = None
-    # Trainer loggers (transformers' report_to); MLflow reads MLFLOW_TRACKING_URI, TensorBoard writes event
-    # files into the train run's folder. Secrets (tokens, API keys) come from the environment only.
+    """Evaluate on a suite while training, with forgetting gates."""
     report_to: list[Literal["mlflow", "tensorboard", "wandb", "trackio"]] = []
+    """Trainer loggers (transformers' report_to); MLflow reads MLFLOW_TRACKING_URI, TensorBoard writes event files
+    into the train run's folder. Secrets (tokens, API keys) come from the environment only."""
 
     @model_validator(mode="before")
     @classmethod
@@ -142,19 +192,56 @@ class TrainConfig(Strict):
 
 JUDGE_SCORERS = ("judge", "judge_pairwise")
 
+# What each scorer type does to one sample (the reference's table of scorer types reads this).
+SCORER_TYPES = {
+    "exact": "1 when the output equals the reference, both stripped of surrounding whitespace, else 0.",
+    "normalized_exact": "exact after lowercasing, removing punctuation and collapsing whitespace.",
+    "contains": "1 when the normalized reference (as normalized_exact) is a substring of the normalized output.",
+    "regex": "1 when `pattern` matches the output: anywhere in it (`match: search`, the default, Python's re.search) "
+             "or the whole output stripped of surrounding whitespace (`match: full`).",
+    "numeric": "1 when a number taken from the output is within `tolerance` (absolute) of the reference's number. "
+               "Which number: `extract: last` (the default), `first`, `whole` (the whole output must be one number) "
+               "or `regex` (`pattern`'s first group, else its whole match). The reference's number is the reference "
+               "itself when it is one number, else its last number. Commas in numbers are ignored.",
+    "json_valid": "1 when the output (stripped) parses as a JSON object.",
+    "json_fields": "The share of the reference object's fields the output's JSON object reproduces exactly (0 when "
+                   "the output is not a JSON object).",
+    "json_schema": "1 when the output parses as JSON valid against `json_schema` (inline, or a .json file relative "
+                   "to the suite).",
+    "token_f1": "SQuAD's token F1 (lowercased, punctuation and articles removed, bag-of-tokens overlap), in [0, 1].",
+    "rouge_l": "ROUGE-L F-measure (longest common subsequence of tokens), from Google's rouge-score package.",
+    "judge": "An LLM judge grades the output on `rubric` and `scale` (docs/judge.md); the metric is the mean grade "
+             "mapped to [0, 1].",
+    "judge_pairwise": "An LLM judge compares the output with the baseline run's answer (`wb eval --baseline`) in "
+                      "both orders (a win counts only when both orders agree, else a tie); the metric is the win "
+                      "rate, ties counting half.",
+}
+
 
 class ScorerSpec(Strict):
-    type: Literal["exact", "normalized_exact", "json_valid", "json_fields", "json_schema", "contains", "regex",
-                  "numeric", "token_f1", "rouge_l", "judge", "judge_pairwise"]
+    """One way to score a task's samples; each scorer is one metric (named by `name`, else its type)."""
+
+    type: Literal[tuple(SCORER_TYPES)]
+    """What it measures: see the table of scorer types."""
     name: str | None = None
-    pattern: str | None = None  # regex
-    tolerance: float = Field(0.0, ge=0)  # numeric
-    # json_schema: the schema inline, or a .json file path relative to the suite (load_suite reads it in)
+    """The metric's name (needed when a task has two scorers of one type)."""
+    pattern: str | None = None
+    """regex: the pattern (Python `re` syntax), compiled when the suite loads; numeric with `extract: regex`: the
+    pattern whose first group (else whole match) is the number."""
+    match: Literal["search", "full"] = "search"
+    """regex: `search` matches anywhere in the output, `full` the whole output (stripped)."""
+    extract: Literal["last", "first", "whole", "regex"] = "last"
+    """numeric: which number of the output is compared."""
+    tolerance: float = Field(0.0, ge=0)
+    """numeric: the largest absolute difference still scored 1."""
     json_schema: FreeForm | str | None = None
-    # judge (rubric grading) and judge_pairwise (versus --baseline): see docs/judge.md
+    """json_schema: the schema inline, or a .json file path relative to the suite (read when the suite loads)."""
     rubric: str | None = None
+    """judge (required) and judge_pairwise: what the judge grades by; see docs/judge.md."""
     scale: tuple[int, int] = (1, 5)
-    use_reference: bool = True  # show the judge the sample's reference answer when it has one
+    """judge: the lowest and highest grade."""
+    use_reference: bool = True
+    """judge and judge_pairwise: show the judge the sample's reference answer when it has one."""
 
     @model_validator(mode="after")
     def _needs(self):
@@ -162,6 +249,8 @@ class ScorerSpec(Strict):
             raise ValueError("a json_schema scorer needs 'json_schema' (inline or a file path)")
         if self.type == "regex" and self.pattern is None:
             raise ValueError("a regex scorer needs 'pattern'")
+        if self.type == "numeric" and self.extract == "regex" and self.pattern is None:
+            raise ValueError("a numeric scorer with extract: regex needs 'pattern'")
         if self.type == "judge" and not self.rubric:
             raise ValueError("a judge scorer needs a 'rubric'")
         if self.scale[0] >= self.scale[1]:
@@ -174,31 +263,56 @@ class ScorerSpec(Strict):
 
 
 class GenerationSpec(Strict):
+    """How the checkpoint answers a task's items."""
+
     max_new_tokens: int = Field(96, ge=1)
+    """The longest answer, in tokens."""
     temperature: float = Field(0.0, ge=0)
+    """0 decodes greedily (reproducible); above 0 samples."""
     stop: list[str] = []
+    """Strings that end an answer (cut before them), beside the chat format's own end-of-turn tokens."""
     batch_size: int = Field(16, ge=1)
+    """Items generated together (transformers batches, llama.cpp sequences)."""
     chat_template: bool = True
+    """Render items with the checkpoint's chat template; false sends the turns' contents as raw text, joined by
+    blank lines."""
 
 
 class TaskSpec(Strict):
+    """One task: items (prompt, reference) the checkpoint answers, and the scorers of the answers."""
+
     name: str
-    data: str  # JSONL with "messages" (or "prompt") and "reference"; relative to the suite file
+    """The task's name: metrics, gates and compare refer to it."""
+    data: str
+    """JSONL items with "messages" (or "prompt"), "reference" and optionally "id"; relative to the suite file."""
     scorers: list[ScorerSpec] = Field(min_length=1)
+    """How the answers are scored; each scorer is one metric."""
     generation: GenerationSpec = GenerationSpec()
+    """How the answers are generated."""
     limit: int | None = Field(None, ge=1)
-    # Human-graded answers (JSONL: id, answer, score) the judge is checked against (Cohen's kappa)
+    """Only the first N items (`wb eval --limit` overrides it)."""
     gold: str | None = None
+    """Human-graded answers (JSONL: id, answer, score) the judge is checked against (Cohen's kappa); relative to the
+    suite file."""
 
 
 class HarnessSpec(Strict):
+    """One lm-evaluation-harness run: its tasks, read from the local mirror (`--data-dir`), scored by lm-eval."""
+
     tasks: list[str] = Field(min_length=1)
-    limit: int | float | None = None  # lm-eval's: a count of items per task, or a fraction of each below 1
+    """lm-eval task names (mmlu, mmlu_anatomy, gsm8k, ...) or groups."""
+    limit: int | float | None = None
+    """lm-eval's: a count of items per task, or a fraction of each below 1."""
     num_fewshot: int | None = Field(None, ge=0)
+    """Few-shot examples per prompt; null keeps each task's own default."""
     batch_size: int = Field(8, ge=1)
+    """lm-eval's batch size."""
     apply_chat_template: bool = False
+    """Render lm-eval's prompts with the checkpoint's chat template (lm-eval's --apply_chat_template)."""
     gen_kwargs: FreeForm = {}
-    include_path: str | None = None  # a folder of the user's lm-eval task YAML, relative to the suite file
+    """Generation settings for lm-eval's generative tasks (e.g. `{max_gen_toks: 256}`)."""
+    include_path: str | None = None
+    """A folder of the user's lm-eval task YAML, relative to the suite file."""
 
     @field_validator("limit")
     @classmethod
@@ -212,14 +326,24 @@ class GateSpec(Strict):
     """One release gate on a metric; the decision rules are in workbench.gate and docs/ci-gate.md."""
 
     task: str
+    """The task (a suite task's name, or an lm-eval task) the metric belongs to."""
     metric: str
+    """The metric: a scorer's label, or an lm-eval metric (`acc`, `exact_match,strict-match`)."""
     name: str | None = None
+    """The gate's name in reports (default: task/metric)."""
     min_value: float | None = None
-    max_value: float | None = None  # for metrics where lower is better
-    max_drop: float | None = Field(None, ge=0)  # absolute, in the metric's units, versus the baseline
+    """Fail when the metric is below this."""
+    max_value: float | None = None
+    """Fail when the metric is above this (for metrics where lower is better)."""
+    max_drop: float | None = Field(None, ge=0)
+    """Fail when the metric is worse than the baseline's by more than this (absolute, in the metric's units) and
+    the drop is significant."""
     significance: float = Field(0.05, gt=0, lt=1)
+    """The level of max_drop's paired test."""
     test: Literal["auto", "mcnemar", "bootstrap"] = "auto"
-    higher_is_better: bool | None = None  # overrides the run's own record (lm-eval leaves some unset)
+    """max_drop's paired test: McNemar for pass/fail metrics, a paired bootstrap otherwise (auto chooses)."""
+    higher_is_better: bool | None = None
+    """Overrides the run's own record of the metric's direction (lm-eval leaves some unset)."""
 
     @model_validator(mode="after")
     def _has_a_rule(self):
@@ -235,26 +359,43 @@ class GateSpec(Strict):
 class JudgeSpec(Strict):
     """Where the LLM judge runs. Without base_url wb starts llama.cpp's server on loopback for `model`."""
 
-    base_url: str | None = None  # an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1
-    model: str = "default"  # local: 'default' or a .gguf path; external: the endpoint's model name
-    api_key_env: str | None = None  # the NAME of the environment variable holding the key, never the key
+    base_url: str | None = None
+    """An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1."""
+    model: str = "default"
+    """Local: 'default' or a .gguf path; external: the endpoint's model name."""
+    api_key_env: str | None = None
+    """The NAME of the environment variable holding the key, never the key."""
     response_format: Literal["auto", "json_schema", "json_object", "grammar", "none"] = "auto"
+    """How the verdict's JSON is enforced; auto picks what the endpoint supports."""
     concurrency: int = Field(4, ge=1)
+    """Judge requests in flight at once."""
     timeout_s: float = Field(120.0, gt=0)
+    """Seconds per request before it counts as failed (and is retried)."""
     retries: int = Field(3, ge=0)
+    """Retries of a failed request (timeouts, 429 and 5xx)."""
     backoff_s: float = Field(1.0, ge=0)
+    """The first retry's wait; each next one doubles it."""
     max_tokens: int = Field(256, ge=16)
-    n_ctx: int = Field(4096, ge=512)  # local server only
+    """The longest verdict, in tokens."""
+    n_ctx: int = Field(4096, ge=512)
+    """The local judge server's context length (local only)."""
 
 
 class SuiteConfig(Strict):
+    """An eval suite."""
+
     name: str
+    """The suite's name: runs, compare and the dashboard refer to it."""
     description: str = ""
+    """What the suite checks, for people."""
     tasks: list[TaskSpec] = []
-    # lm-eval runs; several entries when tasks need different settings (limit, shots, generation length).
+    """Tasks scored on the checkpoint's own answers."""
     harness: list[HarnessSpec] = []
+    """lm-eval runs; several entries when tasks need different settings (limit, shots, generation length)."""
     gates: list[GateSpec] = []
+    """Release gates, checked at the end of `wb eval` (exit 1 when one fails)."""
     judge: JudgeSpec = JudgeSpec()
+    """Where the judge of judge scorers runs."""
 
 
 EvalDuringTrainingSpec.model_rebuild()  # its gates are GateSpec, defined with the suites below

@@ -35,11 +35,13 @@ def _register() -> None:
         judge,
         merge,
         runs,
+        schema,
         sweep,
         train,
     )
 
-    for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, dashboard, runs, doctor):
+    for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, dashboard, runs, schema,
+                   doctor):
         module.register(app)
 
 

@@ -1,4 +1,5 @@
-"""Task scorers: each maps (output, reference) to a score in [0, 1] for one sample."""
+"""Task scorers: each maps (output, reference) to a score in [0, 1] for one sample; what each type does is
+written once, in config.SCORER_TYPES (the reference docs show it)."""
 
 import json
 import math
@@ -24,8 +25,31 @@ def _parse_json_object(text: str):
     return value if isinstance(value, dict) else None
 
 
+_NUMBER = r"-?\d[\d,]*\.?\d*(?:[eE]-?\d+)?"
+
+
 def _numbers(text: str) -> list[float]:
-    return [float(m.replace(",", "")) for m in re.findall(r"-?\d[\d,]*\.?\d*(?:[eE]-?\d+)?", text)]
+    return [float(m.replace(",", "")) for m in re.findall(_NUMBER, text)]
+
+
+def _whole_number(text: str) -> float | None:
+    text = text.strip()
+    return float(text.replace(",", "")) if re.fullmatch(_NUMBER, text) else None
+
+
+def _extract_number(spec: ScorerSpec, output: str) -> float | None:
+    """The output's number the numeric scorer compares, as `extract` says (config.SCORER_TYPES)."""
+    if spec.extract == "whole":
+        return _whole_number(output)
+    if spec.extract == "regex":
+        found = re.search(spec.pattern, output)
+        if found is None:
+            return None
+        return _whole_number(found.group(1) if found.re.groups else found.group(0))
+    numbers = _numbers(output)
+    if not numbers:
+        return None
+    return numbers[0] if spec.extract == "first" else numbers[-1]
 
 
 def _answers(reference) -> list[str]:
@@ -81,7 +105,9 @@ def score(spec: ScorerSpec, output: str, reference) -> float:
     if kind == "contains":
         return float(_normalize(ref) in _normalize(output))
     if kind == "regex":
-        return float(re.search(spec.pattern or "", output) is not None)
+        if spec.match == "full":
+            return float(re.fullmatch(spec.pattern, output.strip()) is not None)
+        return float(re.search(spec.pattern, output) is not None)
     if kind == "json_valid":
         return float(_parse_json_object(output) is not None)
     if kind == "json_fields":
@@ -91,8 +117,11 @@ def score(spec: ScorerSpec, output: str, reference) -> float:
             return 0.0
         return sum(got.get(k) == v for k, v in want.items()) / len(want)
     if kind == "numeric":
-        got, want = _numbers(output), _numbers(ref)
-        if not got or not want:
+        got = _extract_number(spec, output)
+        want = _whole_number(ref)
+        if want is None:
+            want = (_numbers(ref) or [None])[-1]
+        if got is None or want is None:
             return 0.0
-        return float(math.isclose(got[-1], want[-1], rel_tol=0.0, abs_tol=spec.tolerance))
+        return float(math.isclose(got, want, rel_tol=0.0, abs_tol=spec.tolerance))
     raise ValueError(f"unknown scorer type {kind}")

@@ -35,7 +35,10 @@ Status = Literal["pass", "fail", "skip"]
 
 
 class GatesFile(Strict):
+    """A gates file: release gates kept apart from the suite."""
+
     gates: list[GateSpec]
+    """The gates, each entry as a suite's `gates:` takes it."""
 
 
 def load_gates(path: Path) -> list[GateSpec]:
