@@ -72,9 +72,9 @@ gates:
 def _write_suite(folder: Path, suite: str = SUITE) -> Path:
     (folder / "scorers.py").write_text(SCORER)
     with open(folder / "items.jsonl", "w") as fh:
-        for i, (prompt, reference, tags) in enumerate(ROWS):
-            fh.write(json.dumps({"id": f"m{i}", "prompt": prompt, "reference": reference, "tags": tags,
-                                 "metadata": {"template": "iso" if "-" in prompt else "words"}}) + "\n")
+        fh.writelines(json.dumps({"id": f"m{i}", "prompt": prompt, "reference": reference, "tags": tags,
+                                  "metadata": {"template": "iso" if "-" in prompt else "words"}}) + "\n"
+                      for i, (prompt, reference, tags) in enumerate(ROWS))
     path = folder / "suite.yaml"
     path.write_text(suite)
     return path
@@ -177,7 +177,7 @@ def test_user_suite_end_to_end(tmp_path, monkeypatch, capsys):
 
     # The reference doc describes every key the suite and its items use.
     reference = (REPO / "docs" / "reference" / "suite.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", reference, flags=re.M))
+    documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", reference, flags=re.MULTILINE))
     used = _keys(yaml.safe_load(suite.read_text()))
     assert used - documented == set(), used - documented
     for key in ("tags", "metadata"):  # the items' keys, in the `data` key's meaning
