@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import BadInput
+from workbench.eval.breakdown import TAG, metric_name
 from workbench.system.user_files import parse_yaml, read_text
 
 
@@ -212,6 +213,9 @@ SCORER_TYPES = {
     "rouge_l": "ROUGE-L F-measure (longest common subsequence of tokens), from Google's rouge-score package.",
     "judge": "An LLM judge grades the output on `rubric` and `scale` (docs/judge.md); the metric is the mean grade "
              "mapped to [0, 1].",
+    "python": "Your own function (`function`), called on each sample: it returns a number, a bool, or several named "
+              "values with an explanation; each named value is a metric. It RUNS YOUR CODE, in wb's process, with "
+              "your permissions (see README, \"Your own scorer\").",
     "judge_pairwise": "An LLM judge compares the output with the baseline run's answer (`wb eval --baseline`) in "
                       "both orders (a win counts only when both orders agree, else a tie); the metric is the win "
                       "rate, ties counting half.",
@@ -242,6 +246,15 @@ class ScorerSpec(Strict):
     """judge: the lowest and highest grade."""
     use_reference: bool = True
     """judge and judge_pairwise: show the judge the sample's reference answer when it has one."""
+    function: str | None = None
+    """python (required): `path/to/file.py:function` (the file relative to the suite) or `package.module:function`
+    (importable by wb's Python). wb imports it, so RUNS YOUR CODE, when the suite loads: once then on the first
+    item with its reference as the output (to check what it returns, before any model loads), then on every
+    answer. It gets one argument, a `workbench.eval.scorers.Sample` (id, messages as sent, output, reference,
+    metadata, tags, task: the task's settings) and returns a number, a bool (1/0), or
+    `{"values": {NAME: number, ...}, "explanation": "..."}` (each value the metric `LABEL.NAME`); it may be
+    `async`. An exception on a sample is recorded on that sample (`errors`) and counted in the metric's `errors`;
+    the sample gets no score. As a GRPO reward it counts its `reward` value, else its first one."""
 
     @model_validator(mode="after")
     def _needs(self):
@@ -251,6 +264,8 @@ class ScorerSpec(Strict):
             raise ValueError("a regex scorer needs 'pattern'")
         if self.type == "numeric" and self.extract == "regex" and self.pattern is None:
             raise ValueError("a numeric scorer with extract: regex needs 'pattern'")
+        if self.type == "python" and not (self.function and ":" in self.function.strip(":")):
+            raise ValueError("a python scorer needs 'function: path/to/file.py:function' or 'module:function'")
         if self.type == "judge" and not self.rubric:
             raise ValueError("a judge scorer needs a 'rubric'")
         if self.scale[0] >= self.scale[1]:
@@ -276,6 +291,30 @@ class GenerationSpec(Strict):
     chat_template: bool = True
     """Render items with the checkpoint's chat template; false sends the turns' contents as raw text, joined by
     blank lines."""
+    n: int = Field(1, ge=1)
+    """Answers sampled per item (each with its own seed: seed, seed + 1, ...). Above 1 it needs temperature > 0
+    (greedy answers would be n copies of one); every metric is then the mean over an item's answers, and the
+    samples keep all of them (`outputs`)."""
+    seed: int = 0
+    """The sampling seed of the first answer (temperature > 0); answer i uses seed + i."""
+
+
+class FewshotPair(Strict):
+    """A few-shot example as one exchange."""
+
+    user: str
+    """The example's question (a user turn)."""
+    assistant: str
+    """The example's answer (an assistant turn)."""
+
+
+class ChatTurn(Strict):
+    """A few-shot example as one chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    """Who speaks."""
+    content: str
+    """What is said."""
 
 
 class TaskSpec(Strict):
@@ -284,7 +323,9 @@ class TaskSpec(Strict):
     name: str
     """The task's name: metrics, gates and compare refer to it."""
     data: str
-    """JSONL items with "messages" (or "prompt"), "reference" and optionally "id"; relative to the suite file."""
+    """JSONL items with "messages" (or "prompt"), "reference" and optionally "id", "tags" (a list of strings: every
+    metric is also reported per tag, as `METRIC[tag=TAG]`) and "metadata" (any JSON; see `breakdown`); relative to
+    the suite file."""
     scorers: list[ScorerSpec] = Field(min_length=1)
     """How the answers are scored; each scorer is one metric."""
     generation: GenerationSpec = GenerationSpec()
@@ -294,6 +335,31 @@ class TaskSpec(Strict):
     gold: str | None = None
     """Human-graded answers (JSONL: id, answer, score) the judge is checked against (Cohen's kappa); relative to the
     suite file."""
+    system: str | None = None
+    """A system prompt put first in each item's conversation (an item with its own system message keeps its own)."""
+    fewshot: list[FewshotPair | ChatTurn] = []
+    """Example turns put before each item (after the system prompt): `{user, assistant}` exchanges, or
+    `{role, content}` messages. Recorded in the run's manifest with the rest of the task."""
+    breakdown: list[str] = []
+    """Metadata keys to break every metric down by, beside the items' tags: the row `METRIC[KEY=VALUE]` for each
+    value of `metadata.KEY` among the items (values other than strings written as JSON)."""
+    pass_at: list[Annotated[int, Field(ge=1)]] = []
+    """k values of pass@k (needs generation.n >= k): for each metric, the unbiased estimator of Chen et al. 2021,
+    1 - C(n-c, k) / C(n, k) per item (c: its answers scoring 1, full credit), averaged over items, as the metric
+    `METRIC.pass@k`."""
+
+    @model_validator(mode="after")
+    def _sampling(self):
+        n = self.generation.n
+        if n > 1 and self.generation.temperature == 0:
+            raise ValueError(f"generation.n: {n} answers per item need generation.temperature > 0 (greedy decoding "
+                             "gives n identical answers)")
+        too_big = [k for k in self.pass_at if k > n]
+        if too_big:
+            raise ValueError(f"pass_at: k={too_big[0]} is larger than generation.n={n} (answers per item)")
+        if n > 1 and any(s.type in JUDGE_SCORERS for s in self.scorers):
+            raise ValueError("generation.n: judge scorers grade one answer per item; n must be 1")
+        return self
 
 
 class HarnessSpec(Strict):
@@ -344,6 +410,8 @@ class GateSpec(Strict):
     """max_drop's paired test: McNemar for pass/fail metrics, a paired bootstrap otherwise (auto chooses)."""
     higher_is_better: bool | None = None
     """Overrides the run's own record of the metric's direction (lm-eval leaves some unset)."""
+    tag: str | None = None
+    """Gate the metric over the items carrying this tag only (the row `METRIC[tag=TAG]`)."""
 
     @model_validator(mode="after")
     def _has_a_rule(self):
@@ -352,8 +420,13 @@ class GateSpec(Strict):
         return self
 
     @property
+    def row_metric(self) -> str:
+        """The name of the metric row the gate reads (the per-tag row with `tag`)."""
+        return metric_name(self.metric, TAG, self.tag) if self.tag is not None else self.metric
+
+    @property
     def label(self) -> str:
-        return self.name or f"{self.task}/{self.metric}"
+        return self.name or f"{self.task}/{self.row_metric}"
 
 
 class JudgeSpec(Strict):

@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from workbench.errors import BadInput
+from workbench.eval.breakdown import group_scores
 from workbench.store import Run, Store
 
 # Settings that change scores: two runs that differ here are not directly comparable.
@@ -68,19 +69,15 @@ def _key(m: dict) -> tuple[str, str]:
     return m["task"], m["metric"]
 
 
-def _paired_counts(a: Run, b: Run, task: str, metric: str) -> tuple[int, int] | tuple[None, None]:
+def _paired_counts(a: Run, b: Run, task: str, metric: str, group: dict | None = None
+                   ) -> tuple[int, int] | tuple[None, None]:
+    """Samples both runs scored on `metric` (a per-tag row: those with the tag) where B scored higher / lower."""
     sa, sb = a.samples(task), b.samples(task)
     if not sa or not sb or "scores" not in sa[0]:
         return None, None
-    by_id = {s["id"]: s["scores"].get(metric) for s in sa}
-    up = down = 0
-    for s in sb:
-        before, after = by_id.get(s["id"]), s["scores"].get(metric)
-        if before is None or after is None:
-            continue
-        up += after > before
-        down += after < before
-    return up, down
+    before, after = group_scores(sa, metric, group), group_scores(sb, metric, group)
+    pairs = [(before[i], after[i]) for i in before.keys() & after.keys()]
+    return sum(y > x for x, y in pairs), sum(y < x for x, y in pairs)
 
 
 def setting_differences(a: Run, b: Run) -> list[str]:
@@ -119,7 +116,8 @@ def compare_runs(a: Run, b: Run) -> Comparison:
     for key in list(ma) + [k for k in mb if k not in ma]:
         x, y = ma.get(key, {}), mb.get(key, {})
         va, vb = x.get("value"), y.get("value")
-        up, down = _paired_counts(a, b, *key) if x.get("source") == "task" else (None, None)
+        up, down = _paired_counts(a, b, *key, (x or y).get("breakdown")) if x.get("source") == "task" \
+            else (None, None)
         rows.append(Row(task=key[0], metric=key[1], a=va, b=vb,
                         delta=None if va is None or vb is None else vb - va,
                         n_a=x.get("n"), n_b=y.get("n"), stderr_a=x.get("stderr"), stderr_b=y.get("stderr"),

@@ -27,7 +27,8 @@ def json_objects(path: Path):
 
 
 def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
-    """Rows as {"id", "messages", "reference"}; a plain "prompt" becomes one user message."""
+    """Rows as {"id", "messages", "reference", "tags", "metadata"}; a plain "prompt" becomes one user message.
+    "tags" (a list of strings) and "metadata" (any JSON) are optional: [] and None when left out."""
     items, seen = [], set()
     for lineno, where, row in json_objects(path):
         if "messages" in row:
@@ -46,7 +47,11 @@ def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
         if item_id in seen:
             raise BadInput(f"{where}: duplicate id '{item_id}'")
         seen.add(item_id)
-        items.append({"id": item_id, "messages": messages, "reference": row.get("reference")})
+        tags = row.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise BadInput(f"{where}: tags: expected a list of non-empty strings")
+        items.append({"id": item_id, "messages": messages, "reference": row.get("reference"),
+                      "tags": list(dict.fromkeys(tags)), "metadata": row.get("metadata")})
     if not items:
         raise BadInput(f"{path}: no rows")
     return items

@@ -139,7 +139,8 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
         runtime.check_tasks(tasks_built.output_types())
     st = Store.open(store)
     base_run, base_ckpt = _resolve_baseline(st, baseline, runtime_options) if baseline else (None, None)
-    check_gates(gate_specs, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)))
+    check_gates(gate_specs, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)),
+                metrics=loaded.metric_names(), tags=loaded.tags())
     if loaded.uses_judge:
         from workbench.judge.session import check_judge
 

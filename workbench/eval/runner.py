@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.config import JUDGE_SCORERS
-from workbench.eval.scorers import score
-from workbench.eval.suites import LoadedSuite
+from workbench.eval import breakdown
+from workbench.eval.scorers import BadReturn, Sample, python_values, score
+from workbench.eval.suites import LoadedSuite, task_messages
 from workbench.runtimes.base import Runtime
 from workbench.store import Run, Store
 from workbench.system.environment import hardware, versions
@@ -117,24 +118,102 @@ def _judge_session(suite: LoadedSuite):
 
 def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, judge=None, suite=None,
               options: EvalOptions | None = None) -> None:
-    advance = progress.task(f"{task.name}: generating", total=len(items)) if progress else None
-    outputs = runtime.generate([it["messages"] for it in items], task.generation, progress=advance)
-    samples = []
+    conversations = [task_messages(task, it["messages"]) for it in items]
+    gen = task.generation
+    advance = progress.task(f"{task.name}: generating", total=len(items) * gen.n) if progress else None
+    answers: list[list[str]] = [[] for _ in items]
+    for i in range(gen.n):  # n answers per item: n passes, each with its own sampling seed
+        spec = gen if gen.n == 1 else gen.model_copy(update={"seed": gen.seed + i})
+        for kept, output in zip(answers, runtime.generate(conversations, spec, progress=advance)):
+            kept.append(output)
     plain = [s for s in task.scorers if s.type not in JUDGE_SCORERS]
-    per_scorer: dict[str, list[float]] = {s.label: [] for s in plain}
-    for item, output in zip(items, outputs):
-        scores = {s.label: score(s, output, item["reference"]) for s in plain}
-        for label, value in scores.items():
-            per_scorer[label].append(value)
-        samples.append({"id": item["id"], "messages": item["messages"], "output": output,
-                        "reference": item["reference"], "scores": scores})
+    settings = task.model_dump()
+    errors = {s.label: 0 for s in plain if s.type == "python"}
+    known = suite.python_metrics.get(task.name, {}) if suite is not None else {}
+    names = {label: found for label, found in known.items() if found}  # python scorers' names from load_suite
+    samples = []
+    for item, conversation, outputs in zip(items, conversations, answers):
+        scored = [_score_answer(plain, item, conversation, output, settings, names, errors) for output in outputs]
+        sample = {"id": item["id"], "messages": conversation, "output": outputs[0], "reference": item["reference"],
+                  "scores": _item_scores(scored, task.pass_at), "tags": item["tags"], "metadata": item["metadata"]}
+        if gen.n > 1:
+            sample["outputs"] = outputs
+            sample["answers"] = [{k: v for k, v in a.items() if v} for a in scored]
+        else:
+            sample.update({k: v for k, v in scored[0].items() if k != "scores" and v})
+        samples.append(sample)
     if judge is not None and len(plain) < len(task.scorers):
         record_judge_task(judge, task, samples, items, run, progress, gold=suite.gold.get(task.name),
                           baseline=options.baseline if options else None)
     run.write_samples(task.name, samples)
-    for label, values in per_scorer.items():
-        value, stderr = mean_stderr(values)
-        run.add_metric(task.name, label, value, stderr=stderr, n=len(values), higher_is_better=True, source="task")
+    metrics = [(s.label, m) for s in plain for m in names.get(s.label, [s.label])]
+    metrics += [(label, f"{m}.pass@{k}") for label, m in metrics for k in task.pass_at]
+    groups = breakdown.groups(samples, task.breakdown)
+    for label, metric in metrics:
+        extra = {"errors": errors[label]} if label in errors else {}
+        _add_mean(run, task.name, metric, samples, None, extra)
+        for key, value in groups:
+            _add_mean(run, task.name, breakdown.metric_name(metric, key, value), samples,
+                      {"key": key, "value": value}, extra)
+
+
+def _score_answer(plain, item: dict, conversation: list[dict], output: str, settings: dict, names: dict,
+                  errors: dict) -> dict:
+    """One answer's scores by every non-judge scorer; a python scorer's exception or bad return value is recorded
+    (errors, by scorer label) instead of a score. `names` collects each scorer's metric names."""
+    scores, explanations, failed = {}, {}, {}
+    for spec in plain:
+        if spec.type != "python":
+            scores[spec.label] = score(spec, output, item["reference"])
+            names.setdefault(spec.label, [spec.label])
+            continue
+        sample = Sample(id=item["id"], messages=conversation, output=output, reference=item["reference"],
+                        metadata=item["metadata"], tags=item["tags"], task=settings)
+        try:
+            result = python_values(spec, sample)
+            expected = names.setdefault(spec.label, list(result.values))
+            if list(result.values) != expected:
+                raise BadReturn(f"returned the values {', '.join(result.values)}; earlier samples gave "
+                                f"{', '.join(expected)}")
+        except Exception as exc:  # noqa: BLE001  (the user's code: recorded on the sample and counted)
+            failed[spec.label] = f"{type(exc).__name__}: {exc}"
+            errors[spec.label] += 1
+            continue
+        scores.update(result.values)
+        if result.explanation is not None:
+            explanations[spec.label] = result.explanation
+    return {"output": output, "scores": scores, "explanations": explanations, "errors": failed}
+
+
+def _item_scores(scored: list[dict], pass_at: list[int]) -> dict[str, float]:
+    """An item's score per metric: the mean over its answers that have one; pass@k over all its answers (one that
+    errored counts as failed)."""
+    out = {}
+    for metric in dict.fromkeys(m for a in scored for m in a["scores"]):
+        values = [a["scores"][metric] for a in scored if metric in a["scores"]]
+        out[metric] = sum(values) / len(values)
+        correct = sum(a["scores"].get(metric) == 1.0 for a in scored)
+        for k in pass_at:
+            out[f"{metric}.pass@{k}"] = pass_at_k(len(scored), correct, k)
+    return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of pass@k (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"):
+    1 - C(n-c, k) / C(n, k) for n answers of which c are correct, computed as their numerically stable product
+    1 - prod_{i=n-c+1}^{n} (1 - k / i)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def _add_mean(run: Run, task: str, metric: str, samples: list[dict], group: dict | None, extra: dict) -> None:
+    values = list(breakdown.group_scores(samples, metric, group).values())
+    value, stderr = mean_stderr(values) if values else (None, None)
+    run.add_metric(task, metric, value, stderr=stderr, n=len(values), higher_is_better=True, source="task",
+                   **({"breakdown": group} if group else {}), **extra)
 
 
 def record_judge_task(judge, task, samples: list[dict], items: list[dict], run: Run, progress, *,

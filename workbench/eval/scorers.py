@@ -1,13 +1,25 @@
 """Task scorers: each maps (output, reference) to a score in [0, 1] for one sample; what each type does is
-written once, in config.SCORER_TYPES (the reference docs show it)."""
+written once, in config.SCORER_TYPES (the reference docs show it). A `python` scorer is the user's own function,
+imported here and called on a `Sample`; what it may return is checked here (`python_values`)."""
 
+import asyncio
+import hashlib
+import importlib
+import importlib.util
+import inspect
 import json
 import math
+import numbers
 import re
 import string
+import sys
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from workbench.config import ScorerSpec
+from workbench.errors import BadInput
 from workbench.system.extras import require
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -89,8 +101,12 @@ def json_schema_valid(output: str, schema: dict) -> float:
 
 
 def score(spec: ScorerSpec, output: str, reference) -> float:
-    """Judge scorers are not here: they need an endpoint and run per task in workbench.judge.grading."""
+    """Judge scorers are not here: they need an endpoint and run per task in workbench.judge.grading. A python
+    scorer (its function resolved by load_suite) gives one value here: reward_value's."""
     kind = spec.type
+    if kind == "python":
+        return reward_value(python_values(spec, Sample(id="", messages=[], output=output, reference=reference)),
+                            spec.label)
     if kind == "token_f1":
         return token_f1(output, reference)
     if kind == "rouge_l":
@@ -125,3 +141,130 @@ def score(spec: ScorerSpec, output: str, reference) -> float:
             return 0.0
         return float(math.isclose(got, want, rel_tol=0.0, abs_tol=spec.tolerance))
     raise ValueError(f"unknown scorer type {kind}")
+
+
+# ---- python scorers: the user's own function ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    """What a `type: python` scorer's function is called with: one answer to one item."""
+
+    id: str
+    messages: list  # the conversation as sent: the task's system prompt and few-shot turns, then the item's
+    output: str
+    reference: Any
+    metadata: Any = None  # the item's "metadata", any JSON (None when it has none)
+    tags: list = field(default_factory=list)  # the item's "tags"
+    task: dict = field(default_factory=dict)  # the task's settings as the suite gives them (name, generation, ...)
+
+
+@dataclass
+class Scored:
+    values: dict[str, float]  # metric name -> value
+    explanation: str | None = None
+
+
+class BadReturn(TypeError):
+    """A python scorer returned something that is not a score."""
+
+
+EXPECTED = "a number, a bool, or {'values': {NAME: number, ...}, 'explanation': text}"
+
+
+def resolve_function(ref: str, base: Path) -> str:
+    """`file.py:function` with the file made absolute (relative to `base`, the suite's folder); `module:function`
+    as it is."""
+    target, _, name = ref.rpartition(":")
+    if target.endswith(".py"):
+        return f"{(base / target).resolve()}:{name}"
+    return ref
+
+
+def load_function(ref: str):
+    """The function `ref` (as resolve_function gives it) names, imported (which runs the module's code); BadInput
+    when the file or module does not exist, does not import, or has no such function."""
+    target, _, name = ref.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise BadInput(f"no such file {path}")
+        stat = path.stat()
+        module = _import_file(str(path), stat.st_mtime_ns, stat.st_size)
+    else:
+        module = _import_module(target)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise BadInput(f"{target} has no function '{name}'")
+    return fn
+
+
+@lru_cache(maxsize=64)
+def _import_file(path: str, mtime_ns: int, size: int):
+    # Keyed by the file's mtime and size: a scorer edited between two evaluations in one process is imported anew.
+    name = "wb_scorer_" + hashlib.sha256(f"{path}:{mtime_ns}".encode()).hexdigest()[:16]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look a class's module up there
+    try:
+        with _no_bytecode():
+            spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001  (whatever the user's module raises when imported)
+        del sys.modules[name]
+        raise BadInput(f"importing {path} raised {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _import_module(target: str):
+    try:
+        with _no_bytecode():
+            return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        raise BadInput(f"no module '{exc.name}' (importing {target})") from None
+    except Exception as exc:  # noqa: BLE001  (whatever the user's module raises when imported)
+        raise BadInput(f"importing {target} raised {type(exc).__name__}: {exc}") from None
+
+
+class _no_bytecode:
+    """Importing the user's scorer writes no __pycache__ beside it."""
+
+    def __enter__(self):
+        self.saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+
+    def __exit__(self, *exc):
+        sys.dont_write_bytecode = self.saved
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (bool, numbers.Real)) and not isinstance(value, str):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def python_values(spec: ScorerSpec, sample: Sample) -> Scored:
+    """Call the scorer's function on `sample` (awaited when it is async). Its exceptions propagate; a return value
+    that is not a score is a BadReturn. A number or bool is the metric LABEL; named values are LABEL.NAME each."""
+    result = load_function(spec.function)(sample)
+    if inspect.isawaitable(result):
+        result = asyncio.run(_awaited(result))
+    number = _number(result)
+    if number is not None:
+        return Scored({spec.label: number})
+    if isinstance(result, dict) and isinstance(result.get("values"), dict) and result["values"] \
+            and set(result) <= {"values", "explanation"}:
+        values = {f"{spec.label}.{k}": _number(v) for k, v in result["values"].items()}
+        explanation = result.get("explanation")
+        if all(isinstance(k, str) and k for k in result["values"]) and None not in values.values() \
+                and (explanation is None or isinstance(explanation, str)):
+            return Scored(values, explanation)
+    shown = repr(result) if len(repr(result)) <= 60 else repr(result)[:57] + "..."
+    raise BadReturn(f"returned {type(result).__name__} {shown}; expected {EXPECTED} (finite numbers)")
+
+
+async def _awaited(awaitable):
+    return await awaitable
+
+
+def reward_value(scored: Scored, label: str) -> float:
+    """A python scorer's value as a GRPO reward: its `reward` value, else its first one."""
+    return scored.values.get(f"{label}.reward", next(iter(scored.values.values())))

@@ -1,12 +1,14 @@
 """Finding and validating eval suites (evals/suites/*.yaml, or a path)."""
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.config import JUDGE_SCORERS, SuiteConfig, load_yaml_model
+from workbench.config import JUDGE_SCORERS, FewshotPair, SuiteConfig, TaskSpec, load_yaml_model
 from workbench.data.records import load_chat_items, sha256_file
 from workbench.errors import BadInput
+from workbench.eval.scorers import BadReturn, Sample, load_function, python_values, resolve_function
 from workbench.system.content import content_dir
 from workbench.system.extras import require
 from workbench.system.user_files import json_lines, load_json, resolved
@@ -19,10 +21,48 @@ class LoadedSuite:
     sha: str
     items: dict[str, list[dict]]  # task name -> validated chat items (limit applied)
     gold: dict[str, list[dict]] = field(default_factory=dict)  # task name -> human-graded answers
+    # task name -> python scorer label -> the metric names its first call returned (None: that call raised)
+    python_metrics: dict[str, dict[str, list[str] | None]] = field(default_factory=dict)
 
     @property
     def uses_judge(self) -> bool:
         return any(s.type in JUDGE_SCORERS for t in self.config.tasks for s in t.scorers)
+
+    def metric_names(self) -> dict[str, list[str] | None]:
+        """task -> the names of the metrics its run will report (before breakdowns); None where a python scorer's
+        names are not known before the run."""
+        out = {}
+        for task in self.config.tasks:
+            names = []
+            for spec in task.scorers:
+                found = self.python_metrics.get(task.name, {}).get(spec.label, [spec.label])
+                if found is None:
+                    names = None
+                    break
+                names += found
+            out[task.name] = names and names + [f"{m}.pass@{k}" for m in names for k in task.pass_at]
+        return out
+
+    def tags(self) -> dict[str, set[str]]:
+        """task -> the tags its (limited) items carry."""
+        return {name: {t for it in items for t in it["tags"]} for name, items in self.items.items()}
+
+
+def task_messages(task: TaskSpec, messages: list[dict]) -> list[dict]:
+    """An item's conversation as the checkpoint gets it: the task's system prompt (unless the item has its own),
+    its few-shot turns, then the item's messages."""
+    head = []
+    own_system = bool(messages) and messages[0]["role"] == "system"
+    if task.system is not None and not own_system:
+        head.append({"role": "system", "content": task.system})
+    for turn in task.fewshot:
+        if isinstance(turn, FewshotPair):
+            head += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.assistant}]
+        else:
+            head.append(turn.model_dump())
+    if own_system and head:
+        return [messages[0], *head, *messages[1:]]
+    return head + messages
 
 
 def find_suite(ref: str, evals_dir: str | None = None) -> Path:
@@ -48,7 +88,7 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
     names = [t.name for t in config.tasks]
     if len(set(names)) != len(names):
         raise BadInput(f"{path}: tasks: duplicate task names")
-    items, gold = {}, {}
+    items, gold, python_metrics = {}, {}, {}
     for ti, task in enumerate(config.tasks):
         data_path = resolved(path.parent / task.data)
         loaded = load_chat_items(data_path)
@@ -57,6 +97,9 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
         for si, spec in enumerate(task.scorers):
             if spec.type == "json_schema":
                 spec.json_schema = _load_schema(path, f"tasks.{ti}.scorers.{si}.json_schema", spec.json_schema)
+            if spec.type == "python":
+                found = _load_python(path, f"tasks.{ti}.scorers.{si}.function", task, spec, items[task.name][0])
+                python_metrics.setdefault(task.name, {})[spec.label] = found
             if spec.type == "regex":
                 try:
                     re.compile(spec.pattern)
@@ -70,7 +113,34 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
             rows = _load_gold(path.parent / task.gold, {it["id"] for it in loaded}, judged[0].scale)
             kept = {it["id"] for it in items[task.name]}  # --limit limits the gold set to the same items
             gold[task.name] = [g for g in rows if g["id"] in kept]
-    return LoadedSuite(config=config, path=path.resolve(), sha=sha256_file(path), items=items, gold=gold)
+    for ti, task in enumerate(config.tasks):
+        for key in task.breakdown:
+            if not any(isinstance(it["metadata"], dict) and key in it["metadata"] for it in items[task.name]):
+                raise BadInput(f"{path}: tasks.{ti}.breakdown: no item of task '{task.name}' has metadata key "
+                               f"'{key}'")
+    return LoadedSuite(config=config, path=path.resolve(), sha=sha256_file(path), items=items, gold=gold,
+                       python_metrics=python_metrics)
+
+
+def _load_python(suite_path: Path, key: str, task: TaskSpec, spec, item: dict) -> list[str] | None:
+    """Import a python scorer's function (spec.function is made absolute) and call it once on `item` with its
+    reference as the output: a function that cannot be imported, or returns no score, fails here, before any
+    model loads. Its metric names, or None when that call raised (the run records such errors per sample)."""
+    spec.function = resolve_function(spec.function, suite_path.parent)
+    try:
+        load_function(spec.function)
+    except BadInput as exc:
+        raise BadInput(f"{suite_path}: {key}: {exc}") from None
+    reference = item["reference"]
+    probe = Sample(id=item["id"], messages=task_messages(task, item["messages"]),
+                   output=reference if isinstance(reference, str) else json.dumps(reference),
+                   reference=reference, metadata=item["metadata"], tags=item["tags"], task=task.model_dump())
+    try:
+        return list(python_values(spec, probe).values)
+    except BadReturn as exc:
+        raise BadInput(f"{suite_path}: {key}: scorer '{spec.label}' {exc}") from None
+    except Exception:  # noqa: BLE001  (the user's code may fail on this answer: the run records such failures)
+        return None
 
 
 def _load_schema(suite_path: Path, key: str, value) -> dict:

@@ -22,8 +22,9 @@ from pathlib import Path
 from statistics import NormalDist, mean, stdev
 from typing import Literal
 
-from workbench.config import GateSpec, Strict, SuiteConfig, load_yaml_model
+from workbench.config import JUDGE_SCORERS, GateSpec, Strict, SuiteConfig, load_yaml_model
 from workbench.errors import BadInput
+from workbench.eval.breakdown import group_scores
 from workbench.store import Run
 
 EXACT_BELOW = 25  # McNemar: exact binomial below this many discordant pairs, chi-square (corrected) from here on
@@ -47,12 +48,23 @@ def load_gates(path: Path) -> list[GateSpec]:
 
 
 def check_gates(gates: list[GateSpec], suite: SuiteConfig, baseline: Run | None = None, *,
-                lm_eval_tasks: set[str] | None = None) -> None:
-    """Before any model loads: gates on the suite's own tasks must name one of that task's scorers, and a baseline
-    run must have every metric a max_drop gate compares. Given the names the run's lm-eval tasks can report
-    (lm_eval_tasks; an empty set when none run), a gate must name a suite task or one of those."""
+                lm_eval_tasks: set[str] | None = None, metrics: dict[str, list[str] | None] | None = None,
+                tags: dict[str, set[str]] | None = None) -> None:
+    """Before any model loads: gates on the suite's own tasks must name one of that task's metrics (`metrics`, from
+    LoadedSuite.metric_names; else its scorers' labels) and, with `tag`, a tag its items carry (`tags`), and a
+    baseline run must have every metric a max_drop gate compares. Given the names the run's lm-eval tasks can
+    report (lm_eval_tasks; an empty set when none run), a gate must name a suite task or one of those."""
     scorers = {t.name: [s.label for s in t.scorers] for t in suite.tasks}
+    for task, names in (metrics or {}).items():
+        if names is not None:
+            scorers[task] = names + [s.label for t in suite.tasks if t.name == task for s in t.scorers
+                                     if s.type in JUDGE_SCORERS]
+        else:  # a python scorer's names are known only when it runs
+            scorers.pop(task, None)
     for gate in gates:
+        if gate.tag is not None and tags is not None and gate.task in tags and gate.tag not in tags[gate.task]:
+            raise BadInput(f"gate '{gate.label}': tag: no item of task '{gate.task}' has tag '{gate.tag}' (its "
+                           f"tags: {', '.join(sorted(tags[gate.task])) or 'none'})")
         if lm_eval_tasks is not None and gate.task not in scorers and gate.task not in lm_eval_tasks:
             known = sorted(scorers) + sorted(lm_eval_tasks)
             shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
@@ -128,14 +140,15 @@ def mean_diff_n_required(sd: float, drop: float, alpha: float, power: float = PO
 
 # ---- per-sample pairing --------------------------------------------------------------------------------------
 
-def sample_scores(run: Run, task: str, metric: str, source: str | None) -> dict[str, float]:
-    """id -> per-sample score: task samples' `scores`, or lm-eval samples' `metrics` under the metric's filter."""
-    if source == "lm-eval":
-        name, _, filt = metric.partition(",")
-        rows = [r for r in run.samples(f"lm-eval.{task}") if (r.get("filter") or "none") == (filt or "none")]
-        raw = {str(r.get("doc_id")): (r.get("metrics") or {}).get(name) for r in rows}
-    else:
-        raw = {str(r["id"]): (r.get("scores") or {}).get(metric) for r in run.samples(task) if "id" in r}
+def sample_scores(run: Run, task: str, metric: str, source: str | None, breakdown: dict | None = None
+                  ) -> dict[str, float]:
+    """id -> per-sample score: task samples' `scores` (for a per-tag row, of the samples with that tag), or
+    lm-eval samples' `metrics` under the metric's filter."""
+    if source != "lm-eval":
+        return group_scores(run.samples(task), metric, breakdown)
+    name, _, filt = metric.partition(",")
+    rows = [r for r in run.samples(f"lm-eval.{task}") if (r.get("filter") or "none") == (filt or "none")]
+    raw = {str(r.get("doc_id")): (r.get("metrics") or {}).get(name) for r in rows}
     return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not math.isnan(v)}
 
 
@@ -230,7 +243,7 @@ def _name(run: Run) -> str:
 
 
 def _metric_row(run: Run, gate: GateSpec, which: str) -> dict:
-    row = run.metric(gate.task, gate.metric)
+    row = run.metric(gate.task, gate.row_metric)
     if row is not None:
         return row
     known = sorted({m["task"] for m in run.metrics})
@@ -238,7 +251,7 @@ def _metric_row(run: Run, gate: GateSpec, which: str) -> dict:
         raise BadInput(f"gate '{gate.label}': the {which} run {run.run_id} has no task '{gate.task}' "
                        f"(it has: {', '.join(known) or 'none'})")
     metrics = sorted(m["metric"] for m in run.metrics if m["task"] == gate.task)
-    raise BadInput(f"gate '{gate.label}': the {which} run {run.run_id} has no metric '{gate.metric}' for task "
+    raise BadInput(f"gate '{gate.label}': the {which} run {run.run_id} has no metric '{gate.row_metric}' for task "
                    f"'{gate.task}' (it has: {', '.join(metrics)})")
 
 
@@ -249,7 +262,7 @@ def evaluate_gate(run: Run, baseline: Run | None, gate: GateSpec, *, resamples: 
     if hib is None and gate.max_drop is not None:
         raise BadInput(f"gate '{gate.label}': run {run.run_id} does not record whether higher is better for "
                        f"'{gate.metric}'; set higher_is_better in the gate")
-    result = GateResult(gate=gate.label, task=gate.task, metric=gate.metric, status="pass", reason="",
+    result = GateResult(gate=gate.label, task=gate.task, metric=gate.row_metric, status="pass", reason="",
                         spec=gate.model_dump(exclude_none=True), higher_is_better=hib is not False,
                         value=row.get("value"), n=row.get("n"))
     failed, reasons = [], []
@@ -263,7 +276,7 @@ def evaluate_gate(run: Run, baseline: Run | None, gate: GateSpec, *, resamples: 
         ok = value <= gate.max_value
         (reasons if ok else failed).append(f"{value:.4f} {'<=' if ok else '>'} max_value {gate.max_value:g}")
 
-    base_row = baseline.metric(gate.task, gate.metric) if baseline is not None else None
+    base_row = baseline.metric(gate.task, gate.row_metric) if baseline is not None else None
     if gate.max_drop is not None and baseline is not None and base_row is None:
         _metric_row(baseline, gate, "baseline")  # raises, naming what the baseline has
     if base_row is not None and value is not None and base_row.get("value") is not None:
@@ -289,8 +302,8 @@ def _compare(result: GateResult, run: Run, baseline: Run, gate: GateSpec, row: d
              resamples: int, seed: int) -> None:
     """Fill in the baseline value, the delta and the significance test."""
     result.baseline_value = base_row["value"]
-    new = sample_scores(run, gate.task, gate.metric, row.get("source"))
-    old = sample_scores(baseline, gate.task, gate.metric, base_row.get("source"))
+    new = sample_scores(run, gate.task, gate.row_metric, row.get("source"), row.get("breakdown"))
+    old = sample_scores(baseline, gate.task, gate.row_metric, base_row.get("source"), base_row.get("breakdown"))
     paired = sorted(new.keys() & old.keys())  # sorted: the result must not depend on sample order
     if not (_usable(new, row) and _usable(old, base_row) and paired):
         if gate.test != "auto":

@@ -88,7 +88,8 @@ class Runtime(ABC):
     @abstractmethod
     def generate(self, conversations: list[list[dict]], spec, *, progress: Callable[[int], None] | None = None
                  ) -> list[str]:
-        """One answer per conversation, as `spec` (config.GenerationSpec) asks: greedy at temperature 0."""
+        """One answer per conversation, as `spec` (config.GenerationSpec) asks: greedy at temperature 0, else
+        sampled with spec.seed (the runner asks n times, seed + i, for spec.n answers per item)."""
 
     def lm_eval_backend(self, chat: bool = False) -> str:
         """The lm-eval model name lm_eval_model() is (`chat`: lm-eval applies a chat template)."""

@@ -187,7 +187,7 @@ class EndpointRuntime(Runtime):
     def generate(self, conversations, spec, *, progress=None) -> list[str]:
         def one(conversation):
             body = {"model": self.model, "messages": conversation, "max_tokens": spec.max_new_tokens,
-                    "temperature": spec.temperature, "seed": 0, **({"stop": list(spec.stop)} if spec.stop else {}),
+                    "temperature": spec.temperature, "seed": spec.seed, **({"stop": list(spec.stop)} if spec.stop else {}),
                     **self.options.endpoint_args}
             text = self.complete(body)
             if progress:

@@ -119,6 +119,8 @@ class HFRuntime(Runtime):
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: dict[int, str] = {}
         stop_ids = self.stop_ids_list()
+        if spec.temperature > 0:
+            torch.manual_seed(spec.seed)
         for start in range(0, len(order), spec.batch_size):
             idx = order[start:start + spec.batch_size]
             batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)

@@ -64,7 +64,8 @@ class VLLMRuntime(Runtime):
         prompts = render_prompts(tokenizer, chat_format, conversations, spec.chat_template)
         token_prompts = tokenizer(prompts, add_special_tokens=False).input_ids
         stop_ids = hf_token_ids(tokenizer, chat_format.stop_tokens)
-        sampling = dict(temperature=spec.temperature, max_tokens=spec.max_new_tokens, detokenize=False, seed=0)
+        sampling = dict(temperature=spec.temperature, max_tokens=spec.max_new_tokens, detokenize=False,
+                        seed=spec.seed)
         if stop_ids:  # as transformers' eos_token_id=stop_ids: the chat format's stops, not the model's own eos
             sampling.update(stop_token_ids=stop_ids, ignore_eos=True)
         outputs = vllm_engine.generate(token_prompts, sampling, model_args=self.lm_eval_args(), progress=progress)

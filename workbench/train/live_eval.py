@@ -53,7 +53,8 @@ def prepare_live_eval(spec: EvalDuringTrainingSpec, recipe: Path, *, data_dir: P
         specs = [harness_spec(h, {}, suite.path) for h in suite.config.harness]
         prepared = [prepare_harness(h, data_dir) for h in specs]
         check_gates(spec.max_drop, suite.config, None,
-                    lm_eval_tasks=set().union(*(p.task_names() for p in prepared)))
+                    lm_eval_tasks=set().union(*(p.task_names() for p in prepared)),
+                    metrics=suite.metric_names(), tags=suite.tags())
     except BadInput as exc:
         raise BadInput(f"{where}: {exc}") from None
     return LiveEvalPlan(spec, suite, specs, prepared, data_dir)

@@ -49,12 +49,23 @@ def check_references(scorer: ScorerSpec, trl_rows: list[dict], data_path: Path, 
 
 
 def reward_function(scorer: ScorerSpec):
-    """A TRL reward function: one score in [0, 1] per completion, from workbench.eval.scorers.score."""
+    """A TRL reward function: one score per completion, from workbench.eval.scorers.score (a python scorer's
+    `reward` value, else its first one). A python scorer that raises or returns no score stops training with a
+    BadInput naming it: a reward cannot be left out the way an eval sample's score is."""
     from workbench.eval.scorers import score
+
+    def one(completion, ref) -> float:
+        try:
+            return score(scorer, _text(completion), ref)
+        except Exception as exc:
+            if scorer.type != "python":
+                raise
+            raise BadInput(f"reward scorer '{scorer.label}' ({scorer.function}) failed on a completion: "
+                           f"{type(exc).__name__}: {exc}") from None
 
     def reward(prompts, completions, reference=None, **_):
         references = reference if reference is not None else [None] * len(completions)
-        return [score(scorer, _text(c), ref) for c, ref in zip(completions, references)]
+        return [one(c, ref) for c, ref in zip(completions, references)]
 
     reward.__name__ = f"wb_{scorer.label}"
     return reward

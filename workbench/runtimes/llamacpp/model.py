@@ -83,7 +83,7 @@ def chat_batched(llm, formatter, messages_list: list[list[dict]], max_tokens: in
 
 
 def chat(llm, messages_list: list[list[dict]], max_tokens: int, stop: list[str] | None = None,
-         temperature: float = 0.0) -> list[str]:
+         temperature: float = 0.0, seed: int = SEED) -> list[str]:
     """One answer per conversation (greedy at temperature 0), formatted with the GGUF's chat template and
     stopped at its end-of-generation tokens (and a ChatFormat's, with chat_formatter's handler). Each conversation
     starts from an empty context, so answers don't depend on the order of the list."""
@@ -93,7 +93,7 @@ def chat(llm, messages_list: list[list[dict]], max_tokens: int, stop: list[str] 
         llm.reset()
         out = llm.create_chat_completion(
             messages=messages, max_tokens=max_tokens, stop=stop or [], temperature=temperature,
-            repeat_penalty=1.0, seed=SEED,
+            repeat_penalty=1.0, seed=seed,
         )
         answers.append(out["choices"][0]["message"]["content"] or "")
     return answers

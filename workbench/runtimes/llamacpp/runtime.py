@@ -64,7 +64,7 @@ class LlamaCppRuntime(Runtime):
         outputs = []
         for conv in messages:
             outputs.extend(llamacpp.chat(llm, [conv], max_tokens=spec.max_new_tokens, stop=spec.stop or None,
-                                         temperature=spec.temperature))
+                                         temperature=spec.temperature, seed=spec.seed))
             if progress:
                 progress(1)
         return outputs
