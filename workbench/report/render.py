@@ -17,16 +17,21 @@ TEMPLATE = "page.html.j2"
 PURPOSE = "the HTML report"
 
 
+def _text(label: str) -> str:
+    """A label for plotly, which reads <b>, <a href> and the like as markup and decodes &lt; &gt; &amp; (not
+    &quot;): escaped so, it shows as the text it is."""
+    return html.escape(label, quote=False)
+
+
 def _figure(chart: dict, runs: list[dict], index: int) -> str:
     go = require("plotly.graph_objects", PURPOSE, "dashboard")
     fig = go.Figure()
-    # plotly reads <b>, <a href> and the like in labels as markup; escaped, they show as the text they are
     for series in chart["series"]:
         run = runs[series["run"]]
         fig.add_trace(go.Bar(
-            name=html.escape(f"{run['letter']} · {run['checkpoint']}"), x=[html.escape(x) for x in chart["x"]],
+            name=_text(f"{run['letter']} · {run['checkpoint']}"), x=[_text(x) for x in chart["x"]],
             y=series["values"], error_y={"type": "data", "array": series["errors"], "visible": True}))
-    title = html.escape(chart["task"]) + (" — per tag" if chart["kind"] == "breakdown" else "")
+    title = _text(chart["task"]) + (" — per tag" if chart["kind"] == "breakdown" else "")
     fig.update_layout(title=title, barmode="group", height=340, template="plotly_white",
                       margin={"l": 50, "r": 20, "t": 50, "b": 60}, yaxis_title="value (95% CI)",
                       legend={"orientation": "h", "y": -0.2})
