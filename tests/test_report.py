@@ -6,6 +6,7 @@ disagreement filter, user text shown as text (a <script> in an output never runs
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,15 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES.values(), ids=list(CASES))
 def test_report_refuses(case, ws, request, capsys):
+    check_case(case, ws, request, capsys)
+
+
+def test_eval_html_without_plotly_is_refused_before_any_model_loads(ws, request, capsys, monkeypatch):
+    """Without the dashboard extra, `wb eval --html` stops at once (exit 4), not after an hour of evaluation."""
+    monkeypatch.setitem(sys.modules, "plotly", None)  # what `import plotly` meets where it is not installed
+    monkeypatch.delitem(sys.modules, "plotly.offline", raising=False)
+    case = (lambda ws, f: ["eval", "default", "--suite", ws.suite(), "--html", ws.root / "r.html"], 4,
+            ("the HTML report needs plotly", "ckpt-workbench[dashboard]"))
     check_case(case, ws, request, capsys)
 
 

@@ -178,9 +178,9 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
     gates' results (workbench.report). The other options are `wb eval`'s (prepare_eval).
     A failed gate is `result.passed == False`; `wb eval` turns it into exit 1."""
     if html is not None:
-        from workbench.report.content import check_report_path
+        from workbench.report.render import check_report
 
-        check_report_path(Path(html), "--html")
+        check_report(Path(html), "--html")
     report_files = ((junit, "--junit"), (markdown, "--markdown"), (gate_json, "--gate-json"))
     request = prepare_eval(checkpoint, suite, tasks=tasks, baseline=baseline, gates=gates,
                            report_files=report_files, **options)

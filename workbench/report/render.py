@@ -17,6 +17,15 @@ TEMPLATE = "page.html.j2"
 PURPOSE = "the HTML report"
 
 
+def check_report(path: Path, what: str) -> None:
+    """Before any work (a `wb eval` may take hours): the report's folder, and the libraries that render it."""
+    from workbench.report.content import check_report_path
+
+    check_report_path(Path(path), what)
+    for module in ("jinja2", "plotly.offline"):
+        require(module, PURPOSE, "dashboard")
+
+
 def _text(label: str) -> str:
     """A label for plotly, which reads <b>, <a href> and the like as markup and decodes &lt; &gt; &amp; (not
     &quot;): escaped so, it shows as the text it is."""
@@ -77,10 +86,9 @@ def report_runs(refs: list, output: Path, *, store=None, samples: int | None = D
     written: the output's folder (named as `what`), the runs, the gates."""
     from workbench.errors import BadInput
     from workbench.gate.rules import evaluate_gates, load_gates
-    from workbench.report.content import check_report_path
     from workbench.store import Store
 
-    check_report_path(Path(output), what)
+    check_report(Path(output), what)
     if gates is not None and len(refs) > 2:
         raise BadInput(f"--gates: gates apply to one run, or to a run against its baseline; {len(refs)} runs given")
     st = None if all(isinstance(r, Run) for r in refs) else Store.open(store, writing=False)
