@@ -59,6 +59,9 @@ def eval_cmd(
     markdown: Optional[Path] = typer.Option(
         None, "--markdown", help="Write the gate summary as Markdown (appended to $GITHUB_STEP_SUMMARY when set)."),
     gate_json: Optional[Path] = typer.Option(None, "--gate-json", help="Write the gate results as JSON."),
+    html: Optional[Path] = typer.Option(
+        None, "--html", help="Write the HTML report of the run and its baseline, with the gates' results "
+                             "(as `wb report`)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per task."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local benchmark mirror (default: $WB_DATA_DIR)."),
     no_harness: bool = typer.Option(False, "--no-harness", help="Skip the suite's lm-eval regression tasks."),
@@ -86,14 +89,14 @@ def eval_cmd(
         from workbench.eval.matrix import evaluate_matrix, refuse_options
 
         refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
-                        "--gate-json": gate_json, "--mlflow": mlflow, "--base": base})
+                        "--gate-json": gate_json, "--mlflow": mlflow, "--base": base, "--html": html})
         from workbench.cli.eval_matrix import print_matrix
 
         return print_matrix(evaluate_matrix(checkpoint, suite, **options), json_out=json_out)
     from workbench.eval.pipeline import evaluate
 
     result = evaluate(checkpoint, suite, baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,
-                      gate_json=gate_json, mlflow=mlflow, mlflow_experiment=mlflow_experiment, **options)
+                      gate_json=gate_json, mlflow=mlflow, mlflow_experiment=mlflow_experiment, html=html, **options)
     for path in result.reports:
         info(f"gate report: {path}")
     if json_out:

@@ -34,14 +34,15 @@ def _register() -> None:
         import_adapter,
         judge,
         merge,
+        report,
         runs,
         schema,
         sweep,
         train,
     )
 
-    for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, dashboard, runs, schema,
-                   doctor):
+    for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, report, dashboard, runs,
+                   schema, doctor):
         module.register(app)
 
 

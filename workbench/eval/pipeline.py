@@ -170,12 +170,18 @@ def resolve_for_eval(ref: str, base: str | None, options: RuntimeOptions) -> Che
 def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str] | None = None,
              baseline: str | None = None, gates: str | Path | None = None, junit: str | Path | None = None,
              markdown: str | Path | None = None, gate_json: str | Path | None = None, mlflow: str | None = None,
-             mlflow_experiment: str | None = None, progress: bool = True, **options) -> EvalResult:
+             mlflow_experiment: str | None = None, html: str | Path | None = None, progress: bool = True,
+             **options) -> EvalResult:
     """Evaluate `checkpoint` ('default', a model or adapter folder, a .gguf file, a hub id, or an endpoint URL with
     endpoint_model=) on a suite or lm-eval `tasks`, into the store; with `baseline` (a run id, or a checkpoint
     evaluated first on the same suite) compared, and with gates (the suite's, or a gates file) gated and
-    reported (`junit`, `markdown`, `gate_json` files). The other options are `wb eval`'s (prepare_eval).
+    reported (`junit`, `markdown`, `gate_json` files); `html`: the HTML report of the run and its baseline, with the
+    gates' results (workbench.report). The other options are `wb eval`'s (prepare_eval).
     A failed gate is `result.passed == False`; `wb eval` turns it into exit 1."""
+    if html is not None:
+        from workbench.report.render import check_report
+
+        check_report(Path(html), "--html")
     report_files = ((junit, "--junit"), (markdown, "--markdown"), (gate_json, "--gate-json"))
     request = prepare_eval(checkpoint, suite, tasks=tasks, baseline=baseline, gates=gates,
                            report_files=report_files, **options)
@@ -211,6 +217,12 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
         result.gate = evaluate_gates(run, base_run, request.gates)
         result.reports = write_reports(result.gate, junit=_path(junit), markdown=_path(markdown),
                                        json_path=_path(gate_json))
+    if html is not None:
+        from workbench.report.render import write_report
+
+        # the run was made against this baseline whatever their settings; the differences show as warnings
+        result.reports.append(write_report([r for r in (base_run, run) if r is not None], Path(html),
+                                           gate=result.gate, allow_differences=True))
     return result
 
 
