@@ -29,3 +29,58 @@ CONFIG_CASES = {
 @pytest.mark.parametrize("name", sorted(CONFIG_CASES))
 def test_config_that_disagrees_with_its_weights_is_refused_before_a_run(name, workspace, request, capsys):
     check_case(CONFIG_CASES[name], workspace, request, capsys)
+
+
+# ---- --ray: a malformed address, a live port that is not Ray ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def not_ray():
+    """Two live loopback ports that are not Ray: a socket server that accepts and says nothing, an HTTP server."""
+    import socket
+    import threading
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: held.extend(iter(lambda: silent.accept()[0], None)), daemon=True).start()
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # the server is in the test's process: its log is not wb's stderr
+            pass
+
+    http = HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    yield {"silent": f"127.0.0.1:{silent.getsockname()[1]}", "http": f"127.0.0.1:{http.server_address[1]}"}
+    http.shutdown()
+    http.server_close()
+    for conn in held:
+        conn.close()
+    silent.close()
+
+
+def _sweep(ws, g, address: str):
+    body = {"checkpoints": [str(g("tiny_model_dir"))], "suites": [str(ws.suite())]}
+    return ["sweep", ws.file("sweep.yaml", json.dumps(body)), "--ray", address]
+
+
+RAY_CASES = {
+    "ray-address-malformed": (lambda ws, g: _sweep(ws, g, "http://x y:zz"), 3, ("--ray http://x y:zz",
+                                                                                "expected host:port")),
+    "ray-address-no-port": (lambda ws, g: _sweep(ws, g, "127.0.0.1"), 3, ("--ray 127.0.0.1", "expected host:port")),
+    "ray-port-silent": (lambda ws, g: _sweep(ws, g, g("not_ray")["silent"]), 4,
+                        (lambda ws: ws.silent, "does not answer as a Ray cluster", "no answer in 10 s")),
+    "ray-port-http": (lambda ws, g: _sweep(ws, g, g("not_ray")["http"]), 4,
+                      (lambda ws: ws.http, "does not answer as a Ray cluster", "not gRPC")),
+    "ray-client-port-silent": (lambda ws, g: _sweep(ws, g, "ray://" + g("not_ray")["silent"]), 4,
+                               (lambda ws: ws.silent, "does not answer as a Ray Client server")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAY_CASES))
+def test_ray_address_that_is_malformed_or_not_ray_fails_in_seconds(name, workspace, request, capsys, not_ray):
+    import time
+
+    pytest.importorskip("ray", reason="needs the sweep extra (ray)")
+    workspace.silent, workspace.http = not_ray["silent"], not_ray["http"]
+    started = time.monotonic()
+    check_case(RAY_CASES[name], workspace, request, capsys)
+    assert time.monotonic() - started < 60  # the sweep's checks, then 10 s at most; ray.init retried for minutes
