@@ -84,3 +84,61 @@ def test_ray_address_that_is_malformed_or_not_ray_fails_in_seconds(name, workspa
     started = time.monotonic()
     check_case(RAY_CASES[name], workspace, request, capsys)
     assert time.monotonic() - started < 60  # the sweep's checks, then 10 s at most; ray.init retried for minutes
+
+
+# ---- the store: a damaged index.db, a read-only store ----------------------------------------------------------
+
+def _store_with_a_run(ws) -> str:
+    """A store holding one finished eval run, as an earlier command would have left it."""
+    from workbench.store import Store
+
+    with Store(ws.store).open_run("eval", {"command": "wb eval", "suite": "tiny"}) as run:
+        run.add_metric("say", "exact", 1.0)
+    return run.run_id
+
+
+@pytest.mark.parametrize("damage", ["random-bytes", "truncated-sqlite"])
+def test_runs_on_a_damaged_index_rebuilds_it_from_the_run_folders(damage, workspace, capsys):
+    import os
+    import sqlite3
+
+    from hostile_support import run_cli, snapshot
+
+    run_id = _store_with_a_run(workspace)
+    index_db = workspace.store / "index.db"
+    good = index_db.read_bytes()
+    index_db.write_bytes(os.urandom(3000) if damage == "random-bytes" else good[: len(good) // 2])
+    before = snapshot(workspace.root)
+    res = run_cli(["runs", "--json"], capsys)
+    assert res.code == 0, res.stderr
+    assert [r["run_id"] for r in json.loads(res.stdout)["runs"]] == [run_id]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(index_db) in lines[0] and "rebuilt it from the run folders (1 run)" in lines[0]
+    assert "Traceback" not in res.stderr
+    after = snapshot(workspace.root)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed <= {"store", "store/index.db"}, changed  # the index replaced in place, nothing else
+    with sqlite3.connect(index_db) as conn:
+        assert [r[0] for r in conn.execute("SELECT run_id FROM runs")] == [run_id]
+    res = run_cli(["runs", "--json"], capsys)  # rebuilt once: the next listing says nothing
+    assert res.code == 0 and res.stderr == "" and run_id in res.stdout
+
+
+def test_runs_on_a_read_only_store_lists_its_runs(workspace, capsys):
+    import subprocess
+
+    from hostile_support import SmallDisk, copy_tree, run_cli, snapshot
+
+    run_id = _store_with_a_run(workspace)
+    mount = SmallDisk(workspace.root / "ro-store", "8m")
+    try:
+        store = copy_tree(workspace.store, mount.path / "store")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount.path)], check=True)
+        before = snapshot(workspace.root)
+        for argv in (["runs", "--store", store], ["runs", "--store", store, "--json", "--kind", "eval"]):
+            res = run_cli(argv, capsys)
+            assert res.code == 0 and res.stderr == "", res.stderr
+            assert run_id in res.stdout
+        assert snapshot(workspace.root) == before
+    finally:
+        mount.close()
