@@ -142,3 +142,64 @@ def test_runs_on_a_read_only_store_lists_its_runs(workspace, capsys):
         assert snapshot(workspace.root) == before
     finally:
         mount.close()
+
+
+# ---- a disk that fills during GGUF export: exit 4 naming -o, as wb merge ----------------------------------------
+
+@pytest.mark.parametrize("stage, size, quant", [("converter", "2m", "q4_k_m"), ("quantizer", "9m", "q8_0")])
+def test_a_disk_filling_during_gguf_export_names_the_output(stage, size, quant, llama_tools, workspace, tiny_model_dir,
+                                                            capsys, monkeypatch):
+    """A real full disk (a tmpfs) holds -o: llama.cpp's converter (a child process, whose own report of the full
+    disk is lost with its log on that disk) fails writing the 6.4 MB f16 file into 2 MiB; in 9 MiB the f16 fits
+    and llama_model_quantize fails writing the q8_0 file."""
+    pytest.importorskip("llama_cpp", reason="needs the gguf extra (llama-cpp-python)")
+    from hostile_support import SmallDisk, run_cli, snapshot
+
+    monkeypatch.setenv("WB_LLAMA_CPP_DIR", str(llama_tools.root))  # the session's tools, not extracted again
+    disk = SmallDisk(workspace.root / "disk", size)
+    try:
+        out = disk.path / "out"
+        before = snapshot(workspace.root)
+        res = run_cli(["export", tiny_model_dir, "-q", quant, "-o", out], capsys)
+        assert res.code == 4, res.stderr
+        assert "Traceback" not in res.stderr and res.stdout == ""
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert lines[-1] == f"error: no space left writing '{out}'; free some space and run again", lines[-1]
+        assert not [line for line in lines[:-1] if "error" in line.lower()], lines  # the rest: progress lines
+        if stage == "quantizer":
+            assert any(line.startswith("quantize q8_0") for line in lines), lines
+        assert list(disk.path.iterdir()) == []  # nothing published, the staging folder removed
+        after = snapshot(workspace.root)
+        new = {k for k in set(after) - set(before) if not k.startswith("store")}
+        assert new == set(), new  # no kept log under WB_HOME, nothing in the temporary folder
+        runs = [json.loads(p.read_text()) for p in workspace.store.glob("runs/*/run.json")]
+        assert [(r["kind"], r["status"]) for r in runs] == [("export", "error")]
+    finally:
+        disk.close()
+
+
+# ---- a stuck child process: stopped after a silence, with one line ----------------------------------------------
+
+def test_a_tool_that_goes_silent_is_stopped_with_one_line(workspace):
+    """run_logged (llama.cpp's converters) stops a child that prints nothing for stall_s seconds: a real child
+    that says one line and hangs. One that keeps talking runs past stall_s and is not stopped."""
+    import sys
+    import time
+
+    from workbench.errors import EnvironmentProblem
+    from workbench.runtimes.llamacpp.tools import run_logged
+
+    hang = [sys.executable, "-c", "import time; print('loading', flush=True); time.sleep(600)"]
+    log = workspace.inputs / "tool.log"
+    started = time.monotonic()
+    with pytest.raises(EnvironmentProblem) as raised:
+        run_logged(hang, {}, log, what="the stuck tool", stall_s=2)
+    assert time.monotonic() - started < 15
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("the stuck tool failed: printed nothing for 2 s and was stopped")
+    kept = message.rsplit("full log: ", 1)[1].rstrip(")")
+    assert kept.startswith(str(workspace.home / "logs")) and open(kept).read() == "loading\n"
+
+    talking = [sys.executable, "-c", "import time\nfor i in range(8): print(i, flush=True); time.sleep(0.5)"]
+    run_logged(talking, {}, log, what="the slow tool", stall_s=2)
+    assert log.read_text().split() == [str(i) for i in range(8)]
