@@ -185,6 +185,7 @@ def test_a_tool_that_goes_silent_is_stopped_with_one_line(workspace):
     that says one line and hangs. One that keeps talking runs past stall_s and is not stopped."""
     import sys
     import time
+    from pathlib import Path
 
     from workbench.errors import EnvironmentProblem
     from workbench.runtimes.llamacpp.tools import run_logged
@@ -198,8 +199,56 @@ def test_a_tool_that_goes_silent_is_stopped_with_one_line(workspace):
     message = str(raised.value)
     assert "\n" not in message and message.startswith("the stuck tool failed: printed nothing for 2 s and was stopped")
     kept = message.rsplit("full log: ", 1)[1].rstrip(")")
-    assert kept.startswith(str(workspace.home / "logs")) and open(kept).read() == "loading\n"
+    assert kept.startswith(str(workspace.home / "logs")) and Path(kept).read_text() == "loading\n"
 
     talking = [sys.executable, "-c", "import time\nfor i in range(8): print(i, flush=True); time.sleep(0.5)"]
     run_logged(talking, {}, log, what="the slow tool", stall_s=2)
     assert log.read_text().split() == [str(i) for i in range(8)]
+
+
+# ---- wb doctor: an extra that is installed but cannot be imported ------------------------------------------------
+
+SHADOWED = {"ray": "sweep", "mergekit": "merge", "streamlit": "dashboard", "llama_cpp": "gguf", "mlflow": "track"}
+
+
+def test_doctor_reports_an_extra_that_fails_to_import_as_broken(tmp_path):
+    """A real `wb doctor --json` with a folder first on PYTHONPATH whose ray/, mergekit/, ... raise on import: each
+    of those extras is reported not ok, broken with the error, never 'missing' (its pip line would not help)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shadow = tmp_path / "shadow"
+    for module in SHADOWED:
+        (shadow / module).mkdir(parents=True)
+        (shadow / module / "__init__.py").write_text(f"raise RuntimeError('{module} is broken on purpose')\n")
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(repo)]), "WB_STORE": str(tmp_path / "s")}
+    for argv in (["--json"], []):
+        res = subprocess.run([sys.executable, "-m", "workbench", "doctor", *argv], capture_output=True, text=True,
+                             env=env, timeout=600, check=False)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        if argv:
+            report = json.loads(res.stdout)
+            for module, extra in SHADOWED.items():
+                assert report["extras"][extra] is False, extra
+                assert report["extra_problems"][extra][module] == (
+                    f"broken: RuntimeError: {module} is broken on purpose")
+            assert report["extras"]["train"] is True and "train" not in report["extra_problems"]
+        else:
+            assert "ray broken: RuntimeError: ray is broken on purpose" in res.stdout
+
+
+def test_import_status_survives_an_import_that_crashes_or_hangs(tmp_path, monkeypatch):
+    """A module that kills its interpreter or never finishes importing is reported broken, and the modules after
+    it are still checked (a fresh child goes on)."""
+    from workbench.system.extras import import_status
+
+    (tmp_path / "crashes.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    (tmp_path / "hangs.py").write_text("import time\ntime.sleep(600)\n")
+    (tmp_path / "fine.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    status = import_status(["crashes", "fine", "hangs", "json", "no_such_module_here"], timeout_s=5)
+    assert status == {"crashes": "broken: the interpreter ended with status -9 while importing it", "fine": "ok",
+                      "hangs": "broken: importing it took over 5 s", "json": "ok", "no_such_module_here": "missing"}
