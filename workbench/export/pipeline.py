@@ -108,11 +108,12 @@ def _export(exporter, ckpt: Checkpoint, quants: list[str], out: Path, options: d
             heldout: Path | None, ladder: bool, kld_budget: float | None, progress: bool) -> ExportResult:
     from workbench.checkpoints.checkpoint import weights_sha
     from workbench.store.files import staged_folder
+    from workbench.system.failures import disk_full_as
     from workbench.system.faultpoints import pause_point
 
     started = time.monotonic()
     ckpt.sha = weights_sha(ckpt.path)
-    with staged_folder(out) as build:
+    with disk_full_as(out), staged_folder(out) as build:  # a full disk names -o, as wb merge does
         artifacts = exporter.export(ckpt, build, quants, progress=progress, **options)
         exported = time.monotonic()
         pause_point("export-verify")

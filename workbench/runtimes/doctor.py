@@ -1,4 +1,4 @@
-"""The installation, checked (what `wb doctor` reports): versions against the lock, extras present, the llama.cpp
+"""The installation, checked (what `wb doctor` reports): versions against the lock, extras importable, the llama.cpp
 build and the CPU variant it runs, GPU, store path, and whether another `wb` shadows ours; with the self-check,
 each native component run once (workbench.runtimes.selfcheck). The llama.cpp parts are imported inside the
 functions that read them, so a report without llama.cpp still says what else is there."""
@@ -32,7 +32,8 @@ class Diagnosis:
     llama_cpp_build: dict | None  # build, variants, disabled_variants, slower_variants, variant_choice, loaded_variant
     self_check: dict | None
     self_check_notes: list[str]
-    extras: dict[str, bool]
+    extras: dict[str, bool]  # every module of the extra imports (each tried in a child process)
+    extra_problems: dict[str, dict[str, str]]  # extra -> {module: 'missing' | 'broken: why'}, for the others
     default_model_package: bool
     gpu: str | None
     home: str
@@ -48,6 +49,7 @@ def diagnose(store: str | os.PathLike | None = None, *, self_check: bool = False
     """Check the installation. self_check: also one llama.cpp decode and one transformers forward of the default
     model, each in a child process (an EnvironmentProblem when one fails)."""
     from workbench.system.environment import versions
+    from workbench.system.extras import import_status
     from workbench.system.home import data_dir, home, store_dir
 
     checked, notes = None, []
@@ -55,10 +57,13 @@ def diagnose(store: str | os.PathLike | None = None, *, self_check: bool = False
         from workbench.runtimes.selfcheck import self_check as run_self_check
 
         checked = run_self_check(notes)
+    imports = import_status(sorted({m for mods in EXTRAS.values() for m in mods}))
+    problems = {name: {m: imports[m] for m in mods if imports[m] != "ok"} for name, mods in EXTRAS.items()}
     return Diagnosis(
         versions=versions(), lock=_lock_drift(), llama_cpp_build=_llama_cpp_build(), self_check=checked,
         self_check_notes=notes,
-        extras={name: all(importlib.util.find_spec(m) is not None for m in mods) for name, mods in EXTRAS.items()},
+        extras={name: not problems[name] for name in EXTRAS},
+        extra_problems={name: found for name, found in problems.items() if found},
         default_model_package=importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is not None, gpu=_gpu(),
         home=str(home()), store=str(store_dir(store)), data_dir=str(data_dir()) if data_dir() else None,
         shadowed_by=_shadowing_scripts())

@@ -40,6 +40,11 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
+def is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's word for a file that is not a database or is cut short: the index to rebuild, unlike a busy one."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30)

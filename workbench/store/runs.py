@@ -1,10 +1,12 @@
 """Run folders: <store>/runs/<run-id>/{run.json, results.json, samples/*.jsonl}.
 
 A run's status goes started -> ok | error. Validation happens before a run is opened, so bad input
-leaves nothing in the store. A run records the process writing it (`owner`): a `started` run whose process
-has ended (killed, or its machine lost power) reads as `interrupted`. Every URL in a manifest is recorded
-without credentials or query string (a suite's judge.base_url, an endpoint checkpoint, the command line, an
-error message), in run.json, the index and whatever reads the manifest afterwards (MLflow params).
+leaves nothing in the store. index.db is derived from the folders: a damaged one is rebuilt from them (with a
+warning), and a store that cannot be written (a read-only mount) is listed from the folders themselves. A run
+records the process writing it (`owner`): a `started` run whose process has ended (killed, or its machine lost
+power) reads as `interrupted`. Every URL in a manifest is recorded without credentials or query string (a suite's
+judge.base_url, an endpoint checkpoint, the command line, an error message), in run.json, the index and whatever
+reads the manifest afterwards (MLflow params).
 """
 
 import datetime as dt
@@ -12,6 +14,7 @@ import json
 import math
 import os
 import secrets
+import sqlite3
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,7 +114,20 @@ class Store:
         return self.root / "index.db"
 
     def connect(self):
+        """The index, rebuilt from the run folders first when it is damaged (not SQLite, or cut short)."""
+        try:
+            return index.connect(self.index_path)
+        except sqlite3.DatabaseError as exc:
+            if not index.is_damaged(exc):
+                raise
+            self._rebuild_damaged(exc)
         return index.connect(self.index_path)
+
+    def _rebuild_damaged(self, exc: sqlite3.DatabaseError) -> None:
+        from workbench.system.console import warn
+
+        count = self.rebuild_index()
+        warn(f"{self.index_path} was damaged ({exc}); rebuilt it from the run folders ({count} run{'s' * (count != 1)})")
 
     @contextmanager
     def open_run(self, kind: str, manifest: dict) -> Iterator[Run]:
@@ -211,9 +227,21 @@ class Store:
         return sorted(p.name for p in self.runs_dir.iterdir() if (p / "run.json").exists())
 
     def list_runs(self, kind: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
-        """Manifests from the index, newest first."""
+        """Manifests, newest first: from the index, or from the run folders where the store cannot be written
+        (SQLite reads a WAL index only where it can write beside it)."""
+        if not os.access(self.root, os.W_OK):
+            return self._list_folders(kind, limit, offset)
         if not self.index_path.exists():
             return []
+        try:
+            return self._list_index(kind, limit, offset)
+        except sqlite3.DatabaseError as exc:
+            if not index.is_damaged(exc):
+                raise
+            self._rebuild_damaged(exc)
+        return self._list_index(kind, limit, offset)
+
+    def _list_index(self, kind: str | None, limit: int | None, offset: int) -> list[dict]:
         conn = self.connect()
         try:
             sql = "SELECT manifest FROM runs"
@@ -228,6 +256,12 @@ class Store:
             return [live_status(json.loads(row[0])) for row in conn.execute(sql, args)]
         finally:
             conn.close()
+
+    def _list_folders(self, kind: str | None, limit: int | None, offset: int) -> list[dict]:
+        manifests = [self.load(run_id).manifest for run_id in self.run_ids()]
+        manifests = [m for m in manifests if not kind or m.get("kind") == kind]
+        manifests.sort(key=lambda m: (str(m.get("created_at")), str(m.get("run_id"))), reverse=True)
+        return manifests[offset:None if limit is None else offset + limit]
 
     def rebuild_index(self) -> int:
         """Recreate index.db from the run folders; returns the number of runs indexed. Every run.json is read

@@ -8,16 +8,18 @@ and where, for the progress line."""
 import socket
 from urllib.parse import urlparse
 
-from workbench.errors import EnvironmentProblem
+from workbench.errors import BadInput, EnvironmentProblem
 from workbench.system.extras import require
 from workbench.system.failures import described, first_line
 
 CONNECT_TIMEOUT_S = 5.0
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 def connect(address: str):
-    """ray.init on the cluster at `address` (host:port, ray://host:port or auto), checked to answer first:
-    ray.init itself waits minutes on an address where nothing listens."""
+    """ray.init on the cluster at `address` (host:port, ray://host:port or auto), checked first to answer and to
+    speak Ray: ray.init itself waits minutes on an address where nothing listens, and retries without end on one
+    where something else does."""
     ray = require("ray", "wb sweep --ray", "sweep")
     target = _bootstrap_address(address)
     host, port = _host_port(target)
@@ -27,11 +29,41 @@ def connect(address: str):
     except OSError as exc:
         raise EnvironmentProblem(f"--ray {address}: no Ray cluster answers at {host}:{port} "
                                  f"({exc.strerror or exc}); start one with `ray start --head`") from None
+    _check_speaks_ray(address, target, f"{host}:{port}")
     try:
         ray.init(address=target, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError) as exc:
         raise EnvironmentProblem(f"--ray {address}: could not join the Ray cluster: {first_line(exc)}") from None
     return ray
+
+
+def _check_speaks_ray(address: str, target: str, host_port: str) -> None:
+    """One call of Ray's own gRPC API, with a deadline: the GCS's GetClusterId at host:port, the Ray Client
+    server's ping at ray://host:port. A port held by something that is not Ray (silent, HTTP, another gRPC
+    service) fails here in seconds. A refusal for want of Ray's auth token is Ray answering: ray.init says more."""
+    grpc = require("grpc", "wb sweep --ray", "sweep")
+    with grpc.insecure_channel(host_port) as channel:
+        try:
+            if target.startswith("ray://"):
+                client = require("ray.core.generated.ray_client_pb2", "wb sweep --ray", "sweep")
+                stubs = require("ray.core.generated.ray_client_pb2_grpc", "wb sweep --ray", "sweep")
+                stubs.RayletDriverStub(channel).ClusterInfo(
+                    client.ClusterInfoRequest(type=client.ClusterInfoType.PING), timeout=HANDSHAKE_TIMEOUT_S)
+            else:
+                gcs = require("ray.core.generated.gcs_service_pb2", "wb sweep --ray", "sweep")
+                stubs = require("ray.core.generated.gcs_service_pb2_grpc", "wb sweep --ray", "sweep")
+                stubs.NodeInfoGcsServiceStub(channel).GetClusterId(gcs.GetClusterIdRequest(),
+                                                                  timeout=HANDSHAKE_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return
+            why = {grpc.StatusCode.DEADLINE_EXCEEDED: f"no answer in {HANDSHAKE_TIMEOUT_S:.0f} s",
+                   grpc.StatusCode.UNIMPLEMENTED: "a gRPC service without Ray's API"}.get(exc.code(), "not gRPC")
+            if target.startswith("ray://"):
+                raise EnvironmentProblem(f"--ray {address}: {host_port} does not answer as a Ray Client server ({why}); "
+                                         "give ray://HEAD:10001, or the cluster's host:port without ray://") from None
+            raise EnvironmentProblem(f"--ray {address}: {host_port} does not answer as a Ray cluster ({why}); give "
+                                     "the address `ray start --head` printed (a Ray Client server needs ray://)") from None
 
 
 def _bootstrap_address(address: str) -> str:
@@ -53,10 +85,16 @@ def _bootstrap_address(address: str) -> str:
 
 
 def _host_port(address: str) -> tuple[str, int]:
+    """host and port of host:port or ray://host:port; a BadInput naming --ray for anything else."""
+    usage = f"--ray {address}: expected host:port, ray://host:port or auto"
     parsed = urlparse(address if "://" in address else f"ray-gcs://{address}")
-    if not parsed.hostname or not parsed.port:
-        raise EnvironmentProblem(f"--ray {address}: expected host:port, ray://host:port or auto")
-    return parsed.hostname, parsed.port
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError as exc:  # a port that is not a number, or out of range
+        raise BadInput(f"{usage} ({exc})") from None
+    if parsed.scheme not in ("ray", "ray-gcs") or not host or not port or any(c.isspace() for c in host):
+        raise BadInput(usage)
+    return host, port
 
 
 class _Tracker:

@@ -18,7 +18,12 @@ def is_disk_full(exc: BaseException) -> bool:
     """A full disk, raised as an OSError or wrapped in a library's own error (safetensors' Rust I/O error)."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno in DISK_FULL
-    return "No space left on device" in str(exc) or "os error 28" in str(exc)
+    return says_disk_full(str(exc))
+
+
+def says_disk_full(text: str) -> bool:
+    """A message (a library's, a child process's output) that reports a full disk."""
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
 
 
 def no_space(where, needs_bytes: int | None = None) -> EnvironmentProblem:
@@ -67,7 +72,7 @@ def translate(exc: BaseException) -> WorkbenchError | None:
         return BadInput(f"a file is not valid JSON ({exc.msg}, line {exc.lineno}, column {exc.colno})")
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-    if "No space left on device" in str(exc) or "os error 28" in str(exc):  # a library's wrapped ENOSPC
+    if says_disk_full(str(exc)):  # a library's wrapped ENOSPC
         return EnvironmentProblem(f"no space left on the device being written ({text}); free some space and "
                                   "run again")
     if name == "SafetensorError":  # safetensors' Rust error: a header or file cut short

@@ -4,6 +4,7 @@ Everything is built in a hidden folder beside the output and renamed into place 
 failure or Ctrl-C leaves no partial artifacts.
 """
 
+import errno
 import json
 import re
 import shutil
@@ -288,6 +289,10 @@ def quantize(src: Path, dst: Path, quant: str, imatrix=None) -> dict:
         status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if status != 0 or not dst.exists():
         last = next((ln for ln in reversed(log) if "error" in ln.lower()), f"status {status}")
+        if shutil.disk_usage(dst.parent).free < src.stat().st_size:
+            # llama.cpp reports a failed write as "iostream error", without errno: a disk left with less room than
+            # the f16 source (a quantized file is smaller) is what it ran into; the export's disk_full_as names -o
+            raise OSError(errno.ENOSPC, f"llama_model_quantize to {quant} failed: {last.strip()}")
         raise EnvironmentProblem(f"llama_model_quantize to {quant} failed: {last.strip()}")
     return parse_quantize_log(log)
 

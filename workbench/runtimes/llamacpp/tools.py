@@ -9,6 +9,7 @@ extracted from the sdist at $WB_LLAMA_CPP_SDIST, or from one downloaded from PyP
 """
 
 import ast
+import errno
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +26,7 @@ from pathlib import Path
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.store.files import staged_folder
 from workbench.system.children import RUNNER  # the scripts, minus a second of exit
+from workbench.system.failures import is_disk_full, says_disk_full
 from workbench.system.home import home
 
 FALLBACK_VERSION = "0.3.36"
@@ -88,35 +92,94 @@ class LlamaTools:
         run_logged(cmd, self.env(), log_path, what=f"llama.cpp's LoRA converter on {adapter_dir}")
 
 
-def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, *, what: str) -> None:
-    """Run a tool with its output in a log file; raise a one-line error quoting its last error line."""
+STALL_S = 600.0  # the converters print a line per tensor: this long without a byte of output is a hang
+TAIL_BYTES = 64 << 10
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, *, what: str, stall_s: float = STALL_S) -> None:
+    """Run a tool with its output in a log file; raise a one-line error quoting its last error line.
+
+    The output passes through this process, its tail kept in memory: the log may sit on the very disk the tool
+    fills. A tool that fails on a full disk raises OSError(ENOSPC), which the caller's
+    workbench.system.failures.disk_full_as reports naming its output (wb export's -o); a tool that prints nothing
+    for stall_s seconds is stopped, exit 4."""
     from workbench.system.children import guarded_env
     from workbench.system.faultpoints import pause_point
 
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=guarded_env(env), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        try:
-            pause_point("tool-running")
-            code = proc.wait()
-        except BaseException:  # Ctrl-C: don't leave the child writing into a folder we are about to delete
-            proc.kill()
-            proc.wait()
-            raise
-    if code != 0:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    pump = _OutputPump(log_path)
+    proc = subprocess.Popen(cmd, env=guarded_env({**env, "PYTHONUNBUFFERED": "1"}), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    reader = threading.Thread(target=pump.run, args=(proc.stdout,), name="wb-tool-output", daemon=True)
+    reader.start()
+    try:
+        pause_point("tool-running")
+        code = _wait(proc, pump, stall_s)
+    except BaseException:  # Ctrl-C: don't leave the child writing into a folder we are about to delete
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        reader.join(timeout=10)
+        pump.close()
+    if code == 0:
+        return
+    lines = pump.tail.decode("utf-8", errors="replace").splitlines()
+    if pump.disk_full or says_disk_full("\n".join(lines)):
+        raise OSError(errno.ENOSPC, f"{what} ran out of disk space")
+    if code is None:
+        error, reason = EnvironmentProblem, f"printed nothing for {stall_s:.0f} s and was stopped"
+    else:
         reason = _last_error_line(lines) or f"exit status {code}"
-        # log_path usually sits in a build folder that is deleted on failure: keep a copy for the user, under
-        # WB_HOME; a verb that records a run moves it into the run's folder (see ToolLog)
-        kept_dir = kept_logs_dir()
-        kept_dir.mkdir(parents=True, exist_ok=True)
-        fd, kept = tempfile.mkstemp(prefix=f"wb-{log_path.stem}-", suffix=".log", dir=kept_dir)
-        os.close(fd)
-        shutil.copyfile(log_path, kept)
         error = EnvironmentProblem if ("ModuleNotFoundError" in reason or "ImportError" in reason) else BadInput
-        exc = error(f"{what} failed: {reason} (full log: {kept})")
-        exc.log_file = Path(kept)
-        raise exc
+    # log_path usually sits in a build folder that is deleted on failure: keep a copy for the user, under
+    # WB_HOME; a verb that records a run moves it into the run's folder (see ToolLog)
+    kept_dir = kept_logs_dir()
+    kept_dir.mkdir(parents=True, exist_ok=True)
+    fd, kept = tempfile.mkstemp(prefix=f"wb-{log_path.stem}-", suffix=".log", dir=kept_dir)
+    os.close(fd)
+    shutil.copyfile(log_path, kept)
+    exc = error(f"{what} failed: {reason} (full log: {kept})")
+    exc.log_file = Path(kept)
+    raise exc
+
+
+def _wait(proc: subprocess.Popen, pump: "_OutputPump", stall_s: float) -> int | None:
+    """The tool's exit status, or None when it went silent for stall_s seconds (then it is killed)."""
+    while True:
+        try:
+            return proc.wait(timeout=min(1.0, stall_s))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() - pump.last_output > stall_s:
+                proc.kill()
+                proc.wait()
+                return None
+
+
+class _OutputPump:
+    """Copies a child's output into its log file, keeping the last TAIL_BYTES and the time of the last byte.
+    Writing the log stops at the first error: a full disk is recorded (the child's own report of it may be lost
+    with it)."""
+
+    def __init__(self, log_path: Path):
+        self.log = open(log_path, "wb", buffering=0)  # noqa: SIM115  (unbuffered: close() has nothing to flush)
+        self.tail = b""
+        self.last_output = time.monotonic()
+        self.disk_full = False
+        self.writing = True
+
+    def run(self, stream) -> None:
+        while chunk := stream.read1(1 << 16):
+            self.last_output = time.monotonic()
+            self.tail = (self.tail + chunk)[-TAIL_BYTES:]
+            if self.writing:
+                try:
+                    self.log.write(chunk)
+                except OSError as exc:
+                    self.writing, self.disk_full = False, is_disk_full(exc)
+        stream.close()
+
+    def close(self) -> None:
+        self.log.close()
 
 
 def kept_logs_dir() -> Path:
