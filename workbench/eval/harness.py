@@ -8,6 +8,7 @@ checks before any model loads, and results shaped for the store (metrics, per-sa
 import difflib
 import importlib.metadata
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,6 +197,10 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
 
     evaluator = require("lm_eval.evaluator", PURPOSE, "eval")
     utils = require("lm_eval.utils", PURPOSE, "eval")
+    git_reader = require("lm_eval.loggers.utils", PURPOSE, "eval").get_commit_from_path
+    # lm-eval records the git commit of the current folder by running `git describe`, whose "fatal: not a git
+    # repository" reaches wb's stderr outside a repository; its own reader of .git/HEAD (no git run) is used instead
+    evaluator.get_git_commit_hash = lambda: git_reader(os.getcwd())
     lm = runtime.lm_eval_model(batch_size=batch_size, device=device, chat=chat)
     with harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
         results = evaluator.simple_evaluate(
