@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     configure(quiet=_take_flag(args, "--quiet"), verbose=_take_flag(args, "--verbose", "-v"))
-    if not sys.stdout.isatty():  # typer's help, piped or logged: rich would squeeze it into 80 columns
-        os.environ.setdefault("TERMINAL_WIDTH", str(PIPED_HELP_WIDTH))
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH"):
+        os.environ["TERMINAL_WIDTH"] = str(PIPED_HELP_WIDTH)  # typer's help, piped: rich would squeeze it to 80
     apply_library_defaults()
     _pin_hf_home()
     _register()

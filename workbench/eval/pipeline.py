@@ -214,9 +214,8 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
 
 
 def _run(request: EvalRequest, ckpt: Checkpoint, plans: list[dict], baseline: Run | None, progress: bool) -> Run:
-    from workbench.system.progress import bars
-
     from workbench.eval.reuse import identity
+    from workbench.system.progress import bars
 
     same = None if baseline is not None else identity(ckpt, request.suite, limit=request.limit,
                                                       run_options=request.run_options, plans=plans)
