@@ -129,7 +129,7 @@ def test_table_shows_each_member_delta_and_same_answers(chain):
     reference = runs[members[0].run_id]
     comparisons = {m.run_id: compare_runs(reference, runs[m.run_id]) for m in members[1:]}
     console = Console(record=True, width=400, file=io.StringIO())
-    console.print(matrix_table("matrix", members, runs, comparisons))
+    console.print(matrix_table("matrix", members, runs, comparisons, wide=True))
     lines = console.export_text().splitlines()
     for m in members:
         first = next(line for line in lines if m.run_id in line)

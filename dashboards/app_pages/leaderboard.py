@@ -5,6 +5,8 @@ import store_cache
 import streamlit as st
 from page_parts import RECORD_EVAL, no_data
 
+from workbench.dashboard import views
+
 st.title("Leaderboard")
 st.caption("Each checkpoint's newest finished eval run per suite. Intervals: value ± 1.96 · stderr (95%, normal "
            "approximation), from the stderr the eval recorded.")
@@ -15,7 +17,8 @@ if rows.empty:
 
 left, mid, right = st.columns(3)
 suites = sorted(rows["suite"].dropna().unique())
-suite = left.selectbox("Suite", ["all suites"] + suites, index=1 if len(suites) == 1 else 0)
+newest = views.latest_suite(store_cache.manifests())  # the suite of the newest eval run
+suite = left.selectbox("Suite", ["all suites"] + suites, index=1 + suites.index(newest) if newest in suites else 0)
 bases = sorted(rows["base"].dropna().unique())
 base = mid.selectbox("Base model", ["all base models"] + bases)
 sources = sorted(rows["source"].dropna().unique())
@@ -35,7 +38,8 @@ if shown.empty:
 
 columns = list(dict.fromkeys(shown["column"]))
 left, right = st.columns([3, 1])
-sort_by = left.selectbox("Sort by", columns)
+first = views.default_sort_column(shown.to_dict("records"), None if suite == "all suites" else suite)
+sort_by = left.selectbox("Sort by", columns, index=columns.index(first) if first in columns else 0)
 higher = shown.loc[shown["column"] == sort_by, "higher_is_better"].dropna()
 best_first = right.toggle("Best first", value=True,
                           help="By the metric's direction (" + ("higher" if higher.empty or higher.iloc[0] else "lower")

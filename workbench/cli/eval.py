@@ -75,6 +75,11 @@ def eval_cmd(
         False, "--matrix", help="Also evaluate what was made from CHECKPOINT (its merged model and exported files, "
                                 "from the store's merge/export runs), each in its runtime; one table of paired "
                                 "deltas against CHECKPOINT."),
+    no_reuse: bool = typer.Option(
+        False, "--no-reuse", help="With --matrix: evaluate every member, even one the store holds an identical "
+                                  "finished run of (same weights, suite, items, settings and versions)."),
+    wide: bool = typer.Option(
+        False, "--wide", help="With --matrix: every column and whole run ids (default: what fits the terminal)."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -85,6 +90,10 @@ def eval_cmd(
                    endpoint_key_env=endpoint_key_env, endpoint_args=endpoint_args, no_cache=no_cache, limit=limit,
                    data_dir=data_dir, no_harness=no_harness, evals_dir=evals_dir, store=store,
                    command=command_line())
+    if not matrix and (no_reuse or wide):
+        from workbench.errors import BadInput
+
+        raise BadInput(f"{'--no-reuse' if no_reuse else '--wide'} applies to --matrix only")
     if matrix:
         from workbench.eval.matrix import evaluate_matrix, refuse_options
 
@@ -92,7 +101,8 @@ def eval_cmd(
                         "--gate-json": gate_json, "--mlflow": mlflow, "--base": base, "--html": html})
         from workbench.cli.eval_matrix import print_matrix
 
-        return print_matrix(evaluate_matrix(checkpoint, suite, **options), json_out=json_out)
+        return print_matrix(evaluate_matrix(checkpoint, suite, reuse=not no_reuse, **options), json_out=json_out,
+                            wide=wide)
     from workbench.eval.pipeline import evaluate
 
     result = evaluate(checkpoint, suite, baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,

@@ -17,6 +17,7 @@ app = typer.Typer(
 
 
 _registered = False
+PIPED_HELP_WIDTH = 100
 
 
 def _register() -> None:
@@ -48,15 +49,18 @@ def _register() -> None:
 
 @app.callback()
 def _options(quiet: bool = typer.Option(False, "--quiet",
-                                        help="Print nothing but the result and errors (also accepted after the verb).")):
+                                        help="Print nothing but the result and errors (also accepted after the verb)."),
+             verbose: bool = typer.Option(False, "--verbose", "-v",
+                                          help="Also show what the libraries wb loads print: their warnings, banners "
+                                               "and loading bars (also accepted after the verb).")):
     pass  # read in run(), before any library is imported
 
 
-def _take_quiet(argv: list[str]) -> bool:
-    """Remove every --quiet before a `--` from the arguments; True if there was one."""
+def _take_flag(argv: list[str], *names: str) -> bool:
+    """Remove every one of names before a `--` from the arguments; True if there was one."""
     end = argv.index("--") if "--" in argv else len(argv)
-    found = "--quiet" in argv[:end]
-    argv[:end] = [a for a in argv[:end] if a != "--quiet"]
+    found = any(a in names for a in argv[:end])
+    argv[:end] = [a for a in argv[:end] if a not in names]
     return found
 
 
@@ -66,13 +70,14 @@ def run() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code. Every error leaves here as one line on stderr."""
+    from workbench.system.console import configure
     from workbench.system.library_defaults import apply_library_defaults
 
-    apply_library_defaults()
     args = list(sys.argv[1:] if argv is None else argv)
-    from workbench.system.console import configure
-
-    configure(quiet=_take_quiet(args))
+    configure(quiet=_take_flag(args, "--quiet"), verbose=_take_flag(args, "--verbose", "-v"))
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH"):
+        os.environ["TERMINAL_WIDTH"] = str(PIPED_HELP_WIDTH)  # typer's help, piped: rich would squeeze it to 80
+    apply_library_defaults()
     _pin_hf_home()
     _register()
     try:

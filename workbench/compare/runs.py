@@ -28,6 +28,20 @@ class Row:
     higher_is_better: bool | None
     improved: int | None = None  # paired samples where B scored higher than A
     regressed: int | None = None
+    missing_reason: str | None = None  # a metric of one run only: why the other has none, when it recorded why
+
+
+def n_cell(r: Row) -> str:
+    """n as the tables show it: one number when the runs agree or only one has the metric, else A's/B's."""
+    if r.n_a == r.n_b or r.n_b is None:
+        return "" if r.n_a is None else str(r.n_a)
+    return str(r.n_b) if r.n_a is None else f"{r.n_a}/{r.n_b}"
+
+
+def _missing_reason(run: Run, task: str, metric: str) -> str | None:
+    """What `run` recorded about a metric it has no value for: a judge scorer it skipped, and why."""
+    skipped = (((run.manifest.get("judge") or {}).get("tasks") or {}).get(task) or {}).get(metric) or {}
+    return skipped.get("skipped") if isinstance(skipped, dict) else None
 
 
 @dataclass
@@ -118,10 +132,12 @@ def compare_runs(a: Run, b: Run) -> Comparison:
         va, vb = x.get("value"), y.get("value")
         up, down = _paired_counts(a, b, *key, (x or y).get("breakdown")) if x.get("source") == "task" \
             else (None, None)
+        missing = (_missing_reason(a, *key) if not x else _missing_reason(b, *key) if not y else None)
         rows.append(Row(task=key[0], metric=key[1], a=va, b=vb,
                         delta=None if va is None or vb is None else vb - va,
                         n_a=x.get("n"), n_b=y.get("n"), stderr_a=x.get("stderr"), stderr_b=y.get("stderr"),
-                        higher_is_better=(x or y).get("higher_is_better"), improved=up, regressed=down))
+                        higher_is_better=(x or y).get("higher_is_better"), improved=up, regressed=down,
+                        missing_reason=missing))
     return Comparison(run_a=a.run_id, run_b=b.run_id, checkpoint_a=a.manifest.get("checkpoint", {}).get("name", "?"),
                       checkpoint_b=b.manifest.get("checkpoint", {}).get("name", "?"), rows=rows,
                       setting_differences=setting_differences(a, b))
@@ -146,7 +162,7 @@ def render_table(cmp: Comparison):
     for r in cmp.rows:
         if r in one_sided:
             continue
-        n = str(r.n_a) if r.n_a == r.n_b else f"{r.n_a}/{r.n_b}"
+        n = n_cell(r)
         delta = "-" if r.delta is None else f"{r.delta:+.4f}"
         if r.delta is not None and r.higher_is_better is not None and r.delta != 0:
             good = (r.delta > 0) == bool(r.higher_is_better)
@@ -154,11 +170,12 @@ def render_table(cmp: Comparison):
         paired = "-" if r.improved is None else f"{r.improved}/{r.regressed}"
         table.add_row(plain(r.task), plain(r.metric), n, _fmt(r.a, r.stderr_a), _fmt(r.b, r.stderr_b), delta, paired)
     notes = []
-    if one_sided:
-        only_a = sorted({r.task for r in one_sided if r.b is None})
-        only_b = sorted({r.task for r in one_sided if r.a is None})
-        notes += [f"only in A: {markup_text(', '.join(only_a))}"] if only_a else []
-        notes += [f"only in B: {markup_text(', '.join(only_b))}"] if only_b else []
+    for side, other in (("A", "B"), ("B", "A")):
+        rows = [r for r in one_sided if (r.b if side == "A" else r.a) is None]
+        if rows:
+            notes.append(markup_text(f"only in {side}: " + ", ".join(
+                f"{r.task}/{r.metric}" + (f" ({other}: {r.missing_reason})" if r.missing_reason else "")
+                for r in rows)))
     if cmp.setting_differences:
         notes.append("[yellow]settings differ: " + markup_text("; ".join(cmp.setting_differences)) + "[/]")
     table.caption = "\n".join(notes) or None
@@ -199,6 +216,18 @@ def paired_samples(a: Run, b: Run, limit: int | None) -> dict[str, list[dict]]:
     return out
 
 
+def prompt_tail(text: str, width: int = 90) -> str:
+    """The end of a prompt (where its question is) in at most `width` characters, cut at a word boundary, with an
+    ellipsis where words were left out."""
+    if len(text) <= width:
+        return text
+    tail = text[-(width - 1):]
+    if not text[-width].isspace():  # it starts mid-word: from the next word on
+        words = tail.split(None, 1)
+        tail = words[1] if len(words) == 2 else tail
+    return "…" + tail.lstrip()
+
+
 def render_samples(cmp: Comparison, pairs: dict[str, list[dict]]):
     from rich.table import Table
 
@@ -211,7 +240,7 @@ def render_samples(cmp: Comparison, pairs: dict[str, list[dict]]):
         for col in ("id", "prompt", "A output", "B output", "same"):
             table.add_column(col, overflow="fold")
         for r in rows:  # outputs and data as text: no markup, and no terminal escape reaches the terminal
-            table.add_row(plain(r["id"]), plain(r["prompt"][-90:]), plain(r["a"]), plain(r["b"]),
+            table.add_row(plain(r["id"]), plain(prompt_tail(r["prompt"])), plain(r["a"]), plain(r["b"]),
                           "yes" if r["a"] == r["b"] else "[yellow]no[/]")
         tables.append(table)
     return tables
@@ -234,7 +263,7 @@ def comparison_cells(cmp: Comparison) -> list[dict[str, str]]:
     rows = []
     for r in cmp.rows:
         rows.append({
-            "task": r.task, "metric": r.metric, "n": str(r.n_a) if r.n_a == r.n_b else f"{r.n_a}/{r.n_b}",
+            "task": r.task, "metric": r.metric, "n": n_cell(r),
             "A": _fmt(r.a, r.stderr_a), "B": _fmt(r.b, r.stderr_b),
             "Δ (B-A)": "-" if r.delta is None else f"{r.delta:+.4f}",
             "B better/worse": "-" if r.improved is None else f"{r.improved}/{r.regressed}",
@@ -252,8 +281,9 @@ def row_direction(r: Row) -> str:
 
 
 def sample_tasks(a: Run, b: Run) -> list[str]:
-    """Sample files both runs wrote: task names, and 'lm-eval.<task>' for harness samples."""
-    return sorted((set(a.sample_files()) & set(b.sample_files())) - {"train_log"})
+    """Sample files both runs wrote: the suite's task names first, then 'lm-eval.<task>' for harness samples."""
+    return sorted((set(a.sample_files()) & set(b.sample_files())) - {"train_log"},
+                  key=lambda name: (name.startswith("lm-eval."), name))
 
 
 def _lm_eval_view(s: dict) -> dict:
@@ -269,7 +299,21 @@ def _lm_eval_view(s: dict) -> dict:
     else:
         output = ""
     return {"id": f"{s.get('doc_id')}{suffix}", "prompt": s.get("prompt", ""), "output": output,
-            "reference": s.get("target"), "scores": {f"{k}{suffix}": v for k, v in (s.get("metrics") or {}).items()}}
+            "reference": _choice_reference(s), "scores": {f"{k}{suffix}": v for k, v in (s.get("metrics") or {}).items()}}
+
+
+def _choice_reference(s: dict):
+    """A multiple-choice target (the index of the right continuation, e.g. 1) as what the model chose among: the
+    continuation (' B') and, where the document lists its choices (MMLU), the choice's text."""
+    target, continuations = s.get("target"), s.get("continuations")
+    if isinstance(target, bool) or not isinstance(target, int) or not continuations \
+            or not 0 <= target < len(continuations):
+        return target
+    reference = str(continuations[target]).strip()
+    choices = (s.get("doc") or {}).get("choices") if isinstance(s.get("doc"), dict) else None
+    if isinstance(choices, list) and target < len(choices) and str(choices[target]).strip() != reference:
+        reference += f": {choices[target]}"
+    return reference
 
 
 def _sample_view(s: dict) -> dict:

@@ -31,7 +31,8 @@ def serve(store: str | os.PathLike | None = None, *, port: int = 8501, host: str
     from workbench.system.children import guarded_env, module_command
 
     cmd = module_command("workbench.dashboard.server", "run", str(app_path), "--server.address", host,
-                         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats",
+                         "--server.port", str(port), "--server.headless", "true",
+                         "--client.toolbarMode", "viewer", "--browser.gatherUsageStats",
                          "false",
                          # A served dashboard, not a dev loop: Streamlit's source watcher re-scans every imported
                          # module's path after each script run (about 2 s of a 2-core CPU after the first page).

@@ -77,6 +77,20 @@ def leaderboard_rows(store: Store, manifests: list[dict]) -> list[dict]:
     return rows
 
 
+def latest_suite(manifests: list[dict]) -> str | None:
+    """The suite of the newest finished eval run (evals during training left out): what the Leaderboard opens
+    on."""
+    return next((m.get("suite") for m in latest_per_checkpoint(manifests) if m.get("suite")), None)
+
+
+def default_sort_column(rows: list[dict], suite: str | None) -> str | None:
+    """The Leaderboard's first sort column: the suite's first own task metric (before its lm-eval slice), in the
+    order its runs recorded them."""
+    mine = [r for r in rows if suite is None or r.get("suite") == suite]
+    own = [r for r in mine if r.get("source") == "task"] or mine
+    return own[0]["column"] if own else None
+
+
 def export_rows(store: Store, manifests: list[dict]) -> list[dict]:
     """One row per exported file: its size and what verification measured against the source checkpoint."""
     rows = []

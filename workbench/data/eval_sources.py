@@ -17,7 +17,8 @@ def _rows(path: Path):
 
 def _mirror_folder(data_dir: Path | None, name: str) -> Path:
     if data_dir is None:
-        raise BadInput(f"checking against {name} reads it from the benchmark mirror: pass --data-dir or set WB_DATA_DIR")
+        raise BadInput(f"checking against {name} reads it from the benchmark mirror: set WB_DATA_DIR (or pass "
+                       "--data-dir to `wb data check`)")
     folder = data_dir / next(m.folder for m in MIRRORS if m.folder == name.split("_")[0])
     if not folder.is_dir():
         raise BadInput(f"data dir {data_dir}: no {folder.name}/ folder (the mirror of {name})")
@@ -44,7 +45,7 @@ def gsm8k_items(data_dir: Path | None) -> list[EvalItem]:
             for lineno, row in _rows(path)]
 
 
-def task_items(name: str, data_dir: Path | None) -> list[EvalItem]:
+def task_items(name: str, data_dir: Path | None, where: str = "--against") -> list[EvalItem]:
     """An lm-eval task the mirror holds: mmlu (every subject), mmlu_<subject>, gsm8k."""
     if name == "mmlu":
         return mmlu_items(data_dir)
@@ -52,7 +53,7 @@ def task_items(name: str, data_dir: Path | None) -> list[EvalItem]:
         return mmlu_items(data_dir, name[len("mmlu_"):])
     if name == "gsm8k":
         return gsm8k_items(data_dir)
-    raise BadInput(f"--against {name}: not a suite, a JSONL file or an lm-eval task the benchmark mirror holds "
+    raise BadInput(f"{where} {name}: not a suite, a JSONL file or an lm-eval task the benchmark mirror holds "
                    "(mmlu, mmlu_<subject>, gsm8k)")
 
 
@@ -94,22 +95,30 @@ def file_items(path: Path) -> list[EvalItem]:
     return items
 
 
-def against_items(refs: list[str], data_dir: Path | None, evals_dir: str | None = None) -> list[EvalItem]:
-    """Every eval item named by --against: suites (name or path), JSONL files, lm-eval task names."""
+def against_items(refs: list[str], data_dir: Path | None, evals_dir: str | None = None, *,
+                  relative_to: Path | None = None, where: str = "--against") -> list[EvalItem]:
+    """Every eval item named by --against: suites (name or path), JSONL files, lm-eval task names. relative_to:
+    the folder relative paths are read from (a recipe's own, for its data_checks.against; default the current
+    one); where: how errors name the list (the CLI flag, or the recipe and its key)."""
     from workbench.eval.suites import find_suite, load_suite
 
     items: list[EvalItem] = []
     for ref in refs:
         path = Path(ref)
+        if relative_to is not None and not path.is_absolute() and (
+                path.suffix in (".jsonl", ".yaml", ".yml") or (relative_to / path).exists()):
+            path = relative_to / path
         if path.suffix == ".jsonl":
             if not path.is_file():
-                raise BadInput(f"--against {ref}: no such file")
+                raise BadInput(f"{where} {ref}: no such file ({path})")
             items += file_items(path)
             continue
+        if path.suffix in (".yaml", ".yml") and not path.exists():
+            raise BadInput(f"{where} {ref}: no such suite file ({path})")
         try:
-            suite_path = find_suite(ref, evals_dir)
+            suite_path = find_suite(str(path), evals_dir)
         except BadInput:
-            items += task_items(ref, data_dir)
+            items += task_items(ref, data_dir, where)
             continue
         suite = load_suite(str(suite_path), evals_dir=evals_dir)
         for task, task_items_ in suite.items.items():
@@ -117,5 +126,5 @@ def against_items(refs: list[str], data_dir: Path | None, evals_dir: str | None 
             items += [EvalItem(f"{suite.config.name}/{task}:{it['id']}", text) for it, text in zip(task_items_, texts)]
         for spec in suite.config.harness:
             for name in spec.tasks:
-                items += task_items(name, data_dir)
+                items += task_items(name, data_dir, where)
     return items

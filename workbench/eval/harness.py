@@ -8,6 +8,7 @@ checks before any model loads, and results shaped for the store (metrics, per-sa
 import difflib
 import importlib.metadata
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,6 +197,7 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
 
     evaluator = require("lm_eval.evaluator", PURPOSE, "eval")
     utils = require("lm_eval.utils", PURPOSE, "eval")
+    git_hash_without_git(evaluator)
     lm = runtime.lm_eval_model(batch_size=batch_size, device=device, chat=chat)
     with harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
         results = evaluator.simple_evaluate(
@@ -421,6 +423,14 @@ def _higher_is_better(raw: dict, name: str, metric: str) -> bool | None:
         values = {_higher_is_better(raw, child, metric) for child in children}
         value = values.pop() if len(values) == 1 else None
     return value
+
+
+def git_hash_without_git(evaluator) -> None:
+    """lm-eval records the git commit of the current folder by running `git describe`, whose "fatal: not a git
+    repository" reaches wb's stderr outside a repository: its own reader of .git/HEAD (no git run) is used
+    instead."""
+    git_reader = require("lm_eval.loggers.utils", PURPOSE, "eval").get_commit_from_path
+    evaluator.get_git_commit_hash = lambda: git_reader(os.getcwd())
 
 
 def sample_record(s: dict, output_type: str | None) -> dict:

@@ -34,6 +34,7 @@ class Member:
     reason: str = ""
     checkpoint: Checkpoint | None = field(default=None, repr=False)
     run_id: str | None = None
+    reused: bool = False  # run_id is an identical run recorded before (workbench.eval.reuse), not evaluated again
     same_answers: dict = field(default_factory=dict)  # task -> {"same": k, "n": n}
     significance: dict = field(default_factory=dict)  # "task/metric" -> the gate's verdict
     exit_code: int = 0  # a failed member's: what `wb eval --matrix` exits with
@@ -55,7 +56,7 @@ class Member:
         """What the matrix run's manifest and --json keep of a member."""
         return {"name": self.name, "path": self.path, "kind": self.kind, "format": self.format, "sha": self.sha,
                 "runtime": self.runtime, "made_by": self.made_by, "reference": self.reference,
-                "status": self.status, "reason": self.reason, "run_id": self.run_id,
+                "status": self.status, "reason": self.reason, "run_id": self.run_id, "reused": self.reused,
                 "same_answers": self.same_answers, "significance": self.significance}
 
 
@@ -163,23 +164,53 @@ def compare_member(reference: Run, member: Member, run: Run):
     return comparison
 
 
-def matrix_table(title: str, members: list[Member], runs: dict[str, Run], comparisons: dict[str, object]):
+# Columns shown only with --wide: the member's runtime and the paired better/worse counts (the significance
+# column carries their verdict).
+WIDE_ONLY = ("runtime", "better/worse")
+
+
+def short_ids(ids: list[str]) -> dict[str, str]:
+    """Each run id as its shortest '-'-separated suffix that no other id in `ids` ends with (the random tail,
+    usually): a table's run column needs no date when its runs are told apart without one."""
+    shown = {}
+    for run_id in ids:
+        parts = run_id.split("-")
+        for k in range(1, len(parts) + 1):
+            suffix = "-".join(parts[-k:])
+            if not any(o != run_id and (o == suffix or o.endswith("-" + suffix)) for o in ids):
+                break
+        shown[run_id] = suffix
+    return shown
+
+
+def matrix_table(title: str, members: list[Member], runs: dict[str, Run], comparisons: dict[str, object], *,
+                 wide: bool = False):
     """One table: per member its runtime and run, and per metric its value, the paired delta against CKPT
-    (formatted as `wb compare` prints it), the gate's significance verdict and the same-answer count."""
+    (formatted as `wb compare` prints it), the gate's significance verdict and the same-answer count. Unless
+    wide, the columns in WIDE_ONLY are left out and run ids shortened (short_ids); a reused run is marked."""
     from rich.table import Table
 
     from workbench.compare.runs import _fmt, comparison_cells
     from workbench.system.console import plain
 
+    columns = ("member", "runtime", "run", "task", "metric", "n", "value", "Δ vs CKPT", "better/worse",
+               "significance", "same answer")
+    keep = [c for c in columns if wide or c not in WIDE_ONLY]
     table = Table(title=plain(title), show_lines=False)
-    for col in ("member", "runtime", "run", "task", "metric", "n", "value", "Δ vs CKPT", "better/worse",
-                "significance", "same answer"):
+    for col in keep:
         table.add_column(col, justify="right" if col in ("n", "value", "Δ vs CKPT", "better/worse") else "left",
-                         overflow="fold")
+                         overflow="fold", no_wrap=col in ("run", "n", "value"))
+    run_ids = [m.run_id for m in members if m.run_id]
+    shown_id = {i: i for i in run_ids} if wide else short_ids(run_ids)
+
+    def add_row(cells: dict, end_section: bool = False) -> None:
+        table.add_row(*[cells.get(c, "") for c in keep], end_section=end_section)
+
     for m in members:
         label = plain(f"{m.name} (CKPT)" if m.reference else m.name)
         if m.status != "ok":
-            table.add_row(label, m.runtime, "-", plain(f"{m.status}: {m.reason}"), *[""] * 7, end_section=True)
+            add_row({"member": label, "runtime": m.runtime, "run": "-", "task": plain(f"{m.status}: {m.reason}")},
+                    end_section=True)
             continue
         run = runs[m.run_id]
         if m.reference:
@@ -194,8 +225,11 @@ def matrix_table(title: str, members: list[Member], runs: dict[str, Run], compar
             same = m.same_answers.get(task)
             cell = f"{same['same']}/{same['n']}" if same and task not in shown and not m.reference else ""
             shown.add(task)
-            table.add_row(label if i == 0 else "", m.runtime if i == 0 else "", m.run_id if i == 0 else "", plain(task),
-                          plain(metric), n, value, delta, paired, verdict, cell, end_section=i == len(rows) - 1)
+            run_cell = shown_id[m.run_id] + (" (reused)" if m.reused else "")
+            first = {"member": label, "runtime": m.runtime, "run": run_cell} if i == 0 else {}
+            add_row(first | {"task": plain(task), "metric": plain(metric), "n": n, "value": value,
+                             "Δ vs CKPT": delta, "better/worse": paired, "significance": verdict, "same answer": cell},
+                    end_section=i == len(rows) - 1)
     return table
 
 
@@ -230,12 +264,15 @@ class MatrixResult:
                                              max(m.exit_code for m in failed))
 
 
-def evaluate_matrix(checkpoint: str, suite: str | None = None, *, progress: bool = True, **options) -> MatrixResult:
+def evaluate_matrix(checkpoint: str, suite: str | None = None, *, progress: bool = True, reuse: bool = True,
+                    **options) -> MatrixResult:
     """CKPT, its merged model(s) and their exported files, each evaluated in its own runtime and compared with
     CKPT. Everything given is checked first (eval.pipeline.prepare_eval); then the members are found and
     planned, and evaluated one by one. A member whose eval fails is listed with its error and the others go on
-    (`result.failure()`); CKPT failing ends the matrix."""
+    (`result.failure()`); CKPT failing ends the matrix. reuse: a member the store holds an identical finished eval
+    run of (workbench.eval.reuse) is not evaluated again; that run is its row, and stderr says so."""
     from workbench.eval.pipeline import prepare_eval
+    from workbench.eval.reuse import find_identical, identity
     from workbench.eval.runner import EvalOptions, run_suite
     from workbench.runtimes import check_runtime, open_runtime
     from workbench.system.console import info, library_stdout_to_stderr
@@ -256,15 +293,27 @@ def evaluate_matrix(checkpoint: str, suite: str | None = None, *, progress: bool
                 "suite_path": str(loaded.path), "suite_sha": loaded.sha, "limit": request.limit,
                 "versions": versions(), "members": [m.record() for m in members]}
     runs, comparisons = {}, {}
+    recorded = st.list_runs("eval") if reuse else []
     with st.open_run("matrix", manifest) as matrix:
         for i, m in enumerate(planned, 1):
+            same = identity(m.checkpoint, loaded, limit=request.limit, run_options=request.run_options,
+                            plans=plans[m.path])
+            earlier = find_identical(recorded, same)
+            if earlier is not None:
+                info(f"matrix {i}/{len(planned)}: {m.name}: reusing run {earlier}, an identical eval (same weights, "
+                     "suite, items, settings and versions; --no-reuse evaluates again)")
+                m.status, m.run_id, m.reused, runs[earlier] = "ok", earlier, True, st.load(earlier)
+                if not m.reference:
+                    comparisons[earlier] = compare_member(runs[planned[0].run_id], m, runs[earlier])
+                matrix.manifest["members"] = [x.record() for x in members]
+                continue
             info(f"matrix {i}/{len(planned)}: {m.name} ({m.kind}, {m.format}) under {m.runtime}")
             try:
                 with open_runtime(m.checkpoint, request.runtime_options) as runtime, bars(enabled=progress) as bar, \
                         library_stdout_to_stderr():
                     run = run_suite(runtime, loaded, st,
                                     EvalOptions(data_dir=request.mirror, limit=request.limit, command=request.command,
-                                                lineage={"matrix_run": matrix.run_id}),
+                                                lineage={"matrix_run": matrix.run_id}, identity=same),
                                     harness_plans=plans[m.path], progress=bar)
             except Exception as exc:  # noqa: BLE001  (a member's failure is its row; Ctrl-C still stops all)
                 _member_failed(m, exc)

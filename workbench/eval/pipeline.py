@@ -227,9 +227,13 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
 
 
 def _run(request: EvalRequest, ckpt: Checkpoint, plans: list[dict], baseline: Run | None, progress: bool) -> Run:
+    from workbench.eval.reuse import identity
     from workbench.system.progress import bars
 
-    options = EvalOptions(data_dir=request.mirror, limit=request.limit, command=request.command, baseline=baseline)
+    same = None if baseline is not None else identity(ckpt, request.suite, limit=request.limit,
+                                                      run_options=request.run_options, plans=plans)
+    options = EvalOptions(data_dir=request.mirror, limit=request.limit, command=request.command, baseline=baseline,
+                          identity=same)
     with open_runtime(ckpt, request.runtime_options) as runtime, bars(enabled=progress) as bar, \
             library_stdout_to_stderr():
         return run_suite(runtime, request.suite, request.store, options, harness_plans=plans, progress=bar)

@@ -23,6 +23,7 @@ class EvalOptions:
     baseline: Run | None = None  # judge_pairwise scorers compare this run's answers with the baseline's
     lineage: dict | None = None  # an eval during training: {"train_run", "step"}
     sweep: dict | None = None  # a unit of `wb sweep`: {"unit", "where"}
+    identity: dict | None = None  # what makes another run identical to this one (workbench.eval.reuse)
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -53,6 +54,7 @@ def run_suite(runtime: Runtime, suite: LoadedSuite, store: Store, options: EvalO
         "timings": {},
         **({"lineage": options.lineage} if options.lineage else {}),
         **({"sweep": options.sweep} if options.sweep else {}),
+        **({"identity": options.identity} if options.identity else {}),
     }
     from workbench.checkpoints.quantization import quantization_of
 

@@ -25,7 +25,7 @@ from workbench.checkpoints.adapter_formats import AdapterFormat, detect, load_to
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
 from workbench.system.console import library_stdout_to_stderr
-from workbench.system.extras import require
+from workbench.system.extras import peft_without_gptqmodel, require
 
 PEFT_PREFIX = "base_model.model."
 DEFAULT_TOLERANCE = 1e-3  # float32; the difference is the rounding of reordered matmuls
@@ -242,7 +242,8 @@ def _check(fmt: AdapterFormat, model, conversion: Conversion, folder: Path, base
     finally:
         for hook in hooks:
             hook.remove()
-    converted, _, _ = probe(peft.PeftModel.from_pretrained(model, str(folder)), tokenizer, torch)
+    with peft_without_gptqmodel():
+        converted, _, _ = probe(peft.PeftModel.from_pretrained(model, str(folder)), tokenizer, torch)
     report = ImportReport(max_abs_logit_diff=float((reference - converted).abs().max()),
                           adapter_effect=float((reference - plain).abs().max()), probe_tokens=n_tokens,
                           tolerance=tolerance, modules=len(conversion.modules))

@@ -15,6 +15,7 @@ from pathlib import Path
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.errors import BadInput
 from workbench.store.files import staged_folder
+from workbench.system.extras import peft_without_gptqmodel
 from workbench.system.failures import disk_full_as
 
 HOW = "peft add_weighted_adapter + merge_and_unload"
@@ -146,9 +147,10 @@ def merge_adapters(adapters: list[Checkpoint], out_dir: Path, combo: Combination
     tokenizer = probe_tokenizer(adapters[0])
     model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
     names = [f"a{i}" for i in range(len(adapters))]
-    model = PeftModel.from_pretrained(model, str(adapters[0].path), adapter_name=names[0])
-    for name, ckpt in zip(names[1:], adapters[1:]):
-        model.load_adapter(str(ckpt.path), adapter_name=name)
+    with peft_without_gptqmodel():
+        model = PeftModel.from_pretrained(model, str(adapters[0].path), adapter_name=names[0])
+        for name, ckpt in zip(names[1:], adapters[1:]):
+            model.load_adapter(str(ckpt.path), adapter_name=name)
     model.eval()
     parents = []
     with model.disable_adapter():

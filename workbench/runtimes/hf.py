@@ -8,7 +8,7 @@ from workbench.checkpoints.checkpoint import Checkpoint, require_base
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.runtimes.base import Runtime, RuntimeOptions, cut_at_stop
 from workbench.store.files import read_json
-from workbench.system.extras import require
+from workbench.system.extras import peft_without_gptqmodel, require
 
 
 def load_tokenizer(ckpt: Checkpoint):
@@ -49,7 +49,8 @@ def load_model(ckpt: Checkpoint, *, dtype: str = "float32", device: str = "cpu",
         from workbench.checkpoints.adapter_vocab import resize_base_for
 
         resize_base_for(model, ckpt.path)  # an adapter that added tokens needs as many embedding rows
-        model = peft.PeftModel.from_pretrained(model, str(ckpt.path))
+        with peft_without_gptqmodel():
+            model = peft.PeftModel.from_pretrained(model, str(ckpt.path))
         if quantization:  # bitsandbytes placed it already; .to() is refused for 4/8-bit weights
             model.eval()
             return model

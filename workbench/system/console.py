@@ -4,7 +4,8 @@ reports progress, before any of them is imported.
 
 On a terminal, progress redraws in place. Anywhere else (CI, a pipe, a log file) it prints an occasional line with
 counts and rates instead, and so do the tqdm bars of lm-eval, transformers, datasets and TRL (tqdm reads
-TQDM_MININTERVAL). Quiet (`wb --quiet`) prints nothing but the result and errors.
+TQDM_MININTERVAL). Quiet (`wb --quiet`) prints nothing but the result and errors. What the libraries print that
+tells a wb user nothing (their FutureWarnings, loading and preprocessing bars) shows only with `wb -v`.
 
 What goes through here, libraries' stdout included, has every URL's user:password@ and ?query removed: MLflow
 prints "View run at http://user:PASS@host/..." (workbench.system.urls). Text from users (names, rows, outputs,
@@ -61,8 +62,9 @@ errors = Console(file=STDERR, highlight=False)  # errors print even when quiet
 
 
 def info(message: str) -> None:
-    """A message on stderr, printed as text: the names it holds are not markup (workbench.system.console)."""
-    err.print(visible(message), markup=False, highlight=False)
+    """A message on stderr, printed as text: the names it holds are not markup (workbench.system.console); a path
+    or run id is never cut by a newline in a log."""
+    err.print(visible(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
@@ -81,10 +83,18 @@ def is_quiet() -> bool:
     return os.environ.get("WB_QUIET") == "1"
 
 
-def configure(quiet: bool) -> None:
+def is_verbose() -> bool:
+    return os.environ.get("WB_VERBOSE") == "1"
+
+
+def configure(quiet: bool, verbose: bool = False) -> None:
     """Set how every library in this process reports progress; call before any of them is imported."""
     if quiet:
         os.environ["WB_QUIET"] = "1"  # children (the converter, GPTQModel) inherit it
+    if verbose:
+        os.environ["WB_VERBOSE"] = "1"
+    else:
+        _library_noise_off()
     # vLLM logs to stdout by default, from its engine and worker processes too: they inherit this.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     err.quiet = is_quiet()
@@ -102,6 +112,18 @@ def configure(quiet: bool) -> None:
         # MAXINTERVAL too: tqdm's monitor thread otherwise forces a redraw every 10 s on a slow loop.
         os.environ.setdefault("TQDM_MININTERVAL", str(progress_interval()))
         os.environ.setdefault("TQDM_MAXINTERVAL", str(max(progress_interval(), 10.0)))
+
+
+def _library_noise_off() -> None:
+    """Bars of weights loaded and written (transformers reads the hub's switch) and of datasets' preprocessing
+    maps, and libraries' FutureWarnings about their own next versions; a user's own setting of these wins.
+    Training and generation progress still shows."""
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # child processes
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def library_stdout_to_stderr():

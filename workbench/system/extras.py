@@ -1,7 +1,9 @@
 """The one door through which heavy libraries are imported, inside the functions that need them; and whether each
 imports at all, tried in a child process (what `wb doctor` reports)."""
 
+import contextlib
 import importlib
+import sys
 from types import ModuleType
 
 from workbench.errors import MissingExtra
@@ -89,3 +91,24 @@ def import_status(modules: list[str], timeout_s: float = IMPORT_TIMEOUT_S) -> di
         if left:  # the first one not reported is the one the child died or hung on
             status[left.pop(0)] = f"broken: {ended}"
     return status
+
+
+@contextlib.contextmanager
+def peft_without_gptqmodel():
+    """PEFT wraps every layer after asking whether it is a GPTQModel (GPTQ/AWQ) layer, and asking imports
+    GPTQModel whenever it is installed: its banner, a "Python GIL is enabled" warning and changes to the
+    environment, in a LoRA training or merge with no GPTQ anywhere. A GPTQModel layer exists only if GPTQModel was
+    imported to build it, so while it is not yet imported PEFT is told it is absent (a None entry in sys.modules is
+    what importlib reads as "no such module"), and PEFT's cached answer is cleared afterwards."""
+    if "gptqmodel" in sys.modules:
+        yield
+        return
+    sys.modules["gptqmodel"] = None
+    try:
+        yield
+    finally:
+        if "gptqmodel" in sys.modules and sys.modules["gptqmodel"] is None:
+            del sys.modules["gptqmodel"]
+        peft_imports = sys.modules.get("peft.import_utils")
+        if peft_imports is not None and hasattr(peft_imports.is_gptqmodel_available, "cache_clear"):
+            peft_imports.is_gptqmodel_available.cache_clear()

@@ -26,6 +26,8 @@ class _DropMessage(logging.Filter):
 
 
 def quiet_library_warnings() -> None:
+    if os.environ.get("WB_VERBOSE") == "1":  # `wb -v`: everything the libraries say
+        return
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     bnb = logging.getLogger(BNB_CPU_LOGGER)

@@ -87,7 +87,7 @@ def train(recipe: str | os.PathLike, output: str | os.PathLike | None = None, *,
     from workbench.train.recipe import load_training_rows, prepare_training, train_adapter, training_fingerprint
 
     loaded = load_training_rows(cfg, path)  # cheap checks first: rows, then their overlap with the eval data
-    data_checks = _contamination_gate(cfg, loaded.data_path, loaded.rows, allow_contamination)
+    data_checks = _contamination_gate(cfg, path, loaded.data_path, loaded.rows, allow_contamination)
     inputs = prepare_training(cfg, path, loaded)
     checkpoints = plan_checkpoints(out, training_fingerprint(cfg, inputs), cfg.training.save_steps, resume=resume)
     live_plan = None
@@ -156,15 +156,17 @@ def _default_output(name: str) -> Path:
     return home() / "adapters" / f"{name}-{stamp}"
 
 
-def _contamination_gate(cfg, data_path: Path, rows: list, allow: bool) -> dict | None:
-    """The recipe's contamination check, before any model loads: exit 3 naming the rows, unless allowed."""
+def _contamination_gate(cfg, config_path: Path, data_path: Path, rows: list, allow: bool) -> dict | None:
+    """The recipe's contamination check, before any model loads: exit 3 naming the rows, unless allowed. Paths in
+    data_checks.against are relative to the recipe, as train_data is."""
     if not cfg.data_checks.against:
         return None
     from workbench.data.check import contaminated
     from workbench.data.eval_sources import against_items
     from workbench.system.home import data_dir
 
-    items = against_items(cfg.data_checks.against, data_dir())
+    items = against_items(cfg.data_checks.against, data_dir(), relative_to=config_path.parent,
+                          where=f"{config_path}: data_checks.against:")
     report = contaminated(rows, items, cfg.data_checks.ngram)
     lines = report.contaminated_rows
     record = {"against": cfg.data_checks.against, "ngram": report.n, "eval_items": report.eval_items,

@@ -16,7 +16,7 @@ from workbench.data.formats import FORMATS, Row
 from workbench.data.records import sha256_file
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.store.files import staged_folder
-from workbench.system.extras import available, require
+from workbench.system.extras import available, peft_without_gptqmodel, require
 from workbench.system.user_files import regular_file, resolved
 from workbench.train.checkpoints import CheckpointPlan, plan_checkpoints, recipe_fingerprint
 from workbench.train.divergence import divergence_callback
@@ -149,7 +149,8 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
-    model = peft.get_peft_model(model, inputs.peft_config)
+    with peft_without_gptqmodel():
+        model = peft.get_peft_model(model, inputs.peft_config)
     optimizers = (None, None)
     if t.loraplus_lr_ratio:
         loraplus = require("peft.optimizers", "LoRA+", "train")
