@@ -235,8 +235,10 @@ def test_a_member_failing_at_eval_is_its_row_and_the_rest_go_on(chain, tmp_path)
     before = set(Store(store).run_ids())
     empty = tmp_path / "no-llama-lib"
     empty.mkdir()
-    res = wb("eval", "--matrix", str(chain["adapter"]), "--suite", str(chain["suite"]), store=store,
-             env={"LLAMA_CPP_LIB_PATH": str(empty), "COLUMNS": "400"})
+    # --no-reuse: the chain's store already holds identical runs of every member, which a matrix would reuse;
+    # --wide: the row is checked for its runtime column
+    res = wb("eval", "--matrix", str(chain["adapter"]), "--suite", str(chain["suite"]), "--no-reuse", "--wide",
+             store=store, env={"LLAMA_CPP_LIB_PATH": str(empty), "COLUMNS": "400"})
     # not an error wb recognises (failures.reported): exit 4, as for a sweep's unit, after the table
     assert res.returncode == 4, (res.returncode, res.stderr[-3000:])
     st = Store(store)
