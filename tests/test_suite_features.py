@@ -92,6 +92,27 @@ def _mean(values):
     return sum(values) / len(values)
 
 
+def test_a_recorded_run_is_identified_by_its_python_scorers_source(tmp_path, tiny_model_dir):
+    """--matrix reuses a run only when its identity is equal: editing the scorer's file changes it."""
+    from workbench.checkpoints.resolve import resolve_checkpoint
+    from workbench.eval.reuse import identity
+    from workbench.eval.suites import load_suite
+
+    path = _write_suite(tmp_path)
+    ckpt = resolve_checkpoint(str(tiny_model_dir))
+
+    def ident():
+        return identity(ckpt, load_suite(str(path)), limit=None, run_options={}, plans=[])
+
+    before = ident()
+    assert set(before["scorer_files"]) == {f"{tmp_path / 'scorers.py'}:when",
+                                           f"{tmp_path / 'scorers.py'}:held_out_fails"}
+    assert ident() == before
+    (tmp_path / "scorers.py").write_text(SCORER + "\n# edited\n")
+    after = ident()
+    assert after["scorer_files"] != before["scorer_files"] and after["suite_sha"] == before["suite_sha"]
+
+
 # ---- pass@k: the estimator against hand-computed values --------------------------------------------------------
 
 @pytest.mark.parametrize("n, c, k, expected", [

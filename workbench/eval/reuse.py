@@ -7,21 +7,23 @@ manifest under "identity" (`identity()`):
 - checkpoint_sha: the sha256 of the checkpoint's weight files, and base_sha: for an adapter, that of the base it
   is put on;
 - suite_sha: the sha256 of the suite file, and items_sha: that of every task's items as loaded (the data files a
-  suite names can change while the suite file does not);
+  suite names can change while the suite file does not); scorer_files: the sha256 of each `type: python` scorer's
+  source file;
 - limit, and the lm-eval plans (tasks, limit, few-shot, batch size, chat template, generation arguments, seed,
   include path, benchmark mirror);
 - the runtime settings (backend, dtype, device, seed, vLLM and endpoint arguments);
 - the versions of Python, wb and the libraries it runs (environment.versions).
 
 Only runs that finished ("ok") and recorded an identity are reused: runs recorded before wb kept one never are.
-Not covered: files outside the checkpoint's weights (its tokenizer and chat template) and code a suite imports
-(a `type: python` scorer's file); pass --no-reuse after changing those.
+Not covered: files outside the checkpoint's weights (its tokenizer and chat template) and modules a scorer's file
+imports in turn; pass --no-reuse after changing those.
 """
 
 import hashlib
 import json
 
 from workbench.checkpoints.checkpoint import Checkpoint
+from workbench.eval.scorers import function_source_sha
 from workbench.system.environment import versions
 
 # Plan keys that say how a result is computed or where a prepared object sits, not what it is.
@@ -36,6 +38,8 @@ def identity(ckpt: Checkpoint, suite, *, limit: int | None, run_options: dict, p
         "base_sha": (ckpt.to_dict().get("base_resolved") or {}).get("sha"),
         "suite_sha": suite.sha,
         "items_sha": hashlib.sha256(items).hexdigest(),
+        "scorer_files": {s.function: function_source_sha(s.function) for task in suite.config.tasks
+                         for s in task.scorers if s.type == "python"},
         "limit": limit,
         "harness": [{k: v for k, v in plan.items() if k not in NOT_IN_IDENTITY} for plan in plans],
         "run_options": {k: v for k, v in run_options.items() if k not in NOT_IN_IDENTITY},

@@ -198,6 +198,23 @@ def load_function(ref: str):
     return fn
 
 
+def function_source_sha(ref: str) -> str | None:
+    """The sha256 of the file a scorer function (as resolve_function gives it) is defined in: a recorded run is
+    identified by it (workbench.eval.reuse), since editing the scorer changes the scores. None when not found."""
+    target, _, _ = ref.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+    else:
+        try:
+            spec = importlib.util.find_spec(target)
+        except (ImportError, ValueError):
+            return None
+        path = Path(spec.origin) if spec is not None and spec.origin else None
+    if path is None or not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @lru_cache(maxsize=64)
 def _import_file(path: str, mtime_ns: int, size: int):
     # Keyed by the file's mtime and size: a scorer edited between two evaluations in one process is imported anew.
