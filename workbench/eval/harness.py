@@ -5,6 +5,7 @@ datasets (workbench.eval.mirrors), narrow task lookup (indexing lm-eval's 14k ta
 checks before any model loads, and results shaped for the store (metrics, per-sample records, settings).
 """
 
+import contextlib
 import difflib
 import importlib.metadata
 import json
@@ -21,7 +22,7 @@ from workbench.runtimes import open_runtime
 from workbench.runtimes.base import Runtime, RuntimeOptions
 from workbench.store.files import read_json, write_json_atomic
 from workbench.system.environment import versions
-from workbench.system.extras import require
+from workbench.system.extras import peft_without_gptqmodel, require
 from workbench.system.home import home
 
 PURPOSE = "Regression evals (lm-evaluation-harness)"
@@ -198,8 +199,10 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
     evaluator = require("lm_eval.evaluator", PURPOSE, "eval")
     utils = require("lm_eval.utils", PURPOSE, "eval")
     git_hash_without_git(evaluator)
-    lm = runtime.lm_eval_model(batch_size=batch_size, device=device, chat=chat)
-    with harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
+    # lm-eval puts an adapter on its base with PEFT itself: GPTQModel's banner unless it is a GPTQ/AWQ checkpoint
+    quiet_peft = peft_without_gptqmodel() if ckpt.format not in ("gptq", "awq") else contextlib.nullcontext()
+    with quiet_peft, harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
+        lm = runtime.lm_eval_model(batch_size=batch_size, device=device, chat=chat)
         results = evaluator.simple_evaluate(
             model=lm, model_args=dict(model_args), tasks=_flatten(prepared.built), task_manager=prepared.manager,
             num_fewshot=num_fewshot, batch_size=batch_size, device=device, limit=limit,
