@@ -135,10 +135,14 @@ def test_runs_on_a_damaged_index_rebuilds_it_from_the_run_folders(damage, worksp
     assert res.code == 0 and res.stderr == "" and run_id in res.stdout
 
 
-def test_runs_on_a_read_only_store_lists_its_runs(workspace, capsys):
+def test_runs_on_a_read_only_store_lists_its_runs(workspace, capsys, monkeypatch):
     import subprocess
 
     from hostile_support import SmallDisk, copy_tree, run_cli, snapshot
+
+    from workbench.cli.output import out
+
+    monkeypatch.setattr(out, "width", 400)  # the run id whole in the table, however long the tmp paths are
 
     run_id = _store_with_a_run(workspace)
     mount = SmallDisk(workspace.root / "ro-store", "8m")
@@ -235,7 +239,8 @@ def test_doctor_reports_an_extra_that_fails_to_import_as_broken(tmp_path):
         (shadow / module).mkdir(parents=True)
         (shadow / module / "__init__.py").write_text(f"raise RuntimeError('{module} is broken on purpose')\n")
     repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(repo)]), "WB_STORE": str(tmp_path / "s")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(repo)]), "WB_STORE": str(tmp_path / "s"),
+           "COLUMNS": "400"}  # each reason on one line of the table
     for argv in (["--json"], []):
         res = subprocess.run([sys.executable, "-m", "workbench", "doctor", *argv], capture_output=True, text=True,
                              env=env, timeout=600, check=False)

@@ -274,7 +274,9 @@ def test_data_check_shows_a_rows_escapes_instead_of_sending_them(tmp_path, tiny_
         {"prompt": f"q{i}", "completion": f"a{i}"} for i in range(3)]
     data = tmp_path / f"rows [red] {chr(27)}[2J.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = wb("data", "check", data, "--template", tiny_model_dir, env={"WB_STORE": str(tmp_path / "store")})
+    # COLUMNS: the row must be on one line to be found whole (tmp paths under xdist make the table wide)
+    res = wb("data", "check", data, "--template", tiny_model_dir, env={"WB_STORE": str(tmp_path / "store"),
+                                                                       "COLUMNS": "400"})
     _assert_printed_as_text(res)
     assert f"Say hi {SHOWN}" in res.stdout and f"hi {SHOWN}" in res.stdout
     assert r"rows [red] \x1b[2J.jsonl" in " ".join(res.stdout.split())  # the table's title (wrapped) names it

@@ -41,9 +41,9 @@ def test_schema_validates_the_bundled_example(kind):
 
 
 def test_wb_schema_prints_the_json_schema(capsys):
-    from workbench.cli.main import main
+    from hostile_support import run_cli  # the environment put back afterwards
 
-    assert main(["schema", "suite"]) == 0
-    assert json.loads(capsys.readouterr().out) == json_schema("suite")
-    assert main(["schema", "nope"]) == 3
-    assert "suite, gates, recipe, sweep" in capsys.readouterr().err
+    res = run_cli(["schema", "suite"], capsys)
+    assert res.code == 0 and json.loads(res.stdout) == json_schema("suite")
+    res = run_cli(["schema", "nope"], capsys)
+    assert res.code == 3 and "suite, gates, recipe, sweep" in res.stderr

@@ -48,14 +48,20 @@ def test_against_path_is_read_relative_to_the_recipe(workspace, request, capsys,
 NOISE = ("GPT-QModel", "Python GIL is enabled", "Loading weights", "FutureWarning", "fatal: not a git repository")
 
 
+# What wb sets for its children (console._library_noise_off) and leaves in os.environ of a test process that ran
+# wb's main() in-process: a user's own setting of these wins, so the test's children start without them.
+NOISE_SWITCHES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "PYTHONWARNINGS",
+                  "TRANSFORMERS_VERBOSITY", "TQDM_DISABLE")
+
+
 def test_merge_prints_no_library_noise_unless_verbose(tmp_path, tiny_adapter_dir):  # noqa: F811
     env = {"WB_STORE": str(tmp_path / "store")}
-    quiet = wb("merge", tiny_adapter_dir, "-o", tmp_path / "m1", cwd=tmp_path, env=env)
+    quiet = wb("merge", tiny_adapter_dir, "-o", tmp_path / "m1", cwd=tmp_path, env=env, unset=NOISE_SWITCHES)
     assert quiet.returncode == 0, quiet.stderr
     assert "merged into" in quiet.stderr
     assert not [n for n in NOISE if n in quiet.stderr], quiet.stderr
     assert len(quiet.stderr.splitlines()) <= 2, quiet.stderr
-    loud = wb("-v", "merge", tiny_adapter_dir, "-o", tmp_path / "m2", cwd=tmp_path, env=env)
+    loud = wb("-v", "merge", tiny_adapter_dir, "-o", tmp_path / "m2", cwd=tmp_path, env=env, unset=NOISE_SWITCHES)
     assert loud.returncode == 0, loud.stderr
     assert "Loading weights" in loud.stderr and "FutureWarning" in loud.stderr, loud.stderr
 

@@ -172,10 +172,10 @@ def test_local_sweep_runs_every_unit_once_with_progress_and_a_leaderboard(local_
     assert sweep_run.manifest["kind"] == "sweep" and len(sweep_run.manifest["units"]) == 6
 
 
-@pytest.mark.slow
-def test_a_unit_failing_on_its_own_input_fails_once_and_the_rest_go_on(tmp_path, tiny_model_dir, default_ckpt):
-    """A model whose config disagrees with its weights passes the file checks but cannot load: its units fail,
-    once each, and the other checkpoint's units land."""
+def test_a_checkpoint_whose_config_disagrees_with_its_weights_is_refused_before_any_unit(tmp_path, tiny_model_dir):
+    """A model whose config.json disagrees with its weights used to pass the file checks and fail in its units;
+    its safetensors headers are now checked against the config's shapes while the sweep is planned: exit 3 naming
+    config.json, no unit run, nothing in the store."""
     import shutil
 
     broken = tmp_path / "broken-model"
@@ -186,15 +186,9 @@ def test_a_unit_failing_on_its_own_input_fails_once_and_the_rest_go_on(tmp_path,
     write_suite(tmp_path, "json", 2, ["json_valid"])
     path = write_sweep(tmp_path, [str(tiny_model_dir), str(broken)], ["json.yaml"], no_harness=True)
     res = wb("sweep", path, "--local", "--store", tmp_path / "store", "--json")
-    assert res.returncode != 0
-    summary = json.loads(res.stdout)
-    by_unit = {u["checkpoint"]: u for u in summary["units"]}
-    assert by_unit[str(tiny_model_dir)]["status"] == "ok"
-    failed = by_unit[str(broken)]
-    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["exit_code"] == 3
-    assert "do not have the shapes its config.json gives" in failed["error"]
-    assert f"unit {failed['unit']} failed" in res.stderr and "1 of 2 units failed" in res.stderr
-    assert len(unit_results(tmp_path / "store")) == 1  # the failed unit wrote no run
+    assert res.returncode == 3 and res.stdout == "", res.stderr
+    assert "config.json: does not match the weights" in res.stderr.strip().splitlines()[-1], res.stderr
+    assert unit_results(tmp_path / "store") == {}
 
 
 @pytest.mark.slow
