@@ -222,3 +222,17 @@ def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):  # an xdist worker (where numprocesses reads None)
         rank = {name: i for i, name in enumerate(LONGEST_FILES)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_children(request):
+    """Tests send Ctrl-C to `wb` children, which inherit this process's SIGINT disposition: a library run
+    in-process that leaves SIGINT ignored would make them ignore it too (seen once in a full run: a sweep and an
+    export each kept running after SIGINT). Fail the test that left it so, and put Python's handler back."""
+    import signal
+
+    yield
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        left = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        pytest.fail(f"{request.node.nodeid} left SIGINT's handler as {left!r}", pytrace=False)
