@@ -25,6 +25,12 @@ def pytest_configure(config):
     # WB_HOME caches the default model (about a minute to convert from its GGUF): share one per machine
     # unless the caller chose one. The store is always per test.
     os.environ.setdefault("WB_HOME", str(Path.home() / ".cache" / "ckpt-workbench-tests"))
+    # A shell starts a background job (`cmd &`, nohup) with SIGINT ignored, and children inherit that: the tests
+    # that press Ctrl-C on a `wb` child would see it ignored. The tests' process takes Python's own handler.
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
@@ -231,9 +237,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _ctrl_c_reaches_children(request):
-    """Tests send Ctrl-C to `wb` children, which inherit this process's SIGINT disposition: a library run
-    in-process that leaves SIGINT ignored would make them ignore it too (seen once in a full run: a sweep and an
-    export each kept running after SIGINT). Fail the test that left it so, and put Python's handler back."""
+    """Tests send Ctrl-C to `wb` children, which inherit this process's SIGINT disposition (pytest_configure
+    makes it Python's handler): a library run in-process that left SIGINT ignored would make them ignore it too.
+    Fail the test that left it so, and put Python's handler back."""
     import signal
 
     yield
