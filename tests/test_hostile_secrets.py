@@ -21,7 +21,7 @@ import pytest
 from hostile_support import Workspace, run_cli, workspace  # noqa: F401  (fixtures)
 from test_cli import wb
 from test_judge import RUBRIC, ScriptedJudge
-from test_tracking import _free_port
+from test_tracking import _free_port, running_mlflow_server
 
 # ---- cause 5: credentials and tokens in URLs ------------------------------------------------------------------
 
@@ -61,27 +61,8 @@ def mlflow_backend(tmp_path):
     """`mlflow server` on loopback (sqlite backend, artifacts beside it): (its URL, its folder)."""
     root = tmp_path / "mlflow"
     root.mkdir()
-    port = _free_port()
-    with open(root / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
-             str(root / "artifacts")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(uri + "/health", timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+    with running_mlflow_server(root) as uri:
         yield uri, root
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 def _basic(user: str, password: str) -> str:
