@@ -7,6 +7,7 @@ other shapes. What is loadable but surprising
 (custom code beside a model type transformers knows) comes back as a warning for the run's manifest.
 """
 
+from functools import lru_cache
 from pathlib import Path
 
 from workbench.checkpoints.checkpoint import TOKENIZER_FILES, Checkpoint
@@ -62,6 +63,23 @@ def check_model_folder(path: Path) -> list[str]:
     return warnings
 
 
+def meta_model(path: Path):
+    """transformers' causal LM for the folder's config.json, built on the meta device (no memory, no weights): its
+    module names and shapes. Kept per config file (its path and modification time), so the checks of one command
+    build it once."""
+    config = path / "config.json"
+    return _meta_model(str(config.resolve()), config.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _meta_model(config: str, mtime_ns: int):
+    torch = require("torch", "Reading a model's config", "train")
+    transformers = require("transformers", "Reading a model's config", "eval")
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(
+            str(Path(config).parent)))
+
+
 def check_weights_fit_config(path: Path) -> None:
     """The shapes config.json gives (transformers' model for it, built on the meta device: no memory, no weights)
     are the shapes in the .safetensors headers, for every tensor name both have. A quantized checkpoint's packed
@@ -74,11 +92,8 @@ def check_weights_fit_config(path: Path) -> None:
         stored.update({name: (tuple(shape), weights.name) for name, shape in shapes(weights).items()})
     if not stored:
         return
-    torch = require("torch", "Reading a model's config", "train")
-    transformers = require("transformers", "Reading a model's config", "eval")
     try:
-        with torch.device("meta"):
-            model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(str(path)))
+        model = meta_model(path)
     except (ValueError, TypeError, ZeroDivisionError) as exc:
         if "Unrecognized configuration class" in str(exc):
             return  # no causal-LM class for it (a multimodal wrapper, say): what loads it checks its own shapes

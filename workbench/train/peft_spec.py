@@ -89,11 +89,10 @@ def check_targets(peft_config, base_path: Path, where: Path, key: str) -> None:
     targets = getattr(peft_config, "target_modules", None)
     if targets is None or targets == "all-linear":
         return
+    from workbench.checkpoints.checks import meta_model
+
     torch = require("torch", "Training", "train")
-    transformers = require("transformers", "Training", "train")
-    config = transformers.AutoConfig.from_pretrained(str(base_path))
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
+    model = meta_model(base_path)
     names = [name for name, _ in model.named_modules() if name]
     if isinstance(targets, str):  # PEFT: a regex the whole module name must match
         missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
