@@ -67,17 +67,16 @@ def meta_model(path: Path):
     """transformers' causal LM for the folder's config.json, built on the meta device (no memory, no weights): its
     module names and shapes. Kept per config file (its path and modification time), so the checks of one command
     build it once."""
-    config = path / "config.json"
-    return _meta_model(str(config.resolve()), config.stat().st_mtime_ns)
+    # The folder, not config.json resolved: in an HF cache snapshot config.json links into blobs/.
+    return _meta_model(str(path.absolute()), (path / "config.json").stat().st_mtime_ns)
 
 
 @lru_cache(maxsize=4)
-def _meta_model(config: str, mtime_ns: int):
+def _meta_model(folder: str, mtime_ns: int):
     torch = require("torch", "Reading a model's config", "train")
     transformers = require("transformers", "Reading a model's config", "eval")
     with torch.device("meta"):
-        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(
-            str(Path(config).parent)))
+        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(folder))
 
 
 def check_weights_fit_config(path: Path) -> None:
