@@ -191,7 +191,8 @@ class TrainConfig(Strict):
 
 # ---- eval suites --------------------------------------------------------------------------------------------
 
-JUDGE_SCORERS = ("judge", "judge_pairwise")
+BENCHMARKS = ("mt_bench", "alpaca_eval")
+JUDGE_SCORERS = ("judge", "judge_pairwise", "mt_bench", "alpaca_eval")
 
 # What each scorer type does to one sample (the reference's table of scorer types reads this).
 SCORER_TYPES = {
@@ -219,6 +220,13 @@ SCORER_TYPES = {
     "judge_pairwise": "An LLM judge compares the output with the baseline run's answer (`wb eval --baseline`) in "
                       "both orders (a win counts only when both orders agree, else a tie); the metric is the win "
                       "rate, ties counting half.",
+    "mt_bench": "MT-Bench's single-answer grading (task `benchmark: mt_bench`): the judge rates each turn 1-10 with "
+                "FastChat's official prompts (with GPT-4's reference answers for math, reasoning and coding), the "
+                "rating parsed as FastChat parses it; the metric is the mean of the valid ratings (FastChat's "
+                "show_result), also per turn and per category.",
+    "alpaca_eval": "AlpacaEval 2.0 (task `benchmark: alpaca_eval`): the judge compares each answer with a baseline's "
+                   "answer to the same instruction; the metrics are the win rate and the length-controlled win rate "
+                   "computed by the alpaca-eval package's own code.",
 }
 
 
@@ -322,10 +330,14 @@ class TaskSpec(Strict):
 
     name: str
     """The task's name: metrics, gates and compare refer to it."""
-    data: str
+    data: str | None = None
     """JSONL items with "messages" (or "prompt"), "reference" and optionally "id", "tags" (a list of strings: every
     metric is also reported per tag, as `METRIC[tag=TAG]`) and "metadata" (any JSON; see `breakdown`); relative to
-    the suite file."""
+    the suite file. A task gives either `data` or `benchmark`."""
+    benchmark: Literal[BENCHMARKS] | None = None
+    """A chat benchmark whose items wb reads from the data mirror (`--data-dir` / WB_DATA_DIR: its `mt_bench/` or
+    `alpaca_eval/` folder) instead of `data`: `mt_bench` (80 two-turn questions) or `alpaca_eval` (805
+    instructions)."""
     scorers: list[ScorerSpec] = Field(min_length=1)
     """How the answers are scored; each scorer is one metric."""
     generation: GenerationSpec = GenerationSpec()
@@ -350,6 +362,9 @@ class TaskSpec(Strict):
 
     @model_validator(mode="after")
     def _sampling(self):
+        if (self.data is None) == (self.benchmark is None):
+            raise ValueError("give either 'data' (a JSONL file) or 'benchmark' (one of "
+                             f"{', '.join(BENCHMARKS)}), not both or neither")
         n = self.generation.n
         if n > 1 and self.generation.temperature == 0:
             raise ValueError(f"generation.n: {n} answers per item need generation.temperature > 0 (greedy decoding "

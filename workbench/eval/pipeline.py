@@ -125,7 +125,8 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
     for path, what in report_files:
         if path is not None:
             check_new_file(Path(path), what)
-    loaded, specs = load_request(suite, tasks, overrides, evals_dir=evals_dir, limit=limit, no_harness=no_harness)
+    loaded, specs = load_request(suite, tasks, overrides, evals_dir=evals_dir, limit=limit, no_harness=no_harness,
+                                 data_dir=data_dir)
     gate_specs = load_gates(Path(gates)) if gates else loaded.config.gates
     if not gate_specs and any(path is not None for path, _ in report_files):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")

@@ -56,13 +56,13 @@ def check_suite_choice(suite: str | None, tasks: str | None) -> None:
 
 
 def load_request(suite: str | None, tasks: str | None, overrides: dict, *, evals_dir: str | None,
-                 limit: int | None, no_harness: bool):
+                 limit: int | None, no_harness: bool, data_dir: str | Path | None = None):
     """(the suite, its lm-eval entries with the overrides applied): a named suite or an ad-hoc --tasks one."""
     from workbench.eval.runner import harness_spec
     from workbench.eval.suites import load_suite
 
     check_suite_choice(suite, tasks)
-    loaded = load_suite(suite, evals_dir=evals_dir, limit=limit) if suite else tasks_suite(tasks, overrides)
+    loaded = load_suite(suite, evals_dir=evals_dir, limit=limit, data_dir=data_dir) if suite else tasks_suite(tasks, overrides)
     specs = [] if no_harness else [harness_spec(spec, overrides, loaded.path) for spec in loaded.config.harness]
     return loaded, specs
 

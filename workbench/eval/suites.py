@@ -11,6 +11,7 @@ from workbench.errors import BadInput
 from workbench.eval.scorers import BadReturn, Sample, load_function, python_values, resolve_function
 from workbench.system.content import content_dir
 from workbench.system.extras import require
+from workbench.system.home import data_dir as resolve_data_dir
 from workbench.system.user_files import json_lines, load_json, resolved
 
 
@@ -79,8 +80,10 @@ def find_suite(ref: str, evals_dir: str | None = None) -> Path:
     raise BadInput(f"suite '{ref}': not found in {folder} (known: {', '.join(known) or 'none'})")
 
 
-def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = None) -> LoadedSuite:
-    """Parse the suite and every task's data now, so bad input fails before any model loads."""
+def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = None,
+               data_dir: str | Path | None = None) -> LoadedSuite:
+    """Parse the suite and every task's data now, so bad input fails before any model loads. A `benchmark:` task's
+    items come from the data mirror (`data_dir`, else WB_DATA_DIR)."""
     path = find_suite(ref, evals_dir)
     config = load_yaml_model(path, SuiteConfig)
     if not config.tasks and not config.harness:
@@ -90,8 +93,12 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
         raise BadInput(f"{path}: tasks: duplicate task names")
     items, gold, python_metrics = {}, {}, {}
     for ti, task in enumerate(config.tasks):
-        data_path = resolved(path.parent / task.data)
-        loaded = load_chat_items(data_path)
+        if task.benchmark is not None:
+            from workbench.benchmarks import load_items
+
+            loaded = load_items(task.benchmark, resolve_data_dir(data_dir))
+        else:
+            loaded = load_chat_items(resolved(path.parent / task.data))
         cap = min(x for x in (limit, task.limit, len(loaded)) if x is not None)
         items[task.name] = loaded[:cap]
         for si, spec in enumerate(task.scorers):

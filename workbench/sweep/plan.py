@@ -156,7 +156,8 @@ def _check_suite(suite, tasks, settings: Settings) -> None:
     from workbench.eval.runner import prepare_harness
 
     loaded, specs = load_request(suite, tasks, settings.overrides, evals_dir=settings.evals_dir,
-                                 limit=settings.limit, no_harness=settings.no_harness)
+                                 limit=settings.limit, no_harness=settings.no_harness,
+                                 data_dir=settings.data_dir)
     mirror = Path(settings.data_dir) if settings.data_dir else None
     for spec in specs:
         prepare_harness(spec, mirror)

@@ -81,7 +81,8 @@ def _run_unit(runtime, unit: Unit, settings: Settings, store, where: str):
 
     mirror = Path(settings.data_dir) if settings.data_dir else None
     loaded, specs = load_request(unit.suite, unit.tasks, settings.overrides, evals_dir=settings.evals_dir,
-                                 limit=settings.limit, no_harness=settings.no_harness)
+                                 limit=settings.limit, no_harness=settings.no_harness,
+                                 data_dir=settings.data_dir)
     plans = [harness_plan(spec, mirror, settings.limit, settings.run_options, prepare_harness(spec, mirror))
              for spec in specs]
     command = f"wb sweep (unit {unit.id})"
