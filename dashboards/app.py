@@ -23,8 +23,8 @@ st.set_page_config(page_title="ckpt-workbench", layout="wide")
 
 # No page icons: Streamlit fetches ":material/...:" icons from fonts.gstatic.com, which an offline machine cannot
 # reach (each failed fetch shifted the sidebar and delayed the next click), and emoji need a colour-emoji font.
-PAGES = [("leaderboard", "Leaderboard"), ("sweeps", "Sweeps"), ("compare", "Compare"), ("exports", "Exports"),
-         ("lineage", "Lineage"), ("runs", "Run detail"), ("training", "Training")]  # file, title; the first is served at /
+PAGES = [("leaderboard", "Leaderboard"), ("sweeps", "Sweeps"), ("compare", "Compare"), ("review", "Review"),
+         ("exports", "Exports"), ("lineage", "Lineage"), ("runs", "Run detail"), ("training", "Training")]  # file, title; the first is served at /
 page = st.navigation([st.Page(str(HERE / "app_pages" / f"{name}.py"), title=title, default=i == 0)
                       for i, (name, title) in enumerate(PAGES)])
 with st.sidebar:

@@ -14,6 +14,7 @@ import streamlit as st
 from workbench.compare.runs import compare_runs, comparison_cells, row_direction, sample_diffs, sample_tasks
 from workbench.dashboard import views
 from workbench.gate.verdicts import significance_verdicts
+from workbench.review import items as review_items
 from workbench.store import Store
 from workbench.store.lineage import lineage as store_lineage
 from workbench.system.home import store_dir
@@ -150,6 +151,26 @@ def _sweep_leaderboard(root: str, run_id: str, stamp: tuple) -> tuple[list[str],
 def sweep_leaderboard(run_id: str) -> tuple[list[str], list[dict]]:
     """(columns, rows) of a sweep's leaderboard, as `wb sweep` prints it."""
     return _sweep_leaderboard(str(store().root), run_id, stamp())
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _pairwise_items(root: str, run_a: str, run_b: str, task: str, seed: int, stamp: tuple) -> list[dict]:
+    store_ = Store(Path(root))
+    return review_items.pairwise_items(store_.load(run_a), store_.load(run_b), task, seed)
+
+
+def pairwise_items(run_a: str, run_b: str, task: str, seed: int) -> list[dict]:
+    """The items of a blind pairwise review of A and B (review.items.pairwise_items)."""
+    return _pairwise_items(str(store().root), run_a, run_b, task, seed, stamp())
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _rubric_items(root: str, run_id: str, task: str, label: str, stamp: tuple) -> list[dict]:
+    return review_items.rubric_items(Store(Path(root)).load(run_id), task, label)
+
+
+def rubric_items(run_id: str, task: str, label: str) -> list[dict]:
+    return _rubric_items(str(store().root), run_id, task, label, stamp())
 
 
 def clear() -> None:

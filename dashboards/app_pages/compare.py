@@ -14,6 +14,8 @@ from page_parts import RECORD_EVAL, markdown_safe, no_data, run_label
 from workbench.compare.runs import Z_95
 from workbench.dashboard import views
 from workbench.errors import BadInput
+from workbench.review import items as review_items
+from workbench.review.labels import read_labels
 from workbench.store.lineage import checkpoint_key, ckpt
 
 PAGE_SIZE = 10
@@ -140,9 +142,22 @@ def scores_text(scores: dict) -> str:
     return " · ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in scores.items())
 
 
-st.dataframe(pd.DataFrame([{"id": r["id"], "worse in B": ", ".join(r["worse"]), "better in B": ", ".join(r["better"]),
-                            "A scores": scores_text(r["scores_a"]), "B scores": scores_text(r["scores_b"])}
-                           for r in page_rows]), hide_index=True, width="stretch")
+humans = review_items.human_verdicts(read_labels(store_cache.store()).labels, run_a, run_b, task)
+
+
+def humans_text(item: str) -> str:
+    said = humans.get(item) or {}
+    parts = [f"{what}: {', '.join(said[key])}" for key, what in
+             (("pairwise", "prefer"), ("A", "A graded"), ("B", "B graded")) if said.get(key)]
+    return "; ".join(parts) or "-"
+
+
+table_rows = [{"id": r["id"], "worse in B": ", ".join(r["worse"]), "better in B": ", ".join(r["better"]),
+               "A scores": scores_text(r["scores_a"]), "B scores": scores_text(r["scores_b"])} for r in page_rows]
+if humans:  # the Review page's labels of these runs, beside the judge's scores
+    for row in table_rows:
+        row["human labels"] = humans_text(row["id"])
+st.dataframe(pd.DataFrame(table_rows), hide_index=True, width="stretch")
 
 
 def tag(r: dict) -> str:
@@ -171,3 +186,6 @@ with st.container(border=True):
         if r[f"judge_{side}"]:
             col.markdown("**Judge verdict and rationale**")
             col.json(r[f"judge_{side}"])
+    if humans.get(item):
+        st.markdown("**Human labels** (Review page; A and B as above)")
+        st.text(humans_text(item))
