@@ -128,7 +128,7 @@ def app(seeded, monkeypatch):
 @pytest.mark.parametrize("page, command", [
     ("app_pages/leaderboard.py", "wb eval"), ("app_pages/compare.py", "wb eval"), ("app_pages/exports.py", "wb export"),
     ("app_pages/lineage.py", "wb train"), ("app_pages/runs.py", "wb eval"), ("app_pages/training.py", "wb train"),
-    ("app_pages/sweeps.py", "wb sweep")])
+    ("app_pages/sweeps.py", "wb sweep"), ("app_pages/review.py", "wb eval")])
 def test_empty_store_says_which_command_records_the_data(tmp_path, monkeypatch, page, command):
     monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
     at = AppTest.from_file(APP, default_timeout=60).run()

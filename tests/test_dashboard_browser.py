@@ -5,23 +5,15 @@ Needs Debian's chromium (apt-get install chromium) and the playwright package (p
 """
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, served_dashboard, sync_playwright
 
 from workbench.store import Store
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: apt-get install -y chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+pytestmark = NEEDS_CHROMIUM
 
 # per checkpoint, per item: (exact, json_valid)
 SCORES = {"base": [(0, 1), (1, 1), (0, 0), (1, 1), (0, 1)], "tuned": [(1, 1), (0, 1), (1, 1), (1, 1), (1, 0)]}
@@ -57,44 +49,17 @@ def _cells(cli: dict) -> list[list[str]]:
              "-" if r["improved"] is None else f"{r['improved']}/{r['regressed']}"] for r in cli["rows"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard(tmp_path):
     """A seeded store and `wb dashboard` serving it: (base url, store, run id A, run id B)."""
     store = Store(tmp_path / "store")
     run_a, run_b = _eval_run(store, "base"), _eval_run(store, "tuned")
-    port = _free_port()
-    log = open(tmp_path / "dashboard.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--store", str(store.root), "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"dashboard did not come up:\n{log.read()}")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}", store, run_a, run_b
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-        log.close()
+    with served_dashboard(store.root, tmp_path / "dashboard.log") as url:
+        yield url, store, run_a, run_b
 
 
 def test_compare_view_shows_the_numbers_wb_compare_prints(dashboard):
-    try:
-        from playwright import sync_api
-    except ImportError:  # chromium is here, so this is a broken setup, not a reason to skip
-        pytest.fail("chromium is installed but the playwright package is not: pip install playwright")
+    sync_api = sync_playwright()
     url, store, run_a, run_b = dashboard
     cli = subprocess.run([sys.executable, "-m", "workbench", "compare", run_a, run_b, "--json", "--store",
                           str(store.root)], capture_output=True, text=True, timeout=120, check=True)

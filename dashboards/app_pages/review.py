@@ -3,14 +3,14 @@ drawn per item (review.labels.sides); rubric: one run's answers graded on the ta
 appended to the store as it is given (review.labels); a reviewer sees only their own labels, and the judge's
 verdict on an item only after labelling it.
 
-Keyboard: the choice buttons carry Streamlit's own shortcuts (st.button(shortcut=...)): 1 left, 2 right, 3 tie,
-4 both bad; a rubric grade's digit.
+Keyboard: the choice buttons carry Streamlit's own shortcuts (st.button(shortcut=...), shown on each button; not
+while typing in a field): 1 left, 2 right, 3 tie, 4 both bad; a rubric grade's digit (scales up to 9).
 """
 
 import pandas as pd
 import store_cache
 import streamlit as st
-from page_parts import RECORD_EVAL, no_data, run_label
+from page_parts import RECORD_EVAL, markdown_safe, no_data, run_label
 
 from workbench.dashboard.views import as_text
 from workbench.errors import WorkbenchError
@@ -105,13 +105,13 @@ if mode == "pairwise (blind)":
                    "sides are drawn per item.")
         show_item(item)
         for col, side, answer in zip(st.columns(2), ("Left", "Right"), item["answers"]):
-            with col.container(border=True):
+            with col.container(border=True, key=f"answer-{side.lower()}"):
                 st.markdown(f"**{side} answer**")
                 st.text(answer)
         note_key = f"note-{run_a}-{run_b}-{task}-{item['item']}"
         st.text_input("Note (optional)", key=note_key)
         for col, (choice, (text, key)) in zip(st.columns(4), CHOICE_BUTTONS.items()):
-            col.button(f"{text} ({key})", shortcut=key, width="stretch", on_click=give, args=(
+            col.button(text, shortcut=key, width="stretch", on_click=give, args=(
                 lambda choice=choice: review.label_pair(
                     store, reviewer=name, a=a, b=b, task=task, item=item, choice=choice, seed=seed,
                     note=st.session_state.get(note_key, "")),))
@@ -120,10 +120,10 @@ if mode == "pairwise (blind)":
         st.caption("Only yours. The judge's verdict (judge_pairwise, where B was evaluated with A as its baseline) "
                    "shows for the items you have labelled.")
         by_item = {i["item"]: i for i in items}
-        st.dataframe(pd.DataFrame([
+        st.table(markdown_safe(pd.DataFrame([
             {"item": i, "you chose": lb["choice"], "you prefer": lb["preferred"], "note": lb.get("note") or "",
              "judge prefers": "; ".join(f"{k}: {v}" for k, v in by_item[i]["judge"].items()) or "-"}
-            for i, lb in mine.items() if i in by_item]), hide_index=True, width="stretch")
+            for i, lb in mine.items() if i in by_item])), hide_index=True)
 else:
     graded = [m["run_id"] for m in manifests
               if any(review.rubric_scorers(m, t["name"]) for t in (m.get("config") or {}).get("tasks") or [])]
@@ -143,7 +143,7 @@ else:
     scorer = scorers[pick("Judge rubric", list(scorers), "scorer")] if len(scorers) > 1 else next(iter(scorers.values()))
     lo, hi = scorer["scale"]
     with st.container(border=True):
-        st.markdown(f"**Rubric** (grades {lo} to {hi}, the judge scorer `{as_text(scorer['label'])}`'s scale)")
+        st.markdown(f"**Rubric** (grades {lo} to {hi}: the scale of the judge scorer {as_text(scorer['label'])})")
         st.text(scorer["rubric"])
     items = store_cache.rubric_items(run_id, task, scorer["label"])
     mine = review.reviewed(read_labels(store).labels, reviewer=name, kind="rubric", runs=[run_id], task=task)
@@ -163,7 +163,7 @@ else:
         st.text_input("Note (optional)", key=note_key)
         for col, grade in zip(st.columns(hi - lo + 1), range(lo, hi + 1)):
             key = str(grade) if hi <= 9 and grade >= 0 else None
-            col.button(f"{grade}" + (f" ({key})" if key else ""), shortcut=key, width="stretch", on_click=give, args=(
+            col.button(str(grade), shortcut=key, width="stretch", on_click=give, args=(
                 lambda grade=grade: review.label_rubric(
                     store, reviewer=name, run=run, task=task, item=item["item"], score=grade, scale=[lo, hi],
                     note=st.session_state.get(note_key, "")),))
@@ -171,7 +171,7 @@ else:
         st.subheader("Your grades, with the judge's")
         st.caption("Only yours. The judge's grade shows for the answers you have graded.")
         by_item = {i["item"]: i for i in items}
-        st.dataframe(pd.DataFrame([
+        st.table(markdown_safe(pd.DataFrame([
             {"item": i, "your grade": lb["score"], "note": lb.get("note") or "",
              "judge": (by_item[i]["judge"] or {}).get("score", (by_item[i]["judge"] or {}).get("error", "-"))}
-            for i, lb in mine.items() if i in by_item]), hide_index=True, width="stretch")
+            for i, lb in mine.items() if i in by_item])), hide_index=True)
