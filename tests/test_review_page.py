@@ -11,7 +11,7 @@ from workbench.store import Store
 from workbench.system.content import content_dir
 
 pytest.importorskip("streamlit", reason="needs the dashboard extra (pip install 'ckpt-workbench[dashboard]')")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
 APP = str(content_dir("dashboards") / "app.py")
 
@@ -91,7 +91,7 @@ def test_judge_verdict_only_after_own_label(seeded):
 
 
 def test_rubric_grades_on_the_task_rubric_and_scale(seeded):
-    store, a, b = seeded
+    store, _, b = seeded
     at = review_page(reviewer="ann", mode="rubric", run=b, task="explain")
     assert "5: correct and complete" in at.text[0].value  # the suite's rubric, as the run recorded it
     assert [x.label for x in at.button if x.label.isdigit()] == ["1", "2", "3", "4", "5"]
