@@ -110,7 +110,7 @@ def append_label(store: Store, record: dict) -> dict:
     path = labels_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (strict_json(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _heal_torn_tail(fd)
