@@ -22,7 +22,7 @@ from workbench.store.runs import Run, Store
 from workbench.system.extras import require
 
 LEVEL = 0.95
-RESAMPLES = 2000
+RESAMPLES = 1000
 SEED = 0
 PAIRWISE_CATEGORIES = ("A", "B", "tie", "both_bad")
 JUDGE_VERDICT = {"win": "B", "loss": "A", "tie": "tie"}  # B's record, judged with baseline A
