@@ -66,8 +66,9 @@ def _table(report: dict):
                 rows.append((f"left-choice rate: {who} (binomial p {pos['p_value']:.3g})", pos["left_rate"],
                              pos["ci"], pos["decisive"]))
         for label, agree in entry["judge"].items():
-            rows.append((f"judge {label} vs people: Cohen's kappa ({agree['weights']} weights)", agree["kappa"],
-                         agree["ci"], agree["items"]))
+            weights = "quadratic-weighted" if agree["weights"] == "quadratic" else "unweighted"
+            rows.append((f"judge {label} vs people: Cohen's kappa ({weights})", agree["kappa"], agree["ci"],
+                         agree["items"]))
             for key, value in (agree.get("judge_position") or {}).items():
                 rows.append((f"judge {label}: {key.replace('_', ' ')}", value, None, None))
         for what, value, ci, n in rows:
