@@ -427,6 +427,13 @@ class GateSpec(Strict):
     """Overrides the run's own record of the metric's direction (lm-eval leaves some unset)."""
     tag: str | None = None
     """Gate the metric over the items carrying this tag only (the row `METRIC[tag=TAG]`)."""
+    min_labels: int | None = Field(None, ge=1)
+    """A gate on a judge scorer's metric: the human labels (`wb review`, docs/review.md) the suite task needs before
+    the judge may gate (default: the gates file's `min_labels`, else 50); fewer refuse the eval before any model
+    loads, unless `wb eval --allow-uncalibrated-judge`."""
+    min_kappa: float | None = Field(None, ge=-1, le=1)
+    """A gate on a judge scorer's metric: the lowest lower bound of the 95% bootstrap CI of the judge's Cohen's kappa
+    against the human labels' majority the judge needs to gate (default: the gates file's `min_kappa`, else 0.6)."""
 
     @model_validator(mode="after")
     def _has_a_rule(self):

@@ -80,6 +80,10 @@ def eval_cmd(
                                   "finished run of (same weights, suite, items, settings and versions)."),
     wide: bool = typer.Option(
         False, "--wide", help="With --matrix: every column and whole run ids (default: what fits the terminal)."),
+    allow_uncalibrated_judge: bool = typer.Option(
+        False, "--allow-uncalibrated-judge",
+        help="Run gates on judge metrics even when the judge lacks enough human labels or agreement with them "
+             "(docs/review.md); the run's manifest and the gate reports record it."),
     store: Optional[Path] = StoreOpt,
     json_out: bool = JsonOpt,
 ):
@@ -98,7 +102,8 @@ def eval_cmd(
         from workbench.eval.matrix import evaluate_matrix, refuse_options
 
         refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
-                        "--gate-json": gate_json, "--mlflow": mlflow, "--base": base, "--html": html})
+                        "--gate-json": gate_json, "--mlflow": mlflow, "--base": base, "--html": html,
+                        "--allow-uncalibrated-judge": allow_uncalibrated_judge or None})
         from workbench.cli.eval_matrix import print_matrix
 
         return print_matrix(evaluate_matrix(checkpoint, suite, reuse=not no_reuse, **options), json_out=json_out,
@@ -106,7 +111,8 @@ def eval_cmd(
     from workbench.eval.pipeline import evaluate
 
     result = evaluate(checkpoint, suite, baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,
-                      gate_json=gate_json, mlflow=mlflow, mlflow_experiment=mlflow_experiment, html=html, **options)
+                      gate_json=gate_json, mlflow=mlflow, mlflow_experiment=mlflow_experiment, html=html,
+                      allow_uncalibrated_judge=allow_uncalibrated_judge, **options)
     for path in result.reports:
         info(f"gate report: {path}")
     if json_out:

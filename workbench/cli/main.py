@@ -36,6 +36,7 @@ def _register() -> None:
         judge,
         merge,
         report,
+        review,
         runs,
         schema,
         sweep,
@@ -43,7 +44,7 @@ def _register() -> None:
     )
 
     for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, report, dashboard, runs,
-                   schema, doctor):
+                   review, schema, doctor):
         module.register(app)
 
 

@@ -52,6 +52,7 @@ class EvalRequest:
     command: str
     baseline_run: Run | None = None
     baseline_checkpoint: Checkpoint | None = None
+    judge_policy: list[dict] = field(default_factory=list)  # gate.judge_policy's record per judge gate
 
     @property
     def runtime_options(self) -> RuntimeOptions:
@@ -111,8 +112,11 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
                  endpoint_args: str | dict | None = None, no_cache: bool = False, baseline: str | None = None,
                  gates: str | Path | None = None, report_files: tuple = (), limit: int | None = None,
                  data_dir: str | Path | None = None, no_harness: bool = False, evals_dir: str | None = None,
-                 store: str | Path | None = None, command: str = API_COMMAND) -> EvalRequest:
-    """Everything `evaluate` is given, checked, before a model loads or the store is touched."""
+                 store: str | Path | None = None, allow_uncalibrated_judge: bool = False,
+                 command: str = API_COMMAND) -> EvalRequest:
+    """Everything `evaluate` is given, checked, before a model loads or the store is touched. A gate on a judge
+    metric needs the judge calibrated against human labels (gate.judge_policy) unless allow_uncalibrated_judge."""
+    from workbench.gate.judge_policy import judge_gate_policy
     from workbench.gate.rules import check_gates, load_gates
 
     tasks = ",".join(tasks) if isinstance(tasks, (list, tuple)) else tasks
@@ -130,6 +134,9 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
     gate_specs = load_gates(Path(gates)) if gates else loaded.config.gates
     if not gate_specs and any(path is not None for path, _ in report_files):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
+    # the store's human labels only: refused before the checkpoint is even resolved
+    judge_policy = judge_gate_policy(gate_specs, loaded.config, Store.open(store, writing=False),
+                                     allow_uncalibrated=allow_uncalibrated_judge)
     mirror = resolve_data_dir(data_dir)
     # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
     runtime_options = RuntimeOptions.from_run_options(run_opts)
@@ -147,7 +154,7 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
 
         check_judge(loaded.config.judge)
     return EvalRequest(ckpt, loaded, specs, prepared, gate_specs, mirror, run_opts, st, limit, command,
-                       base_run, base_ckpt)
+                       base_run, base_ckpt, judge_policy)
 
 
 def resolve_for_eval(ref: str, base: str | None, options: RuntimeOptions) -> Checkpoint:
@@ -199,6 +206,8 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
     ckpt = request.checkpoint
     info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {request.suite.config.name}")
     run = _run(request, ckpt, request.plans(), base_run, progress)
+    if request.judge_policy:
+        request.store.annotate(run, "judge_gate_policy", request.judge_policy)
     from workbench.judge.reliability import summary_lines
 
     for line in summary_lines(run.manifest.get("judge")):
@@ -216,6 +225,7 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
         from workbench.gate.rules import evaluate_gates
 
         result.gate = evaluate_gates(run, base_run, request.gates)
+        result.gate.judge_policy = request.judge_policy
         result.reports = write_reports(result.gate, junit=_path(junit), markdown=_path(markdown),
                                        json_path=_path(gate_json))
     if html is not None:

@@ -27,6 +27,9 @@ def junit_xml(report: GateReport) -> str:
                         ("baseline_id", report.baseline_id), ("baseline_checkpoint", report.baseline_checkpoint)):
         if value:
             ET.SubElement(props, "property", {"name": name, "value": value})
+    for policy in report.uncalibrated_judge:
+        ET.SubElement(props, "property", {"name": f"uncalibrated_judge:{policy['gate']}",
+                                          "value": _uncalibrated(policy)})
     for r in report.results:
         case = ET.SubElement(suite, "testcase", {"classname": f"wb.gate.{r.task}", "name": r.gate, "time": "0"})
         if r.status == "fail":
@@ -35,8 +38,9 @@ def junit_xml(report: GateReport) -> str:
             if r.status == "skip":
                 ET.SubElement(case, "skipped", {"message": r.reason})
             ET.SubElement(case, "system-out").text = _details(r)
-    if report.warnings:
-        ET.SubElement(suite, "system-err").text = "\n".join(report.warnings)
+    errs = report.warnings + [_uncalibrated(p) for p in report.uncalibrated_judge]
+    if errs:
+        ET.SubElement(suite, "system-err").text = "\n".join(errs)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
@@ -69,12 +73,20 @@ def render_markdown(report: GateReport) -> str:
         lines.append(f"| {icon} | {_md(r.gate)} | {_num(r.value)} | {_num(r.baseline_value)} | "
                      f"{_num(r.delta, '+.4f')} | {r.n if r.n is not None else '-'} | "
                      f"{TEST_NAMES.get(r.test, r.test or '-')} | {_p(r.p_value)} | {_ci(r)} | {_md(_rule(r))} |")
+    if report.uncalibrated_judge:
+        lines += ["", "**Judge not calibrated against people** (run with `--allow-uncalibrated-judge`)", ""]
+        lines += [f"- `{_md(p['gate'])}`: {_md(_uncalibrated(p))}" for p in report.uncalibrated_judge]
     if report.failures:
         lines += ["", "**Failed**", ""] + [f"- `{r.gate}`: {_md(r.reason)}" for r in report.failures]
     warnings = report.warnings + [f"`{r.gate}`: {w}" for r in report.results for w in r.warnings]
     if warnings:
         lines += ["", "**Warnings**", ""] + [f"- {_md(w)}" for w in warnings]
     return "\n".join(lines) + "\n"
+
+
+def _uncalibrated(policy: dict) -> str:
+    return (f"the judge ({policy['scorer']}) gated without earning it (--allow-uncalibrated-judge): "
+            + "; ".join(policy["missing"]))
 
 
 def _rule(r: GateResult) -> str:

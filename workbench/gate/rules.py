@@ -22,6 +22,8 @@ from pathlib import Path
 from statistics import NormalDist, mean, stdev
 from typing import Literal
 
+from pydantic import Field
+
 from workbench.config import JUDGE_SCORERS, GateSpec, Strict, SuiteConfig, load_yaml_model
 from workbench.errors import BadInput
 from workbench.eval.breakdown import group_scores
@@ -40,11 +42,20 @@ class GatesFile(Strict):
 
     gates: list[GateSpec]
     """The gates, each entry as a suite's `gates:` takes it."""
+    min_labels: int | None = Field(None, ge=1)
+    """The human labels a judge gate needs (docs/review.md), for every gate of the file that does not set its own
+    (default 50)."""
+    min_kappa: float | None = Field(None, ge=-1, le=1)
+    """The lowest lower bound of the judge-human kappa CI a judge gate needs, for every gate of the file that does
+    not set its own (default 0.6)."""
 
 
 def load_gates(path: Path) -> list[GateSpec]:
-    """A gates file: YAML with a top-level `gates:` list (the same entries a suite's `gates:` takes)."""
-    return load_yaml_model(Path(path), GatesFile).gates
+    """A gates file: YAML with a top-level `gates:` list (the same entries a suite's `gates:` takes); the file's
+    `min_labels` / `min_kappa` filled into the gates that leave them unset."""
+    loaded = load_yaml_model(Path(path), GatesFile)
+    shared = {key: getattr(loaded, key) for key in ("min_labels", "min_kappa") if getattr(loaded, key) is not None}
+    return [g.model_copy(update={k: v for k, v in shared.items() if getattr(g, k) is None}) for g in loaded.gates]
 
 
 def check_gates(gates: list[GateSpec], suite: SuiteConfig, baseline: Run | None = None, *,
@@ -201,6 +212,12 @@ class GateReport:
     baseline_checkpoint: str | None
     results: list[GateResult]
     warnings: list[str] = field(default_factory=list)
+    judge_policy: list[dict] = field(default_factory=list)  # gate.judge_policy: judge gates' human calibration
+
+    @property
+    def uncalibrated_judge(self) -> list[dict]:
+        """Judge gates run with --allow-uncalibrated-judge whose judge has not earned them."""
+        return [p for p in self.judge_policy if not p["calibrated"]]
 
     @property
     def passed(self) -> bool:
@@ -219,7 +236,8 @@ class GateReport:
     def to_dict(self) -> dict:
         return {"schema_version": 1, "passed": self.passed, "run_id": self.run_id, "checkpoint": self.checkpoint,
                 "baseline_id": self.baseline_id, "baseline_checkpoint": self.baseline_checkpoint,
-                "warnings": self.warnings, "results": [r.to_dict() for r in self.results]}
+                "warnings": self.warnings, "judge_policy": self.judge_policy,
+                "results": [r.to_dict() for r in self.results]}
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
