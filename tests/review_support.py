@@ -4,6 +4,7 @@ judge_pairwise verdicts against the base (as `wb eval --baseline` records them).
 script, which every page must show as text."""
 
 from workbench.eval.suites import load_suite
+from workbench.judge.grading import combine_orders
 from workbench.store import Store
 
 HOSTILE = "<script>window.__wb_pwned = 1</script><b>bold?</b> <img src=x onerror=\"window.__wb_pwned = 2\">"
@@ -13,6 +14,14 @@ def _answers(name: str, items: list[dict]) -> list[str]:
     if name == "base":
         return [f"I think it is because of {it['id']}." for it in items]
     return [it["reference"] if i != 3 else f"{HOSTILE} {it['reference']}" for i, it in enumerate(items)]
+
+
+def _pairwise_record(baseline_run: str, winner: str) -> dict:
+    """The record judge_task writes for one item: both orders (the run shown first, then the baseline), each
+    naming `winner`, combined as wb combines them."""
+    orders = [{"a": first, "said": {first: "A", "tie": "tie"}.get(winner, "B"), "winner": winner, "rationale": "seeded"}
+              for first in ("run", "baseline")]
+    return combine_orders(orders, baseline_run)
 
 
 def seed_review_store(store: Store) -> tuple[str, str]:
@@ -32,7 +41,8 @@ def seed_review_store(store: Store) -> tuple[str, str]:
                 grade = 2 if name == "base" else 4 + i % 2
                 judge = {"judge": {"score": grade, "normalized": (grade - 1) / 4, "rationale": "seeded"}}
                 if name == "adapter":
-                    judge["judge_pairwise"] = {"baseline_run": ids["base"], "verdict": ("win", "tie", "loss")[i % 3]}
+                    judge["judge_pairwise"] = {**_pairwise_record(ids["base"], ("run", "tie", "baseline")[i % 3]),
+                                               "baseline_output": _answers("base", items)[i]}
                 samples.append({"id": it["id"], "messages": it["messages"], "output": out,
                                 "reference": it["reference"], "scores": {"judge": (grade - 1) / 4}, "judge": judge})
             run.write_samples(task.name, samples)

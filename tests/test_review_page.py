@@ -90,6 +90,21 @@ def test_judge_verdict_only_after_own_label(seeded):
     assert table.iloc[0, -1] == as_text(f"judge_pairwise: {first['judge']['judge_pairwise']}")  # shown as text
 
 
+def test_agreement_shown_only_once_every_item_is_labelled(seeded):
+    from workbench.review.stats import report_rows, review_stats
+
+    store, a, b = seeded
+    at = review_page(reviewer="ann", a=a, b=b, task="explain")
+    for i in range(12):
+        assert not any("Agreement so far" in h.value for h in at.subheader)
+        next(x for x in at.button if x.label == ("Left is better", "Tie")[i % 2]).click().run()
+    assert any("Agreement so far" in h.value for h in at.subheader)
+    shown = at.table[0].value
+    expected = report_rows(review_stats(store, [store.load(a), store.load(b)], "explain"))
+    assert list(shown.iloc[:, 1].str.replace("\\", "")) == [as_text(r["what"]).replace("\\", "") for r in expected]
+    assert "judge judge_pairwise vs people: Cohen's kappa (unweighted)" in [r["what"] for r in expected]
+
+
 def test_rubric_grades_on_the_task_rubric_and_scale(seeded):
     store, _, b = seeded
     at = review_page(reviewer="ann", mode="rubric", run=b, task="explain")

@@ -16,6 +16,7 @@ from workbench.dashboard.views import as_text
 from workbench.errors import WorkbenchError
 from workbench.review import items as review
 from workbench.review.labels import read_labels
+from workbench.review.stats import report_rows, review_stats
 
 CHOICE_BUTTONS = {"left": ("Left is better", "1"), "right": ("Right is better", "2"), "tie": ("Tie", "3"),
                   "both_bad": ("Both bad", "4")}
@@ -59,6 +60,15 @@ def show_item(item: dict) -> None:
             st.text(str(item["reference"]))
 
 
+def agreement(runs: list, task: str) -> None:
+    """Every reviewer's agreement and the judge's, shown once this reviewer has labelled every item (before, it
+    would show others' labels and the judge's verdicts on items still to label)."""
+    rows = report_rows(review_stats(store, runs, task))
+    st.subheader("Agreement so far (all reviewers)")
+    st.caption("As `wb review stats` reports it (docs/review.md): 95% intervals are bootstrapped over items.")
+    st.table(markdown_safe(pd.DataFrame(rows)), hide_index=True)
+
+
 def give(record) -> None:
     """A button's callback: write the label before the page redraws on the next item."""
     try:
@@ -99,6 +109,7 @@ if mode == "pairwise (blind)":
                 text=f"{len([i for i in items if i['item'] in mine])} of {len(items)} items labelled by you")
     if at is None:
         st.success(f"You have labelled all {len(items)} items of this pair.")
+        agreement([a, b], task)
     else:
         item = items[at]
         st.caption(f"Item {at + 1} of {len(items)} · id {as_text(item['item'])} · the runs' names are hidden and the "
@@ -152,6 +163,7 @@ else:
     st.progress(done / max(1, len(items)), text=f"{done} of {len(items)} items graded by you")
     if at is None:
         st.success(f"You have graded all {len(items)} answers of this run.")
+        agreement([run], task)
     else:
         item = items[at]
         st.caption(f"Item {at + 1} of {len(items)} · id {as_text(item['item'])}")

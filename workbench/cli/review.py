@@ -45,45 +45,15 @@ def stats_cmd(run: str = RunArg, run2: str | None = Run2Arg, task: str | None = 
 def _table(report: dict):
     from rich.table import Table
 
+    from workbench.review.stats import report_rows
     from workbench.system.console import plain
 
     table = Table(title=f"{report['kind']} review of {' vs '.join(report['runs'])} ({report['labels']} labels)")
     for col in ("task", "what", "value", "95% CI", "n"):
         table.add_column(col, overflow="fold")
-    for name, entry in report["tasks"].items():
-        rows = [("labels per reviewer", ", ".join(f"{k} {v}" for k, v in entry["per_reviewer"].items()), None,
-                 entry["labels"])]
-        rev = entry["reviewers"]
-        rows.append((f"reviewers: Krippendorff's alpha ({rev['level']})", rev["alpha"], rev["alpha_ci"], rev["items"]))
-        if rev["kappa_kind"]:
-            rows.append((f"reviewers: {rev['kappa_kind'].capitalize()}'s kappa", rev["kappa"], rev["kappa_ci"],
-                         rev["items"]))
-        if "win_rate" in entry:
-            wr = entry["win_rate"]
-            rows.append((f"human win rate of B (ties half; {wr['both_bad']} both bad apart)", wr["win_rate"],
-                         wr["ci"], wr["items"]))
-            for who, pos in entry["reviewer_position"].items():
-                rows.append((f"left-choice rate: {who} (binomial p {pos['p_value']:.3g})", pos["left_rate"],
-                             pos["ci"], pos["decisive"]))
-        for label, agree in entry["judge"].items():
-            weights = "quadratic-weighted" if agree["weights"] == "quadratic" else "unweighted"
-            rows.append((f"judge {label} vs people: Cohen's kappa ({weights})", agree["kappa"], agree["ci"],
-                         agree["items"]))
-            for key, value in (agree.get("judge_position") or {}).items():
-                rows.append((f"judge {label}: {key.replace('_', ' ')}", value, None, None))
-        for what, value, ci, n in rows:
-            table.add_row(plain(name), plain(what), _num(value), _ci(ci), "" if n is None else str(n))
+    for row in report_rows(report):
+        table.add_row(*(plain(row[k]) for k in ("task", "what", "value", "95% CI", "n")))
     return table
-
-
-def _num(value) -> str:
-    if value is None:
-        return "n/a"
-    return format(value, ".3f") if isinstance(value, float) else str(value)
-
-
-def _ci(ci) -> str:
-    return "" if not ci else "n/a" if ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 @app.command("export")

@@ -334,3 +334,43 @@ def review_runs(store: Store, refs: list[str]) -> list[Run]:
     elif runs[0].manifest.get("kind") not in (None, "eval"):
         raise BadInput(f"run {runs[0].run_id}: is a {runs[0].manifest.get('kind')} run; review grades eval runs")
     return runs
+
+
+def report_rows(report: dict) -> list[dict[str, str]]:
+    """review_stats' report as rows of text (task, what, value, 95% CI, n): the table `wb review stats` prints and
+    the dashboard's Review page shows."""
+    out = []
+    for name, entry in report["tasks"].items():
+        rows = [("labels per reviewer", ", ".join(f"{k} {v}" for k, v in entry["per_reviewer"].items()), None,
+                 entry["labels"])]
+        rev = entry["reviewers"]
+        rows.append((f"reviewers: Krippendorff's alpha ({rev['level']})", rev["alpha"], rev["alpha_ci"], rev["items"]))
+        if rev["kappa_kind"]:
+            rows.append((f"reviewers: {rev['kappa_kind'].capitalize()}'s kappa", rev["kappa"], rev["kappa_ci"],
+                         rev["items"]))
+        if "win_rate" in entry:
+            wr = entry["win_rate"]
+            rows.append((f"human win rate of B (ties half; {wr['both_bad']} both bad apart)", wr["win_rate"],
+                         wr["ci"], wr["items"]))
+            for who, pos in entry["reviewer_position"].items():
+                rows.append((f"left-choice rate: {who} (binomial p {pos['p_value']:.3g})", pos["left_rate"],
+                             pos["ci"], pos["decisive"]))
+        for label, agree in entry["judge"].items():
+            weights = "quadratic-weighted" if agree["weights"] == "quadratic" else "unweighted"
+            rows.append((f"judge {label} vs people: Cohen's kappa ({weights})", agree["kappa"], agree["ci"],
+                         agree["items"]))
+            for key, value in (agree.get("judge_position") or {}).items():
+                rows.append((f"judge {label}: {key.replace('_', ' ')}", value, None, None))
+        out += [{"task": name, "what": what, "value": _number(value), "95% CI": _interval(ci),
+                 "n": "" if n is None else str(n)} for what, value, ci, n in rows]
+    return out
+
+
+def _number(value) -> str:
+    if value is None:
+        return "n/a"
+    return format(value, ".3f") if isinstance(value, float) else str(value)
+
+
+def _interval(ci) -> str:
+    return "" if not ci else "n/a" if ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
