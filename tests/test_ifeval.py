@@ -89,6 +89,7 @@ def replay_server():
     server.server_close()
 
 
+@pytest.mark.slow  # wb eval end to end (a server / a child process)
 def test_known_answers_get_lm_eval_s_verdicts_in_the_stored_run(replay_server, ifeval_data, tmp_path, capsys):
     from lm_eval.tasks.ifeval.utils import process_results
 
@@ -213,6 +214,7 @@ def test_a_real_generation_on_a_thinking_template_is_stripped(tiny_model_dir, if
         assert s["metrics"]["prompt_level_strict_acc"] is False
 
 
+@pytest.mark.slow  # wb eval end to end (a server / a child process)
 def test_missing_punkt_tab_is_exit_4_in_one_line(ifeval_data, tmp_path):
     empty, store = tmp_path / "nltk-empty", tmp_path / "store"
     empty.mkdir()
@@ -228,3 +230,18 @@ def test_missing_punkt_tab_is_exit_4_in_one_line(ifeval_data, tmp_path):
     assert "punkt_tab" in lines[0] and "scripts/setup.sh" in lines[0] and "ifeval" in lines[0]
     assert not any(empty.iterdir())  # nothing was downloaded
     assert not (store / "runs").exists() or not any((store / "runs").iterdir())
+
+
+@pytest.mark.parametrize("row", [None, '{"key": 1, "prompt": "Say hi."}\n'], ids=["no-file", "not-the-schema"])
+def test_a_bad_ifeval_mirror_is_exit_3_naming_the_file(row, tmp_path, capsys):
+    from hostile_support import assert_refused, snapshot
+
+    mirror = tmp_path / "data"
+    (mirror / "ifeval").mkdir(parents=True)
+    if row is not None:
+        (mirror / "ifeval" / "train.jsonl").write_text(row)
+    before = snapshot(tmp_path)
+    res = run_cli(["eval", "default", "--tasks", "ifeval", "--limit", "1", "--data-dir", mirror,
+                   "--store", tmp_path / "store"], capsys)
+    needles = ("ifeval/train.jsonl",) + (("google/IFEval",) if row is None else ("instruction_id_list", "kwargs"))
+    assert_refused(res, 3, needles, before, tmp_path)
