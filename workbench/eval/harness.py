@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.checkpoints.checkpoint import Checkpoint, require_base, weights_sha
-from workbench.errors import BadInput
+from workbench.errors import BadInput, EnvironmentProblem
 from workbench.eval.mirrors import use_mirrors
 from workbench.runtimes import open_runtime
 from workbench.runtimes.base import Runtime, RuntimeOptions
@@ -28,7 +28,10 @@ from workbench.system.home import home
 PURPOSE = "Regression evals (lm-evaluation-harness)"
 
 # Task families whose lm-eval folder is known: indexing that folder alone takes milliseconds.
-KNOWN_FOLDERS = {"mmlu": "mmlu/default", "gsm8k": "gsm8k"}
+KNOWN_FOLDERS = {"mmlu": "mmlu/default", "gsm8k": "gsm8k", "ifeval": "ifeval"}
+# NLTK data lm-eval task folders need, which their module downloads when imported (IFEval's rule checks split
+# sentences with punkt_tab): checked before the tasks are built, never downloaded (scripts/setup.sh installs it).
+NLTK_DATA = {"ifeval": ("tokenizers/punkt_tab/english/",)}
 
 
 @dataclass
@@ -97,6 +100,7 @@ def prepare_tasks(tasks: list[str], *, data_dir: Path | None = None, include_pat
     data_dir = Path(data_dir) if data_dir else None
     include_path = Path(include_path).resolve() if include_path else None
     manager = task_manager_for(names, include_path, metadata=metadata)
+    check_nltk_data(manager, names)
     sources: dict = {}
     datasets = require("datasets", PURPOSE, "eval")
     bars_on = datasets.is_progress_bar_enabled()
@@ -176,6 +180,10 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
         "model": runtime.lm_eval_backend(chat), "model_args": model_args, "checkpoint": ckpt.to_dict(),
         "versions": versions(["lm_eval", "datasets", *runtime.versions()]),
     }
+    # a reasoning model's generations are scored on their final answer (lm-eval issue 3161): see final_answers
+    chat_format = runtime.chat_format() if chat else None
+    if chat_format is not None and chat_format.reasoning_markers():
+        settings["reasoning"] = chat_format.reasoning_markers()
     from workbench.eval import harness_cache
 
     if use_cache:
@@ -183,6 +191,7 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
         model_key = harness_cache.fingerprint({
             "weights": _weights_key(ckpt), "model": settings["model"], "dtype": settings["dtype"], "device": device,
             "batch_size": batch_size, "versions": settings["versions"],
+            **({"reasoning": settings["reasoning"]} if "reasoning" in settings else {}),  # answers are cached stripped
             **({"vllm_args": vllm_args} if vllm_args else {})})  # engine arguments such as max_model_len change scores
         result_key = harness_cache.fingerprint({
             "model": model_key,
@@ -201,8 +210,11 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
     git_hash_without_git(evaluator)
     # lm-eval puts an adapter on its base with PEFT itself: GPTQModel's banner unless it is a GPTQ/AWQ checkpoint
     quiet_peft = peft_without_gptqmodel() if ckpt.format not in ("gptq", "awq") else contextlib.nullcontext()
-    with quiet_peft, harness_cache.counting_requests() as counts:  # counts what CachingLM reports (use_cache only)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(quiet_peft)
+        counts = stack.enter_context(harness_cache.counting_requests())  # what CachingLM reports (use_cache only)
         lm = runtime.lm_eval_model(batch_size=batch_size, device=device, chat=chat)
+        stripped = stack.enter_context(final_answers(lm, chat_format))
         results = evaluator.simple_evaluate(
             model=lm, model_args=dict(model_args), tasks=_flatten(prepared.built), task_manager=prepared.manager,
             num_fewshot=num_fewshot, batch_size=batch_size, device=device, limit=limit,
@@ -219,7 +231,7 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
     result = HarnessResult(
         metrics=metric_rows(raw),
         samples={
-            task: [sample_record(s, output_types.get(task)) for s in rows]
+            task: [sample_record(s, output_types.get(task), stripped) for s in rows]
             for task, rows in json.loads(json.dumps(samples, default=utils.handle_non_serializable)).items()
         },
         settings=settings,
@@ -233,6 +245,45 @@ def _run(runtime: Runtime, tasks, *, data_dir, include_path, limit, num_fewshot,
     else:
         result.cache = {"result": "off"}
     return result
+
+
+@contextlib.contextmanager
+def final_answers(lm, chat_format):
+    """While active, lm-eval's generate_until on `lm` (any runtime's lm-eval model) returns each generation's final
+    answer, its thinking stripped by the ChatFormat, so lm-eval's filters and metrics (IFEval's rule checks,
+    GSM8K's answer match) see the answer only; lm-eval 0.4.13's own think_end_token exists for its HF and vLLM
+    models only and keeps a turn whose thinking never closes. Yields prompt -> characters stripped, filled as
+    requests are answered; None where the checkpoint does not reason (or no chat template is applied).
+
+    The request cache holds answers, never raw generations: lm-eval's cache hook is held back while the model
+    runs and given the stripped answers.
+    """
+    if chat_format is None or not chat_format.reasoning_markers():
+        yield None
+        return
+    cache_hook = require("lm_eval.api.model", PURPOSE, "eval").CacheHook
+    generate = lm.generate_until
+    stripped: dict[str, int] = {}
+
+    def generate_until(requests, *args, **kwargs):
+        hook, lm.cache_hook = lm.cache_hook, cache_hook(None)
+        try:
+            texts = generate(requests, *args, **kwargs)
+        finally:
+            lm.cache_hook = hook
+        answers = []
+        for request, text in zip(requests, texts, strict=True):
+            answer, chars = chat_format.strip_reasoning(text)
+            stripped[request.args[0]] = chars
+            hook.add_partial("generate_until", request.args, answer)
+            answers.append(answer)
+        return answers
+
+    lm.generate_until = generate_until
+    try:
+        yield stripped
+    finally:
+        del lm.generate_until  # an engine's model (vLLM) outlives the run
 
 
 def _weights_key(ckpt: Checkpoint) -> dict:
@@ -294,6 +345,34 @@ def task_manager_for(names: list[str], include_path: Path | None = None, metadat
     if not narrow_ok:  # a name resolves differently in the narrow index: let lm-eval index everything
         manager = tasks_mod.TaskManager(include_path=include_path, metadata=metadata)
     return manager
+
+
+def check_nltk_data(manager, names: list[str]) -> None:
+    """Raise EnvironmentProblem when a task among `names` (or in their groups) lives in a folder of NLTK_DATA
+    whose NLTK data is not installed: lm-eval would download it while building the task."""
+    index, pending, seen, needed = manager.task_index, list(names), set(), {}
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in index:
+            continue
+        seen.add(name)
+        entry = index[name]
+        pending += _members(entry)
+        folders = set(Path(entry.yaml_path).parts) if entry.yaml_path else set()
+        for folder, resources in NLTK_DATA.items():
+            if folder in folders:
+                needed.update(dict.fromkeys(resources, name))
+    if not needed:
+        return
+    nltk = require("nltk", f"{PURPOSE}: {', '.join(sorted(set(needed.values())))}", "eval")
+    for resource, task in needed.items():
+        try:
+            nltk.data.find(resource)
+        except LookupError:
+            raise EnvironmentProblem(
+                f"lm-eval task {task} needs NLTK data '{resource.rstrip('/')}', which is not installed in any of "
+                f"NLTK's folders ({', '.join(map(str, nltk.data.path))}): run scripts/setup.sh, which installs it "
+                "into the virtual environment from a package (wb never downloads it at run time)") from None
 
 
 def _build(manager, name: str):
@@ -436,8 +515,9 @@ def git_hash_without_git(evaluator) -> None:
     evaluator.get_git_commit_hash = lambda: git_reader(os.getcwd())
 
 
-def sample_record(s: dict, output_type: str | None) -> dict:
-    """A compact per-sample record from one lm-eval logged sample (one doc under one filter)."""
+def sample_record(s: dict, output_type: str | None, stripped: dict | None = None) -> dict:
+    """A compact per-sample record from one lm-eval logged sample (one doc under one filter); `stripped`: prompt ->
+    characters of thinking final_answers stripped from its generation."""
     args, resps = s.get("arguments", []), s.get("resps", [])
     contexts = [a[0] for a in args if a]
     rec = {"doc_id": s["doc_id"], "filter": s.get("filter"), "doc": s.get("doc"), "target": s.get("target"),
@@ -449,6 +529,9 @@ def sample_record(s: dict, output_type: str | None) -> dict:
     elif output_type == "generate_until":
         rec["responses"] = resps[0] if len(resps) == 1 else resps
         rec["filtered"] = s["filtered_resps"][0] if len(s["filtered_resps"]) == 1 else s["filtered_resps"]
+        if stripped is not None:
+            rec["reasoning_stripped_chars"] = [stripped.get(c) for c in contexts] if len(contexts) > 1 \
+                else stripped.get(rec["prompt"])
     else:
         rec.update(arguments=args, resps=resps, filtered_resps=s.get("filtered_resps"))
     rec["metrics"] = {m: s.get(m) for m in s.get("metrics", [])}

@@ -20,7 +20,7 @@ class Mirror:
     folder: str  # top-level folder in the data dir
     hub_ids: tuple[str, ...]  # dataset ids (and aliases) lm-eval tasks name as dataset_path
     keys: tuple[str, ...]  # keys every row must have (the hub schema)
-    configs: tuple[str, ...] | None  # hub configs the mirror stands in for; None: one file per config
+    configs: tuple[str | None, ...] | None  # hub configs it stands in for (None: the default); None: a file per config
 
     @property
     def hub_id(self) -> str:
@@ -38,6 +38,7 @@ class Mirror:
 MIRRORS = (
     Mirror("mmlu", ("cais/mmlu", "hails/mmlu_no_train"), ("question", "subject", "choices", "answer"), None),
     Mirror("gsm8k", ("openai/gsm8k", "gsm8k"), ("question", "answer"), ("main",)),
+    Mirror("ifeval", ("google/IFEval",), ("key", "prompt", "instruction_id_list", "kwargs"), (None,)),
 )
 
 
@@ -57,7 +58,7 @@ def mirror_files(data_dir: Path, mirror: Mirror, config: str | None, splits: lis
         )
     if mirror.configs is not None and config not in mirror.configs:
         raise BadInput(
-            f"data dir {data_dir}: {mirror.folder}/ mirrors {mirror.hub_id} config {', '.join(mirror.configs)} "
+            f"data dir {data_dir}: {mirror.folder}/ mirrors {mirror.hub_id} config {', '.join(map(str, mirror.configs))} "
             f"only, but task {task} needs config '{config}'"
         )
     files = {}
