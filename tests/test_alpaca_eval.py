@@ -75,8 +75,52 @@ def test_items_are_the_805_instructions_with_the_reference_answers():
     assert items[7]["metadata"] == {"dataset": rows[7]["dataset"], "index": 7, "generator": ae.REFERENCE}
 
 
+def _synthetic_df_gamed(path: Path, n: int) -> None:
+    """A file in df_gamed.csv's format (its columns, two gamed baselines) with made-up numbers: it shows where wb
+    finds the file and that alpaca-eval's GLM runs on it, never a leaderboard figure."""
+    lines = ["model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline"]
+    for model, sign in (("gamed_long", 1), ("gamed_short", -1)):
+        lines += [f"{model},{i},{0.5 + sign * 0.3},{sign * 1.0},{(i % 7 - 3) / 3},False" for i in range(n)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"index": i, "instruction": f"q{i}", "output": "a" * (5 + 7 * (i % 5)), "baseline_output": "b" * 20,
+             "preference": 1.0 + (i % 5) / 4} for i in range(n)]
+
+
+@pytest.mark.parametrize("where", ["mirror", "hf cache"])
+def test_df_gamed_is_read_from_the_mirror_or_the_hf_cache_never_downloaded(tmp_path, monkeypatch, where):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    mirror = tmp_path / "mirror"
+    if where == "mirror":
+        target = mirror / ae.FOLDER / ae.DF_GAMED
+    else:
+        repo = tmp_path / "hub" / "datasets--tatsu-lab--alpaca_eval"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0" * 40)
+        target = repo / "snapshots" / ("0" * 40) / ae.DF_GAMED
+    _synthetic_df_gamed(target, 40)
+    from alpaca_eval.metrics import glm_winrate
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"alpaca-eval tried the hub: {args} {kwargs}")
+
+    monkeypatch.setattr(glm_winrate, "hf_hub_download", no_download)
+    rates = ae.win_rates(ae.annotation_rows(_rows(40), "m", "b"), data_dir=mirror, length_controlled=True)
+    assert rates["df_gamed"] == str(target) and glm_winrate.hf_hub_download is no_download
+    assert 0 <= rates["length_controlled_winrate"] <= 100 and rates["lc_standard_error"] > 0
+    assert sorted(rates["glm_preference"]) == list(range(40))
+    assert rates["win_rate"] == pytest.approx(100 * sum((1 + (i % 5) / 4) - 1 for i in range(40)) / 40)
+
+
 def test_length_controlled_true_without_df_gamed_is_exit_4(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     rows = [{"index": i, "instruction": f"q{i}", "output": "a" * i, "baseline_output": "b", "preference": 1.5 + (i % 2) / 2}
             for i in range(6)]
     from workbench.errors import EnvironmentProblem
