@@ -9,10 +9,11 @@ import json
 import math
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-
 from hostile_support import run_cli, snapshot
+
 from workbench.benchmarks import alpaca_eval as ae
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -136,10 +137,10 @@ def test_length_controlled_true_without_df_gamed_is_exit_4(tmp_path, monkeypatch
 
 class Annotator(http.server.BaseHTTPRequestHandler):
     """Prefers the output shown second ("M") with probability 0.8; top_logprobs only when `logprobs` is on."""
-    bodies: list = []
+    bodies: ClassVar[list] = []
     logprobs = True
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).bodies.append(body)
         choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "M"}}
