@@ -62,6 +62,7 @@ def check_suite(config, baseline_run, baseline_given: bool, data_dir: Path | Non
     df_gamed.csv when it asks for the length-controlled win rate."""
     for task in config.tasks:
         for spec in (s for s in task.scorers if s.type == "alpaca_eval"):
+            _library()  # the chat extra and a setuptools that still has pkg_resources
             where = f"suite {config.name}: task {task.name}: scorer {spec.label}"
             if spec.against == "baseline" and not baseline_given:
                 raise BadInput(f"{where} has against: baseline: give --baseline (a run or a checkpoint)")
