@@ -170,7 +170,7 @@ def annotator_url():
 
 def _suite(folder: Path, judge: str, scorer: str = "{type: alpaca_eval}", name: str = "alpaca") -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(f"name: {name}\ntasks:\n  - name: ae\n    benchmark: alpaca_eval\n"
+    path.write_text(f"name: {name}\ntasks:\n  - name: ae\n    benchmark: alpaca_eval\n    breakdown: [dataset]\n"
                     f"    generation: {{max_new_tokens: 8}}\n    scorers: [{scorer}]\njudge: {judge}\n")
     return path
 
@@ -209,6 +209,10 @@ def test_alpaca_eval_annotator_prompt_and_weighted_preference(tmp_path, store_di
     win = metrics["alpaca_eval.win_rate"]
     assert win["value"] == pytest.approx(sum(s["scores"]["alpaca_eval.win_rate"] for s in samples) / 3)
     assert win["alpaca_eval"]["win_rate"] == pytest.approx(100 * win["value"]) and win["n"] == 3
+    datasets = {s["metadata"]["dataset"] for s in samples}
+    for dataset in datasets:  # AlpacaEval's `dataset` as a breakdown
+        part = [s["scores"]["alpaca_eval.win_rate"] for s in samples if s["metadata"]["dataset"] == dataset]
+        assert metrics[f"alpaca_eval.win_rate[dataset={dataset}]"]["value"] == pytest.approx(sum(part) / len(part))
 
 
 # ---- bad input ----------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from functools import partial
 
 from workbench.benchmarks import alpaca_eval
 from workbench.config import ScorerSpec, TaskSpec
+from workbench.eval import breakdown
 from workbench.judge.client import JudgeClient, JudgeFailure
 from workbench.judge.prompts import (
     PAIRWISE_SCHEMA,
@@ -134,7 +135,7 @@ def judge_task(client: JudgeClient, task: TaskSpec, samples: list[dict], *, base
             continue
         found, rel = alpaca_eval_scores(client, spec, samples, baseline_samples, baseline_run, data_dir,
                                         progress.task(f"{task.name}: judge {spec.label}", total=len(samples))
-                                        if progress else None)
+                                        if progress else None, task.breakdown)
         metrics += found
         reliability[spec.label] = rel
     return metrics, reliability, gold_records
@@ -165,9 +166,10 @@ def _alpaca_annotator(client, job):
             "preference": preference}
 
 
-def alpaca_eval_scores(client, spec, samples, baseline_samples, baseline_run, data_dir, tick):
+def alpaca_eval_scores(client, spec, samples, baseline_samples, baseline_run, data_dir, tick, keys=()):
     """AlpacaEval preferences of `samples` against the reference (or baseline) answers, and alpaca-eval's win rate
-    and length-controlled win rate of them: (metrics, reliability)."""
+    and length-controlled win rate of them (the win rate also per tag and `breakdown` key, e.g. AlpacaEval's
+    `dataset`): (metrics, reliability)."""
     if spec.against == "baseline":
         base = {b["id"]: b["output"] for b in baseline_samples}
         baseline_name = baseline_run or "baseline"
@@ -219,6 +221,14 @@ def alpaca_eval_scores(client, spec, samples, baseline_samples, baseline_run, da
                          "stderr": _fraction(result["lc_standard_error"])}))
     else:
         reliability["length_controlled_skipped"] = result["length_controlled_skipped"]
+    for key, value in breakdown.groups(paired, list(keys)):
+        judged = [smp for smp, row in zip(paired, rows) if row["preference"] is not None]  # as `annotations`
+        group = [a for a, smp in zip(annotations, judged) if breakdown.in_group(smp, key, value)]
+        if group:
+            part = alpaca_eval.win_rates(group, data_dir=data_dir, length_controlled=False)
+            metrics.append((breakdown.metric_name(win, key, value), [a["preference"] - 1 for a in group], 0,
+                            {"breakdown": {"key": key, "value": value}, "value": part["win_rate"] / 100,
+                             "stderr": _fraction(part["standard_error"])}))
     return metrics, reliability
 
 
