@@ -19,6 +19,7 @@ from workbench.benchmarks import alpaca_eval as ae
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 FOLDER = MIRROR / "alpaca_eval"
 ANNOTATIONS = sorted((FOLDER / "annotations").glob("*.json.gz")) if FOLDER.is_dir() else []
+LOCAL = "{model: default}"
 needs_mirror = pytest.mark.skipif(not FOLDER.is_dir(), reason=f"needs the AlpacaEval mirror at {FOLDER}")
 
 
@@ -215,9 +216,15 @@ def test_alpaca_eval_annotator_prompt_and_weighted_preference(tmp_path, store_di
         assert metrics[f"alpaca_eval.win_rate[dataset={dataset}]"]["value"] == pytest.approx(sum(part) / len(part))
 
 
-# ---- bad input ----------------------------------------------------------------------------------------------------
+@needs_mirror
+def test_gates_name_the_alpaca_eval_metrics(tmp_path):
+    from workbench.eval.suites import load_suite
 
-LOCAL = "{model: default}"
+    loaded = load_suite(str(_suite(tmp_path, LOCAL)), limit=2, data_dir=MIRROR)
+    assert loaded.metric_names() == {"ae": ["alpaca_eval.win_rate", "alpaca_eval.length_controlled_winrate"]}
+
+
+# ---- bad input ----------------------------------------------------------------------------------------------------
 
 
 @needs_mirror

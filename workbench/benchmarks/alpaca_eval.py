@@ -29,6 +29,11 @@ PURPOSE = "AlpacaEval 2.0's win rates"
 FIRST, SECOND = "m", "M"
 
 
+def metric_names(label: str) -> list[str]:
+    """The metrics an alpaca_eval scorer reports (before breakdowns)."""
+    return [f"{label}.win_rate", f"{label}.length_controlled_winrate"]
+
+
 def mirror_file(data_dir: Path | None, name: str) -> Path:
     if data_dir is None:
         raise BadInput(f"benchmark alpaca_eval reads {FOLDER}/{name} from the data mirror: give --data-dir or set "

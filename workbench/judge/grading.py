@@ -206,7 +206,7 @@ def alpaca_eval_scores(client, spec, samples, baseline_samples, baseline_run, da
         return [], {**reliability, "skipped": "no verdicts"}
     result = alpaca_eval.win_rates(annotations, data_dir=data_dir, length_controlled=spec.length_controlled)
     glm = result.pop("glm_preference", None)
-    win, lc = f"{spec.label}.win_rate", f"{spec.label}.length_controlled_winrate"
+    win, lc = alpaca_eval.metric_names(spec.label)
     for sample, row in zip(paired, rows):
         has = row["preference"] is not None
         sample["scores"][win] = row["preference"] - 1 if has else None
