@@ -224,6 +224,24 @@ def test_gates_name_the_alpaca_eval_metrics(tmp_path):
     assert loaded.metric_names() == {"ae": ["alpaca_eval.win_rate", "alpaca_eval.length_controlled_winrate"]}
 
 
+@needs_mirror
+@pytest.mark.slow
+def test_against_a_baseline_checkpoint_compares_with_its_answers(tmp_path, store_dir, tiny_model_dir, capsys):
+    """The baseline is the same checkpoint: every pair is identical, a tie by definition, and no judge is asked."""
+    suite = _suite(tmp_path, LOCAL, "{type: alpaca_eval, against: baseline}")
+    res = run_cli(["eval", tiny_model_dir, "--suite", suite, "--limit", "3", "--data-dir", MIRROR,
+                   "--baseline", tiny_model_dir, "--json"], capsys)
+    assert res.code == 0, res.stderr
+    out = json.loads(res.stdout)
+    samples = [json.loads(line) for line in
+               (store_dir / "runs" / out["run_id"] / "samples" / "ae.jsonl").read_text().splitlines()]
+    assert all(s["judge"]["alpaca_eval"]["identical"] and s["judge"]["alpaca_eval"]["baseline_output"] == s["output"]
+               and s["judge"]["alpaca_eval"]["baseline"] != ae.REFERENCE for s in samples)
+    [win] = [m for m in out["metrics"] if m["metric"] == "alpaca_eval.win_rate"]
+    assert win["value"] == 0.5 and win["alpaca_eval"]["n_draws"] == 3
+    assert out["judge"]["requests"] == 0 and out["judge"]["endpoint"]["server_started"] is False
+
+
 # ---- bad input ----------------------------------------------------------------------------------------------------
 
 
