@@ -266,6 +266,14 @@ def test_against_baseline_without_a_baseline_is_one_line_exit_3(tmp_path, store_
 
 
 @needs_mirror
+def test_alpaca_eval_annotator_on_the_local_judge_is_one_line_exit_3(tmp_path, store_dir, tiny_model_dir, capsys):
+    suite = _suite(tmp_path, LOCAL, "{type: alpaca_eval, annotator: alpaca_eval}")
+    res = run_cli(["eval", tiny_model_dir, "--suite", suite, "--data-dir", MIRROR], capsys)
+    assert res.code == 3 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert "annotator: alpaca_eval needs judge.base_url" in res.stderr
+
+
+@needs_mirror
 @pytest.mark.slow
 def test_a_baseline_run_of_another_suite_is_one_line_exit_3(tmp_path, store_dir, tiny_model_dir, capsys):
     data = tmp_path / "other.jsonl"
