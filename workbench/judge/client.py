@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from workbench.config import JudgeSpec
 from workbench.judge.cache import JudgeCache
-from workbench.runtimes.endpoint import RequestFailed, Transient, http_client, post_chat
+from workbench.runtimes.endpoint import RequestFailed, Transient, chat_choice, http_client, post_chat
 from workbench.system.extras import require
 from workbench.system.urls import public_url
 
@@ -183,6 +183,41 @@ class JudgeClient:
                                                        {"role": "user", "content": REASK.format(problem=bad)}]}
         self.counters.add("failures")
         raise JudgeFailure(self._redact(f"{problem}; gave up after {self.spec.retries + 1} attempts"))
+
+    def ask_tokens(self, messages: list[dict], settings: dict) -> dict:
+        """A free reply with `settings` added to the request (e.g. max_tokens, logprobs, top_logprobs):
+        {"content", "top_logprobs" (of its first token, or None)}, cached; JudgeFailure when it fails for good."""
+        request = {"model": self.endpoint.model, "messages": messages, "temperature": 0.0, "seed": 0, **settings}
+        key = self.cache.key(self.endpoint.model_id, request, self._cache_scope) if self.cache else None
+        if key and (cached := self.cache.get(key)) is not None:
+            self.counters.add("cache_hits")
+            return json.loads(cached)
+        problem = "no attempt made"
+        for attempt in range(self.spec.retries + 1):
+            if attempt:
+                self.counters.add("retries")
+                time.sleep(self.spec.backoff_s * 2 ** (attempt - 1))
+            try:
+                choice = chat_choice(self._client(), self._prepared(request), self._redact)
+            except Transient as exc:
+                problem = str(exc)
+                continue
+            except RequestFailed as exc:
+                self.counters.add("failures")
+                raise JudgeFailure(str(exc)) from None
+            finally:
+                self.counters.add("requests")
+            tokens = ((choice.get("logprobs") or {}).get("content") or [{}])[0] or {}
+            reply = {"content": self._redact(choice["message"]["content"] or ""),
+                     "top_logprobs": tokens.get("top_logprobs")}
+            if key:
+                self.cache.put(key, self.endpoint.model_id, json.dumps(reply))
+            return reply
+        self.counters.add("failures")
+        raise JudgeFailure(self._redact(f"{problem}; gave up after {self.spec.retries + 1} attempts"))
+
+    def _prepared(self, body: dict) -> dict:
+        return {**body, "messages": self._prepare(body["messages"])} if self._prepare is not None else body
 
     def _post(self, body: dict) -> str:
         http = self._client()

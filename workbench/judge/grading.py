@@ -4,7 +4,9 @@ a failed judge call is recorded there as an error and its score is None (never c
 
 from functools import partial
 
+from workbench.benchmarks import alpaca_eval
 from workbench.config import ScorerSpec, TaskSpec
+from workbench.eval import breakdown
 from workbench.judge.client import JudgeClient, JudgeFailure
 from workbench.judge.prompts import (
     PAIRWISE_SCHEMA,
@@ -75,7 +77,8 @@ def combine_orders(orders: list[dict], baseline_run: str | None) -> dict:
 
 
 def judge_task(client: JudgeClient, task: TaskSpec, samples: list[dict], *, baseline_samples: list[dict] | None,
-               baseline_run: str | None, gold: list[dict] | None, items: list[dict], progress=None):
+               baseline_run: str | None, gold: list[dict] | None, items: list[dict], progress=None,
+               data_dir=None):
     """Adds judge scores/records to `samples` in place. Returns (metrics, reliability, gold_records):
     metrics as (label, per-sample values without errors, errors, extra) tuples for the runner to record."""
     metrics, reliability, gold_records = [], {}, []
@@ -126,4 +129,108 @@ def judge_task(client: JudgeClient, task: TaskSpec, samples: list[dict], *, base
         metrics.append((spec.label, values, len(records) - len(values),
                         {"baseline_run": baseline_run, "unpaired": len(samples) - len(paired)}))
         reliability[spec.label] = pairwise_reliability(records, [s["output"] for s in paired])
+    for spec in (s for s in task.scorers if s.type == "alpaca_eval"):
+        if spec.against == "baseline" and baseline_samples is None:
+            reliability[spec.label] = {"skipped": "against: baseline needs a baseline run (--baseline)"}
+            continue
+        found, rel = alpaca_eval_scores(client, spec, samples, baseline_samples, baseline_run, data_dir,
+                                        progress.task(f"{task.name}: judge {spec.label}", total=len(samples))
+                                        if progress else None, task.breakdown)
+        metrics += found
+        reliability[spec.label] = rel
     return metrics, reliability, gold_records
+
+
+PREFERENCE = {"loss": 1.0, "tie": 1.5, "win": 2.0}  # AlpacaEval's: 1 the baseline is better, 2 the model
+
+
+def _alpaca_pairwise(client, spec, pair):
+    sample, base = pair
+    if sample["output"].strip() == base.strip():  # as judge_pairwise: a tie without asking
+        return {"orders": [], "identical": True, "flipped": False, "verdict": "tie"}
+    # The baseline's answer is the item's reference here: it is shown as an answer, never as the standard.
+    return combine_orders([pairwise_order(client, spec, sample["messages"], None, sample["output"], base, first)
+                           for first in ("run", "baseline")], None)
+
+
+def _alpaca_annotator(client, job):
+    messages, switched = job
+    try:
+        reply = client.ask_tokens(messages, alpaca_eval.annotator_request())
+    except JudgeFailure as exc:
+        return {"error": str(exc)}
+    preference = alpaca_eval.annotator_preference(reply["content"], reply["top_logprobs"], switched)
+    if preference is None:
+        return {"error": f"the annotator named no output: {reply['content'][:40]!r}", "said": reply["content"]}
+    return {"said": reply["content"], "switched": switched, "logprobs": bool(reply["top_logprobs"]),
+            "preference": preference}
+
+
+def alpaca_eval_scores(client, spec, samples, baseline_samples, baseline_run, data_dir, tick, keys=()):
+    """AlpacaEval preferences of `samples` against the reference (or baseline) answers, and alpaca-eval's win rate
+    and length-controlled win rate of them (the win rate also per tag and `breakdown` key, e.g. AlpacaEval's
+    `dataset`): (metrics, reliability)."""
+    if spec.against == "baseline":
+        base = {b["id"]: b["output"] for b in baseline_samples}
+        baseline_name = baseline_run or "baseline"
+    else:
+        base = {s["id"]: s["reference"] for s in samples if isinstance(s["reference"], str)}
+        baseline_name = alpaca_eval.REFERENCE
+    paired = [s for s in samples if s["id"] in base]
+    if spec.annotator == "alpaca_eval":
+        jobs = alpaca_eval.annotator_prompts([{"instruction": s["messages"][-1]["content"], "output_1": base[s["id"]],
+                                               "output_2": s["output"]} for s in paired])
+        records = client.map(partial(_alpaca_annotator, client), jobs, tick)
+    else:
+        records = client.map(partial(_alpaca_pairwise, client, spec), [(s, base[s["id"]]) for s in paired], tick)
+        for rec in records:
+            if "verdict" in rec:
+                rec["preference"] = PREFERENCE[rec["verdict"]]
+    rows = []
+    for sample, rec in zip(paired, records):
+        rec.update(annotator=spec.annotator, against=spec.against, baseline=baseline_name,
+                   baseline_output=base[sample["id"]])
+        sample.setdefault("judge", {})[spec.label] = rec
+        index = sample["metadata"].get("index", len(rows)) if isinstance(sample["metadata"], dict) else len(rows)
+        rows.append({"index": index, "instruction": sample["messages"][-1]["content"], "output": sample["output"],
+                     "baseline_output": base[sample["id"]], "preference": rec.get("preference")})
+    annotations = alpaca_eval.annotation_rows(rows, "run", baseline_name)
+    errors = len(samples) - len(annotations)
+    reliability = {"baseline": baseline_name, "annotator": spec.annotator, "unpaired": len(samples) - len(paired)}
+    if spec.annotator == "wb":
+        reliability.update(pairwise_reliability(records, [s["output"] for s in paired]))
+    else:
+        reliability.update(kind="alpaca_eval", n=len(records), errors=sum("error" in r for r in records),
+                           weighted=sum(r.get("logprobs", False) for r in records))
+    if not annotations:
+        return [], {**reliability, "skipped": "no verdicts"}
+    result = alpaca_eval.win_rates(annotations, data_dir=data_dir, length_controlled=spec.length_controlled)
+    glm = result.pop("glm_preference", None)
+    win, lc = alpaca_eval.metric_names(spec.label)
+    for sample, row in zip(paired, rows):
+        has = row["preference"] is not None
+        sample["scores"][win] = row["preference"] - 1 if has else None
+        if glm is not None:
+            sample["scores"][lc] = glm.get(row["index"]) if has else None
+    extra = {"baseline": baseline_name, "alpaca_eval": result}
+    metrics = [(win, [a["preference"] - 1 for a in annotations], errors,
+                {**extra, "value": result["win_rate"] / 100, "stderr": _fraction(result["standard_error"])})]
+    if glm is not None:
+        metrics.append((lc, [glm[a["index"]] for a in annotations], errors,
+                        {**extra, "value": result["length_controlled_winrate"] / 100,
+                         "stderr": _fraction(result["lc_standard_error"])}))
+    else:
+        reliability["length_controlled_skipped"] = result["length_controlled_skipped"]
+    for key, value in breakdown.groups(paired, list(keys)):
+        judged = [smp for smp, row in zip(paired, rows) if row["preference"] is not None]  # as `annotations`
+        group = [a for a, smp in zip(annotations, judged) if breakdown.in_group(smp, key, value)]
+        if group:
+            part = alpaca_eval.win_rates(group, data_dir=data_dir, length_controlled=False)
+            metrics.append((breakdown.metric_name(win, key, value), [a["preference"] - 1 for a in group], 0,
+                            {"breakdown": {"key": key, "value": value}, "value": part["win_rate"] / 100,
+                             "stderr": _fraction(part["standard_error"])}))
+    return metrics, reliability
+
+
+def _fraction(percent):
+    return None if percent is None else percent / 100

@@ -97,6 +97,9 @@ def summary_lines(judge: dict) -> list[str]:
         for label, rel in by_label.items():
             if "skipped" in rel:
                 lines.append(f"  {task}/{label}: skipped: {rel['skipped']}")
+            elif rel["kind"] == "alpaca_eval":
+                lines.append(f"  {task}/{label}: {rel['n'] - rel['errors']}/{rel['n']} AlpacaEval annotations "
+                             f"({rel['weighted']} weighted by top_logprobs, the others by the chosen token)")
             elif rel["kind"] == "rubric":
                 lc = rel["length_correlation"]
                 line = (f"  {task}/{label}: {rel['n'] - rel['errors']}/{rel['n']} graded; score~length "
@@ -114,4 +117,6 @@ def summary_lines(judge: dict) -> list[str]:
                              f"wins {rel['wins']} losses {rel['losses']}, A-position rate "
                              f"{f(rel['first_position_rate'])}, longer-wins rate {f(rel['longer_wins_rate'])}, "
                              f"points~length-diff spearman {f(lc['spearman_rho'])}")
+            if "length_controlled_skipped" in rel:
+                lines.append(f"  {task}/{label}: no length-controlled win rate: {rel['length_controlled_skipped']}")
     return lines

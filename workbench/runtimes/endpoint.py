@@ -54,6 +54,11 @@ def http_client(base_url: str, api_key: str | None, timeout_s: float, connect_s:
 def post_chat(http, body: dict, redact: Callable[[str], str] = str) -> str:
     """One chat completion: the reply's message content. Raises Transient (retry it) or RequestFailed; every
     message is passed through `redact` (a hostile server may echo the key back)."""
+    return chat_choice(http, body, redact)["message"]["content"] or ""
+
+
+def chat_choice(http, body: dict, redact: Callable[[str], str] = str) -> dict:
+    """One chat completion's first choice (its message, and logprobs when asked for), as post_chat."""
     httpx = require("httpx", PURPOSE, "eval")
     try:
         resp = http.post("chat/completions", json=body)
@@ -66,10 +71,11 @@ def post_chat(http, body: dict, redact: Callable[[str], str] = str) -> str:
     if resp.status_code >= 400:
         raise RequestFailed(redact(f"HTTP {resp.status_code} (not retried): {resp.text.strip()[:300]}"))
     try:
-        content = resp.json()["choices"][0]["message"]["content"]
+        choice = resp.json()["choices"][0]
+        choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise Transient(redact(f"not a chat completion reply: {resp.text.strip()[:80]!r}")) from None
-    return content or ""
+    return choice
 
 
 def api_key_from(env_var: str | None) -> str | None:
