@@ -135,10 +135,11 @@ class JudgeClient:
     def __exit__(self, *exc):
         self.close()
 
-    def request_body(self, messages: list[dict], schema: dict) -> dict:
+    def request_body(self, messages: list[dict], schema: dict | None) -> dict:
+        """The request for `messages`; with a schema, the reply's format is enforced as the endpoint allows."""
         body = {"model": self.endpoint.model, "messages": messages, "temperature": 0.0,
                 "max_tokens": self.spec.max_tokens, "seed": 0}
-        mode = self.endpoint.response_format
+        mode = self.endpoint.response_format if schema is not None else "none"
         if mode == "json_schema":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "verdict", "strict": True, "schema": schema}}
@@ -181,6 +182,33 @@ class JudgeClient:
             problem, pause = f"malformed verdict ({bad})", False
             body = {**request, "messages": messages + [{"role": "assistant", "content": content[:4000]},
                                                        {"role": "user", "content": REASK.format(problem=bad)}]}
+        self.counters.add("failures")
+        raise JudgeFailure(self._redact(f"{problem}; gave up after {self.spec.retries + 1} attempts"))
+
+    def reply(self, messages: list[dict]) -> str:
+        """The judge's free-text reply to `messages` (a benchmark's own prompt that asks for text, not JSON):
+        nothing asked of its format, so nothing re-asked; cached, transient errors retried, else JudgeFailure."""
+        request = self.request_body(messages, None)
+        key = self.cache.key(self.endpoint.model_id, request, self._cache_scope) if self.cache else None
+        if key and (cached := self.cache.get(key)) is not None:
+            self.counters.add("cache_hits")
+            return cached
+        problem = "no attempt made"
+        for attempt in range(self.spec.retries + 1):
+            if attempt:
+                self.counters.add("retries")
+                time.sleep(self.spec.backoff_s * 2 ** (attempt - 1))
+            try:
+                content = self._redact(self._post(request))
+            except Transient as exc:
+                problem = str(exc)
+                continue
+            except RequestFailed as exc:
+                self.counters.add("failures")
+                raise JudgeFailure(str(exc)) from None
+            if key:
+                self.cache.put(key, self.endpoint.model_id, content)
+            return content
         self.counters.add("failures")
         raise JudgeFailure(self._redact(f"{problem}; gave up after {self.spec.retries + 1} attempts"))
 
