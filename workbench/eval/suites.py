@@ -37,6 +37,8 @@ class LoadedSuite:
             names = []
             for spec in task.scorers:
                 found = self.python_metrics.get(task.name, {}).get(spec.label, [spec.label])
+                if spec.type == "mt_bench":  # workbench.benchmarks.mt_bench.grade's metrics
+                    found = [spec.label, f"{spec.label}.turn1", f"{spec.label}.turn2"]
                 if found is None:
                     names = None
                     break

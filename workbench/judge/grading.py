@@ -75,11 +75,18 @@ def combine_orders(orders: list[dict], baseline_run: str | None) -> dict:
 
 
 def judge_task(client: JudgeClient, task: TaskSpec, samples: list[dict], *, baseline_samples: list[dict] | None,
-               baseline_run: str | None, gold: list[dict] | None, items: list[dict], progress=None):
+               baseline_run: str | None, gold: list[dict] | None, items: list[dict], progress=None,
+               data_dir=None):
     """Adds judge scores/records to `samples` in place. Returns (metrics, reliability, gold_records):
-    metrics as (label, per-sample values without errors, errors, extra) tuples for the runner to record."""
+    metrics as (label, values without errors, errors, extra) tuples for the runner to record (the mean of
+    `values` is the metric). `data_dir`: the data mirror a benchmark's grading reads (its judge prompts)."""
     metrics, reliability, gold_records = [], {}, []
     by_id = {it["id"]: it for it in items}
+    for spec in (s for s in task.scorers if s.type == "mt_bench"):
+        from workbench.benchmarks.mt_bench import grade
+
+        found, reliability[spec.label] = grade(client, spec.label, samples, items, data_dir, progress)
+        metrics += found
     for spec in (s for s in task.scorers if s.type == "judge"):
         tick = progress.task(f"{task.name}: judge {spec.label}", total=len(samples)) if progress else None
         records = client.map(partial(_grade_sample, client, spec), samples, tick)
