@@ -16,9 +16,14 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_cmd(
-    checkpoint: str = typer.Argument(
-        ..., help="'default', an HF model folder, a PEFT adapter folder, a .gguf file, a hub id, or an "
-                  "OpenAI-compatible endpoint's base URL (http://HOST:PORT/v1, with --endpoint-model)."),
+    checkpoint: str | None = typer.Argument(
+        None, help="'default', an HF model folder, a PEFT adapter folder, a .gguf file, a hub id, or an "
+                   "OpenAI-compatible endpoint's base URL (http://HOST:PORT/v1, with --endpoint-model). Left out "
+                   "with --outputs."),
+    outputs: Path | None = typer.Option(
+        None, "--outputs", help="Score recorded answers instead of a checkpoint's (no model loads): a JSONL file of "
+                                "{\"id\", \"output\"} (a list of answers per turn for MT-Bench) or FastChat's "
+                                "answer file; with --suite."),
     suite: str | None = typer.Option(
         None, "--suite", "-s", help="Suite name (evals/suites, e.g. 'regression') or path to a suite YAML."),
     tasks: str | None = typer.Option(
@@ -97,7 +102,8 @@ def eval_cmd(
     if matrix:
         from workbench.eval.matrix import evaluate_matrix, refuse_options
 
-        refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
+        refuse_options({"--outputs": outputs,
+                        "--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
                         "--gate-json": gate_json, "--mlflow": mlflow, "--base": base, "--html": html})
         from workbench.cli.eval_matrix import print_matrix
 
@@ -105,7 +111,8 @@ def eval_cmd(
                             wide=wide)
     from workbench.eval.pipeline import evaluate
 
-    result = evaluate(checkpoint, suite, baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,
+    result = evaluate(checkpoint, suite, outputs=outputs,
+                      baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,
                       gate_json=gate_json, mlflow=mlflow, mlflow_experiment=mlflow_experiment, html=html, **options)
     for path in result.reports:
         info(f"gate report: {path}")
