@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from hostile_support import Workspace, assert_refused, run_cli, snapshot
 
+import workbench
 from workbench.benchmarks import mt_bench
+from workbench.errors import BadInput
 
 MIRROR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -46,6 +48,26 @@ def test_prompts_and_ratings_equal_fastchats(mirror):
         same_prompt += user == {"role": "user", "content": row["user_prompt"]}
         same_rating += mt_bench.parse_rating(row["judgment"]) == row["score"]
     assert (len(judgments), same_prompt, same_rating) == (160, 160, 160)
+
+
+def test_free_text_replies_are_retried_and_cached(tmp_path):
+    from test_judge import ScriptedJudge, _client, _url  # its scripted server: 500 twice, then a reply
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
+    server.calls, server.lock, server.expect_key, server.daemon_threads = {}, threading.Lock(), None, True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from workbench.judge.cache import JudgeCache
+
+        client = _client(_url(server), cache=JudgeCache(tmp_path / "cache"))
+        messages = [{"role": "system", "content": "judge"}, {"role": "user", "content": "Rate this. MODE:flaky"}]
+        first = client.reply(messages)
+        assert json.loads(first) == {"rationale": "fine", "score": 4}
+        assert client.reply(messages) == first
+        assert client.counters.to_dict() == {"requests": 3, "cache_hits": 1, "retries": 2, "failures": 0}
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_rating_parse_follows_fastchat():
@@ -194,4 +216,6 @@ def test_outputs_or_a_checkpoint_not_both(mirror, ws, capsys):
     before = snapshot(ws.root)
     for argv in (["default", "--outputs", answers], []):
         res = run_cli(["eval", *argv, "--suite", suite, "--data-dir", mirror], capsys)
-        assert_refused(res, 3, ("give a CHECKPOINT", "--outputs"), before, ws.root)
+        assert_refused(res, 2, ("give a CHECKPOINT", "--outputs"), before, ws.root)
+    with pytest.raises(BadInput, match="give a CHECKPOINT"):  # the API says the same
+        workbench.evaluate(None, str(suite), data_dir=mirror)

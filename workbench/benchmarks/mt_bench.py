@@ -12,6 +12,7 @@ from workbench.errors import BadInput
 from workbench.eval import breakdown
 from workbench.judge.client import JudgeClient, JudgeFailure
 from workbench.judge.reliability import length_correlation
+from workbench.system import home
 from workbench.system.user_files import json_lines
 
 FOLDER = "mt_bench"
@@ -136,7 +137,7 @@ def grade(client: JudgeClient, label: str, samples: list[dict], items: list[dict
     the mean of all valid ratings, both turns; `label.turnN` per turn; `label[category=C]` per category. A
     sample's own `label` score is the mean of its valid ratings, so paired statistics pair questions. A rating
     of -1 (no rating in the judgment) or a failed judge call is an error of the metric, not a score."""
-    prompts = judge_prompts(data_dir)
+    prompts = judge_prompts(data_dir or home.data_dir())  # `wb judge` re-grades with WB_DATA_DIR's mirror
     by_id = {it["id"]: it for it in items}
     jobs = [(s, turn) for s in samples for turn in range(1, len(s["turns"]) + 1)]
 

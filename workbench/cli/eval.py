@@ -95,6 +95,9 @@ def eval_cmd(
                    endpoint_key_env=endpoint_key_env, endpoint_args=endpoint_args, no_cache=no_cache, limit=limit,
                    data_dir=data_dir, no_harness=no_harness, evals_dir=evals_dir, store=store,
                    command=command_line())
+    if (checkpoint is None) == (outputs is None):
+        raise typer.BadParameter("give a CHECKPOINT to evaluate, or --outputs FILE.jsonl (recorded answers), not both",
+                                 param_hint="'CHECKPOINT' / '--outputs'")
     if not matrix and (no_reuse or wide):
         from workbench.errors import BadInput
 
