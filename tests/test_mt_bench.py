@@ -219,3 +219,18 @@ def test_outputs_or_a_checkpoint_not_both(mirror, ws, capsys):
         assert_refused(res, 2, ("give a CHECKPOINT", "--outputs"), before, ws.root)
     with pytest.raises(BadInput, match="give a CHECKPOINT"):  # the API says the same
         workbench.evaluate(None, str(suite), data_dir=mirror)
+
+
+def test_outputs_score_any_suite_without_a_model(ws, capsys):
+    suite = ws.suite()  # three items "Say i", reference "i", scorer exact
+    answers = ws.file("a.jsonl", "".join(json.dumps({"id": str(i), "output": out}) + "\n"
+                                         for i, out in enumerate(["0", "1", "nope"])))
+    res = run_cli(["eval", "--outputs", answers, "--suite", suite, "--json"], capsys)
+    assert res.code == 0, res.stderr
+    payload = json.loads(res.stdout)
+    assert _metrics(payload)["exact"]["value"] == pytest.approx(2 / 3)
+    assert payload["checkpoint"]["kind"] == "outputs"
+    limited = run_cli(["eval", "--outputs", ws.file("b.jsonl", '{"id": "0", "output": "0"}\n'), "--suite", suite,
+                       "--limit", "1", "--json"], capsys)
+    assert limited.code == 0, limited.stderr
+    assert _metrics(json.loads(limited.stdout))["exact"]["n"] == 1
