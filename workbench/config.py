@@ -220,10 +220,13 @@ SCORER_TYPES = {
     "judge_pairwise": "An LLM judge compares the output with the baseline run's answer (`wb eval --baseline`) in "
                       "both orders (a win counts only when both orders agree, else a tie); the metric is the win "
                       "rate, ties counting half.",
-    "mt_bench": "MT-Bench's single-answer grading (task `benchmark: mt_bench`): the judge rates each turn 1-10 with "
-                "FastChat's official prompts (with GPT-4's reference answers for math, reasoning and coding), the "
-                "rating parsed as FastChat parses it; the metric is the mean of the valid ratings (FastChat's "
-                "show_result), also per turn and per category.",
+    "mt_bench": "MT-Bench's single-answer grading (task `benchmark: mt_bench`): the judge rates each of the two "
+                "turns 1-10 with FastChat's official prompts (single-v1; single-math-v1 with GPT-4's reference "
+                "answers for math, reasoning and coding; their multi-turn variants for turn 2), the rating parsed "
+                "as FastChat parses it ([[N]], else [N], else -1: no rating, counted as an error); the metric is "
+                "the mean of the valid ratings of both turns (FastChat's show_result), also as `LABEL.turn1`, "
+                "`LABEL.turn2` and per category (`LABEL[category=C]`); a sample's score is the mean of its valid "
+                "ratings.",
     "alpaca_eval": "AlpacaEval 2.0 (task `benchmark: alpaca_eval`): the judge compares each answer with a baseline's "
                    "answer to the same instruction (`against`: the reference model's, else the --baseline run's), "
                    "in both orders with wb's pairwise prompt or once with AlpacaEval's own (`annotator`); each "
@@ -352,8 +355,9 @@ class TaskSpec(Strict):
     the suite file. A task gives either `data` or `benchmark`."""
     benchmark: Literal[BENCHMARKS] | None = None
     """A chat benchmark whose items wb reads from the data mirror (`--data-dir` / WB_DATA_DIR: its `mt_bench/` or
-    `alpaca_eval/` folder) instead of `data`: `mt_bench` (80 two-turn questions) or `alpaca_eval` (805
-    instructions)."""
+    `alpaca_eval/` folder) instead of `data`: `mt_bench` (80 two-turn questions; the second turn answered on the
+    conversation holding the checkpoint's own first answer, at FastChat's per-category temperature and 1024 new
+    tokens unless `generation` sets `temperature` or `max_new_tokens`) or `alpaca_eval` (805 instructions)."""
     scorers: list[ScorerSpec] = Field(min_length=1)
     """How the answers are scored; each scorer is one metric."""
     generation: GenerationSpec = GenerationSpec()
@@ -382,6 +386,8 @@ class TaskSpec(Strict):
             raise ValueError("give either 'data' (a JSONL file) or 'benchmark' (one of "
                              f"{', '.join(BENCHMARKS)}), not both or neither")
         n = self.generation.n
+        if n > 1 and self.benchmark == "mt_bench":
+            raise ValueError(f"generation.n: {n}: MT-Bench answers each question once, turn by turn (n: 1)")
         if n > 1 and self.generation.temperature == 0:
             raise ValueError(f"generation.n: {n} answers per item need generation.temperature > 0 (greedy decoding "
                              "gives n identical answers)")

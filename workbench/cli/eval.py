@@ -16,9 +16,14 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_cmd(
-    checkpoint: str = typer.Argument(
-        ..., help="'default', an HF model folder, a PEFT adapter folder, a .gguf file, a hub id, or an "
-                  "OpenAI-compatible endpoint's base URL (http://HOST:PORT/v1, with --endpoint-model)."),
+    checkpoint: str | None = typer.Argument(
+        None, help="'default', an HF model folder, a PEFT adapter folder, a .gguf file, a hub id, or an "
+                   "OpenAI-compatible endpoint's base URL (http://HOST:PORT/v1, with --endpoint-model). Left out "
+                   "with --outputs."),
+    outputs: Path | None = typer.Option(
+        None, "--outputs", help="Score recorded answers instead of a checkpoint's (no model loads): a JSONL file of "
+                                "{\"id\", \"output\"} (a list of answers per turn for MT-Bench) or FastChat's "
+                                "answer file; with --suite."),
     suite: str | None = typer.Option(
         None, "--suite", "-s", help="Suite name (evals/suites, e.g. 'regression') or path to a suite YAML."),
     tasks: str | None = typer.Option(
@@ -94,6 +99,9 @@ def eval_cmd(
                    endpoint_key_env=endpoint_key_env, endpoint_args=endpoint_args, no_cache=no_cache, limit=limit,
                    data_dir=data_dir, no_harness=no_harness, evals_dir=evals_dir, store=store,
                    command=command_line())
+    if (checkpoint is None) == (outputs is None):
+        raise typer.BadParameter("give a CHECKPOINT to evaluate, or --outputs FILE.jsonl (recorded answers), not both",
+                                 param_hint="'CHECKPOINT' / '--outputs'")
     if not matrix and (no_reuse or wide):
         from workbench.errors import BadInput
 
@@ -101,7 +109,8 @@ def eval_cmd(
     if matrix:
         from workbench.eval.matrix import evaluate_matrix, refuse_options
 
-        refuse_options({"--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
+        refuse_options({"--outputs": outputs,
+                        "--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
                         "--gate-json": gate_json, "--mlflow": mlflow, "--base": base, "--html": html,
                         "--allow-uncalibrated-judge": allow_uncalibrated_judge or None})
         from workbench.cli.eval_matrix import print_matrix
@@ -110,7 +119,8 @@ def eval_cmd(
                             wide=wide)
     from workbench.eval.pipeline import evaluate
 
-    result = evaluate(checkpoint, suite, baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,
+    result = evaluate(checkpoint, suite, outputs=outputs,
+                      baseline=baseline, gates=gates_file, junit=junit, markdown=markdown,
                       gate_json=gate_json, mlflow=mlflow, mlflow_experiment=mlflow_experiment, html=html,
                       allow_uncalibrated_judge=allow_uncalibrated_judge, **options)
     for path in result.reports:

@@ -40,7 +40,7 @@ API_COMMAND = "workbench.evaluate"
 class EvalRequest:
     """A checked `wb eval`: everything a run needs, nothing loaded yet."""
 
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None  # None: recorded answers (`outputs`) are scored, no model
     suite: LoadedSuite
     harness_specs: list
     prepared: list  # lm-eval's tasks per harness entry, built
@@ -53,6 +53,8 @@ class EvalRequest:
     baseline_run: Run | None = None
     baseline_checkpoint: Checkpoint | None = None
     judge_policy: list[dict] = field(default_factory=list)  # gate.judge_policy's record per judge gate
+    recorded: dict | None = None  # --outputs: task -> item id -> answers per turn (eval.outputs)
+    outputs: dict | None = None  # --outputs: the file, and what the manifest names instead of a checkpoint
 
     @property
     def runtime_options(self) -> RuntimeOptions:
@@ -103,7 +105,8 @@ class EvalResult:
         return payload
 
 
-def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list[str] | None = None,
+def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: str | Path | None = None,
+                 tasks: str | list[str] | None = None,
                  include_path: str | Path | None = None, base: str | None = None, num_fewshot: int | None = None,
                  batch_size: int | None = None, chat_template: bool | None = None,
                  gen_kwargs: str | dict | None = None, seed: int = 1234, dtype: str = "float32",
@@ -129,8 +132,25 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
     for path, what in report_files:
         if path is not None:
             check_new_file(Path(path), what)
-    loaded, specs = load_request(suite, tasks, overrides, evals_dir=evals_dir, limit=limit, no_harness=no_harness,
+    if (checkpoint is None) == (outputs is None):
+        raise BadInput("wb eval: give a CHECKPOINT to evaluate, or --outputs FILE.jsonl (recorded answers), "
+                       "not both")
+    if outputs is not None and not suite:
+        raise BadInput("--outputs scores recorded answers on a suite's tasks: give --suite")
+    # --outputs: every item's answer is checked against the whole suite, then --limit applies
+    loaded, specs = load_request(suite, tasks, overrides, evals_dir=evals_dir,
+                                 limit=None if outputs is not None else limit, no_harness=no_harness,
                                  data_dir=data_dir)
+    recorded = source = None
+    if outputs is not None:
+        from workbench.eval.outputs import limited, load_outputs, outputs_source
+
+        if specs:
+            raise BadInput(f"--outputs: suite '{loaded.config.name}' has lm-eval (harness) tasks, which need a "
+                           "model: add --no-harness")
+        recorded = load_outputs(Path(outputs), loaded, limit)
+        source = outputs_source(Path(outputs))
+        loaded = limited(loaded, limit)
     gate_specs = load_gates(Path(gates)) if gates else loaded.config.gates
     if not gate_specs and any(path is not None for path, _ in report_files):
         raise BadInput("--junit, --markdown and --gate-json report on gates: the suite has none and no --gates given")
@@ -140,8 +160,8 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
     mirror = resolve_data_dir(data_dir)
     # The checkpoint's files before lm-eval's tasks: building those reads their data, which `datasets` caches.
     runtime_options = RuntimeOptions.from_run_options(run_opts)
-    ckpt = resolve_for_eval(checkpoint, base, runtime_options)
-    runtime = check_runtime(ckpt, runtime_options)  # task generations run on it too, harness or not
+    ckpt = resolve_for_eval(checkpoint, base, runtime_options) if checkpoint is not None else None
+    runtime = check_runtime(ckpt, runtime_options) if ckpt is not None else None  # task generations run on it too
     prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     for tasks_built in prepared:
         runtime.check_tasks(tasks_built.output_types())
@@ -157,7 +177,7 @@ def prepare_eval(checkpoint: str, suite: str | None = None, *, tasks: str | list
 
         check_suite(loaded.config, base_run, baseline is not None, mirror)
     return EvalRequest(ckpt, loaded, specs, prepared, gate_specs, mirror, run_opts, st, limit, command,
-                       base_run, base_ckpt, judge_policy)
+                       base_run, base_ckpt, judge_policy, recorded, source)
 
 
 def resolve_for_eval(ref: str, base: str | None, options: RuntimeOptions) -> Checkpoint:
@@ -178,7 +198,7 @@ def resolve_for_eval(ref: str, base: str | None, options: RuntimeOptions) -> Che
     return resolve_checked(ref, base)
 
 
-def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str] | None = None,
+def evaluate(checkpoint: str | None, suite: str | None = None, *, tasks: str | list[str] | None = None,
              baseline: str | None = None, gates: str | Path | None = None, junit: str | Path | None = None,
              markdown: str | Path | None = None, gate_json: str | Path | None = None, mlflow: str | None = None,
              mlflow_experiment: str | None = None, html: str | Path | None = None, progress: bool = True,
@@ -187,7 +207,8 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
     endpoint_model=) on a suite or lm-eval `tasks`, into the store; with `baseline` (a run id, or a checkpoint
     evaluated first on the same suite) compared, and with gates (the suite's, or a gates file) gated and
     reported (`junit`, `markdown`, `gate_json` files); `html`: the HTML report of the run and its baseline, with the
-    gates' results (workbench.report). The other options are `wb eval`'s (prepare_eval).
+    gates' results (workbench.report). `checkpoint=None, outputs="answers.jsonl"` scores recorded answers on
+    the suite instead, loading no model (workbench.eval.outputs). The other options are `wb eval`'s (prepare_eval).
     A failed gate is `result.passed == False`; `wb eval` turns it into exit 1."""
     if html is not None:
         from workbench.report.render import check_report
@@ -207,7 +228,11 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
         info(f"evaluating baseline {base.name} ({base.kind}, {base.format}) on suite {request.suite.config.name}")
         base_run = _run(request, base, request.plans(prepared=False), None, progress)
     ckpt = request.checkpoint
-    info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {request.suite.config.name}")
+    if ckpt is None:
+        info(f"scoring the answers recorded in {request.outputs['file']['path']} on suite "
+             f"{request.suite.config.name}")
+    else:
+        info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {request.suite.config.name}")
     run = _run(request, ckpt, request.plans(), base_run, progress)
     if request.judge_policy:
         request.store.annotate(run, "judge_gate_policy", request.judge_policy)
@@ -240,14 +265,19 @@ def evaluate(checkpoint: str, suite: str | None = None, *, tasks: str | list[str
     return result
 
 
-def _run(request: EvalRequest, ckpt: Checkpoint, plans: list[dict], baseline: Run | None, progress: bool) -> Run:
+def _run(request: EvalRequest, ckpt: Checkpoint | None, plans: list[dict], baseline: Run | None,
+         progress: bool) -> Run:
     from workbench.eval.reuse import identity
     from workbench.system.progress import bars
 
-    same = None if baseline is not None else identity(ckpt, request.suite, limit=request.limit,
-                                                      run_options=request.run_options, plans=plans)
+    same = None if baseline is not None or ckpt is None else identity(
+        ckpt, request.suite, limit=request.limit, run_options=request.run_options, plans=plans)
     options = EvalOptions(data_dir=request.mirror, limit=request.limit, command=request.command, baseline=baseline,
                           identity=same)
+    if ckpt is None:  # --outputs: the recorded answers, no model
+        options.recorded, options.outputs = request.recorded, request.outputs
+        with bars(enabled=progress) as bar:
+            return run_suite(None, request.suite, request.store, options, progress=bar)
     with open_runtime(ckpt, request.runtime_options) as runtime, bars(enabled=progress) as bar, \
             library_stdout_to_stderr():
         return run_suite(runtime, request.suite, request.store, options, harness_plans=plans, progress=bar)

@@ -1,6 +1,7 @@
 """`wb eval`: run a suite's task evals (and its lm-eval regression slice) on a checkpoint, into the store."""
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ class EvalOptions:
     lineage: dict | None = None  # an eval during training: {"train_run", "step"}
     sweep: dict | None = None  # a unit of `wb sweep`: {"unit", "where"}
     identity: dict | None = None  # what makes another run identical to this one (workbench.eval.reuse)
+    recorded: dict | None = None  # `wb eval --outputs`: task -> item id -> answers per turn (eval.outputs)
+    outputs: dict | None = None  # with `recorded`: {"file": {path, sha256}, "checkpoint": what the manifest names}
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -35,21 +38,23 @@ def mean_stderr(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(var / n)
 
 
-def run_suite(runtime: Runtime, suite: LoadedSuite, store: Store, options: EvalOptions, *,
+def run_suite(runtime: Runtime | None, suite: LoadedSuite, store: Store, options: EvalOptions, *,
               harness_plans: list[dict] = (), progress=None) -> Run:
     """The suite's task generations and its lm-eval tasks, all on `runtime` (the checkpoint loads once), into a
-    new run. Inputs are validated by the caller (load_suite, harness_plan, check_runtime) before this opens it."""
-    ckpt = runtime.checkpoint
+    new run. Inputs are validated by the caller (load_suite, harness_plan, check_runtime) before this opens it.
+    `runtime` is None when the answers are recorded ones (`options.recorded`, `options.outputs`): no model."""
+    ckpt = runtime.checkpoint if runtime is not None else None
     manifest = {
         "command": options.command,
-        "checkpoint": ckpt.to_dict(),
+        "checkpoint": ckpt.to_dict() if ckpt is not None else options.outputs["checkpoint"],
+        **({"outputs": options.outputs["file"]} if ckpt is None else {}),
         "suite": suite.config.name,
         "suite_path": str(suite.path),
         "suite_sha": suite.sha,
         "config": suite.config.model_dump(),
         "limit": options.limit,
         "seed": 0,
-        "chat_template_sha": runtime.chat_template_sha(),
+        "chat_template_sha": runtime.chat_template_sha() if runtime is not None else None,
         "versions": versions(),
         "timings": {},
         **({"lineage": options.lineage} if options.lineage else {}),
@@ -58,7 +63,8 @@ def run_suite(runtime: Runtime, suite: LoadedSuite, store: Store, options: EvalO
     }
     from workbench.checkpoints.quantization import quantization_of
 
-    if quantization_of(ckpt):  # task generations ran on the base quantized as in training (workbench.runtimes.hf)
+    # task generations ran on the base quantized as in training (workbench.runtimes.hf)
+    if ckpt is not None and quantization_of(ckpt):
         manifest["base_quantization"] = quantization_of(ckpt)
     with store.open_run("eval", manifest) as run, _judge_session(suite) as judge:
         if judge is not None:
@@ -68,7 +74,7 @@ def run_suite(runtime: Runtime, suite: LoadedSuite, store: Store, options: EvalO
             _run_task(runtime, task, suite.items[task.name], run, progress, judge=judge, suite=suite,
                       options=options)
             run.manifest["timings"][task.name] = round(time.monotonic() - started, 2)
-        if "chat_format" in ckpt.derived:  # what the task generations stopped at
+        if ckpt is not None and "chat_format" in ckpt.derived:  # what the task generations stopped at
             run.manifest["chat_format"] = ckpt.derived["chat_format"].as_dict()
         if judge is not None:
             run.manifest["judge"].update(judge.summary())
@@ -77,7 +83,8 @@ def run_suite(runtime: Runtime, suite: LoadedSuite, store: Store, options: EvalO
             _run_harness(runtime, plan, run)
             run.manifest["timings"][f"harness[{i}]"] = round(time.monotonic() - started, 2)
         run.manifest["hardware"] = hardware()
-        run.manifest["runtime"] = runtime.describe()
+        if runtime is not None:
+            run.manifest["runtime"] = runtime.describe()
     return run
 
 
@@ -122,12 +129,20 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
               options: EvalOptions | None = None) -> None:
     conversations = [task_messages(task, it["messages"]) for it in items]
     gen = task.generation
-    advance = progress.task(f"{task.name}: generating", total=len(items) * gen.n) if progress else None
-    answers: list[list[str]] = [[] for _ in items]
-    for i in range(gen.n):  # n answers per item: n passes, each with its own sampling seed
-        spec = gen if gen.n == 1 else gen.model_copy(update={"seed": gen.seed + i})
-        for kept, output in zip(answers, runtime.generate(conversations, spec, progress=advance)):
-            kept.append(output)
+    recorded = options.recorded.get(task.name) if options and options.recorded else None
+    turns = None
+    if any(it.get("followups") for it in items):  # multi-turn items (n is 1: TaskSpec checks)
+        turns = _answer_turns(runtime, gen, items, conversations, recorded, progress, task.name)
+        answers = [[t[-1]] for t in turns]
+    elif recorded is not None:
+        answers = [[recorded[it["id"]][0]] for it in items]
+    else:
+        advance = progress.task(f"{task.name}: generating", total=len(items) * gen.n) if progress else None
+        answers = [[] for _ in items]
+        for i in range(gen.n):  # n answers per item: n passes, each with its own sampling seed
+            spec = gen if gen.n == 1 else gen.model_copy(update={"seed": gen.seed + i})
+            for kept, output in zip(answers, _generate(runtime, spec, items, conversations, advance)):
+                kept.append(output)
     plain = [s for s in task.scorers if s.type not in JUDGE_SCORERS]
     settings = task.model_dump()
     errors = {s.label: 0 for s in plain if s.type == "python"}
@@ -138,7 +153,9 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
         scored = [_score_answer(plain, item, conversation, output, settings, names, errors) for output in outputs]
         sample = {"id": item["id"], "messages": conversation, "output": outputs[0], "reference": item["reference"],
                   "scores": _item_scores(scored, task.pass_at), "tags": item["tags"], "metadata": item["metadata"]}
-        if gen.n > 1:
+        if turns is not None:
+            sample["turns"] = turns[len(samples)]
+        if len(outputs) > 1:
             sample["outputs"] = outputs
             sample["answers"] = [{k: v for k, v in a.items() if v} for a in scored]
         else:
@@ -158,6 +175,48 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
         for key, value in groups:
             _add_mean(run, task.name, breakdown.metric_name(metric, key, value), samples,
                       {"key": key, "value": value}, extra)
+
+
+def _generate(runtime: Runtime, gen, items: list[dict], conversations: list[list[dict]], progress) -> list[str]:
+    """One answer per conversation, in order. An item's own generation settings (a benchmark's, e.g. MT-Bench's
+    per-category temperature) apply where the task's `generation` does not set that field; items with the same
+    settings are generated as one batch."""
+    batches: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        own = {k: v for k, v in (item.get("generation") or {}).items() if k not in gen.model_fields_set}
+        batches.setdefault(json.dumps(own, sort_keys=True), []).append(i)
+    outputs: list[str] = [""] * len(items)
+    for own, indices in batches.items():
+        spec = gen.model_copy(update=json.loads(own))
+        for i, output in zip(indices, runtime.generate([conversations[i] for i in indices], spec, progress=progress)):
+            outputs[i] = output
+    return outputs
+
+
+def _answer_turns(runtime: Runtime | None, gen, items: list[dict], conversations: list[list[dict]],
+                  recorded: dict | None, progress, task: str) -> list[list[str]]:
+    """Each item's answer per turn: turn 1 for every item, then each follow-up (`followups`) on the conversation
+    that holds the item's own earlier answers; `conversations` grow in place to the last turn's. With `recorded`
+    outputs (id -> answers per turn) nothing is generated: the recorded answers fill the conversations."""
+    total = sum(1 + len(it.get("followups") or []) for it in items)
+    advance = progress.task(f"{task}: generating", total=total) if progress and recorded is None else None
+    if recorded is not None:
+        answers = [[recorded[it["id"]][0]] for it in items]
+    else:
+        answers = [[output] for output in _generate(runtime, gen, items, conversations, advance)]
+    for turn in range(1, max(len(it.get("followups") or []) for it in items) + 1):
+        indices = [i for i, it in enumerate(items) if len(it.get("followups") or []) >= turn]
+        for i in indices:
+            conversations[i] += [{"role": "assistant", "content": answers[i][-1]},
+                                 {"role": "user", "content": items[i]["followups"][turn - 1]}]
+        if recorded is not None:
+            outputs = [recorded[items[i]["id"]][turn] for i in indices]
+        else:
+            outputs = _generate(runtime, gen, [items[i] for i in indices], [conversations[i] for i in indices],
+                                advance)
+        for i, output in zip(indices, outputs):
+            answers[i].append(output)
+    return answers
 
 
 def _score_answer(plain, item: dict, conversation: list[dict], output: str, settings: dict, names: dict,

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.config import JUDGE_SCORERS, FewshotPair, SuiteConfig, TaskSpec, load_yaml_model
+from workbench.config import BENCHMARKS, JUDGE_SCORERS, FewshotPair, SuiteConfig, TaskSpec, load_yaml_model
 from workbench.data.records import load_chat_items, sha256_file
 from workbench.errors import BadInput
 from workbench.eval.scorers import BadReturn, Sample, load_function, python_values, resolve_function
@@ -37,10 +37,10 @@ class LoadedSuite:
             names = []
             for spec in task.scorers:
                 found = self.python_metrics.get(task.name, {}).get(spec.label, [spec.label])
-                if spec.type == "alpaca_eval":
-                    from workbench.benchmarks.alpaca_eval import metric_names
+                if spec.type in BENCHMARKS:
+                    from workbench.benchmarks import metric_names
 
-                    found = metric_names(spec.label)
+                    found = metric_names(spec.type, spec.label)
                 if found is None:
                     names = None
                     break

@@ -135,10 +135,11 @@ class JudgeClient:
     def __exit__(self, *exc):
         self.close()
 
-    def request_body(self, messages: list[dict], schema: dict) -> dict:
+    def request_body(self, messages: list[dict], schema: dict | None) -> dict:
+        """The request for `messages`; with a schema, the reply's format is enforced as the endpoint allows."""
         body = {"model": self.endpoint.model, "messages": messages, "temperature": 0.0,
                 "max_tokens": self.spec.max_tokens, "seed": 0}
-        mode = self.endpoint.response_format
+        mode = self.endpoint.response_format if schema is not None else "none"
         if mode == "json_schema":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "verdict", "strict": True, "schema": schema}}
@@ -184,10 +185,12 @@ class JudgeClient:
         self.counters.add("failures")
         raise JudgeFailure(self._redact(f"{problem}; gave up after {self.spec.retries + 1} attempts"))
 
-    def ask_tokens(self, messages: list[dict], settings: dict) -> dict:
-        """A free reply with `settings` added to the request (e.g. max_tokens, logprobs, top_logprobs):
-        {"content", "top_logprobs" (of its first token, or None)}, cached; JudgeFailure when it fails for good."""
-        request = {"model": self.endpoint.model, "messages": messages, "temperature": 0.0, "seed": 0, **settings}
+    def reply(self, messages: list[dict], settings: dict | None = None) -> dict:
+        """The judge's free reply to `messages` (a benchmark's own prompt, which asks for text, not JSON), with
+        `settings` added to the request (e.g. max_tokens, logprobs, top_logprobs): {"content", "top_logprobs" (of
+        its first token, or None)}. Nothing is asked of its format, so nothing is re-asked; cached, transient errors
+        retried, else JudgeFailure."""
+        request = {**self.request_body(messages, None), **(settings or {})}
         key = self.cache.key(self.endpoint.model_id, request, self._cache_scope) if self.cache else None
         if key and (cached := self.cache.get(key)) is not None:
             self.counters.add("cache_hits")

@@ -80,9 +80,15 @@ def judge_task(client: JudgeClient, task: TaskSpec, samples: list[dict], *, base
                baseline_run: str | None, gold: list[dict] | None, items: list[dict], progress=None,
                data_dir=None):
     """Adds judge scores/records to `samples` in place. Returns (metrics, reliability, gold_records):
-    metrics as (label, per-sample values without errors, errors, extra) tuples for the runner to record."""
+    metrics as (label, values without errors, errors, extra) tuples for the runner to record (the mean of
+    `values` is the metric). `data_dir`: the data mirror a benchmark's grading reads (its judge prompts)."""
     metrics, reliability, gold_records = [], {}, []
     by_id = {it["id"]: it for it in items}
+    for spec in (s for s in task.scorers if s.type == "mt_bench"):
+        from workbench.benchmarks.mt_bench import grade
+
+        found, reliability[spec.label] = grade(client, spec.label, samples, items, data_dir, progress)
+        metrics += found
     for spec in (s for s in task.scorers if s.type == "judge"):
         tick = progress.task(f"{task.name}: judge {spec.label}", total=len(samples)) if progress else None
         records = client.map(partial(_grade_sample, client, spec), samples, tick)
@@ -156,7 +162,7 @@ def _alpaca_pairwise(client, spec, pair):
 def _alpaca_annotator(client, job):
     messages, switched = job
     try:
-        reply = client.ask_tokens(messages, alpaca_eval.annotator_request())
+        reply = client.reply(messages, alpaca_eval.annotator_request())
     except JudgeFailure as exc:
         return {"error": str(exc)}
     preference = alpaca_eval.annotator_preference(reply["content"], reply["top_logprobs"], switched)
