@@ -125,6 +125,15 @@ def judge_messages(prompts: dict[str, dict], item: dict, answers: list[str], tur
     return [{"role": "system", "content": prompt["system_prompt"]}, {"role": "user", "content": user}]
 
 
+# A small local judge rarely ends its judgment in FastChat's "[[N]]" (the embedded 135M model: never, in our runs).
+# On wb's local llama.cpp judge the reply is held by this grammar to free text then "Rating: [[N]]"; the prompt
+# and the parse stay FastChat's. An endpoint's reply is never constrained (FastChat's behaviour exactly).
+LOCAL_RATING_GRAMMAR = """root ::= text "Rating: [[" rating "]]"
+text ::= [^[]{0,600}
+rating ::= [1-9] | "10"
+"""
+
+
 def parse_rating(judgment: str) -> float:
     """FastChat's rating: `[[N]]`, else `[N]`, else -1."""
     match = ONE_SCORE.search(judgment) or ONE_SCORE_BACKUP.search(judgment)
@@ -143,6 +152,7 @@ def grade(client: JudgeClient, label: str, samples: list[dict], items: list[dict
     sample's own `label` score is the mean of its valid ratings, so paired statistics pair questions. A rating
     of -1 (no rating in the judgment) or a failed judge call is an error of the metric, not a score."""
     prompts = judge_prompts(data_dir or home.data_dir())  # `wb judge` re-grades with WB_DATA_DIR's mirror
+    settings = {"grammar": LOCAL_RATING_GRAMMAR} if client.local else None
     by_id = {it["id"]: it for it in items}
     jobs = [(s, turn) for s in samples for turn in range(1, len(s["turns"]) + 1)]
 
@@ -151,7 +161,7 @@ def grade(client: JudgeClient, label: str, samples: list[dict], items: list[dict
         item = by_id[sample["id"]]
         record = {"turn": turn, "prompt": PROMPT_NAMES[(item["reference"] is not None, turn)]}
         try:
-            judgment = client.reply(judge_messages(prompts, item, sample["turns"], turn))["content"]
+            judgment = client.reply(judge_messages(prompts, item, sample["turns"], turn), settings)["content"]
         except JudgeFailure as exc:
             return {**record, "error": str(exc)}
         return {**record, "judgment": judgment, "rating": parse_rating(judgment)}
@@ -178,7 +188,7 @@ def grade(client: JudgeClient, label: str, samples: list[dict], items: list[dict
         ratings = [rec["rating"] for rec in in_cat if rec.get("rating", -1) != -1]
         metrics.append((breakdown.metric_name(label, "category", category), ratings, len(in_cat) - len(ratings),
                         {"scale": [1, 10], "breakdown": {"key": "category", "value": category}}))
-    reliability = {"kind": "rubric", "n": len(done), "errors": len(done) - len(valid), "no_rating": no_rating,
+    reliability = {"kind": "rubric", "n": len(done), "rating_grammar": settings is not None, "errors": len(done) - len(valid), "no_rating": no_rating,
                    "length_correlation": length_correlation([rec["rating"] for _, rec in valid],
                                                             [s["turns"][t - 1] for (s, t), _ in valid])}
     return metrics, reliability

@@ -162,9 +162,12 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
             sample.update({k: v for k, v in scored[0].items() if k != "scores" and v})
         samples.append(sample)
     if judge is not None and len(plain) < len(task.scorers):
+        started = time.monotonic()
         record_judge_task(judge, task, samples, items, run, progress, gold=suite.gold.get(task.name),
                           baseline=options.baseline if options else None,
                           data_dir=options.data_dir if options else None)
+        # the task's own entry is its whole time: generating (and scoring) is that minus this
+        run.manifest["timings"][f"{task.name}.judge"] = round(time.monotonic() - started, 2)
     run.write_samples(task.name, samples)
     metrics = [(s.label, m) for s in plain for m in names.get(s.label, [s.label])]
     metrics += [(label, f"{m}.pass@{k}") for label, m in metrics for k in task.pass_at]

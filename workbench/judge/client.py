@@ -111,6 +111,11 @@ class JudgeClient:
         self._http = None
         self._lock = threading.Lock()
 
+    @property
+    def local(self) -> bool:
+        """The judge is wb's own llama.cpp server (started on first use), not an endpoint the suite names."""
+        return self._start is not None
+
     def _client(self):
         with self._lock:
             if self._start_error is not None:  # the other workers must not try to start the server again
