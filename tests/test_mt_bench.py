@@ -151,7 +151,7 @@ def test_replayed_judgments_give_the_published_mean(mirror, replay_judge, ws, ca
 
 @pytest.mark.slow  # the default model and llama.cpp's judge server: 40 s on 2 cores
 def test_two_turns_on_the_default_model_with_the_local_judge(mirror, ws, capsys):
-    suite = _suite(ws, {"model": "default", "max_tokens": 24},
+    suite = _suite(ws, {"model": "default", "max_tokens": 256},
                    "    generation: {max_new_tokens: 12}\n")
     res = run_cli(["eval", "default", "--suite", suite, "--data-dir", mirror, "--limit", "2", "--json"], capsys)
     assert res.code == 0, res.stderr
@@ -167,7 +167,11 @@ def test_two_turns_on_the_default_model_with_the_local_judge(mirror, ws, capsys)
         assert [r["turn"] for r in s["judge"]["mt_bench"]["turns"]] == [1, 2]
     metric = _metrics(payload)["mt_bench"]
     ratings = [r.get("rating", -1) for s in samples for r in s["judge"]["mt_bench"]["turns"]]
-    assert metric["n"] + metric["errors"] == 4 and metric["errors"] == ratings.count(-1)
+    # on the local judge the judgment is held to end in FastChat's "[[N]]" (mt_bench.LOCAL_RATING_GRAMMAR)
+    assert (metric["n"], metric["errors"]) == (4, 0) and all(1 <= r <= 10 for r in ratings)
+    assert metric["value"] == pytest.approx(sum(ratings) / 4)
+    manifest = json.loads((ws.store / "runs" / payload["run_id"] / "run.json").read_text())
+    assert manifest["judge"]["tasks"]["mt_bench"]["mt_bench"]["rating_grammar"] is True
 
 
 def test_a_judge_without_a_rating_counts_as_minus_one(mirror, replay_judge, ws, capsys):
