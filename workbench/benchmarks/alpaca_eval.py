@@ -14,6 +14,7 @@ import math
 import warnings
 from pathlib import Path
 
+from workbench import benchmarks
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.system.extras import require
 from workbench.system.user_files import load_json
@@ -35,13 +36,7 @@ def metric_names(label: str) -> list[str]:
 
 
 def mirror_file(data_dir: Path | None, name: str) -> Path:
-    if data_dir is None:
-        raise BadInput(f"benchmark alpaca_eval reads {FOLDER}/{name} from the data mirror: give --data-dir or set "
-                       "WB_DATA_DIR")
-    path = Path(data_dir) / FOLDER / name
-    if not path.is_file():
-        raise BadInput(f"{path}: missing from the data dir (AlpacaEval 2.0's instructions and reference outputs)")
-    return path
+    return benchmarks.mirror_file(FOLDER, data_dir, name, "AlpacaEval 2.0's instructions and reference outputs")
 
 
 def load_items(data_dir: Path | None) -> list[dict]:

@@ -8,6 +8,7 @@ matches), the score the mean of the valid ratings (FastChat's show_result)."""
 import re
 from pathlib import Path
 
+from workbench import benchmarks
 from workbench.errors import BadInput
 from workbench.eval import breakdown
 from workbench.judge.client import JudgeClient, JudgeFailure
@@ -38,14 +39,7 @@ def metric_names(label: str) -> list[str]:
 
 
 def mirror_file(data_dir: Path | None, relpath: str) -> Path:
-    if data_dir is None:
-        raise BadInput(f"benchmark mt_bench reads {FOLDER}/{relpath} from the data mirror: give --data-dir or set "
-                       "WB_DATA_DIR")
-    path = Path(data_dir) / FOLDER / relpath
-    if not path.is_file():
-        raise BadInput(f"{path}: missing from the data dir (benchmark mt_bench needs {FOLDER}/{relpath}, "
-                       "FastChat's llm_judge/data/mt_bench layout)")
-    return path
+    return benchmarks.mirror_file(FOLDER, data_dir, relpath, "FastChat's llm_judge/data/mt_bench layout")
 
 
 def _rows(path: Path, keys: tuple[str, ...]) -> list[dict]:
