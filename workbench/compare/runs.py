@@ -5,7 +5,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from workbench.errors import BadInput
-from workbench.eval.breakdown import group_scores
+from workbench.eval.breakdown import sample_scores
 from workbench.store import Run, Store
 
 # Settings that change scores: two runs that differ here are not directly comparable.
@@ -83,13 +83,13 @@ def _key(m: dict) -> tuple[str, str]:
     return m["task"], m["metric"]
 
 
-def _paired_counts(a: Run, b: Run, task: str, metric: str, group: dict | None = None
+def _paired_counts(a: Run, b: Run, task: str, metric: str, source: str | None, group: dict | None = None
                    ) -> tuple[int, int] | tuple[None, None]:
-    """Samples both runs scored on `metric` (a per-tag row: those with the tag) where B scored higher / lower."""
-    sa, sb = a.samples(task), b.samples(task)
-    if not sa or not sb or "scores" not in sa[0]:
+    """Samples both runs scored on `metric` (a task's, a judge's or lm-eval's; a per-tag row: those with the tag)
+    where B scored higher / lower."""
+    before, after = sample_scores(a, task, metric, source, group), sample_scores(b, task, metric, source, group)
+    if not before or not after:
         return None, None
-    before, after = group_scores(sa, metric, group), group_scores(sb, metric, group)
     pairs = [(before[i], after[i]) for i in before.keys() & after.keys()]
     return sum(y > x for x, y in pairs), sum(y < x for x, y in pairs)
 
@@ -130,7 +130,7 @@ def compare_runs(a: Run, b: Run) -> Comparison:
     for key in list(ma) + [k for k in mb if k not in ma]:
         x, y = ma.get(key, {}), mb.get(key, {})
         va, vb = x.get("value"), y.get("value")
-        up, down = _paired_counts(a, b, *key, (x or y).get("breakdown")) if x.get("source") == "task" \
+        up, down = _paired_counts(a, b, *key, x.get("source"), (x or y).get("breakdown")) if x and y \
             else (None, None)
         missing = (_missing_reason(a, *key) if not x else _missing_reason(b, *key) if not y else None)
         rows.append(Row(task=key[0], metric=key[1], a=va, b=vb,

@@ -3,10 +3,15 @@
 A task's metric `label` is also reported for each tag its items carry, as the row `label[tag=TAG]`, and for each
 value of a metadata key the task lists in `breakdown:`, as `label[KEY=VALUE]`; the row carries
 `"breakdown": {"key": "tag" | KEY, "value": VALUE}`. Its value is the mean of `label` over the samples in the group,
-so gates and `wb compare` pair it on those samples alone (`group_scores`)."""
+so gates and `wb compare` pair it on those samples alone (`group_scores`); `sample_scores` gives any metric row's
+per-sample scores, lm-eval's included, for that pairing."""
 
 import json
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workbench.store import Run
 
 TAG = "tag"
 
@@ -55,3 +60,15 @@ def group_scores(samples: list[dict], metric: str, breakdown: dict | None) -> di
         if isinstance(value, (int, float)) and not math.isnan(value):
             out[str(s["id"])] = float(value)
     return out
+
+
+def sample_scores(run: "Run", task: str, metric: str, source: str | None, breakdown: dict | None = None
+                  ) -> dict[str, float]:
+    """id -> per-sample score: task samples' `scores` (for a per-tag row, of the samples with that tag), or
+    lm-eval samples' `metrics` under the metric's filter."""
+    if source != "lm-eval":
+        return group_scores(run.samples(task), metric, breakdown)
+    name, _, filt = metric.partition(",")
+    rows = [r for r in run.samples(f"lm-eval.{task}") if (r.get("filter") or "none") == (filt or "none")]
+    raw = {str(r.get("doc_id")): (r.get("metrics") or {}).get(name) for r in rows}
+    return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not math.isnan(v)}

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from workbench.config import JUDGE_SCORERS, GateSpec, Strict, SuiteConfig, load_yaml_model
 from workbench.errors import BadInput
-from workbench.eval.breakdown import group_scores
+from workbench.eval.breakdown import sample_scores
 from workbench.store import Run
 
 EXACT_BELOW = 25  # McNemar: exact binomial below this many discordant pairs, chi-square (corrected) from here on
@@ -150,18 +150,6 @@ def mean_diff_n_required(sd: float, drop: float, alpha: float, power: float = PO
 
 
 # ---- per-sample pairing --------------------------------------------------------------------------------------
-
-def sample_scores(run: Run, task: str, metric: str, source: str | None, breakdown: dict | None = None
-                  ) -> dict[str, float]:
-    """id -> per-sample score: task samples' `scores` (for a per-tag row, of the samples with that tag), or
-    lm-eval samples' `metrics` under the metric's filter."""
-    if source != "lm-eval":
-        return group_scores(run.samples(task), metric, breakdown)
-    name, _, filt = metric.partition(",")
-    rows = [r for r in run.samples(f"lm-eval.{task}") if (r.get("filter") or "none") == (filt or "none")]
-    raw = {str(r.get("doc_id")): (r.get("metrics") or {}).get(name) for r in rows}
-    return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not math.isnan(v)}
-
 
 def _usable(scores: dict[str, float], row: dict) -> bool:
     # Per-sample scores stand for the metric only when their mean is its value (not so for e.g. perplexity).
