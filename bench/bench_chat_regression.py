@@ -7,8 +7,8 @@ take at the same rate.
     WB_DATA_DIR=/work/shared/data .venv/bin/python bench/bench_chat_regression.py [--limit 5]
 
 The Q8_0 file is exported once (`wb export default --format gguf --quant q8_0`) into the bench's folder. The judge
-is the suite's (the embedded 135M model on llama.cpp's server); its verdict cache is kept in a fresh WB_HOME per
-runtime so both sides pay for their judging.
+is the suite's (the embedded 135M model on llama.cpp's server). Each side runs in a fresh WB_HOME (its models
+linked from the usual one) without lm-eval's request cache, so both pay for every generation and verdict.
 """
 
 import argparse
@@ -67,11 +67,12 @@ def main() -> None:
         home = folder / f"home-{len(rows)}"
         shared = Path(os.environ.get("WB_HOME") or Path.home() / ".cache" / "ckpt-workbench")
         home.mkdir(exist_ok=True)
-        for keep in ("models", "weights-sha", "llama.cpp", "hf-datasets", "lm_eval"):  # not the judge cache
+        for keep in ("models", "weights-sha", "llama.cpp", "hf-datasets"):  # not the judge's or lm-eval's caches
             if (shared / keep).exists() and not (home / keep).exists():
                 (home / keep).symlink_to(shared / keep)
         env = {**base_env, "WB_HOME": str(home)}
-        elapsed, stdout = wb(["eval", ref, "--suite", "chat-regression", "--limit", str(args.limit), "--json"], env,
+        elapsed, stdout = wb(["eval", ref, "--suite", "chat-regression", "--limit", str(args.limit), "--no-cache",
+                              "--json"], env,
                              folder / f"eval-{len(rows)}.log")
         run_id = json.loads(stdout)["run_id"]
         manifest = json.loads((folder / "store" / "runs" / run_id / "run.json").read_text())
