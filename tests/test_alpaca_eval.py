@@ -4,15 +4,14 @@ of the default model judged by the local judge; bad input refused in one line.""
 
 import csv
 import gzip
-import http.server
 import json
 import math
-import threading
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from hostile_support import run_cli, snapshot
+from loopback import JsonHandler, serving, v1_url
 
 from workbench.benchmarks import alpaca_eval as ae
 
@@ -123,8 +122,8 @@ def test_length_controlled_true_without_df_gamed_is_exit_4(tmp_path, monkeypatch
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    rows = [{"index": i, "instruction": f"q{i}", "output": "a" * i, "baseline_output": "b", "preference": 1.5 + (i % 2) / 2}
-            for i in range(6)]
+    rows = [{"index": i, "instruction": f"q{i}", "output": "a" * i, "baseline_output": "b",
+             "preference": 1.5 + (i % 2) / 2} for i in range(6)]
     from workbench.errors import EnvironmentProblem
 
     rates = ae.win_rates(ae.annotation_rows(rows, "m", "b"), data_dir=tmp_path)
@@ -136,37 +135,26 @@ def test_length_controlled_true_without_df_gamed_is_exit_4(tmp_path, monkeypatch
 
 # ---- AlpacaEval's own annotator against a loopback OpenAI-compatible endpoint -------------------------------------
 
-class Annotator(http.server.BaseHTTPRequestHandler):
+class Annotator(JsonHandler):
     """Prefers the output shown second ("M") with probability 0.8; top_logprobs only when `logprobs` is on."""
     bodies: ClassVar[list] = []
     logprobs = True
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         type(self).bodies.append(body)
         choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "M"}}
         if self.logprobs and body.get("logprobs"):
             choice["logprobs"] = {"content": [{"token": "M", "logprob": math.log(0.8), "top_logprobs": [
                 {"token": "M", "logprob": math.log(0.8)}, {"token": "m", "logprob": math.log(0.2)}]}]}
-        data = json.dumps({"choices": [choice]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_json({"choices": [choice]})
 
 
 @pytest.fixture
 def annotator_url():
     Annotator.bodies = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Annotator)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
+    with serving(Annotator) as server:
+        yield v1_url(server)
 
 
 def _suite(folder: Path, judge: str, scorer: str = "{type: alpaca_eval}", name: str = "alpaca") -> Path:
@@ -188,7 +176,8 @@ def test_alpaca_eval_annotator_prompt_and_weighted_preference(tmp_path, store_di
     res = run_cli(["eval", tiny_model_dir, "--suite", suite, "--limit", "3", "--data-dir", MIRROR, "--json"], capsys)
     assert res.code == 0, res.stderr
     run = json.loads(res.stdout)["run_id"]
-    samples = [json.loads(line) for line in (store_dir / "runs" / run / "samples" / "ae.jsonl").read_text().splitlines()]
+    samples = [json.loads(line)
+               for line in (store_dir / "runs" / run / "samples" / "ae.jsonl").read_text().splitlines()]
     config = ae.annotator_config()
     template_system = config["template"].split("<|im_start|>system\n")[1].split("<|im_end|>")[0].strip()
     assert len(Annotator.bodies) == 3
@@ -299,7 +288,8 @@ def test_default_model_judged_by_the_local_judge(tmp_path, store_dir, capsys):
     res = run_cli(["eval", "default", "--suite", suite, "--limit", "2", "--data-dir", MIRROR, "--json"], capsys)
     assert res.code == 0, res.stderr
     run = json.loads(res.stdout)["run_id"]
-    samples = [json.loads(line) for line in (store_dir / "runs" / run / "samples" / "ae.jsonl").read_text().splitlines()]
+    samples = [json.loads(line)
+               for line in (store_dir / "runs" / run / "samples" / "ae.jsonl").read_text().splitlines()]
     assert [s["metadata"]["index"] for s in samples] == [0, 1]
     for s in samples:
         rec = s["judge"]["alpaca_eval"]

@@ -4,14 +4,13 @@ question ratings and AlpacaEval's per-instruction preferences through the paired
 recorded (`wb eval --outputs`) and the judge is a loopback endpoint that prefers answers saying GOOD, so the
 expected drops are known; IFEval's paired McNemar test is lm-eval's per-prompt pass/fail (tests/test_gate.py)."""
 
-import http.server
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from hostile_support import Workspace, run_cli
+from loopback import JsonHandler, serving, v1_url
 
 from workbench.eval.suites import load_suite
 
@@ -37,15 +36,12 @@ def test_the_bundled_suite_reads_its_three_benchmarks_from_the_mirror(mirror):
                                     "alpaca_eval": ["alpaca_eval.win_rate", "alpaca_eval.length_controlled_winrate"]}
 
 
-class GoodJudge(http.server.BaseHTTPRequestHandler):
+class GoodJudge(JsonHandler):
     """MT-Bench (free text): [[9]] when the answer graded says GOOD, else [[4]]. Pairwise (a JSON verdict): the
     answer that says GOOD wins; neither or both: a tie."""
 
-    def log_message(self, *args):
-        pass
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         if "response_format" in body or "grammar" in body:
             a, b = user.split("Answer A:\n", 1)[1].split("\n\nAnswer B:\n", 1)
@@ -54,22 +50,13 @@ class GoodJudge(http.server.BaseHTTPRequestHandler):
         else:
             graded = user.rsplit("[The Start of Assistant", 1)[-1]
             content = f"Judged. Rating: [[{9 if 'GOOD' in graded else 4}]]"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.chat(content)
 
 
 @pytest.fixture
 def judge_url():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GoodJudge)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with serving(GoodJudge) as server:
+        yield v1_url(server)
 
 
 @pytest.fixture

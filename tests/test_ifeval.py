@@ -13,12 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from hostile_support import run_cli
+from loopback import JsonHandler, serving, v1_url
 
 # Qwen 3 style: past thinking rendered from reasoning_content, the generation prompt leaves the model to open it
 QWEN3_LIKE = (
@@ -59,34 +58,19 @@ def ifeval_data(data_dir):
 def replay_server():
     """An OpenAI-compatible server that answers each IFEval prompt with its KNOWN output."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_GET(self):
-            self._send({"object": "list", "data": [{"id": "replay", "object": "model"}]})
+            self.send_json({"object": "list", "data": [{"id": "replay", "object": "model"}]})
 
         def do_POST(self):
-            asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            asked = self.body()
             prompt = asked["prompt"] if isinstance(asked["prompt"], str) else asked["prompt"][0]
             text = next(out for needle, out, _ in KNOWN if needle in prompt)
-            self._send({"object": "text_completion", "model": "replay",
-                        "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]})
+            self.send_json({"object": "text_completion", "model": "replay",
+                            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as server:
+        yield v1_url(server)
 
 
 @pytest.mark.slow  # wb eval end to end (a server / a child process)

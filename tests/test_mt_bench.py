@@ -3,14 +3,13 @@ judgments): the judge prompts wb builds equal FastChat's `user_prompt`, the rati
 `wb eval --outputs` on those answers, with a loopback judge that replays the recorded judgments, gives the
 published mean. Then a real two-turn generation on the default model with the local judge, and bad input."""
 
-import http.server
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from hostile_support import Workspace, assert_refused, run_cli, snapshot
+from loopback import JsonHandler, serving, v1_url
 
 import workbench
 from workbench.benchmarks import mt_bench
@@ -53,21 +52,15 @@ def test_prompts_and_ratings_equal_fastchats(mirror):
 def test_free_text_replies_are_retried_and_cached(tmp_path):
     from test_judge import ScriptedJudge, _client, _url  # its scripted server: 500 twice, then a reply
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
-    server.calls, server.lock, server.expect_key, server.daemon_threads = {}, threading.Lock(), None, True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        from workbench.judge.cache import JudgeCache
+    from workbench.judge.cache import JudgeCache
 
+    with serving(ScriptedJudge, calls={}, expect_key=None) as server:
         client = _client(_url(server), cache=JudgeCache(tmp_path / "cache"))
         messages = [{"role": "system", "content": "judge"}, {"role": "user", "content": "Rate this. MODE:flaky"}]
         first = client.reply(messages)
         assert json.loads(first["content"]) == {"rationale": "fine", "score": 4}
         assert client.reply(messages) == first
         assert client.counters.to_dict() == {"requests": 3, "cache_hits": 1, "retries": 2, "failures": 0}
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_rating_parse_follows_fastchat():
@@ -77,36 +70,22 @@ def test_rating_parse_follows_fastchat():
     assert mt_bench.parse_rating("Rating: 7/10") == -1
 
 
-class ReplayJudge(http.server.BaseHTTPRequestHandler):
+class ReplayJudge(JsonHandler):
     """An OpenAI-compatible judge that answers with FastChat's recorded judgment for that exact user prompt."""
 
-    def log_message(self, *args):
-        pass
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        messages = self.body()["messages"]
+        user = next(m["content"] for m in messages if m["role"] == "user")
         with self.server.lock:
-            self.server.seen.append(body["messages"])
-        content = self.server.judgments.get(user, "I will not give a rating.")
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            self.server.seen.append(messages)
+        self.chat(self.server.judgments.get(user, "I will not give a rating."))
 
 
 @pytest.fixture
 def replay_judge(mirror):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ReplayJudge)
-    server.judgments = {r["user_prompt"]: r["judgment"]
-                        for r in _jsonl(mirror / "mt_bench/model_judgment/gpt-4_single.jsonl")}
-    server.seen, server.lock, server.daemon_threads = [], threading.Lock(), True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    judgments = {r["user_prompt"]: r["judgment"] for r in _jsonl(mirror / "mt_bench/model_judgment/gpt-4_single.jsonl")}
+    with serving(ReplayJudge, judgments=judgments, seen=[]) as server:
+        yield server
 
 
 @pytest.fixture
@@ -126,7 +105,7 @@ def _metrics(payload: dict) -> dict:
 
 
 def test_replayed_judgments_give_the_published_mean(mirror, replay_judge, ws, capsys):
-    suite = _suite(ws, {"base_url": f"http://127.0.0.1:{replay_judge.server_address[1]}/v1", "model": "gpt-4",
+    suite = _suite(ws, {"base_url": v1_url(replay_judge), "model": "gpt-4",
                         "concurrency": 8})
     answers = mirror / "mt_bench/model_answer/gemini-1.5-flash.jsonl"
     res = run_cli(["eval", "--outputs", answers, "--suite", suite, "--data-dir", mirror, "--json"], capsys)
@@ -176,7 +155,7 @@ def test_two_turns_on_the_default_model_with_the_local_judge(mirror, ws, capsys)
 
 def test_a_judge_without_a_rating_counts_as_minus_one(mirror, replay_judge, ws, capsys):
     replay_judge.judgments = {}  # every reply lacks a rating
-    suite = _suite(ws, {"base_url": f"http://127.0.0.1:{replay_judge.server_address[1]}/v1", "model": "gpt-4"})
+    suite = _suite(ws, {"base_url": v1_url(replay_judge), "model": "gpt-4"})
     answers = ws.file("a.jsonl", "".join(json.dumps({"id": str(i), "output": ["one", "two"]}) + "\n"
                                          for i in (81, 82)))
     res = run_cli(["eval", "--outputs", answers, "--suite", suite, "--data-dir", mirror, "--limit", "2", "--json"],

@@ -11,6 +11,7 @@ so position bias can be measured. A rubric label grades one run's answer on the 
 """
 
 import fcntl
+import hashlib
 import json
 import os
 import uuid
@@ -48,8 +49,6 @@ def preferred(label: dict) -> str:
 def sides(seed: int, item: str, runs: list[str]) -> list[str]:
     """The left/right order the page shows runs [A, B] in for `item`: drawn per item from `seed`, so a reload or
     another reviewer with the same seed sees the same order, and about half the items show B on the left."""
-    import hashlib
-
     digest = hashlib.sha256(f"{seed}\0{item}\0{runs[0]}\0{runs[1]}".encode()).digest()
     return list(runs) if digest[0] % 2 == 0 else [runs[1], runs[0]]
 
