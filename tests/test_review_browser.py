@@ -39,6 +39,12 @@ class Reviewer:
     def wait_ready(self) -> None:
         self.page.get_by_role("heading", name="Review").wait_for()
         self.page.get_by_text("items labelled by you").wait_for()
+        self.settled()
+
+    def settled(self) -> None:
+        """Waits out the script run: until it ends, the last item's widgets stay in the page beside the new ones."""
+        self.page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
+        self.sync_api.expect(self.page.locator('[data-stale="true"]')).to_have_count(0)
 
     def progress(self) -> str:
         return self.page.get_by_text("items labelled by you").inner_text()
@@ -47,6 +53,7 @@ class Reviewer:
         """Labels the item on screen (the k-th this reviewer labels) with choice 1-4; returns the item's id."""
         expect = self.sync_api.expect
         expect(self.page.get_by_text(re.compile(rf"^{k} of {N} items labelled by you"))).to_be_visible()
+        self.settled()
         caption = self.page.get_by_text("the runs' names are hidden").inner_text()
         item = caption.split("id ", 1)[1].split(" ·", 1)[0].replace("\\", "")
         self.left[item] = self.page.locator(".st-key-answer-left").inner_text()
