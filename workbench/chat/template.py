@@ -44,9 +44,11 @@ def _raise(message):
 
 
 def render_template(template: str, messages: list[dict], add_generation_prompt: bool, *,
-                    special_tokens: dict | None = None, now=None) -> str:
+                    special_tokens: dict | None = None, now=None, tools: list[dict] | None = None,
+                    template_kwargs: dict | None = None) -> str:
     """The template's text for `messages`; `special_tokens` are bos_token, eos_token, ... as the tokenizer
-    passes them. `now` pins strftime_now (a datetime) for reproducible renderings."""
+    passes them. `now` pins strftime_now (a datetime) for reproducible renderings. `tools` are OpenAI function
+    specs (apply_chat_template's tools=); `template_kwargs` other variables templates read (enable_thinking)."""
     try:
         compiled = _compile(template)
     except Exception as exc:  # noqa: BLE001 - jinja2.TemplateSyntaxError and friends
@@ -55,7 +57,7 @@ def render_template(template: str, messages: list[dict], add_generation_prompt: 
     try:
         return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                raise_exception=_raise, strftime_now=lambda fmt: clock().strftime(fmt),
-                               tools=None, documents=None, **(special_tokens or {}))
+                               tools=tools, documents=None, **(template_kwargs or {}), **(special_tokens or {}))
     except ChatTemplateError:
         raise
     except Exception as exc:  # noqa: BLE001 - TypeError, UndefinedError, ... inside the template
