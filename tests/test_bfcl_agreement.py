@@ -1,0 +1,186 @@
+"""wb's tool_call verdict equals the Berkeley Function Calling Leaderboard's own checker's (bfcl-eval's
+ast_checker, and its relevance rule for irrelevance), on every item of BFCL's non-live AST categories.
+
+Each item's first possible answer is rendered as model text (Hermes `<tool_call>` blocks and a plain JSON list),
+and systematically perturbed: wrong function, missing required argument, wrong type, value not allowed, extra
+call, parallel calls reordered, no call; for irrelevance, a call where none fits. wb reads the text (its parser)
+and judges the calls (workbench.toolcalls.bfcl); the checker judges the calls that were rendered.
+
+bfcl-eval's ast_checker imports its model registry (constants/model_config: every provider's SDK) only to look up
+whether a model's function names had `.` replaced by `_`; that registry is given here as one entry, a model whose
+names are kept as they are (wb keeps them), so bfcl-eval installs without its providers' SDKs.
+"""
+
+import copy
+import json
+import sys
+import types
+from importlib import resources
+
+import pytest
+
+from workbench.toolcalls.bfcl import check_calls
+from workbench.toolcalls.calls import ToolCall
+from workbench.toolcalls.parse import parse_calls
+
+CATEGORIES = ("simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
+              "irrelevance")
+LANGUAGE = {"simple_java": "java", "simple_javascript": "javascript"}
+
+
+@pytest.fixture(scope="module")
+def bfcl():
+    pytest.importorskip("bfcl_eval", reason="bfcl-eval (scripts/setup.sh installs it)")
+    registry = types.ModuleType("bfcl_eval.constants.model_config")
+    registry.MODEL_CONFIG_MAPPING = {"wb": types.SimpleNamespace(underscore_to_dot=False)}
+    sys.modules.setdefault("bfcl_eval.constants.model_config", registry)
+    from bfcl_eval.constants.enums import Language
+    from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
+    from bfcl_eval.utils import is_empty_output
+
+    return types.SimpleNamespace(ast_checker=ast_checker, is_empty_output=is_empty_output,
+                                 languages={"python": Language.PYTHON, "java": Language.JAVA,
+                                            "javascript": Language.JAVASCRIPT})
+
+
+def bfcl_items(category: str) -> list[tuple[dict, list]]:
+    data = resources.files("bfcl_eval") / "data"
+    questions = [json.loads(line) for line in (data / f"BFCL_v4_{category}.json").read_text().splitlines() if line]
+    if category == "irrelevance":
+        return [(q, []) for q in questions]
+    answers = {a["id"]: a["ground_truth"] for a in map(json.loads, (data / "possible_answer" /
+                                                                      f"BFCL_v4_{category}.json").read_text()
+                                                       .splitlines()) if a}
+    return [(q, answers[q["id"]]) for q in questions]
+
+
+def source_text(value, language: str):
+    """An argument as Java/JavaScript source text (BFCL gives those languages' arguments as text)."""
+    if language == "python" or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def rendered(answer: list[dict], language: str) -> list[ToolCall]:
+    """The calls of a possible answer: each parameter's first allowed value, left out when that is ""."""
+    calls = []
+    for expected in answer:
+        name, params = next(iter(expected.items()))
+        calls.append(ToolCall(name, {k: source_text(v[0], language) for k, v in params.items() if v[0] != ""}))
+    return calls
+
+
+def other_type(value, language):
+    if language != "python":
+        return 7 if isinstance(value, str) else "x"  # BFCL: Java/JavaScript arguments must be text
+    if isinstance(value, bool):
+        return "yes"
+    if isinstance(value, (int, float)):
+        return "abc"
+    if isinstance(value, str):
+        return 12345
+    if isinstance(value, list):
+        return "x"
+    return 1
+
+
+def not_allowed(value, language):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 7919
+    if isinstance(value, str):
+        return value + " zzz" if language == "python" else value + "Zq"
+    if isinstance(value, list):
+        return value + value[:1] if value else ["zzz"]
+    if isinstance(value, dict):
+        return {**value, "zzz_key": 1}
+    return value
+
+
+def filler(spec: dict):
+    kind = spec.get("type")
+    return {"integer": 3, "float": 2.5, "number": 2.5, "boolean": True, "array": ["a"], "tuple": ["a"],
+            "dict": {"a": 1}}.get(kind, "something")
+
+
+def perturbations(question: dict, answer: list, language: str):
+    """(name, calls) of the rendered answer and its perturbations."""
+    functions = question["function"]
+    if not answer:  # irrelevance
+        fn = functions[0]
+        props = fn["parameters"].get("properties", {})
+        yield "call where none fits", [ToolCall(fn["name"], {p: filler(props[p]) for p in
+                                                            fn["parameters"].get("required", []) if p in props})]
+        yield "no call", []
+        return
+    calls = rendered(answer, language)
+    yield "answer", calls
+    yield "no call", []
+    declared = [f["name"] for f in functions]
+    other = next((n for n in declared if n != calls[0].name), calls[0].name + "_other")
+    yield "wrong function", [ToolCall(other, calls[0].arguments)] + calls[1:]
+    spec = next(f for f in functions if f["name"] == calls[0].name)["parameters"]
+    required = [p for p in spec.get("required", []) if p in calls[0].arguments]
+    if required:
+        args = {k: v for k, v in calls[0].arguments.items() if k != required[0]}
+        yield "missing required", [ToolCall(calls[0].name, args)] + calls[1:]
+    if calls[0].arguments:
+        param, value = next(iter(calls[0].arguments.items()))
+        yield "wrong type", [ToolCall(calls[0].name, {**calls[0].arguments, param: other_type(value, language)})] \
+            + calls[1:]
+        yield "value not allowed", [ToolCall(calls[0].name, {**calls[0].arguments,
+                                                             param: not_allowed(copy.deepcopy(value), language)})] \
+            + calls[1:]
+    yield "extra call", calls + calls[:1]
+    if len(calls) > 1:
+        yield "parallel reordered", calls[::-1]
+
+
+def texts(calls: list[ToolCall]) -> dict[str, str]:
+    """The calls as a model writes them: Hermes blocks after some prose, and a plain JSON list."""
+    if not calls:
+        return {"prose": "I cannot do that with the tools I have."}
+    hermes = "".join(f"<tool_call>\n{json.dumps({'name': c.name, 'arguments': c.arguments})}\n</tool_call>\n"
+                     for c in calls)
+    return {"hermes": "Let me call the tools.\n" + hermes,
+            "json": json.dumps([{"name": c.name, "arguments": c.arguments} for c in calls])}
+
+
+def bfcl_verdict(bfcl, question, answer, calls, category, language) -> bool:
+    decoded = [{c.name: c.arguments} for c in calls]
+    if category == "irrelevance":
+        return bfcl.is_empty_output(decoded)
+    if not calls:  # BFCL: an answer that decodes to no call fails an AST item
+        return False
+    return bfcl.ast_checker(question["function"], decoded, answer, bfcl.languages[language], category,
+                            "wb")["valid"]
+
+
+def wb_verdict(text, question, answer, language) -> bool:
+    parsed = parse_calls(text)
+    assert parsed.parsed, parsed.error
+    return check_calls(parsed.calls, question["function"], answer, language).correct
+
+
+def test_bfcl_agreement(bfcl, capsys):
+    table, disagreements = [], []
+    for category in CATEGORIES:
+        language = LANGUAGE.get(category, "python")
+        items = bfcl_items(category)
+        counts = {"cases": 0, "agree": 0, "correct": 0}
+        for question, answer in items:
+            for name, calls in perturbations(question, answer, language):
+                expected = bfcl_verdict(bfcl, question, answer, calls, category, language)
+                for form, text in texts(calls).items():
+                    got = wb_verdict(text, question, answer, language)
+                    counts["cases"] += 1
+                    counts["agree"] += got == expected
+                    counts["correct"] += expected
+                    if got != expected:
+                        disagreements.append(f"{question['id']} {name} ({form}): bfcl {expected}, wb {got}")
+        table.append(f"{category:18} {len(items):5} items {counts['cases']:6} cases  agreement "
+                     f"{counts['agree'] / counts['cases']:.2%}  (bfcl: {counts['correct']} correct)")
+    with capsys.disabled():
+        print("\n" + "\n".join(table))
+    assert not disagreements, f"{len(disagreements)} disagreements, e.g.\n" + "\n".join(disagreements[:20])
