@@ -234,6 +234,12 @@ SCORER_TYPES = {
                    "The metrics LABEL.win_rate and LABEL.length_controlled_winrate (fractions; x100 is AlpacaEval's "
                    "percentage) are computed by the alpaca-eval package (get_winrate, get_length_controlled_winrate); "
                    "the latter needs df_gamed.csv (see docs/benchmarks.md).",
+    "tool_call": "The output's tool calls, parsed by the chat format's tool-call syntax (`tool_syntax`), judged by "
+                 "the Berkeley Function Calling Leaderboard's AST rules against the item's `tools` and its expected "
+                 "calls: `reference: [{name, arguments}, ...]` (exact; [] means no call expected) or BFCL's "
+                 "`possible_answer: [{FUNCTION: {PARAM: [allowed values]}}]` (\"\" allowed: may be left out). "
+                 "LABEL is the call accuracy; LABEL.unparseable, LABEL.wrong and LABEL.no_call the shares of "
+                 "outputs whose calls do not parse, parse but are wrong, and hold no call (docs/tools.md).",
 }
 
 
@@ -282,6 +288,10 @@ class ScorerSpec(Strict):
     `{"values": {NAME: number, ...}, "explanation": "..."}` (each value the metric `LABEL.NAME`); it may be
     `async`. An exception on a sample is recorded on that sample (`errors`) and counted in the metric's `errors`;
     the sample gets no score. As a GRPO reward it counts its `reward` value, else its first one."""
+    tool_syntax: Literal["hermes", "llama3", "mistral", "harmony", "json"] | None = None
+    """tool_call: the syntax the model writes calls in (docs/tools.md). Unset: the checkpoint's chat format's, as
+    read from its template; whatever the syntax, an output holding another syntax's markers, or plain JSON, is
+    read too."""
 
     @model_validator(mode="after")
     def _needs(self):
@@ -353,6 +363,11 @@ class TaskSpec(Strict):
     """JSONL items with "messages" (or "prompt"), "reference" and optionally "id", "tags" (a list of strings: every
     metric is also reported per tag, as `METRIC[tag=TAG]`) and "metadata" (any JSON; see `breakdown`); relative to
     the suite file. A task gives either `data` or `benchmark`."""
+    format: Literal["jsonl", "bfcl"] = "jsonl"
+    """How `data` is read: `jsonl` (the items above; a tool_call item adds "tools" and "possible_answer") or
+    `bfcl`: a Berkeley Function Calling Leaderboard question file (`BFCL_v4_CATEGORY.json`, as bfcl-eval ships it)
+    whose expected calls are read from `possible_answer/` beside it (an irrelevance file has none: no call is
+    expected); its functions become the items' `tools` (docs/tools.md)."""
     benchmark: Literal[BENCHMARKS] | None = None
     """A chat benchmark whose items wb reads from the data mirror (`--data-dir` / WB_DATA_DIR: its `mt_bench/` or
     `alpaca_eval/` folder) instead of `data`: `mt_bench` (80 two-turn questions; the second turn answered on the
@@ -385,6 +400,8 @@ class TaskSpec(Strict):
         if (self.data is None) == (self.benchmark is None):
             raise ValueError("give either 'data' (a JSONL file) or 'benchmark' (one of "
                              f"{', '.join(BENCHMARKS)}), not both or neither")
+        if self.format == "bfcl" and self.data is None:
+            raise ValueError("format: bfcl reads a BFCL question file: give it as 'data'")
         n = self.generation.n
         if n > 1 and self.benchmark == "mt_bench":
             raise ValueError(f"generation.n: {n}: MT-Bench answers each question once, turn by turn (n: 1)")

@@ -9,7 +9,8 @@ llama.cpp, export verification and smoke chats, the Ollama stop list):
 - whether the template accepts a system message (Gemma 2 raises on one: the system text is then folded into
   the first user message, as its users do);
 - the text markers around a reasoning model's thinking (Qwen 3 / DeepSeek R1 `<think>` ... `</think>`), and
-  whether the generation prompt already opens it, so that the final answer can be told from the thinking.
+  whether the generation prompt already opens it, so that the final answer can be told from the thinking;
+- the syntax the template writes tool calls in (workbench.toolcalls.parse).
 
 A base model's generation_config often names only <eos>, while an instruct template ends turns with its own
 token: generation stops only where the template says a turn ends.
@@ -20,6 +21,8 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from workbench.toolcalls.parse import syntax_of_template
 
 _U, _A, _U2, _T = "WBQUSERQ", "WBQASSISTANTQ", "WBQUSERTWOQ", "WBQTHINKINGQ"
 
@@ -34,6 +37,7 @@ class ChatFormat:
     reasoning_start: str = ""  # the text that opens the thinking ("<think>"); "" for a model that does not reason
     reasoning_end: str = ""  # the text that closes it ("</think>"), after which the final answer comes
     reasoning_opened: bool = False  # the generation prompt itself opens the thinking (DeepSeek R1, QwQ)
+    tool_syntax: str = ""  # how the template writes tool calls (workbench.toolcalls.parse.SYNTAXES; "" none known)
 
     def strip_reasoning(self, text: str) -> tuple[str, int]:
         """The final answer in a generated turn, and how many characters of thinking were stripped before it.
@@ -75,7 +79,7 @@ class ChatFormat:
     def as_dict(self) -> dict:
         return {"template_sha256": self.sha256, "generation_prompt": self.generation_prompt,
                 "end_of_turn": list(self.end_of_turn), "user_turn": list(self.user_turn), "system_role": self.system_role,
-                "reasoning": self.reasoning_markers()}
+                "reasoning": self.reasoning_markers(), "tool_syntax": self.tool_syntax}
 
     def reasoning_markers(self) -> dict | None:
         """The thinking markers (None for a model that does not reason), as runs record them."""
@@ -115,7 +119,7 @@ def derive(template: str | None, render, specials, eos_tokens=()) -> ChatFormat:
         ended = render([user, assistant], False)
         turns = render([user, assistant, {"role": "user", "content": _U2}], True)
     except Exception:  # noqa: BLE001 - a template that cannot render a plain conversation: eos is all we know
-        return ChatFormat(template, end_of_turn=eos, system_role=system_role)
+        return ChatFormat(template, end_of_turn=eos, system_role=system_role, tool_syntax=syntax_of_template(template))
     generation = prompted[len(bare):] if prompted.startswith(bare) else ""
     after_assistant = ended.split(_A, 1)[1] if _A in ended else ""
     between = turns.split(_A, 1)[1].split(_U2, 1)[0] if _A in turns and _U2 in turns else ""
@@ -126,7 +130,7 @@ def derive(template: str | None, render, specials, eos_tokens=()) -> ChatFormat:
     opening = [t for t in specials_in(between, specials) if t not in end and t not in inside]
     start, stop, opened = _reasoning_markers(template, render, user, prompted, specials)
     return ChatFormat(template, generation, tuple(dict.fromkeys([*end, *eos])), tuple(opening), system_role,
-                      start, stop, opened)
+                      start, stop, opened, syntax_of_template(template))
 
 
 def _reasoning_markers(template: str, render, user: dict, prompted: str, specials) -> tuple[str, str, bool]:

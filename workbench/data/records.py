@@ -7,6 +7,9 @@ from workbench.errors import BadInput
 from workbench.system.user_files import json_lines
 
 ROLES = {"system", "user", "assistant"}
+# what a tool-calling item carries beside its messages (the tool_call scorer, docs/tools.md): the declared tools
+# (OpenAI function specs) and BFCL's possible answers
+TOOL_ITEM_KEYS = ("tools", "possible_answer")
 
 
 def sha256_file(path: Path) -> str:
@@ -28,7 +31,8 @@ def json_objects(path: Path):
 
 def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
     """Rows as {"id", "messages", "reference", "tags", "metadata"}; a plain "prompt" becomes one user message.
-    "tags" (a list of strings) and "metadata" (any JSON) are optional: [] and None when left out."""
+    "tags" (a list of strings) and "metadata" (any JSON) are optional: [] and None when left out; "tools" and
+    "possible_answer" are kept when given (an item with possible answers needs no reference)."""
     items, seen = [], set()
     for lineno, where, row in json_objects(path):
         if "messages" in row:
@@ -41,7 +45,7 @@ def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
             messages = [{"role": "user", "content": row["prompt"]}]
         else:
             raise BadInput(f"{where}: needs 'messages' (chat) or 'prompt' (string)")
-        if need_reference and "reference" not in row:
+        if need_reference and "reference" not in row and "possible_answer" not in row:
             raise BadInput(f"{where}: missing 'reference'")
         item_id = str(row.get("id", lineno))
         if item_id in seen:
@@ -51,7 +55,8 @@ def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             raise BadInput(f"{where}: tags: expected a list of non-empty strings")
         items.append({"id": item_id, "messages": messages, "reference": row.get("reference"),
-                      "tags": list(dict.fromkeys(tags)), "metadata": row.get("metadata")})
+                      "tags": list(dict.fromkeys(tags)), "metadata": row.get("metadata"),
+                      **{k: row[k] for k in TOOL_ITEM_KEYS if k in row}})
     if not items:
         raise BadInput(f"{path}: no rows")
     return items

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from workbench.config import JUDGE_SCORERS
 from workbench.eval import breakdown
-from workbench.eval.scorers import BadReturn, Sample, python_values, score
+from workbench.eval.scorers import TOOL_CALL_METRICS, BadReturn, Sample, python_values, score, tool_call_values
 from workbench.eval.suites import LoadedSuite, task_messages
 from workbench.runtimes.base import Runtime
 from workbench.store import Run, Store
@@ -148,9 +148,12 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
     errors = {s.label: 0 for s in plain if s.type == "python"}
     known = suite.python_metrics.get(task.name, {}) if suite is not None else {}
     names = {label: found for label, found in known.items() if found}  # python scorers' names from load_suite
+    chat_format = runtime.checkpoint.derived.get("chat_format") if runtime is not None else None
+    syntax = getattr(chat_format, "tool_syntax", "")  # the template's, for tool_call scorers
     samples = []
     for item, conversation, outputs in zip(items, conversations, answers):
-        scored = [_score_answer(plain, item, conversation, output, settings, names, errors) for output in outputs]
+        scored = [_score_answer(plain, item, conversation, output, settings, names, errors, syntax)
+                  for output in outputs]
         sample = {"id": item["id"], "messages": conversation, "output": outputs[0], "reference": item["reference"],
                   "scores": _item_scores(scored, task.pass_at), "tags": item["tags"], "metadata": item["metadata"]}
         if turns is not None:
@@ -223,11 +226,17 @@ def _answer_turns(runtime: Runtime | None, gen, items: list[dict], conversations
 
 
 def _score_answer(plain, item: dict, conversation: list[dict], output: str, settings: dict, names: dict,
-                  errors: dict) -> dict:
+                  errors: dict, tool_syntax: str = "") -> dict:
     """One answer's scores by every non-judge scorer; a python scorer's exception or bad return value is recorded
     (errors, by scorer label) instead of a score. `names` collects each scorer's metric names."""
     scores, explanations, failed = {}, {}, {}
     for spec in plain:
+        if spec.type == "tool_call":
+            result = tool_call_values(spec, item, output, tool_syntax)
+            names.setdefault(spec.label, [spec.label + m for m in TOOL_CALL_METRICS])
+            scores.update(result.values)
+            explanations[spec.label] = result.explanation
+            continue
         if spec.type != "python":
             scores[spec.label] = score(spec, output, item["reference"])
             names.setdefault(spec.label, [spec.label])

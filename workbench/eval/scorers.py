@@ -143,6 +143,60 @@ def score(spec: ScorerSpec, output: str, reference) -> float:
     raise ValueError(f"unknown scorer type {kind}")
 
 
+# ---- tool calls ------------------------------------------------------------------------------------------------
+
+TOOL_CALL_METRICS = ("", ".unparseable", ".wrong", ".no_call")
+
+
+def expected_calls(item: dict) -> list[dict]:
+    """A tool_call item's expected calls as BFCL possible answers; ValueError (what is wrong) when the item has no
+    `tools`, no expected calls, or expects a function it does not declare."""
+    tools = item.get("tools")
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise ValueError("a tool_call item needs 'tools': a list of OpenAI function specs")
+    if item.get("possible_answer") is not None:
+        expected = item["possible_answer"]
+        if not isinstance(expected, list) or not all(
+                isinstance(a, dict) and len(a) == 1 and isinstance(next(iter(a.values())), dict) for a in expected):
+            raise ValueError("possible_answer: expected [{FUNCTION: {PARAM: [allowed values]}}, ...]")
+    else:
+        reference = item.get("reference")
+        if not isinstance(reference, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("arguments", {}), dict)
+                for r in reference):
+            raise ValueError("reference: a tool_call item expects [{\"name\": ..., \"arguments\": {...}}, ...] ([]: "
+                             "no call), or 'possible_answer'")
+        from workbench.toolcalls.bfcl import expected_from_reference
+
+        expected = expected_from_reference(reference)
+    declared = {t.get("function", t).get("name") for t in item.get("functions") or tools}
+    missing = [name for a in expected for name in a if name not in declared]
+    if missing:
+        raise ValueError(f"expects a call to '{missing[0]}', which its tools do not declare")
+    return expected
+
+
+def tool_call_values(spec: ScorerSpec, item: dict, output: str, syntax: str = "") -> "Scored":
+    """The tool_call scorer on one output: LABEL (1 correct), LABEL.unparseable, LABEL.wrong, LABEL.no_call (each
+    1 or 0); the explanation is the verdict and its reason."""
+    from workbench.toolcalls.bfcl import check_calls
+    from workbench.toolcalls.parse import parse_calls
+
+    parsed = parse_calls(output, spec.tool_syntax or syntax)
+    expected = expected_calls(item)
+    if parsed.status == "unparseable":
+        verdict, reason, correct = "unparseable", parsed.error, False
+    else:
+        judged = check_calls(parsed.calls, item.get("functions") or item["tools"], expected,
+                             item.get("language") or "python")
+        correct = judged.correct
+        verdict = "correct" if correct else ("no_call" if parsed.status == "no_call" else "wrong")
+        reason = judged.reason or ("no call expected, none made" if not expected else "")
+    values = {spec.label: float(correct), f"{spec.label}.unparseable": float(verdict == "unparseable"),
+              f"{spec.label}.wrong": float(verdict == "wrong"), f"{spec.label}.no_call": float(verdict == "no_call")}
+    return Scored(values, f"{verdict}: {reason}" if reason else verdict)
+
+
 # ---- python scorers: the user's own function ------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from workbench.config import BENCHMARKS, JUDGE_SCORERS, FewshotPair, SuiteConfig, TaskSpec, load_yaml_model
 from workbench.data.records import load_chat_items, sha256_file
 from workbench.errors import BadInput
-from workbench.eval.scorers import BadReturn, Sample, load_function, python_values, resolve_function
+from workbench.eval.scorers import BadReturn, Sample, expected_calls, load_function, python_values, resolve_function
 from workbench.system.content import content_dir
 from workbench.system.extras import require
 from workbench.system.home import data_dir as resolve_data_dir
@@ -101,6 +101,10 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
             from workbench.benchmarks import load_items
 
             loaded = load_items(task.benchmark, resolve_data_dir(data_dir))
+        elif task.format == "bfcl":
+            from workbench.toolcalls.bfcl_data import load_bfcl_items
+
+            loaded = load_bfcl_items(resolved(path.parent / task.data))
         else:
             loaded = load_chat_items(resolved(path.parent / task.data))
         cap = min(x for x in (limit, task.limit, len(loaded)) if x is not None)
@@ -111,6 +115,12 @@ def load_suite(ref: str, *, evals_dir: str | None = None, limit: int | None = No
             if spec.type == "python":
                 found = _load_python(path, f"tasks.{ti}.scorers.{si}.function", task, spec, items[task.name][0])
                 python_metrics.setdefault(task.name, {})[spec.label] = found
+            if spec.type == "tool_call":
+                for item in loaded:
+                    try:
+                        expected_calls(item)
+                    except ValueError as exc:
+                        raise BadInput(f"{path}: tasks.{ti}: task '{task.name}', item '{item['id']}': {exc}") from None
             if spec.type == "regex":
                 try:
                     re.compile(spec.pattern)

@@ -23,7 +23,7 @@ SYNTAXES = ("hermes", "llama3", "mistral", "harmony", "json")
 
 _MARKERS = {"harmony": ("to=functions.",), "mistral": ("[TOOL_CALLS]",), "hermes": ("<tool_call>",),
             "llama3": ("<|python_tag|>",)}
-_ATTEMPT = re.compile(r'[\[{]\s*\{?\s*"(?:name|function)"\s*:')  # where a JSON call would start
+_ATTEMPT = re.compile(r'[\[{]\s*\{?\s*"(?:name|function|type)"\s*:')  # where a JSON call would start
 _FENCE = re.compile(r"```(?:json|tool_call|python)?\s*(.*?)\s*```", re.DOTALL)
 _TURN_ENDS = ("<|eom_id|>", "<|eot_id|>", "</s>", "<|im_end|>", "<|end|>", "<|call|>", "<|return|>")
 
@@ -45,7 +45,7 @@ class _Unparseable(ValueError):
 
 
 def syntax_of_template(template: str | None) -> str:
-    """The tool-call syntax a chat template writes calls in ("" when it renders no tool calls it is known by)."""
+    """The tool-call syntax a chat template writes calls in; "" for none wb knows (the text's markers decide)."""
     if not template:
         return ""
     if "to=functions." in template or "<|call|>" in template:
@@ -56,8 +56,6 @@ def syntax_of_template(template: str | None) -> str:
         return "hermes"
     if "<|python_tag|>" in template or ("ipython" in template and '"parameters"' in template):
         return "llama3"
-    if "tool_calls" in template:
-        return "json"
     return ""
 
 
