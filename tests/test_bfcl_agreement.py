@@ -1,9 +1,11 @@
 """wb's tool_call verdict equals the Berkeley Function Calling Leaderboard's own checker's (bfcl-eval's
 ast_checker, and its relevance rule for irrelevance), on every item of BFCL's non-live AST categories.
 
-Each item's first possible answer is rendered as model text (Hermes `<tool_call>` blocks and a plain JSON list),
-and systematically perturbed: wrong function, missing required argument, wrong type, value not allowed, extra
-call, parallel calls reordered, no call; for irrelevance, a call where none fits. wb reads the text (its parser)
+Each item's possible answer (every parameter's first allowed value) is rendered as model text (Hermes
+`<tool_call>` blocks and a plain JSON list), and systematically varied: its last allowed values, optional
+parameters left out, strings in other case and punctuation, an int for a whole float, a bool for a number, a list
+item of another type, a dict key left out, wrong function, missing required argument, wrong type, value not
+allowed, extra call, parallel calls reordered, no call; for irrelevance, a call where none fits and no call. wb reads the text (its parser)
 and judges the calls (workbench.toolcalls.bfcl); the checker judges the calls that were rendered.
 
 bfcl-eval's ast_checker imports its model registry (constants/model_config: every provider's SDK) only to look up
@@ -61,13 +63,44 @@ def source_text(value, language: str):
     return json.dumps(value)
 
 
-def rendered(answer: list[dict], language: str) -> list[ToolCall]:
-    """The calls of a possible answer: each parameter's first allowed value, left out when that is ""."""
+def rendered(answer: list[dict], language: str, pick: int = 0) -> list[ToolCall]:
+    """The calls of a possible answer: each parameter's first (`pick`) allowed value, left out when that is ""."""
     calls = []
     for expected in answer:
         name, params = next(iter(expected.items()))
-        calls.append(ToolCall(name, {k: source_text(v[0], language) for k, v in params.items() if v[0] != ""}))
+        calls.append(ToolCall(name, {k: source_text(chosen(v[pick], pick), language) for k, v in params.items()
+                                     if v[pick] != ""}))
     return calls
+
+
+def chosen(value, pick: int):
+    """An allowed value as a model writes it: a dict's allowed values (BFCL gives each key a list) picked too."""
+    if isinstance(value, dict):
+        return {k: v[pick] for k, v in value.items() if isinstance(v, list) and v and v[pick] != ""}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [chosen(v, pick) for v in value]
+    return value
+
+
+def restyled(value):
+    """A string as BFCL's normalization forgives: other case, spaces and punctuation."""
+    return f" {value.upper().replace(' ', '_')}." if isinstance(value, str) and value else value
+
+
+def whole(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def as_bool(value):
+    return True if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def list_item(value):
+    return [1, *value[1:]] if isinstance(value, list) and value and isinstance(value[0], str) else value
+
+
+def dict_key_dropped(value):
+    return dict(list(value.items())[1:]) if isinstance(value, dict) and value else value
 
 
 def other_type(value, language):
@@ -132,6 +165,15 @@ def perturbations(question: dict, answer: list, language: str):
         yield "value not allowed", [ToolCall(calls[0].name, {**calls[0].arguments,
                                                              param: not_allowed(copy.deepcopy(value), language)})] \
             + calls[1:]
+    yield "other allowed values", rendered(answer, language, pick=-1)
+    yield "optional left out", [ToolCall(c.name, {k: v for k, v in c.arguments.items() if "" not in params[k]})
+                                for c, params in zip(calls, (next(iter(a.values())) for a in answer))]
+    for name, change in (("case and punctuation", restyled), ("int for float", whole),
+                         ("bool for number", as_bool), ("list item of another type", list_item),
+                         ("dict key left out", dict_key_dropped)):
+        changed = [ToolCall(c.name, {k: change(v) for k, v in c.arguments.items()}) for c in calls]
+        if json.dumps([c.arguments for c in changed]) != json.dumps([c.arguments for c in calls]):  # 5 == 5.0
+            yield name, changed
     yield "extra call", calls + calls[:1]
     if len(calls) > 1:
         yield "parallel reordered", calls[::-1]
