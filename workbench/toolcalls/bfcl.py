@@ -19,6 +19,7 @@ into values by bfcl-eval's own type converters before the same checks.
 import re
 from dataclasses import dataclass
 
+from workbench.errors import EnvironmentProblem, MissingExtra
 from workbench.system.extras import require
 from workbench.toolcalls.calls import ToolCall
 
@@ -146,19 +147,26 @@ def _check_value(param: str, value, spec: dict, allowed: list, language: str) ->
 def _converted(param: str, value, spec: dict, language: str):
     """(Python type, value, nested type) of a Java/JavaScript argument, read from its source text by bfcl-eval's
     converters; (None, value, None) when the value is not text."""
-    mappings = require("bfcl_eval.constants.type_mappings", f"Scoring {language} tool calls", "eval")
+    mappings = _bfcl("bfcl_eval.constants.type_mappings", language)
     table = mappings.JAVA_TYPE_CONVERSION if language == "java" else mappings.JS_TYPE_CONVERSION
     declared = spec.get("type")
     expected = table[declared]
     if not isinstance(value, str):
         return None, value, None
     module = "java_type_converter" if language == "java" else "js_type_converter"
-    convert = getattr(require(f"bfcl_eval.eval_checker.ast_eval.type_convertor.{module}",
-                              f"Scoring {language} tool calls", "eval"), module)
+    convert = getattr(_bfcl(f"bfcl_eval.eval_checker.ast_eval.type_convertor.{module}", language), module)
     if declared in _CONVERTED_NESTED:
         inner = (spec.get("items") or {}).get("type")
         return expected, convert(value, declared, inner), table[inner]
     return expected, convert(value, declared), None
+
+
+def _bfcl(module: str, language: str):
+    try:
+        return require(module, f"Scoring {language} tool calls")
+    except MissingExtra:  # not an extra: installed without its dependencies (scripts/setup.sh)
+        raise EnvironmentProblem(f"Scoring {language} tool calls needs bfcl-eval's type converters: "
+                                 "pip install --no-deps bfcl-eval") from None
 
 
 def _answer_type(allowed: list):
