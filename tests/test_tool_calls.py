@@ -137,6 +137,8 @@ def test_tool_call_scorer_on_recorded_outputs(tmp_path, monkeypatch, capsys):
     assert metrics["tool.unparseable"][0] == pytest.approx(1 / 5)
     assert metrics["tool.wrong"][0] == pytest.approx(1 / 5)
     assert metrics["tool.no_call"][0] == 0
+    better = {m["metric"]: m["higher_is_better"] for m in json.loads(res.stdout)["metrics"]}
+    assert better == {"tool": True, "tool.unparseable": False, "tool.wrong": False, "tool.no_call": False}
     run = next((ws.store / "runs").glob("*/samples/calls.jsonl"), None) or next(ws.store.rglob("calls.jsonl"))
     samples = {s["id"]: s for s in map(json.loads, run.read_text().splitlines())}
     assert samples["bad"]["explanations"]["tool"].startswith("wrong: parameter 'days': type str")

@@ -175,8 +175,11 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
     metrics = [(s.label, m) for s in plain for m in names.get(s.label, [s.label])]
     metrics += [(label, f"{m}.pass@{k}") for label, m in metrics for k in task.pass_at]
     groups = breakdown.groups(samples, task.breakdown)
+    # a tool_call scorer's failure rates (unparseable, wrong, no_call) are better lower
+    lower = {s.label + m for s in plain if s.type == "tool_call" for m in TOOL_CALL_METRICS[1:]}
     for label, metric in metrics:
         extra = {"errors": errors[label]} if label in errors else {}
+        extra["higher_is_better"] = metric not in lower
         _add_mean(run, task.name, metric, samples, None, extra)
         for key, value in groups:
             _add_mean(run, task.name, breakdown.metric_name(metric, key, value), samples,
@@ -286,7 +289,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def _add_mean(run: Run, task: str, metric: str, samples: list[dict], group: dict | None, extra: dict) -> None:
     values = list(breakdown.group_scores(samples, metric, group).values())
     value, stderr = mean_stderr(values) if values else (None, None)
-    run.add_metric(task, metric, value, stderr=stderr, n=len(values), higher_is_better=True, source="task",
+    run.add_metric(task, metric, value, stderr=stderr, n=len(values), source="task",
                    **({"breakdown": group} if group else {}), **extra)
 
 
