@@ -86,6 +86,7 @@ def test_parses_what_the_template_writes(corpus, name):
     ('<tool_call>\n{"arguments": {"city": "Paris"}}\n</tool_call>', "unparseable", [], None),
     ('{"name": "get_weather", "arguments": {"city": Paris}}', "unparseable", [], None),
     ('[TOOL_CALLS]get_weather[ARGS]{"city": ', "unparseable", [], None),
+    ("<tool_call>\n", "unparseable", [], None),  # cut right after the tag
     ('<|python_tag|>{"name": "get_weather", "parameters": ["Paris"]}', "unparseable", [], None),
 ])
 def test_parse_syntaxes(text, status, calls, free):

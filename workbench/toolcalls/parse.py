@@ -69,7 +69,10 @@ def parse_calls(text: str, syntax: str = "") -> ParsedCalls:
     try:
         for name in order:
             if any(m in text for m in _MARKERS[name]):
-                return _READERS[name](text)
+                parsed = _READERS[name](text)
+                if not parsed.calls:
+                    raise _Unparseable(f"{_MARKERS[name][0]} without a call after it")
+                return parsed
         return _plain_json(text)
     except _Unparseable as exc:
         return ParsedCalls("unparseable", text=text.strip(), error=str(exc))
