@@ -56,20 +56,39 @@ def bfcl_items(category: str) -> list[tuple[dict, list]]:
     return [(q, answers[q["id"]]) for q in questions]
 
 
-def source_text(value, language: str):
-    """An argument as Java/JavaScript source text (BFCL gives those languages' arguments as text)."""
+def java_literal(value) -> str:
+    return json.dumps(value) if isinstance(value, str) else source_text(value, "java", None)
+
+
+def source_text(value, language: str, declared: str | None):
+    """An argument as Java/JavaScript source text, as BFCL's converters read it for the declared type (BFCL gives
+    those languages' arguments as text); JSON text for JavaScript's collections."""
     if language == "python" or isinstance(value, str):
         return value
+    if language == "java" and declared == "ArrayList" and isinstance(value, list):
+        return f"new ArrayList<>(Arrays.asList({', '.join(map(java_literal, value))}))"
+    if language == "java" and declared == "Array" and isinstance(value, list):
+        return f"new Object[]{{{', '.join(map(java_literal, value))}}}"
+    if language == "java" and declared == "HashMap" and isinstance(value, dict):
+        puts = " ".join(f"put({json.dumps(k)}, {java_literal(v)});" for k, v in value.items())
+        return f"new HashMap<String, Object>() {{{{ {puts} }}}}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if declared == "long" and isinstance(value, int):
+        return f"{value}L"
+    if declared == "float" and language == "java" and isinstance(value, (int, float)):
+        return f"{value}f"
     return json.dumps(value)
 
 
-def rendered(answer: list[dict], language: str, pick: int = 0) -> list[ToolCall]:
+def rendered(answer: list[dict], language: str, functions: list[dict], pick: int = 0) -> list[ToolCall]:
     """The calls of a possible answer: each parameter's first (`pick`) allowed value, left out when that is ""."""
     calls = []
     for expected in answer:
         name, params = next(iter(expected.items()))
-        calls.append(ToolCall(name, {k: source_text(chosen(v[pick], pick), language) for k, v in params.items()
-                                     if v[pick] != ""}))
+        props = next(f for f in functions if f["name"] == name)["parameters"].get("properties", {})
+        calls.append(ToolCall(name, {k: source_text(chosen(v[pick], pick), language, props.get(k, {}).get("type"))
+                                     for k, v in params.items() if v[pick] != ""}))
     return calls
 
 
@@ -147,7 +166,7 @@ def perturbations(question: dict, answer: list, language: str):
                                                             fn["parameters"].get("required", []) if p in props})]
         yield "no call", []
         return
-    calls = rendered(answer, language)
+    calls = rendered(answer, language, functions)
     yield "answer", calls
     yield "no call", []
     declared = [f["name"] for f in functions]
@@ -165,7 +184,7 @@ def perturbations(question: dict, answer: list, language: str):
         yield "value not allowed", [ToolCall(calls[0].name, {**calls[0].arguments,
                                                              param: not_allowed(copy.deepcopy(value), language)})] \
             + calls[1:]
-    yield "other allowed values", rendered(answer, language, pick=-1)
+    yield "other allowed values", rendered(answer, language, functions, pick=-1)
     yield "optional left out", [ToolCall(c.name, {k: v for k, v in c.arguments.items() if "" not in params[k]})
                                 for c, params in zip(calls, (next(iter(a.values())) for a in answer))]
     for name, change in (("case and punctuation", restyled), ("int for float", whole),

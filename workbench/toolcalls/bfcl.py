@@ -116,7 +116,11 @@ def _check_value(param: str, value, spec: dict, allowed: list, language: str) ->
         if declared in ("float", "number") and type(value) is int:
             value = float(value)
     else:
-        expected, value, nested = _converted(param, value, spec, language)
+        try:
+            expected, value, nested = _converted(param, value, spec, language)
+        except (KeyError, ValueError, NotImplementedError) as exc:  # a type BFCL's converters do not read
+            return Verdict(False, f"parameter {param!r}: {language} type {spec.get('type')!r} not readable "
+                                  f"({type(exc).__name__}: {exc})", "type_error:unsupported")
         if expected is None:
             return Verdict(False, f"parameter {param!r}: expected its {language} source text, got "
                                   f"{type(value).__name__}", f"type_error:{'java' if language == 'java' else 'js'}")
