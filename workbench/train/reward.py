@@ -34,6 +34,9 @@ def load_reward_scorer(spec: RewardSpec, where: Path) -> tuple[ScorerSpec, dict]
             s.label == spec.scorer for s in task.scorers) else ""
         raise BadInput(f"{where}: reward.scorer: task '{task.name}' has no scorer '{spec.scorer}'{judged} "
                        f"(it has {', '.join(scorers) or 'none'})")
+    if scorer.type == "tool_call":
+        raise BadInput(f"{where}: reward.scorer: '{scorer.label}' is a tool_call scorer: it judges calls against "
+                       "each item's tools, which GRPO's reward is not given; it cannot be a reward")
     provenance = {"suite": suite.config.name, "suite_path": str(suite.path), "suite_sha": suite.sha,
                   "task": task.name, "scorer": scorer.label}
     return scorer, provenance
