@@ -81,6 +81,10 @@ def test_parses_what_the_template_writes(corpus, name):
      [ToolCall("get_weather", {"city": "Oslo"})], ""),
     ("It is sunny in Paris today, I think.", "no_call", [], "It is sunny in Paris today, I think."),
     ("[]", "no_call", [], "[]"),
+    # SmolLM2's function-calling format: a list in one block; the empty list is its way to make no call
+    ('<tool_call>[\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n]</tool_call>', "calls",
+     [ToolCall("get_weather", {"city": "Paris"})], ""),
+    ("<tool_call>[]</tool_call>", "no_call", [], ""),
     # attempts that do not parse
     ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"</tool_call>', "unparseable", [], None),
     ('<tool_call>\n{"arguments": {"city": "Paris"}}\n</tool_call>', "unparseable", [], None),

@@ -70,6 +70,8 @@ def parse_calls(text: str, syntax: str = "") -> ParsedCalls:
         for name in order:
             if any(m in text for m in _MARKERS[name]):
                 parsed = _READERS[name](text)
+                if not parsed.calls and re.search(r"\[\s*\]", text):  # `<tool_call>[]</tool_call>`: none made
+                    return ParsedCalls("no_call", text=parsed.text)
                 if not parsed.calls:
                     raise _Unparseable(f"{_MARKERS[name][0]} without a call after it")
                 return parsed
