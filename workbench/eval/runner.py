@@ -148,8 +148,9 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
     errors = {s.label: 0 for s in plain if s.type == "python"}
     known = suite.python_metrics.get(task.name, {}) if suite is not None else {}
     names = {label: found for label, found in known.items() if found}  # python scorers' names from load_suite
-    chat_format = runtime.checkpoint.derived.get("chat_format") if runtime is not None else None
-    syntax = getattr(chat_format, "tool_syntax", "")  # the template's, for tool_call scorers
+    # tool_call scorers read calls in the template's syntax (recorded answers: the text's own markers)
+    syntax = runtime.chat_format().tool_syntax if runtime is not None and any(
+        s.type == "tool_call" for s in plain) else ""
     samples = []
     for item, conversation, outputs in zip(items, conversations, answers):
         scored = [_score_answer(plain, item, conversation, output, settings, names, errors, syntax)
