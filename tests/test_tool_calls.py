@@ -195,3 +195,26 @@ def test_bfcl_format_suite(tmp_path, monkeypatch, capsys):
     before = snapshot(ws.root)
     res = run_cli(["eval", "--outputs", answers, "--suite", suite], capsys)
     assert_refused(res, 3, (source.name, "possible-answer"), before, ws.root)
+
+
+def test_bfcl_java_items_as_tools():
+    """BFCL's Java functions become string parameters holding source text (as BFCL hands them to function-calling
+    models); the checker keeps BFCL's own types and reads the text with bfcl-eval's converters."""
+    from workbench.config import ScorerSpec
+    from workbench.eval.scorers import tool_call_values
+    from workbench.toolcalls.bfcl_data import load_bfcl_items
+
+    items = load_bfcl_items(_bfcl_file("simple_java"))
+    item = next(it for it in items if it["id"] == "simple_java_1")
+    assert item["language"] == "java" and item["metadata"] == {"category": "simple_java"}
+    props = item["tools"][0]["function"]["parameters"]["properties"]
+    assert {p["type"] for p in props.values()} == {"string"} and "Java HashMap type" in props["params"]["description"]
+    assert item["functions"][0]["parameters"]["properties"]["params"]["type"] == "HashMap"
+    spec = ScorerSpec(type="tool_call")
+    call = {"name": "SQLCompletionAnalyzer.makeProposalsFromObject", "arguments": {
+        "object": "Customers", "useShortName": "true",
+        "params": 'new HashMap<String, Object>() {{ put("limit", 50); put("schemaFilter", "public"); }}'}}
+    assert tool_call_values(spec, item, json.dumps(call)).values["tool_call"] == 1.0
+    call["arguments"]["useShortName"] = True  # a JSON bool, not Java source text
+    scored = tool_call_values(spec, item, json.dumps(call))
+    assert scored.values["tool_call.wrong"] == 1.0 and "useShortName" in scored.explanation
