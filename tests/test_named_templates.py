@@ -32,7 +32,8 @@ def _call(name, args, call_id="abcDEF123"):
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
 
 
-ONE_CALL = {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris", "unit": "celsius"})]}
+ONE_CALL = {"role": "assistant", "content": "",
+            "tool_calls": [_call("get_weather", {"city": "Paris", "unit": "celsius"})]}
 RESULT = {"role": "tool", "tool_call_id": "abcDEF123", "content": json.dumps({"temperature": 21})}
 ANSWER = {"role": "assistant", "content": "It is 21 °C in Paris."}
 TOOL_CONVERSATIONS = [[ASK], [SYSTEM, ASK], [ASK, ONE_CALL, RESULT], [SYSTEM, ASK, ONE_CALL, RESULT, ANSWER]]

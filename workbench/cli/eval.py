@@ -100,8 +100,8 @@ def eval_cmd(
 ):
     """Evaluate a checkpoint on a suite and record the run."""
     options = dict(tasks=tasks, include_path=include_path, base=base, num_fewshot=num_fewshot, batch_size=batch_size,
-                   chat_template=chat_template, template=template, gen_kwargs=gen_kwargs, seed=seed, dtype=dtype, device=device,
-                   backend=backend, vllm_args=vllm_args, endpoint_model=endpoint_model,
+                   chat_template=chat_template, template=template, gen_kwargs=gen_kwargs, seed=seed, dtype=dtype,
+                   device=device, backend=backend, vllm_args=vllm_args, endpoint_model=endpoint_model,
                    endpoint_key_env=endpoint_key_env, endpoint_args=endpoint_args, no_cache=no_cache, limit=limit,
                    data_dir=data_dir, no_harness=no_harness, evals_dir=evals_dir, store=store,
                    command=command_line())
