@@ -36,11 +36,16 @@ class ChosenTemplate:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        return template_sha256(self.text)
 
     def record(self) -> dict:
         """What lineage and manifests keep of it."""
         return {"source": self.source, "sha256": self.sha256}
+
+
+def template_sha256(text: str | None) -> str | None:
+    """A template's sha256, as runs and lineage record it (ChatFormat.sha256 hashes the same way)."""
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
 
 
 def named_template(name: str) -> str:

@@ -11,16 +11,10 @@ The record keeps the template's sha256 (ChatFormat.sha256's hash), its source, a
 checkpoint was trained with (the adapter lineage's `chat_template`, else its own files); when they differ wb warns.
 """
 
-import hashlib
-
-from workbench.chat.named import NAMES, ChosenTemplate, choose_template
+from workbench.chat.named import NAMES, ChosenTemplate, choose_template, template_sha256
 from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput
 from workbench.system.console import info
-
-
-def _sha(text: str | None) -> str | None:
-    return hashlib.sha256(text.encode()).hexdigest() if text else None
 
 
 def own_template(ckpt: Checkpoint) -> str | None:
@@ -35,10 +29,10 @@ def own_template(ckpt: Checkpoint) -> str | None:
     return own_chat_template(ckpt)
 
 
-def _trained_sha(ckpt: Checkpoint, own: str | None) -> str | None:
+def _trainedtemplate_sha256(ckpt: Checkpoint, own: str | None) -> str | None:
     """The sha of the template the checkpoint was trained with: its lineage's record, else its own files'."""
     record = (ckpt.parent or {}).get("chat_template")
-    return record.get("sha256") if isinstance(record, dict) and record.get("sha256") else _sha(own)
+    return record.get("sha256") if isinstance(record, dict) and record.get("sha256") else template_sha256(own)
 
 
 def choose_eval_template(ckpt: Checkpoint, option: str | None, *, needed: bool, what: str = "checkpoint"
@@ -76,8 +70,8 @@ def use_for_baseline(base: Checkpoint, template: ChosenTemplate, source: str) ->
     own = own_template(base)
     base.use_template(template)
     record = {"source": source, "sha256": template.sha256}
-    if own and _sha(own) != template.sha256:
-        record["own_sha256"] = _sha(own)
+    if own and template_sha256(own) != template.sha256:
+        record["own_sha256"] = template_sha256(own)
     return record
 
 
@@ -85,7 +79,7 @@ def _record(ckpt: Checkpoint, chosen: ChosenTemplate, source: str, own: str | No
     record = {"source": source, "sha256": chosen.sha256}
     if chosen.source not in ("adapter", "checkpoint"):
         record["name" if chosen.source in NAMES else "file"] = chosen.source
-    trained = _trained_sha(ckpt, own)
+    trained = _trainedtemplate_sha256(ckpt, own)
     if trained:
         record["trained_sha256"] = trained
     if trained and trained != chosen.sha256:

@@ -5,12 +5,11 @@ Everything a recipe names is checked in prepare_training, before a run is opened
 modules beside this one each own one part: rows (data per method), peft_spec (PEFT configs), methods (TRL
 configs and trainers), reward (GRPO's scorer), workbench.checkpoints.quantization (bitsandbytes)."""
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.chat.named import NAMES, ChosenTemplate, choose_template
+from workbench.chat.named import NAMES, ChosenTemplate, choose_template, template_sha256
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.checkpoints.resolve import portable_base
 from workbench.config import ScorerSpec, TrainConfig
@@ -115,7 +114,7 @@ def _base_template(base: Checkpoint, cfg: TrainConfig, config_path: Path) -> dic
         raise BadInput(f"{config_path}: base '{cfg.base}' has no chat template (a base model): choose the format "
                        f"rows are rendered in with `chat_template:` in the recipe ({', '.join(NAMES)}, or a .jinja "
                        "file)")
-    return {"source": "base", "sha256": hashlib.sha256(template.encode()).hexdigest()}
+    return {"source": "base", "sha256": template_sha256(template)}
 
 
 def _check_quantization(cfg: TrainConfig) -> dict | None:
