@@ -37,8 +37,8 @@ def _base_folder(default_ckpt, folder: Path) -> Path:
 def _recipe(folder: Path, base: Path, template: str | None, steps: int = 6) -> Path:
     lines = ["name: base-chatml", f"base: {base}", f"train_data: {REPO / 'evals' / 'data' / 'contacts_train.jsonl'}",
              *([f"chat_template: {template}"] if template else []),
-             f"training: {{max_steps: {steps}, learning_rate: 0.001, batch_size: 4, max_length: 160, "
-             "logging_steps: 1, seed: 0}"]
+             (f"training: {{max_steps: {steps}, learning_rate: 0.001, batch_size: 4, max_length: 160, "
+              "logging_steps: 1, seed: 0}")]
     path = folder / "recipe.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -62,8 +62,8 @@ def test_no_template_anywhere_is_refused_before_any_run(tmp_path, base_dir, caps
     bad = _recipe(tmp_path / "inputs", base_dir, "chatm1")
     before = snapshot(tmp_path)
     res = run_cli(["train", bad, "-o", tmp_path / "adapter"], capsys)
-    assert_refused(res, 3, ("chat_template: 'chatm1' is not a named template (chatml, gemma, llama3, mistral, phi3, "
-                            "qwen3)",), before, tmp_path)
+    valid = "(chatml, gemma, llama3, mistral, phi3, qwen3)"
+    assert_refused(res, 3, (f"chat_template: 'chatm1' is not a named template {valid}",), before, tmp_path)
     res = run_cli(["eval", base_dir, "--suite", "contacts", "--chat-template", "chatm1"], capsys)
     assert_refused(res, 3, ("--chat-template: 'chatm1' is not a named template",), before, tmp_path)
 
@@ -71,7 +71,7 @@ def test_no_template_anywhere_is_refused_before_any_run(tmp_path, base_dir, caps
 def _wb(*args, env) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True, text=True,
-                         env=env, timeout=30 * 60)
+                         env=env, timeout=30 * 60, check=False)
     assert res.returncode == 0, (args, res.stderr[-3000:])
     return res, time.monotonic() - started
 
