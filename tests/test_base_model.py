@@ -49,6 +49,7 @@ def base_dir(tmp_path, default_ckpt):
     return _base_folder(default_ckpt, tmp_path / "inputs" / "base")
 
 
+@pytest.mark.slow  # hashes the copied weights twice
 def test_no_template_anywhere_is_refused_before_any_run(tmp_path, base_dir, capsys, monkeypatch):
     monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
     recipe = _recipe(tmp_path / "inputs", base_dir, None)
