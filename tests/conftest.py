@@ -137,7 +137,8 @@ def pytest_addoption(parser):
 # loadfile --no-loadscope-reorder`, scripts/test.sh) files are handed to the workers in collection order, so the
 # long ones go first and the short ones fill in around them; without xdist the order is left as collected.
 LONGEST_FILES = [
-    "test_gemma_e2e.py", "test_demo_e2e.py", "test_train_evals.py", "test_export_gguf.py", "test_train_methods.py",
+    "test_gemma_e2e.py", "test_demo_e2e.py", "test_train_evals.py", "test_base_model.py", "test_export_gguf.py",
+    "test_train_methods.py",
     "test_api_doc.py", "test_train_resume.py", "test_eval_matrix.py", "test_export_quant.py", "test_faults.py",
     "test_sweep.py", "test_harness_cli.py", "test_endpoint.py", "test_judge_local.py", "test_gguf_batched.py",
     "test_alpaca_eval.py", "test_ifeval.py", "test_review.py", "test_mt_bench.py", "test_review_browser.py",

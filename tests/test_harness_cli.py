@@ -79,7 +79,7 @@ def test_settings_recorded_and_rerun_served_from_cache(tiny_model_dir, data_dir,
     assert elsewhere["settings"]["checkpoint"]["path"] == str(moved)
 
     # the chat template on: a different setting, recorded with the template's hash; compare refuses
-    third = run_json(wb(*args, "--chat-template", **dirs))
+    third = run_json(wb(*args, "--apply-chat-template", **dirs))
     s3 = harness_entry(dirs["store"], third["run_id"])["settings"]
     assert s3["apply_chat_template"] is True and len(s3["chat_template_sha256"]) == 64
     res = wb("compare", first["run_id"], third["run_id"], **dirs)

@@ -150,6 +150,11 @@ class TrainConfig(Strict):
     """The training rows (JSONL), relative to the recipe."""
     data_format: str | None = None
     """messages | sharegpt | alpaca | prompt_completion | preference | unpaired | prompt; detected when left out."""
+    chat_template: str | None = None
+    """The chat template rows are rendered with, saved with the adapter's tokenizer (chat_template.jinja) so that
+    eval, merge and export use it: a name (chatml, gemma, llama3, mistral, phi3, qwen3: each renders as the family's
+    official template; qwen3 with tools and thinking) or a .jinja file, relative to the recipe. Needed for a base
+    model, whose tokenizer has none; left out, the base's own template is used."""
     lora: LoraSpec | None = None
     """Shorthand for `peft: {type: lora, ...}`; LoRA r=16 when neither is given."""
     peft: FreeForm | None = None

@@ -52,6 +52,16 @@ class Checkpoint:
         return d
 
     @property
+    def chosen_template(self):
+        """The chat template chosen to prompt this checkpoint instead of its own (workbench.chat.named's
+        ChosenTemplate; None: its own): a base evaluated as its adapter was trained, `wb eval --chat-template`."""
+        return self.derived.get("chat_template")
+
+    def use_template(self, chosen) -> None:
+        self.derived["chat_template"] = chosen
+        self.derived.pop("chat_format", None)  # derived from the template
+
+    @property
     def tokenizer_source(self) -> Path:
         """The folder the tokenizer loads from: the adapter's own when it saved one, else its base's."""
         if self.kind == "adapter" and not (self.path / "tokenizer_config.json").exists():

@@ -35,7 +35,13 @@ def eval_cmd(
     num_fewshot: int | None = typer.Option(None, "--num-fewshot", min=0, help="lm-eval: few-shot examples."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="lm-eval: batch size (default 8)."),
     chat_template: bool | None = typer.Option(
-        None, "--chat-template/--no-chat-template", help="lm-eval: apply the model's chat template (default off)."),
+        None, "--apply-chat-template/--no-apply-chat-template",
+        help="lm-eval: apply the model's chat template (default off)."),
+    template: str | None = typer.Option(
+        None, "--chat-template", help="Prompt with this chat template instead of the checkpoint's own: a name (chatml, "
+                                      "gemma, llama3, mistral, phi3, qwen3) or a .jinja file; needed for a base model "
+                                      "without one. A checkpoint evaluated on another template than it was trained "
+                                      "with is warned about."),
     gen_kwargs: str | None = typer.Option(
         None, "--gen-kwargs", help="lm-eval: generation overrides, e.g. max_gen_toks=128,temperature=0."),
     seed: int = typer.Option(1234, "--seed", help="lm-eval: python/numpy/torch/few-shot seed."),
@@ -94,8 +100,8 @@ def eval_cmd(
 ):
     """Evaluate a checkpoint on a suite and record the run."""
     options = dict(tasks=tasks, include_path=include_path, base=base, num_fewshot=num_fewshot, batch_size=batch_size,
-                   chat_template=chat_template, gen_kwargs=gen_kwargs, seed=seed, dtype=dtype, device=device,
-                   backend=backend, vllm_args=vllm_args, endpoint_model=endpoint_model,
+                   chat_template=chat_template, template=template, gen_kwargs=gen_kwargs, seed=seed, dtype=dtype,
+                   device=device, backend=backend, vllm_args=vllm_args, endpoint_model=endpoint_model,
                    endpoint_key_env=endpoint_key_env, endpoint_args=endpoint_args, no_cache=no_cache, limit=limit,
                    data_dir=data_dir, no_harness=no_harness, evals_dir=evals_dir, store=store,
                    command=command_line())
@@ -109,7 +115,7 @@ def eval_cmd(
     if matrix:
         from workbench.eval.matrix import evaluate_matrix, refuse_options
 
-        refuse_options({"--outputs": outputs,
+        refuse_options({"--outputs": outputs, "--chat-template": template,
                         "--baseline": baseline, "--gates": gates_file, "--junit": junit, "--markdown": markdown,
                         "--gate-json": gate_json, "--mlflow": mlflow, "--base": base, "--html": html,
                         "--allow-uncalibrated-judge": allow_uncalibrated_judge or None})

@@ -26,6 +26,7 @@ from workbench.eval.request import (
 )
 from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
 from workbench.eval.suites import LoadedSuite
+from workbench.eval.templates import choose_eval_template, needs_template, use_for_baseline
 from workbench.runtimes import check_runtime, open_runtime
 from workbench.runtimes.base import RuntimeOptions
 from workbench.store import Run, Store
@@ -55,6 +56,8 @@ class EvalRequest:
     judge_policy: list[dict] = field(default_factory=list)  # gate.judge_policy's record per judge gate
     recorded: dict | None = None  # --outputs: task -> item id -> answers per turn (eval.outputs)
     outputs: dict | None = None  # --outputs: the file, and what the manifest names instead of a checkpoint
+    template: dict | None = None  # the chat template's record (workbench.eval.templates), for the checkpoint
+    baseline_template: dict | None = None  # and for the baseline checkpoint
 
     @property
     def runtime_options(self) -> RuntimeOptions:
@@ -108,7 +111,7 @@ class EvalResult:
 def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: str | Path | None = None,
                  tasks: str | list[str] | None = None,
                  include_path: str | Path | None = None, base: str | None = None, num_fewshot: int | None = None,
-                 batch_size: int | None = None, chat_template: bool | None = None,
+                 batch_size: int | None = None, chat_template: bool | None = None, template: str | None = None,
                  gen_kwargs: str | dict | None = None, seed: int = 1234, dtype: str = "float32",
                  device: str = "auto", backend: str = "auto", vllm_args: str | dict | None = None,
                  endpoint_model: str | None = None, endpoint_key_env: str | None = None,
@@ -118,7 +121,9 @@ def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: s
                  store: str | Path | None = None, allow_uncalibrated_judge: bool = False,
                  command: str = API_COMMAND) -> EvalRequest:
     """Everything `evaluate` is given, checked, before a model loads or the store is touched. A gate on a judge
-    metric needs the judge calibrated against human labels (gate.judge_policy) unless allow_uncalibrated_judge."""
+    metric needs the judge calibrated against human labels (gate.judge_policy) unless allow_uncalibrated_judge.
+    `chat_template`: lm-eval's apply_chat_template; `template`: the chat template to prompt with instead of the
+    checkpoint's own, a name or a .jinja file (workbench.eval.templates)."""
     from workbench.gate.judge_policy import judge_gate_policy
     from workbench.gate.rules import check_gates, load_gates
 
@@ -162,11 +167,23 @@ def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: s
     runtime_options = RuntimeOptions.from_run_options(run_opts)
     ckpt = resolve_for_eval(checkpoint, base, runtime_options) if checkpoint is not None else None
     runtime = check_runtime(ckpt, runtime_options) if ckpt is not None else None  # task generations run on it too
+    chosen = template_record = None
+    if ckpt is not None:
+        chosen, template_record = choose_eval_template(ckpt, template, needed=needs_template(loaded, specs))
+    elif template is not None:
+        raise BadInput("--chat-template prompts a checkpoint; --outputs scores recorded answers")
     prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     for tasks_built in prepared:
         runtime.check_tasks(tasks_built.output_types())
     st = Store.open(store)
     base_run, base_ckpt = _resolve_baseline(st, baseline, runtime_options) if baseline else (None, None)
+    base_template = None
+    if base_ckpt is not None and base_ckpt.format != "endpoint":
+        if chosen is not None and (template is not None or ckpt.kind == "adapter"):
+            base_template = use_for_baseline(base_ckpt, chosen, template_record["source"])
+        else:
+            base_template = choose_eval_template(base_ckpt, None, needed=needs_template(loaded, specs),
+                                                 what="--baseline")[1]
     check_gates(gate_specs, loaded.config, base_run, lm_eval_tasks=set().union(*(p.task_names() for p in prepared)),
                 metrics=loaded.metric_names(), tags=loaded.tags())
     if loaded.uses_judge:
@@ -177,7 +194,7 @@ def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: s
 
         check_suite(loaded.config, base_run, baseline is not None, mirror)
     return EvalRequest(ckpt, loaded, specs, prepared, gate_specs, mirror, run_opts, st, limit, command,
-                       base_run, base_ckpt, judge_policy, recorded, source)
+                       base_run, base_ckpt, judge_policy, recorded, source, template_record, base_template)
 
 
 def resolve_for_eval(ref: str, base: str | None, options: RuntimeOptions) -> Checkpoint:
@@ -226,14 +243,14 @@ def evaluate(checkpoint: str | None, suite: str | None = None, *, tasks: str | l
     if request.baseline_checkpoint is not None:
         base = request.baseline_checkpoint
         info(f"evaluating baseline {base.name} ({base.kind}, {base.format}) on suite {request.suite.config.name}")
-        base_run = _run(request, base, request.plans(prepared=False), None, progress)
+        base_run = _run(request, base, request.plans(prepared=False), None, progress, request.baseline_template)
     ckpt = request.checkpoint
     if ckpt is None:
         info(f"scoring the answers recorded in {request.outputs['file']['path']} on suite "
              f"{request.suite.config.name}")
     else:
         info(f"evaluating {ckpt.name} ({ckpt.kind}, {ckpt.format}) on suite {request.suite.config.name}")
-    run = _run(request, ckpt, request.plans(), base_run, progress)
+    run = _run(request, ckpt, request.plans(), base_run, progress, request.template)
     if request.judge_policy:
         request.store.annotate(run, "judge_gate_policy", request.judge_policy)
     from workbench.judge.reliability import summary_lines
@@ -266,14 +283,14 @@ def evaluate(checkpoint: str | None, suite: str | None = None, *, tasks: str | l
 
 
 def _run(request: EvalRequest, ckpt: Checkpoint | None, plans: list[dict], baseline: Run | None,
-         progress: bool) -> Run:
+         progress: bool, template: dict | None = None) -> Run:
     from workbench.eval.reuse import identity
     from workbench.system.progress import bars
 
     same = None if baseline is not None or ckpt is None else identity(
         ckpt, request.suite, limit=request.limit, run_options=request.run_options, plans=plans)
     options = EvalOptions(data_dir=request.mirror, limit=request.limit, command=request.command, baseline=baseline,
-                          identity=same)
+                          identity=same, chat_template=template)
     if ckpt is None:  # --outputs: the recorded answers, no model
         options.recorded, options.outputs = request.recorded, request.outputs
         with bars(enabled=progress) as bar:

@@ -27,6 +27,7 @@ class EvalOptions:
     identity: dict | None = None  # what makes another run identical to this one (workbench.eval.reuse)
     recorded: dict | None = None  # `wb eval --outputs`: task -> item id -> answers per turn (eval.outputs)
     outputs: dict | None = None  # with `recorded`: {"file": {path, sha256}, "checkpoint": what the manifest names}
+    chat_template: dict | None = None  # the template's record (workbench.eval.templates): sha256, source, trained
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -55,6 +56,7 @@ def run_suite(runtime: Runtime | None, suite: LoadedSuite, store: Store, options
         "limit": options.limit,
         "seed": 0,
         "chat_template_sha": runtime.chat_template_sha() if runtime is not None else None,
+        **({"chat_template": options.chat_template} if options.chat_template else {}),
         "versions": versions(),
         "timings": {},
         **({"lineage": options.lineage} if options.lineage else {}),

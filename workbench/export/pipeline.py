@@ -73,6 +73,12 @@ def export(checkpoint: str | os.PathLike, format: str = "gguf", *, output: str |
                **({"ollama": False} if not ollama and exporter.name == "gguf" else {}),
                **({"imatrix_data": Path(imatrix_data)} if imatrix_data is not None else {})}
     manifest = {"command": command, "format": format, "quants": quants, "versions": versions()}
+    if ckpt.format == "hf" and (ckpt.path / "tokenizer_config.json").is_file():
+        # a GGUF embeds it, checked equal (export.gguf.exporter); wb eval of the file records it
+        from workbench.chat.named import template_sha256
+        from workbench.runtimes.hf import own_chat_template
+
+        manifest["chat_template_sha256"] = template_sha256(own_chat_template(ckpt))
     with st.open_run("export", manifest) as run, library_stdout_to_stderr(), _tool_logs_into(run):
         result = _export(exporter, ckpt, names, out, options, verify=verify, heldout=heldout, ladder=ladder,
                          kld_budget=kld_budget, progress=progress)

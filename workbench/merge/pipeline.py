@@ -10,9 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.chat.named import template_sha256
 from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput
 from workbench.merge.probe import DEFAULT_TOLERANCE
+from workbench.runtimes.hf import own_chat_template
 from workbench.store.runs import Store
 from workbench.system.console import info, library_stdout_to_stderr
 
@@ -135,6 +137,7 @@ def _merge_one(adapter, out, base, streaming, check, tolerance, into, store, com
             merged, report = merge_adapter(ckpt, out, tolerance=tolerance, into=target)
             stream = None
         run.manifest["output"] = merged.to_dict()
+        run.manifest["chat_template_sha256"] = template_sha256(own_chat_template(merged))
         if report is not None:
             _check_metrics(run, report.__dict__)
         cost = merged.parent.get("merge", {}).get("vs_quantized_adapter")
@@ -163,6 +166,7 @@ def _merge_several(refs, out, method, weights, density, svd_rank, seed, toleranc
                                "combination": combo.to_dict()}) as run, library_stdout_to_stderr():
         merged, report = merge_adapters(adapters, out, combo, tolerance=tolerance)
         run.manifest["output"] = merged.to_dict()
+        run.manifest["chat_template_sha256"] = template_sha256(own_chat_template(merged))
         _check_metrics(run, report["merge_check"])
         _perplexity_metrics(run, report)
     return MergeResult(run.run_id, merged, WEIGHTED, check=report["merge_check"], combination=combo.to_dict(),
@@ -187,6 +191,7 @@ def _merge_mergekit(config_path: Path, out: Path, seed: int, store, command) -> 
             library_stdout_to_stderr():
         merged, report = merge_with_mergekit(cfg, out, seed=seed, parents=parents)
         run.manifest["output"] = merged.to_dict()
+        run.manifest["chat_template_sha256"] = template_sha256(own_chat_template(merged))
         _perplexity_metrics(run, report)
     return MergeResult(run.run_id, merged, MERGEKIT, probe_perplexity=_perplexities(report),
                        merged_models=len(parents))
@@ -210,3 +215,4 @@ def _perplexity_metrics(run, report: dict) -> None:
     for parent in report["parents"]:
         run.add_metric("probe_perplexity", f"parent:{parent['name']}", parent["probe_perplexity"],
                        higher_is_better=False, path=parent["path"], parent_kind=parent["kind"])
+

@@ -6,7 +6,7 @@ the API model a user distils from), evaluated on the same suites as a checkpoint
 The reference is the API's base URL (the part before /chat/completions). Before any run opens, the key's variable
 must be set and GET /models must answer within a few seconds: a wrong URL or a server that is down is one line,
 exit 4. Task generations are chat completions, the server applying its own chat template; lm-eval's tasks run on
-lm-eval's own API models (`local-completions`, or `local-chat-completions` with --chat-template). The key lives in
+lm-eval's own API models (`local-completions`, or `local-chat-completions` with --apply-chat-template). The key lives in
 the HTTP headers only: never in a checkpoint record, a manifest, lm-eval's model_args or a message.
 
 The HTTP part (one chat completion, retried where worth it, the key masked) is also the judge's (workbench.judge).

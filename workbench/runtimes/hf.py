@@ -12,7 +12,11 @@ from workbench.system.extras import peft_without_gptqmodel, require
 
 
 def load_tokenizer(ckpt: Checkpoint):
-    return load_tokenizer_from(ckpt.tokenizer_source)
+    """The checkpoint's tokenizer, with the chat template chosen for it (Checkpoint.chosen_template) if any."""
+    tok = load_tokenizer_from(ckpt.tokenizer_source)
+    if ckpt.chosen_template is not None:
+        tok.chat_template = ckpt.chosen_template.text
+    return tok
 
 
 def load_tokenizer_from(folder):
@@ -201,8 +205,16 @@ class HFRuntime(Runtime):
 
 
 def read_chat_template(ckpt: Checkpoint) -> str | None:
-    """The checkpoint's chat template, read from its files (chat_template.jinja or tokenizer_config.json) without
-    importing transformers; the tokenizer is loaded only when neither file says."""
+    """The chat template the checkpoint is prompted with: one chosen for it (Checkpoint.chosen_template), else
+    its own (own_chat_template)."""
+    if ckpt.chosen_template is not None:
+        return ckpt.chosen_template.text
+    return own_chat_template(ckpt)
+
+
+def own_chat_template(ckpt: Checkpoint) -> str | None:
+    """The checkpoint's own chat template, read from its files (chat_template.jinja or tokenizer_config.json)
+    without importing transformers; the tokenizer is loaded only when neither file says."""
     folder = ckpt.tokenizer_source
     if (folder / "chat_template.jinja").is_file():
         return (folder / "chat_template.jinja").read_text(encoding="utf-8")
@@ -212,7 +224,7 @@ def read_chat_template(ckpt: Checkpoint) -> str | None:
         if isinstance(template, list):  # several named templates: the one transformers uses by default
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
         return template
-    template = load_tokenizer(ckpt).chat_template
+    template = load_tokenizer_from(folder).chat_template
     return template.get("default") if isinstance(template, dict) else template
 
 

@@ -43,7 +43,7 @@ class SweepConfig(Strict):
     batch_size: int | None = Field(None, ge=1)
     """As `wb eval --batch-size` (lm-eval)."""
     chat_template: bool | None = None
-    """As `wb eval --chat-template/--no-chat-template` (lm-eval's apply_chat_template)."""
+    """As `wb eval --apply-chat-template/--no-apply-chat-template` (lm-eval's apply_chat_template)."""
     gen_kwargs: FreeForm | None = None
     """As `wb eval --gen-kwargs` (lm-eval's generation settings)."""
     seed: int = 1234

@@ -84,9 +84,11 @@ class _RngKept:
 
 
 def live_eval_callback(plan: LiveEvalPlan, store: Store, *, train_run: str, base_ckpt: Checkpoint, base_ref: str,
-                       name: str, work_dir: Path, resuming: bool = False, command: str = "", on_event=None):
+                       name: str, work_dir: Path, resuming: bool = False, command: str = "", on_event=None,
+                       chat_template=None):
     """The TrainerCallback that runs the evals; its `summary()` is what the train run's manifest records and
-    its `stopped` (None, or step/gate/reason) says whether a max_drop gate stopped training."""
+    its `stopped` (None, or step/gate/reason) says whether a max_drop gate stopped training. `chat_template`: the
+    recipe's (chat.named.ChosenTemplate), which the base and each step are prompted with."""
     import transformers
 
     from workbench.eval.runner import EvalOptions, harness_plan, run_suite
@@ -137,6 +139,8 @@ def live_eval_callback(plan: LiveEvalPlan, store: Store, *, train_run: str, base
             folder = work_dir / ".evals" / f"step-{step}"
             with _RngKept(), _eval_mode(model), (model.disable_adapter() if base else contextlib.nullcontext()):
                 ckpt = replace(base_ckpt, derived={}) if base else self._step_checkpoint(model, step, folder)
+                if chat_template is not None:
+                    ckpt.use_template(chat_template)
                 # the base's lm-eval results may come from (and go to) the cache of `wb eval BASE`; an
                 # adapter's weights at one step are never seen again, so its requests are not cached
                 opts = {"seed": 1234, "use_cache": base}

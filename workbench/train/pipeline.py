@@ -117,7 +117,7 @@ def train(recipe: str | os.PathLike, output: str | os.PathLike | None = None, *,
         live = None if live_plan is None else live_eval_callback(
             live_plan, st, train_run=run.run_id, base_ckpt=inputs.base, base_ref=portable_base(inputs.base, cfg.base),
             name=cfg.name, work_dir=checkpoints.root, resuming=checkpoints.resume_from is not None, command=command,
-            on_event=info)
+            on_event=info, chat_template=inputs.chat_template)
         ckpt, log = train_adapter(cfg, path, out, inputs=inputs, checkpoints=checkpoints, report_to=report_to,
                                   callbacks=callbacks + ([live] if live else []), on_log=lambda row: info(
             f"  step {row['step']:>4}  loss {row['loss']:.4f}  ({row['elapsed_s']:.0f} s)"))

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.chat.named import NAMES, ChosenTemplate, choose_template, template_sha256
 from workbench.checkpoints.checkpoint import Checkpoint, weights_sha
 from workbench.checkpoints.resolve import portable_base
 from workbench.config import ScorerSpec, TrainConfig
@@ -34,6 +35,8 @@ class TrainInputs:
     trainer_args: object  # the method's TRL config, validated (built again with the checkpoint plan to train)
     quantization: dict | None = None  # workbench.checkpoints.quantization.quantization_record
     reward: tuple[ScorerSpec, dict] | None = None  # GRPO: the scorer and where it comes from
+    chat_template: ChosenTemplate | None = None  # the recipe's chat_template; None: the base's own template
+    template_record: dict | None = None  # what the adapter's lineage keeps of the template rows are rendered with
 
     @property
     def peft_type(self) -> str:
@@ -67,6 +70,10 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
     from workbench.train.methods import trainer_config
     from workbench.train.peft_spec import build_peft_config, check_targets, peft_type_name
 
+    chosen = None
+    if cfg.chat_template is not None:
+        chosen = choose_template(cfg.chat_template, relative_to=config_path.parent,
+                                 where=f"{config_path}: chat_template")
     loaded = loaded or load_training_rows(cfg, config_path)
     data_path, fmt, rows, examples = loaded.data_path, loaded.data_format, loaded.rows, loaded.examples
     reward = None
@@ -83,6 +90,7 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
         raise BadInput(f"{config_path}: base: {exc}") from None
     if base.kind == "adapter" or base.format != "hf":
         raise BadInput(f"{config_path}: base: '{cfg.base}' must be an HF model folder or 'default', not a {base.kind}")
+    template_record = chosen.record() if chosen else _base_template(base, cfg, config_path)
     peft_config = build_peft_config(cfg, config_path)
     check_targets(peft_config, base.path, config_path, "peft" if cfg.peft is not None else "lora")
     if cfg.training.loraplus_lr_ratio and peft_type_name(peft_config) != "lora":
@@ -93,7 +101,20 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
     if cfg.training.precision != "fp32" and not cuda:
         raise BadInput(f"{config_path}: training.precision: {cfg.training.precision} needs a GPU here; use fp32 on CPU")
     args = trainer_config(cfg, config_path, Path("trainer"), cuda=cuda)
-    return TrainInputs(data_path, fmt, rows, examples, base, peft_config, args, quantization, reward)
+    return TrainInputs(data_path, fmt, rows, examples, base, peft_config, args, quantization, reward, chosen,
+                       template_record)
+
+
+def _base_template(base: Checkpoint, cfg: TrainConfig, config_path: Path) -> dict:
+    """The base's own chat template, as lineage records it; a base model without one is refused, naming the fix."""
+    from workbench.runtimes.hf import read_chat_template
+
+    template = read_chat_template(base)
+    if not template:
+        raise BadInput(f"{config_path}: base '{cfg.base}' has no chat template (a base model): choose the format "
+                       f"rows are rendered in with `chat_template:` in the recipe ({', '.join(NAMES)}, or a .jinja "
+                       "file)")
+    return {"source": "base", "sha256": template_sha256(template)}
 
 
 def _check_quantization(cfg: TrainConfig) -> dict | None:
@@ -142,6 +163,8 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(base.path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if inputs.chat_template is not None:  # rows render with it, and save_pretrained writes it as chat_template.jinja
+        tokenizer.chat_template = inputs.chat_template.text
     if inputs.quantization:
         from workbench.checkpoints.quantization import load_quantized
 
@@ -191,6 +214,7 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
                       "peft_type": inputs.peft_type, "peft": peft_fields(cfg),
                       **({"quantization": inputs.quantization} if inputs.quantization else {}),
                       **({"reward": inputs.reward[1]} if inputs.reward else {}),
+                      "chat_template": inputs.template_record,
                       "train_data": str(inputs.data_path), "train_data_sha": sha256_file(inputs.data_path),
                       "data_format": inputs.data_format, "n_train": len(inputs.rows),
                       "n_examples": len(inputs.examples), "recipe": json.loads(cfg.model_dump_json())}
