@@ -5,10 +5,12 @@ workbench/replay/conversations.py), seeded, from the repo's own data.
         [--pii K] [--secrets K] [--duplicates K] [--near-duplicates K]
         [--training-copies K --training-file evals/data/contacts_train.jsonl] [--malformed K]
 
-The traffic: contact extraction requests (workbench.data.contacts' generator, its held-out people and cities, so
-none is a copy of the training rows), general questions (the judge demo's science questions, arithmetic and unit
+The traffic: contact extraction requests (workbench.data.contacts' instruction, people, cities and its held-out
+message templates, which no training row uses, so none overlaps the training rows), general questions (the judge demo's science questions, arithmetic and unit
 conversions, answers computed), and tool use (weather, currency and order look-ups: a tool call, or a tool result
-answered), logged from two models. Every contact request carries an email address (in the prompt and in the JSON
+answered), logged from two models. The conversations are distinct, and no two are near duplicates by construction
+(two contact requests on one template differ in at least three of first name, surname, age and city; questions
+never repeat), so the only duplicates are the planted ones. Every contact request carries an email address (in the prompt and in the JSON
 answer): scrubbing finds those too.
 
 Planted, for tests of the input side: --pii K conversations with a phone number and an email address added;
@@ -54,20 +56,25 @@ UNITS = [("kilometers", "miles", 0.621371), ("kilograms", "pounds", 2.20462), ("
 JUDGE_DEMO = Path(__file__).resolve().parents[1] / "evals" / "data" / "judge_demo.jsonl"
 
 
-def _contact(item: dict, model: str) -> tuple[list, dict, int]:
-    record = json.loads(item["reference"])
+def _contact(rng: random.Random, model: str) -> tuple[list, dict, dict, str]:
+    first, last = rng.choice(contacts.FIRST), rng.choice(contacts.LAST)
+    record = {"name": f"{first} {last}", "age": rng.randint(18, 79), "city": rng.choice(contacts.CITIES),
+              "email": f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{rng.choice(contacts.DOMAINS)}"}
+    template = rng.choice(contacts.TEST_TEMPLATES)
+    messages = [{"role": "user", "content": f"{contacts.INSTRUCTION}\nMessage: {template.format(**record)}"}]
     if model == MODELS[0]:
-        answer = item["reference"]
+        answer = json.dumps(record, ensure_ascii=False)
     else:
         answer = f"The contact is {record['name']}, aged {record['age']}, from {record['city']} ({record['email']})."
-    return item["messages"], {"role": "assistant", "content": answer}, 2  # emails: prompt and answer
+    return messages, {"role": "assistant", "content": answer}, record, template
 
 
 def _general(rng: random.Random, questions: list[dict]) -> tuple[list, dict, int]:
     kind = rng.randrange(3)
     if kind == 0 and questions:
         q = questions.pop(rng.randrange(len(questions)))
-        return [{"role": "user", "content": q["prompt"]}], {"role": "assistant", "content": q["reference"]}, 0
+        ask = q["prompt"].split(": ", 1)[-1]  # without the suite's shared "In one or two sentences:" lead-in
+        return [{"role": "user", "content": ask[0].upper() + ask[1:]}], {"role": "assistant", "content": q["reference"]}, 0
     if kind == 1:
         a, b = rng.randint(12, 999), rng.randint(3, 99)
         op, sign, value = rng.choice([("times", "*", a * b), ("plus", "+", a + b), ("minus", "-", a - b)])
@@ -152,18 +159,22 @@ def generate(n: int = 500, seed: int = 0, *, pii: int = 0, secrets: int = 0, dup
     base_n = n - duplicates - near_duplicates - training_copies
     if base_n < max(pii + secrets, duplicates + near_duplicates, 1):
         raise SystemExit("make_replay_logs: --n is too small for what is planted")
-    _, people = contacts.build(n_train=0, n_test=base_n, seed=seed + 1000)  # held-out names and cities
     questions = [json.loads(line) for line in JUDGE_DEMO.read_text().splitlines() if line.strip()]
     cities = sorted(contacts.HELD_OUT_CITIES | {"Lisbon", "Osaka", "Boston"})
     base, seen = [], set()
     while len(base) < base_n:
         r = rng.random()
         if r < 0.4:
-            item, model, tools = people.pop(), rng.choice(MODELS), None
-            messages, answer, emails = _contact(item, model)
-            # Two requests that differ only in their email address are one request once it is scrubbed.
-            key = json.loads(item["reference"])
-            key = (key["name"], key["age"], key["city"], messages[0]["content"].split("Message: ")[1][:12])
+            model, tools, emails = rng.choice(MODELS), None, 2  # the address: in the prompt and in the answer
+            messages, answer, record, template = _contact(rng, model)
+            # Any two of (first name, surname, age, city) shared on one template make a near duplicate once the
+            # address is scrubbed; such a request is drawn again.
+            fields = (*record["name"].split(" "), record["age"], record["city"])
+            pairs = {(template, i, j, fields[i], fields[j]) for i in range(4) for j in range(i + 1, 4)}
+            if pairs & seen:
+                continue
+            seen.update(pairs)
+            key = messages[0]["content"]
         elif r < 0.75:
             (messages, answer, emails), model, tools = _general(rng, questions), rng.choice(MODELS), None
             key = messages[0]["content"]

@@ -21,6 +21,9 @@ PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "I
 # Presidio's pattern scores without context words (no NLP engine): a bare nine-digit number scores 0.05 as an
 # SSN. Spans below this are noise, not personal data (phone numbers score 0.4, emails and valid cards 1.0).
 MIN_SCORE = 0.3
+# phonenumbers takes short numbers for valid in some regions ("164.0" in a sentence): a phone number, area code
+# included, has at least seven digits.
+MIN_PHONE_DIGITS = 7
 _TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.~]")
 _PEM_END = re.compile(r"-----END[ A-Z0-9]*-----")
 
@@ -83,7 +86,8 @@ class Scrubber:
         return text
 
     def _pii_spans(self, text: str) -> list[tuple[int, int, str]]:
-        results = self._analyzer.analyze(text, language="en", entities=list(PII_ENTITIES))
+        results = [r for r in self._analyzer.analyze(text, language="en", entities=list(PII_ENTITIES))
+                   if r.entity_type != "PHONE_NUMBER" or sum(map(str.isdigit, text[r.start:r.end])) >= MIN_PHONE_DIGITS]
         # The analyzer drops a span inside another of its kind, not overlaps of different kinds (an SSN that also
         # parses as a phone number): the higher score, then the longer span, wins.
         return _non_overlapping([(r.start, r.end, r.entity_type, (r.score, r.end - r.start)) for r in results])
