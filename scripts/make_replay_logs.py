@@ -13,7 +13,7 @@ answered), logged from two models. The conversations are distinct, and no two ar
 never repeat), so the only duplicates are the planted ones. Every contact request carries an email address (in the prompt and in the JSON
 answer): scrubbing finds those too.
 
-Planted, for tests of the input side: --pii K conversations with a phone number and an email address added;
+Planted, for tests of the input side: --pii K contact requests with a phone number and an email address added;
 --secrets K with an API key (OpenAI-style or an AWS access key id); --duplicates K exact copies and
 --near-duplicates K copies with a word added; --training-copies K rows of the training file logged as traffic;
 --malformed K truncated lines (each holding a secret, to check that a bad line's content is never echoed). The
@@ -185,11 +185,19 @@ def generate(n: int = 500, seed: int = 0, *, pii: int = 0, secrets: int = 0, dup
             continue
         seen.add(key)
         base.append({"messages": messages, "answer": answer, "model": model, "tools": tools, "emails": emails,
-                     "phones": 0, "secrets": 0, "kind": "contacts" if r < 0.4 else "general" if r < 0.75 else "tools"})
-    general = [b for b in base if b["kind"] == "general"]
-    if len(general) < pii + secrets:
-        raise SystemExit("make_replay_logs: not enough general questions to plant PII and secrets in")
-    for k, b in enumerate(rng.sample(general, pii + secrets)):
+                     "phones": 0, "secrets": 0, "kind": "contacts" if r < 0.4 else "general" if r < 0.75 else "tools",
+                     "fields": {(template, i, f) for i, f in enumerate(fields)} if r < 0.4 else set()})
+    # Planted in contact requests: once scrubbed, the planted sentence is the same everywhere, and beside a short
+    # question it would make near duplicates of its own.
+    # Nor may two of them share a field on one template (with the sentence, one shared field is near enough).
+    requests, taken = [], set()
+    for b in rng.sample([b for b in base if b["kind"] == "contacts"], sum(b["kind"] == "contacts" for b in base)):
+        if len(requests) < pii + secrets and not b["fields"] & taken:
+            requests.append(b)
+            taken |= b["fields"]
+    if len(requests) < pii + secrets:
+        raise SystemExit("make_replay_logs: not enough contact requests to plant PII and secrets in")
+    for k, b in enumerate(requests):
         if k < pii:
             b["messages"] = _with_user_text(b["messages"], f"Call me at {_phone(rng)} or write to {_email(rng)}.")
             b["phones"], b["emails"] = 1, b["emails"] + 1
