@@ -124,8 +124,8 @@ class Scrubber:
     # ---- a conversation -----------------------------------------------------------------------------------
 
     def value(self, value):
-        """Every string in a message (content, text parts, tool-call arguments), scrubbed; roles, ids and names
-        kept. Tool-call arguments given as JSON text are scrubbed value by value and written back as JSON."""
+        """Every string in a message (content, text parts, tool-call arguments, a participant's name), scrubbed;
+        roles, ids and function names kept. Tool-call arguments given as JSON text are scrubbed value by value and written back as JSON."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):
@@ -133,8 +133,8 @@ class Scrubber:
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
-                if k in ("role", "id", "tool_call_id", "type", "name"):
-                    out[k] = v
+                if k in ("role", "id", "tool_call_id", "type") or (k == "name" and "arguments" in value):
+                    out[k] = v  # a function's name is kept; a message's `name` (a participant) is scrubbed
                 elif k == "arguments" and isinstance(v, str):
                     out[k] = self._json_text(v)
                 else:
