@@ -29,6 +29,7 @@ from workbench.toolcalls.calls import ToolCall
 
 FORMATS = ("openai", "ollama", "langfuse")
 ROLES = {"system", "user", "assistant", "tool", "developer"}
+KNOWN_PARTS = {"text", "image_url", "input_audio", "file", "refusal"}
 DETECT_RECORDS = 20  # records looked at to tell a file's format
 
 
@@ -157,8 +158,9 @@ def _content(value, where: str):
         texts = []
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise BadRecord(f"{where}: a content part of type {kind!r} (only text is replayed)")
+                kind = part.get("type") if isinstance(part, dict) else None
+                kind = kind if kind in KNOWN_PARTS else "other"  # never a logged value in the message
+                raise BadRecord(f"{where}: a content part of type {kind} (only text is replayed)")
             texts.append(part["text"])
         return "\n".join(texts)
     raise BadRecord(f"{where}: content is neither a string nor a list of text parts")
