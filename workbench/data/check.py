@@ -51,10 +51,12 @@ def exact_duplicates(rows: list[Row]) -> list[list[int]]:
 
 
 def near_duplicates(rows: list[Row], threshold: float = NEAR_DUP_THRESHOLD) -> list[list[int]]:
-    """Groups of rows whose shingle sets look alike (MinHash LSH), exact duplicates excluded."""
+    """Groups of rows whose shingle sets look alike (MinHash LSH), exact duplicates excluded. LSH only proposes
+    candidates (a pair well below the threshold can share a band): each is kept when its shingle sets' Jaccard
+    similarity with the group's first row does reach the threshold."""
     datasketch = require("datasketch", "Near-duplicate detection", "train")
     lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=MINHASH_PERMUTATIONS)
-    hashes, seen = {}, set()
+    hashes, shingle_sets, seen = {}, {}, set()
     for row in rows:
         ws = words(row.text())
         key = " ".join(ws)
@@ -64,13 +66,15 @@ def near_duplicates(rows: list[Row], threshold: float = NEAR_DUP_THRESHOLD) -> l
         shingles = {" ".join(ws[i:i + 3]).encode() for i in range(max(1, len(ws) - 2))}
         mh = datasketch.MinHash(num_perm=MINHASH_PERMUTATIONS, seed=1)
         mh.update_batch(list(shingles))
-        hashes[row.line] = mh
+        hashes[row.line], shingle_sets[row.line] = mh, shingles
         lsh.insert(str(row.line), mh)
     groups, grouped = [], set()
     for line, mh in hashes.items():
         if line in grouped:
             continue
-        near = sorted(int(k) for k in lsh.query(mh))
+        mine = shingle_sets[line]
+        near = sorted(k for k in map(int, lsh.query(mh)) if k not in grouped and (
+            k == line or len(mine & shingle_sets[k]) / len(mine | shingle_sets[k]) >= threshold))
         if len(near) > 1:
             groups.append(near)
             grouped.update(near)

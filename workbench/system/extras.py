@@ -24,6 +24,8 @@ EXTRA_OF = {
     "bitsandbytes": "qlora",
     "mlflow": "track",
     "tensorboard": "track",
+    "presidio_analyzer": "replay",
+    "detect_secrets": "replay",
 }
 
 
