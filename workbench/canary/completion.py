@@ -71,7 +71,9 @@ class StreamedCompletion:
         choices = []
         for index in sorted(self.choices):
             acc = self.choices[index]
-            message = {"role": acc["role"], "content": acc["content"]}
+            # as a non-streamed answer has it: "" for no text, None beside tool calls
+            content = acc["content"] if acc["content"] is not None or acc["tool_calls"] else ""
+            message = {"role": acc["role"], "content": content}
             if acc.get("reasoning_content") is not None:
                 message["reasoning_content"] = acc["reasoning_content"]
             if acc["tool_calls"]:
