@@ -21,7 +21,6 @@ from workbench.canary.routing import key_point, routed_side
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_TOKENS = 2
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +116,7 @@ def streamed_text(sse: str) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
 
 
+@pytest.mark.slow
 def test_fraction_200_requests_8_clients_per_user_sides_and_a_whole_log(default_export, tmp_path, canaries):
     from scipy.stats import binom
 
@@ -178,6 +178,7 @@ def test_routing_hash_spreads_keys_uniformly():
     assert routed_side("x", 0.0) == "baseline" and routed_side("x", 1.0) == "candidate"
 
 
+@pytest.mark.slow
 def test_kill_9_mid_traffic_leaves_only_whole_records(upstreams, tmp_path, canaries):
     base, cand = upstreams
     canary = canaries(tmp_path, "--baseline", base, "--candidate", cand, "--fraction", "0.5")
@@ -201,6 +202,7 @@ def test_kill_9_mid_traffic_leaves_only_whole_records(upstreams, tmp_path, canar
     assert 15 <= answered <= len(records) < 400  # every answer the clients got was logged before it left
 
 
+@pytest.mark.slow
 def test_shadow_returns_the_baseline_and_logs_both(upstreams, tmp_path, canaries):
     base, cand = upstreams
     canary = canaries(tmp_path, "--baseline", base, "--candidate", cand, "--shadow")
@@ -222,6 +224,7 @@ def test_shadow_returns_the_baseline_and_logs_both(upstreams, tmp_path, canaries
         assert rec["shadow"]["usage"]["completion_tokens"] <= MAX_TOKENS
 
 
+@pytest.mark.slow
 def test_no_content_logs_ids_sides_and_counts_only(upstreams, tmp_path, canaries):
     base, cand = upstreams
     canary = canaries(tmp_path, "--baseline", base, "--candidate", cand, "--shadow", "--no-content")
@@ -259,6 +262,7 @@ class Broken(JsonHandler):
         self.send_json({"error": {"message": "overloaded"}}, status=500)
 
 
+@pytest.mark.slow
 def test_a_failing_candidate_fails_over_and_leaves_the_rotation(upstreams, tmp_path, canaries):
     base, _ = upstreams
     with serving(Broken) as broken:
@@ -277,6 +281,7 @@ def test_a_failing_candidate_fails_over_and_leaves_the_rotation(upstreams, tmp_p
     assert "the candidate failed 2 times in a row" in canary.stderr.read_text()
 
 
+@pytest.mark.slow
 def test_a_failing_baseline_returns_its_status(tmp_path, canaries, upstreams):
     _, cand = upstreams
     with serving(Broken) as broken:
@@ -317,3 +322,32 @@ def test_refusals_write_nothing(case, tmp_path, capsys, monkeypatch, tiny_model_
         before = snapshot(tmp_path)
         assert_refused(run_cli(argv + extra, capsys), code, needles, before, tmp_path)
     assert not store.exists()
+
+
+def test_a_stream_split_anywhere_is_put_back_together_with_its_tool_calls():
+    from workbench.canary.completion import StreamedCompletion
+
+    chunks = [
+        {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Looking "}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "it up."}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_", "arguments": '{"ci'}}]}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"name": "weather", "arguments": 'ty": "Oslo"}'}}]}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 7}},
+    ]
+    wire = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks).encode() + b"data: [DONE]\r\n\r\n"
+    for step in (1, 7, len(wire)):
+        acc = StreamedCompletion()
+        for i in range(0, len(wire), step):
+            acc.feed(wire[i:i + step])
+        done = acc.completion()
+        assert acc.done and acc.chunks == len(chunks)
+        assert done["id"] == "c1" and done["model"] == "m" and done["usage"]["completion_tokens"] == 7
+        (choice,) = done["choices"]
+        assert choice["finish_reason"] == "tool_calls"
+        assert choice["message"]["content"] == "Looking it up."
+        assert choice["message"]["tool_calls"] == [{"id": "call_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]

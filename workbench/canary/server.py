@@ -35,7 +35,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
-        raise BadInput(f"--host '{host}': an IP address (127.0.0.1, ::1, 0.0.0.0)") from None
+        raise BadInput(f"--host '{host}': an IP address (127.0.0.1, ::1, 0.0.0.0) or localhost") from None
     # IPPROTO_TCP named: asyncio sets TCP_NODELAY on accepted connections only for a socket whose proto says TCP;
     # with proto 0 every answer waited on the client's delayed ACK (about 40 ms a request, measured)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -68,6 +68,7 @@ def serve(baseline: str, candidate: str, *, fraction: float | None = None, shado
     require("starlette", PURPOSE, "serve")
     sides = [resolve_upstream(candidate, CANDIDATE, model=candidate_model, key_env=candidate_key_env),
              resolve_upstream(baseline, BASELINE, model=baseline_model, key_env=baseline_key_env)]
+    host = "127.0.0.1" if host == "localhost" else host
     sock = bind(host, port)
     if not is_loopback(host):
         warn(f"--host {host}: the canary answers whoever reaches this address (no key is asked of clients)")
