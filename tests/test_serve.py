@@ -313,7 +313,7 @@ def test_refusals_write_nothing(case, tmp_path, capsys, monkeypatch, tiny_model_
         code, needles = {
             "fraction-above-1": (2, ("--fraction",)), "fraction-and-shadow": (2, ("--shadow",)),
             "no-such-candidate": (3, ("--candidate", "nowhere.gguf")), "hf-candidate": (3, ("--candidate", "hf")),
-            "port-in-use": (4, ("--port", str(port))), "candidate-url-down": (4, (f"127.0.0.1:{nobody}",)),
+            "port-in-use": (4, ("--port", str(port))), "candidate-url-down": (4, ("--candidate", f"127.0.0.1:{nobody}")),
         }[case]
         extra = {"fraction-above-1": ["--fraction", "1.5"], "fraction-and-shadow": ["--fraction", "0.2", "--shadow"],
                  "no-such-candidate": ["--candidate", str(tmp_path / "nowhere.gguf")],

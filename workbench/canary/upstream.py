@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.errors import BadInput
+from workbench.errors import BadInput, EnvironmentProblem
 from workbench.runtimes.endpoint import SCHEMES, api_key_from, served_models
 from workbench.system.urls import public_url, url_under
 
@@ -52,7 +52,10 @@ def resolve_upstream(ref: str, role: str, *, model: str | None = None, key_env: 
     option = f"--{role}"
     if str(ref).startswith(SCHEMES):
         key = api_key_from(key_env, f"--{role}-key-env")
-        listed = served_models(ref, key)
+        try:
+            listed = served_models(ref, key)
+        except EnvironmentProblem as exc:
+            raise EnvironmentProblem(f"{option}: {exc}") from None
         if not model and not listed:
             raise BadInput(f"{option} {public_url(ref)}: GET /models lists no model; name one with --{role}-model")
         return Upstream(role, ref, base_url=ref.rstrip("/"), model=model or listed[0], api_key=key)
