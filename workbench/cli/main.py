@@ -39,12 +39,13 @@ def _register() -> None:
         review,
         runs,
         schema,
+        serve,
         sweep,
         train,
     )
 
     for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, report, dashboard, runs,
-                   review, schema, doctor):
+                   review, serve, schema, doctor):
         module.register(app)
 
 

@@ -10,7 +10,7 @@ from workbench.cli.output import emit_json, out
 from workbench.store.runs import Store
 from workbench.system.console import err, markup_text, plain
 
-RUN_KINDS = ("train", "eval", "judge", "merge", "export", "matrix")
+RUN_KINDS = ("train", "eval", "judge", "merge", "export", "matrix", "canary")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,11 @@ A canary log (`wb serve`) is JSONL in the shape of the `openai` log format, one 
      "latency_ms": 12.3, "usage": {"prompt_tokens": ..., "completion_tokens": ...}, "error": null | "...",
      "status": 200}
 
-With `--no-content` the request's messages/tools and the response's message content are left out. Any JSONL whose
+With `--no-content` the request's messages/tools and the response's message content are left out. `wb serve` also
+writes `routed` (the side the user's key hashes to), `stream`, for a stream `first_byte_ms` and `chunks` (its
+response is the completion put back together; `usage` null when the server sent none), `failover` ({side, status,
+latency_ms, error} of a candidate that failed, `side` then being the baseline that answered), and `usage`/`status`
+inside `shadow`; readers ignore fields they do not use. Any JSONL whose
 lines carry `request.messages` and `response.choices[0].message` (an OpenAI chat-completions request/response
 pair) reads the same way.
 """

