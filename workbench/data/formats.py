@@ -24,7 +24,7 @@ from pathlib import Path
 from workbench.data.records import json_objects
 from workbench.errors import BadInput
 from workbench.system.user_files import regular_file
-from workbench.toolcalls.rows import check_calls, parse_calls, parse_tools, sharegpt_calls
+from workbench.toolcalls.rows import chat_message, check_calls, parse_tools, sharegpt_calls
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompt")
 ROLES = {"system", "user", "assistant", "tool"}
@@ -73,26 +73,7 @@ def _turns(where: str, key: str, value, *, as_role: str | None = None) -> list[d
         return [{"role": as_role, "content": value}]
     if not isinstance(value, list) or not value:
         raise BadInput(f"{where}: {key}: expected {'a string or ' if as_role else ''}a non-empty list of messages")
-    return [_message(where, f"{key}.{i}", m) for i, m in enumerate(value)]
-
-
-def _message(where: str, field: str, m) -> dict:
-    """{role, content}; an assistant turn may carry `tool_calls` (content then may be empty or null), a tool turn
-    its `tool_call_id` / `name`."""
-    calls = m.get("tool_calls") if isinstance(m, dict) and m.get("role") == "assistant" else None
-    content = m.get("content") if isinstance(m, dict) else None
-    if calls and content is None:
-        content = ""
-    if isinstance(m, dict) and m.get("role") == "tool" and isinstance(content, (dict, list)):
-        content = json.dumps(content)  # a tool result given as JSON
-    if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(content, str):
-        raise BadInput(f"{where}: {field}: expected {{role, content}} with role in {sorted(ROLES)}")
-    out = {"role": m["role"], "content": content}
-    if calls is not None:
-        out["tool_calls"] = parse_calls(f"{where}: {field}.tool_calls", calls)
-    if m["role"] == "tool":
-        out.update({k: m[k] for k in ("tool_call_id", "name") if isinstance(m.get(k), str)})
-    return out
+    return [chat_message(where, f"{key}.{i}", m, ROLES) for i, m in enumerate(value)]
 
 
 def _text(where: str, row: dict, key: str, *, required: bool = True) -> str:

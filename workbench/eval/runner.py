@@ -143,6 +143,7 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
             spec = gen if gen.n == 1 else gen.model_copy(update={"seed": gen.seed + i})
             for kept, output in zip(answers, _generate(runtime, spec, items, conversations, advance)):
                 kept.append(output)
+    answers, thoughts = _final_answers(runtime, answers)
     plain = [s for s in task.scorers if s.type not in JUDGE_SCORERS]
     settings = task.model_dump()
     errors = {s.label: 0 for s in plain if s.type == "python"}
@@ -153,6 +154,8 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
         scored = [_score_answer(plain, item, conversation, output, settings, names, errors) for output in outputs]
         sample = {"id": item["id"], "messages": conversation, "output": outputs[0], "reference": item["reference"],
                   "scores": _item_scores(scored, task.pass_at), "tags": item["tags"], "metadata": item["metadata"]}
+        if thoughts is not None:
+            sample.update(thoughts[len(samples)])
         if turns is not None:
             sample["turns"] = turns[len(samples)]
         if len(outputs) > 1:
@@ -172,12 +175,35 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
     metrics = [(s.label, m) for s in plain for m in names.get(s.label, [s.label])]
     metrics += [(label, f"{m}.pass@{k}") for label, m in metrics for k in task.pass_at]
     groups = breakdown.groups(samples, task.breakdown)
+    if thoughts is not None:
+        for metric, better in (("reasoning_chars", None), ("reasoning_unclosed", False)):
+            value, stderr = mean_stderr([float(t[metric]) for t in thoughts])
+            run.add_metric(task.name, metric, value, stderr=stderr, n=len(thoughts), higher_is_better=better,
+                           source="task")
     for label, metric in metrics:
         extra = {"errors": errors[label]} if label in errors else {}
         _add_mean(run, task.name, metric, samples, None, extra)
         for key, value in groups:
             _add_mean(run, task.name, breakdown.metric_name(metric, key, value), samples,
                       {"key": key, "value": value}, extra)
+
+
+def _final_answers(runtime: Runtime | None, answers: list[list[str]]) -> tuple[list[list[str]], list[dict] | None]:
+    """A reasoning model's answers with their thinking stripped (ChatFormat.strip_reasoning: what scorers and
+    judges see; an answer whose thinking never closes is ""), and per item the first answer's thinking: its
+    length in characters, whether it never closed, and the whole generated text. (answers, None) for a model
+    that does not reason."""
+    chat_format = runtime.chat_format() if runtime is not None else None
+    if chat_format is None or not chat_format.reasoning_markers():
+        return answers, None
+    finals, thoughts = [], []
+    for outputs in answers:
+        stripped = [chat_format.strip_reasoning(o) for o in outputs]
+        finals.append([answer for answer, _ in stripped])
+        answer, chars = stripped[0]
+        thoughts.append({"reasoning_chars": chars, "reasoning_unclosed": bool(chars) and answer == "",
+                         "generated": outputs[0]})
+    return finals, thoughts
 
 
 def _generate(runtime: Runtime, gen, items: list[dict], conversations: list[list[dict]], progress) -> list[str]:
@@ -191,7 +217,10 @@ def _generate(runtime: Runtime, gen, items: list[dict], conversations: list[list
     outputs: list[str] = [""] * len(items)
     for own, indices in batches.items():
         spec = gen.model_copy(update=json.loads(own))
-        for i, output in zip(indices, runtime.generate([conversations[i] for i in indices], spec, progress=progress)):
+        tools = [items[i].get("tools") for i in indices]
+        extra = {"tools": tools} if any(tools) else {}  # tools go to the template or the request (Runtime.generate)
+        for i, output in zip(indices, runtime.generate([conversations[i] for i in indices], spec, progress=progress,
+                                                       **extra)):
             outputs[i] = output
     return outputs
 

@@ -41,6 +41,25 @@ def parse_tools(where: str, value) -> list[dict]:
     return out
 
 
+def chat_message(where: str, field: str, m, roles) -> dict:
+    """A message as {role, content} (role in `roles`); an assistant turn may carry `tool_calls` (its content may
+    then be empty or null), a tool turn its `tool_call_id` / `name`."""
+    calls = m.get("tool_calls") if isinstance(m, dict) and m.get("role") == "assistant" else None
+    content = m.get("content") if isinstance(m, dict) else None
+    if calls and content is None:
+        content = ""
+    if isinstance(m, dict) and m.get("role") == "tool" and isinstance(content, (dict, list)):
+        content = json.dumps(content)  # a tool result given as JSON
+    if not isinstance(m, dict) or m.get("role") not in roles or not isinstance(content, str):
+        raise BadInput(f"{where}: {field}: expected {{role, content}} with role in {sorted(roles)}")
+    out = {"role": m["role"], "content": content}
+    if calls is not None:
+        out["tool_calls"] = parse_calls(f"{where}: {field}.tool_calls", calls)
+    if m["role"] == "tool":
+        out.update({k: m[k] for k in ("tool_call_id", "name") if isinstance(m.get(k), str)})
+    return out
+
+
 def parse_calls(where: str, value) -> list[dict]:
     """Assistant `tool_calls` (OpenAI entries, arguments as JSON text or an object) in the form templates read."""
     if not isinstance(value, list) or not value:
