@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workbench.data.contacts import CITIES, DOMAINS, FIRST, HELD_OUT_CITIES, HELD_OUT_FIRST, LAST  # noqa: E402
+from workbench.data.contacts import CITIES, DOMAINS, FIRST, HELD_OUT_CITIES, HELD_OUT_FIRST, LAST
 
 SYSTEM = "You manage the user's address book. Call a function when one fits the request; otherwise just answer."
 
