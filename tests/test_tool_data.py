@@ -230,7 +230,7 @@ def _suite(folder: Path, thinking: str) -> Path:
         {"role": "user", "content": "Find Bo."}], "reference": f"<tool_call>{CALL}</tool_call>"}]))
     suite = folder / f"think-{thinking}.yaml"
     suite.write_text(f"name: think-{thinking}\ntasks:\n  - name: call\n    data: items.jsonl\n    generation: "
-                     f"{{max_new_tokens: 12, thinking: '{thinking}'}}\n    scorers: [{{type: exact}}]\n")
+                     f"{{max_new_tokens: 12, thinking: {thinking}}}\n    scorers: [{{type: exact}}]\n")
     return suite
 
 

@@ -329,6 +329,11 @@ class GenerationSpec(Strict):
     `off` writes an empty think block into the prompt); unset leaves the template's default. Scorers always see
     the final answer (the thinking stripped; an answer whose thinking never closes counts as no answer)."""
 
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML's on/off
+
 
 class FewshotPair(Strict):
     """A few-shot example as one exchange."""
