@@ -155,14 +155,26 @@ def test_train_refuses_bad_tool_rows_and_a_template_that_drops_tools(tmp_path, m
                     f"set `chat_template:` in {recipe}"), before, tmp_path)
 
 
-def test_grpo_refuses_tool_rows(tmp_path):
+def test_preference_rows_keep_tools_and_trainers_without_tools_refuse_them(tmp_path):
+    """DPO and KTO rows keep the row's tools (TRL renders them); GRPO's and ORPO's trainers drop tools: refused."""
     from workbench.errors import BadInput
     from workbench.train.rows import method_rows
 
-    data = tmp_path / "rows.jsonl"
-    data.write_text(_jsonl([_row()]))
-    with pytest.raises(BadInput, match=r"rows.jsonl:1: tools: method grpo does not render tools"):
-        method_rows("grpo", data)
+    row = _row()
+    pair = {"tools": TOOLS, "prompt": row["messages"][:1], "chosen": row["messages"][1:2],
+            "rejected": [{"role": "assistant", "content": "I can't look people up."}]}
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(_jsonl([pair]))
+    for method in ("dpo", "kto"):
+        _, _, examples = method_rows(method, data)
+        assert all(ex["tools"] == TOOLS for ex in examples)
+        assert examples[0].get("chosen", examples[0].get("completion"))[0]["tool_calls"][0]["function"]["name"] == \
+            "find_contact"
+    conversations = tmp_path / "rows.jsonl"
+    conversations.write_text(_jsonl([row]))
+    for method, path in (("grpo", conversations), ("orpo", data)):
+        with pytest.raises(BadInput, match=rf"\.jsonl:1: tools: TRL's {method} trainer does not render tools"):
+            method_rows(method, path)
 
 
 def test_bundled_tools_data_regenerates_and_checks(tmp_path):

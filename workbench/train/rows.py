@@ -9,7 +9,7 @@
 
 A row with `tools` keeps them (TRL renders each row with apply_chat_template(tools=...)); its messages go into the
 dataset as JSON values (training_dataset), so that rows calling different functions keep their own arguments.
-GRPO's trainer renders no tools: a tool row is refused there.
+GRPO's and ORPO's trainers render no tools (TRL 1.x): a tool row is refused there.
 
 A row that does not fit is a BadInput naming file:line; a file of the wrong kind for the method names both.
 """
@@ -42,9 +42,9 @@ def method_rows(method: str, path: Path, fmt: str | None = None) -> tuple[str, l
     convert = {"sft": _sft, "dpo": _pair, "orpo": _pair, "kto": _unpaired, "grpo": _prompt}[method]
     out = []
     for row in rows:
-        if row.tools is not None and method == "grpo":
-            raise BadInput(f"{path}:{row.line}: tools: method grpo does not render tools; train tool calls with sft, "
-                           "dpo, orpo or kto")
+        if row.tools is not None and method in ("grpo", "orpo"):
+            raise BadInput(f"{path}:{row.line}: tools: TRL's {method} trainer does not render tools; train tool calls "
+                           "with sft, dpo or kto")
         examples = convert(row, f"{path}:{row.line}", fmt)
         out.extend({**ex, "tools": row.tools} if row.tools is not None else ex for ex in examples)
     return fmt, rows, out
