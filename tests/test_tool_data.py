@@ -155,6 +155,19 @@ def test_train_refuses_bad_tool_rows_and_a_template_that_drops_tools(tmp_path, m
                     f"set `chat_template:` in {recipe}"), before, tmp_path)
 
 
+def test_eval_refuses_tool_items_on_a_template_that_drops_them(tmp_path, monkeypatch, capsys, default_ckpt):
+    """A suite whose items declare tools, on SmolLM2's template: exit 3 before a run opens."""
+    ws = Workspace(tmp_path, monkeypatch)
+    rows = _jsonl([{"id": "bo", "tools": TOOLS, "messages": [{"role": "user", "content": "Find Bo."}],
+                    "reference": CALL}])
+    suite = ws.suite(rows=rows)
+    run_cli(["eval", default_ckpt.path, "--suite", suite], capsys)  # the weights' hash and torch's caches, once
+    before = snapshot(tmp_path)
+    res = run_cli(["eval", default_ckpt.path, "--suite", suite], capsys)
+    assert_refused(res, 3, (f"{suite}: task 'say', item 'bo': tools: the chat template of ",
+                            "renders the same prompt without them"), before, tmp_path)
+
+
 def test_preference_rows_keep_tools_and_trainers_without_tools_refuse_them(tmp_path):
     """DPO and KTO rows keep the row's tools (TRL renders them); GRPO's and ORPO's trainers drop tools: refused."""
     from workbench.errors import BadInput

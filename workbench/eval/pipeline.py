@@ -24,7 +24,7 @@ from workbench.eval.request import (
     parse_kwargs,
     run_options,
 )
-from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
+from workbench.eval.runner import EvalOptions, check_tools_rendered, harness_plan, prepare_harness, run_suite
 from workbench.eval.suites import LoadedSuite
 from workbench.runtimes import check_runtime, open_runtime
 from workbench.runtimes.base import RuntimeOptions
@@ -162,6 +162,8 @@ def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: s
     runtime_options = RuntimeOptions.from_run_options(run_opts)
     ckpt = resolve_for_eval(checkpoint, base, runtime_options) if checkpoint is not None else None
     runtime = check_runtime(ckpt, runtime_options) if ckpt is not None else None  # task generations run on it too
+    if ckpt is not None:
+        check_tools_rendered(runtime(ckpt, runtime_options).chat_template(), ckpt.name, loaded)
     prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     for tasks_built in prepared:
         runtime.check_tasks(tasks_built.output_types())

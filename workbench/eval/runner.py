@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.config import JUDGE_SCORERS
+from workbench.errors import BadInput
 from workbench.eval import breakdown
 from workbench.eval.scorers import BadReturn, Sample, python_values, score
 from workbench.eval.suites import LoadedSuite, task_messages
@@ -86,6 +87,28 @@ def run_suite(runtime: Runtime | None, suite: LoadedSuite, store: Store, options
         if runtime is not None:
             run.manifest["runtime"] = runtime.describe()
     return run
+
+
+def check_tools_rendered(template: str | None, name: str, suite: LoadedSuite) -> None:
+    """Items with `tools` need a chat template that writes them (checked before a run opens): a template that
+    renders the same prompt without them would score a model that never saw its functions. `template`: the one
+    the checkpoint `name` is prompted with (None: not known here, as for an endpoint, which applies its own)."""
+    from workbench.chat.template import ChatTemplateError, render_template
+    from workbench.toolcalls.rows import renders_tools
+
+    for task in suite.config.tasks if template else []:
+        item = next((it for it in suite.items[task.name] if it.get("tools")), None)
+        if item is None or not task.generation.chat_template:
+            continue
+        try:
+            written = renders_tools(lambda m, t: render_template(template, m, True, tools=t), item["messages"],
+                                    item["tools"])
+        except ChatTemplateError:
+            continue  # a template that cannot render the item: generation names the problem
+        if not written:
+            raise BadInput(f"{suite.path}: task '{task.name}', item '{item['id']}': tools: the chat template of "
+                           f"{name} renders the same prompt without them (evaluate a checkpoint "
+                           "whose template renders tools, e.g. one trained with `chat_template: qwen3`)")
 
 
 def harness_plan(spec, mirror, limit, run_opts: dict, prepared=None) -> dict:

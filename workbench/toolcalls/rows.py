@@ -108,11 +108,13 @@ def check_renders_tools(path, rows, render, fix: str) -> None:
     Row) that declares them: a template that drops them would train and prompt a model that never sees its
     functions. `fix` says what to change."""
     row = next((r for r in rows if r.tools), None)
-    if row is None:
-        return
-    messages = row.messages + (row.chosen or row.completion)
-    if render(messages, row.tools) == render(messages, None):
+    if row is not None and not renders_tools(render, row.messages + (row.chosen or row.completion), row.tools):
         raise BadInput(f"{path}:{row.line}: tools: the chat template renders the same text without them ({fix})")
+
+
+def renders_tools(render, messages: list[dict], tools: list[dict]) -> bool:
+    """Whether `render(messages, tools) -> text` writes the tools: its text differs with and without them."""
+    return render(messages, tools) != render(messages, None)
 
 
 def tokenizer_render(tokenizer):
