@@ -339,6 +339,15 @@ class GenerationSpec(Strict):
     samples keep all of them (`outputs`)."""
     seed: int = 0
     """The sampling seed of the first answer (temperature > 0); answer i uses seed + i."""
+    thinking: Literal["on", "off"] | None = None
+    """A reasoning model's thinking: `on` or `off` is passed as `enable_thinking` to templates that read it (Qwen 3:
+    `off` writes an empty think block into the prompt); unset leaves the template's default. Scorers always see
+    the final answer (the thinking stripped; an answer whose thinking never closes counts as no answer)."""
+
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML's on/off
 
 
 class FewshotPair(Strict):

@@ -39,6 +39,12 @@ def _compile(template: str):
     return env.from_string(template)
 
 
+def thinking_variables(thinking: str | None) -> dict:
+    """The template variables of a task's `thinking: on|off` (GenerationSpec): `enable_thinking`, as Qwen 3's and
+    other reasoning templates read it; {} when unset (the template's default)."""
+    return {} if thinking is None else {"enable_thinking": thinking == "on"}
+
+
 def _raise(message):
     raise ChatTemplateError(message)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from workbench.data.contamination import ContaminationReport, EvalItem, NgramIndex, words
 from workbench.data.formats import Row
 from workbench.system.extras import require
+from workbench.toolcalls.rows import check_renders_tools, tokenizer_render
 
 NEAR_DUP_THRESHOLD = 0.7  # estimated Jaccard similarity of word 3-gram shingles (BigCode dedup uses 0.7)
 MINHASH_PERMUTATIONS = 64
@@ -86,7 +87,7 @@ def token_lengths(rows: list[Row], tokenizer) -> dict:
     lengths = []
     for row in rows:
         convo = row.messages + (row.chosen or [])
-        ids = tokenizer.apply_chat_template(convo, tokenize=True) if tokenizer.chat_template else \
+        ids = tokenizer.apply_chat_template(convo, tools=row.tools, tokenize=True) if tokenizer.chat_template else \
             tokenizer(" ".join(m["content"] for m in convo))["input_ids"]
         if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
             ids = ids["input_ids"]
@@ -105,7 +106,7 @@ def token_lengths(rows: list[Row], tokenizer) -> dict:
 def rendered_samples(rows: list[Row], tokenizer, k: int = RENDERED_SAMPLES, seed: int = 0) -> list[dict]:
     picks = random.Random(seed).sample(rows, min(k, len(rows)))
     return [{"line": row.line, "text": tokenizer.apply_chat_template(row.messages + (row.chosen or []),
-                                                                     tokenize=False)}
+                                                                     tools=row.tools, tokenize=False)}
             for row in sorted(picks, key=lambda r: r.line)]
 
 
@@ -113,7 +114,8 @@ def check_data(file: str | os.PathLike, *, against: list[str] = (), template: st
                format: str | None = None, ngram: int = 13, data_dir: str | os.PathLike | None = None,
                evals_dir: str | None = None) -> DataReport:
     """`wb data check FILE`: training data (JSONL: messages, ShareGPT, Alpaca, prompt/completion or preference rows)
-    checked before a long run. against: eval data to check for contamination (a suite, an lm-eval task the mirror
+    checked before a long run (rows with tools: each call against its declared function's schema, and the
+    template must render the tools). against: eval data to check for contamination (a suite, an lm-eval task the mirror
     holds, a JSONL file); template: the checkpoint whose tokenizer and chat template measure and render the rows
     ('none' to skip); format: the row format (default: detected); ngram: n-gram length for contamination;
     data_dir: the benchmark mirror (default $WB_DATA_DIR); evals_dir: a folder of suites. Everything is read and
@@ -135,6 +137,10 @@ def check_data(file: str | os.PathLike, *, against: list[str] = (), template: st
 
 def check_rows(path: str, fmt: str, rows: list[Row], *, tokenizer=None, against: list[EvalItem] | None = None,
                n: int = 13) -> DataReport:
+    if tokenizer is not None and tokenizer.chat_template:
+        check_renders_tools(path, rows, tokenizer_render(tokenizer),
+                            "check them with --template naming a checkpoint whose template renders tools, and train "
+                            "with `chat_template:` set to one, e.g. qwen3")
     report = DataReport(path, fmt, len(rows), exact_duplicates(rows), near_duplicates(rows))
     if tokenizer is not None:
         report.lengths = token_lengths(rows, tokenizer)

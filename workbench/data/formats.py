@@ -3,12 +3,16 @@
 | format | a row |
 |---|---|
 | messages | {"messages": [{"role", "content"}, ...]} (ChatML-style); wb's task items add a "reference" answer |
-| sharegpt | {"conversations": [{"from": human/gpt/system, "value"}, ...]} |
+| sharegpt | {"conversations": [{"from": human/gpt/system/function_call/observation, "value"}, ...]} |
 | alpaca | {"instruction", "input" (optional), "output"} |
 | prompt_completion | {"prompt", "completion"}: strings, or message lists |
 | preference | {"prompt", "chosen", "rejected"}: strings or message lists (also chosen/rejected alone) |
 | unpaired | {"prompt", "completion", "label": true/false}: KTO's unpaired preference rows |
 | prompt | {"prompt"} and an optional "reference": prompt-only rows (GRPO; the reference is what the reward scores) |
+
+Rows with tools (workbench.toolcalls.rows) carry `tools` (function specs) beside their turns: assistant turns may
+hold `tool_calls` (their content may then be empty), `tool` turns the results; in ShareGPT rows `function_call` and
+`observation` turns. Every call must name a declared function with arguments valid against its schema.
 
 A row that does not fit is named as file:line with its field, and nothing trains.
 """
@@ -20,11 +24,13 @@ from pathlib import Path
 from workbench.data.records import json_objects
 from workbench.errors import BadInput
 from workbench.system.user_files import regular_file
+from workbench.toolcalls.rows import chat_message, check_calls, parse_tools, sharegpt_calls
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompt")
 ROLES = {"system", "user", "assistant", "tool"}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant", "model": "assistant", "tool": "tool"}
+                  "assistant": "assistant", "model": "assistant", "tool": "tool", "observation": "tool",
+                  "function_call": "assistant"}
 
 
 @dataclass
@@ -36,11 +42,13 @@ class Row:
     completion: list[dict] = field(default_factory=list)  # unpaired rows: the completion `label` judges
     label: bool | None = None
     reference: str | None = None  # prompt rows
+    tools: list[dict] | None = None  # the functions the row declares (OpenAI specs), for rows with tool calls
 
     def text(self) -> str:
         """Every turn's text, for hygiene checks (duplicates, lengths, contamination)."""
         turns = self.messages + self.chosen + self.rejected + self.completion
-        return " ".join([m["content"] for m in turns] + ([self.reference] if self.reference else []))
+        texts = [m["content"] + "".join(json.dumps(c["function"]) for c in m.get("tool_calls", [])) for m in turns]
+        return " ".join(texts + ([self.reference] if self.reference else []))
 
 
 def detect(row: dict) -> str | None:
@@ -65,12 +73,7 @@ def _turns(where: str, key: str, value, *, as_role: str | None = None) -> list[d
         return [{"role": as_role, "content": value}]
     if not isinstance(value, list) or not value:
         raise BadInput(f"{where}: {key}: expected {'a string or ' if as_role else ''}a non-empty list of messages")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise BadInput(f"{where}: {key}.{i}: expected {{role, content}} with role in {sorted(ROLES)}")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
+    return [chat_message(where, f"{key}.{i}", m, ROLES) for i, m in enumerate(value)]
 
 
 def _text(where: str, row: dict, key: str, *, required: bool = True) -> str:
@@ -81,6 +84,16 @@ def _text(where: str, row: dict, key: str, *, required: bool = True) -> str:
 
 
 def parse_row(fmt: str, row: dict, where: str, line: int) -> Row:
+    """One row of format `fmt`; with its `tools` (and every call checked against them) where it has them."""
+    parsed = _parse_row(fmt, row, where, line)
+    if "tools" in row:
+        parsed.tools = parse_tools(where, row["tools"])
+    for key in ("messages", "chosen", "rejected", "completion"):
+        check_calls(where, parsed.tools, getattr(parsed, key), "conversations" if fmt == "sharegpt" else key)
+    return parsed
+
+
+def _parse_row(fmt: str, row: dict, where: str, line: int) -> Row:
     if fmt == "messages":
         msgs = _turns(where, "messages", row.get("messages"))
         if "reference" in row:  # a wb task item: the reference is the assistant's answer
@@ -96,7 +109,11 @@ def parse_row(fmt: str, row: dict, where: str, line: int) -> Row:
             role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
             if role is None or not isinstance(turn.get("value"), str):
                 raise BadInput(f"{where}: conversations.{i}: expected {{from: {'/'.join(SHAREGPT_ROLES)}, value}}")
-            msgs.append({"role": role, "content": turn["value"]})
+            if turn["from"] == "function_call":
+                msgs.append({"role": "assistant", "content": "",
+                             "tool_calls": sharegpt_calls(f"{where}: conversations.{i}.value", turn["value"])})
+            else:
+                msgs.append({"role": role, "content": turn["value"]})
         return Row(line, msgs)
     if fmt == "alpaca":
         instruction, extra = _text(where, row, "instruction"), _text(where, row, "input", required=False)

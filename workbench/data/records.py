@@ -1,15 +1,14 @@
-"""Reading chat items (JSONL rows with messages or a prompt, plus a reference) and checking them."""
+"""Reading chat items (JSONL rows with messages or a prompt, plus a reference) and checking them. An item may
+declare `tools` (function specs the runtimes render with its conversation; workbench.toolcalls.rows)."""
 
 import hashlib
 from pathlib import Path
 
 from workbench.errors import BadInput
 from workbench.system.user_files import json_lines
+from workbench.toolcalls.rows import chat_message, check_calls, parse_tools
 
-ROLES = {"system", "user", "assistant"}
-# what a tool-calling item carries beside its messages (the tool_call scorer, docs/tools.md): the declared tools
-# (OpenAI function specs) and BFCL's possible answers
-TOOL_ITEM_KEYS = ("tools", "possible_answer")
+ROLES = {"system", "user", "assistant", "tool"}
 
 
 def sha256_file(path: Path) -> str:
@@ -31,16 +30,22 @@ def json_objects(path: Path):
 
 def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
     """Rows as {"id", "messages", "reference", "tags", "metadata"}; a plain "prompt" becomes one user message.
-    "tags" (a list of strings) and "metadata" (any JSON) are optional: [] and None when left out; "tools" and
-    "possible_answer" are kept when given (an item with possible answers needs no reference)."""
+    "tags" (a list of strings) and "metadata" (any JSON) are optional: [] and None when left out. "tools" (function
+    specs; earlier assistant turns may call them, `tool` turns answer) and "possible_answer" (BFCL's, for the
+    tool_call scorer, docs/tools.md) are kept when given; an item with possible answers needs no reference."""
     items, seen = [], set()
     for lineno, where, row in json_objects(path):
+        tools = parse_tools(where, row["tools"]) if "tools" in row else None
         if "messages" in row:
             messages = row["messages"]
-            if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
-            ):
+            if not isinstance(messages, list) or not messages:
                 raise BadInput(f"{where}: messages: expected a list of {{role, content}} with roles {sorted(ROLES)}")
+            try:
+                messages = [chat_message(where, f"messages.{i}", m, ROLES) for i, m in enumerate(messages)]
+            except BadInput:
+                raise BadInput(f"{where}: messages: expected a list of {{role, content}} with roles "
+                               f"{sorted(ROLES)}") from None
+            check_calls(where, tools, messages)
         elif isinstance(row.get("prompt"), str):
             messages = [{"role": "user", "content": row["prompt"]}]
         else:
@@ -56,7 +61,8 @@ def load_chat_items(path: Path, *, need_reference: bool = True) -> list[dict]:
             raise BadInput(f"{where}: tags: expected a list of non-empty strings")
         items.append({"id": item_id, "messages": messages, "reference": row.get("reference"),
                       "tags": list(dict.fromkeys(tags)), "metadata": row.get("metadata"),
-                      **{k: row[k] for k in TOOL_ITEM_KEYS if k in row}})
+                      **({"tools": tools} if tools is not None else {}),
+                      **({"possible_answer": row["possible_answer"]} if "possible_answer" in row else {})})
     if not items:
         raise BadInput(f"{path}: no rows")
     return items

@@ -24,7 +24,7 @@ from workbench.eval.request import (
     parse_kwargs,
     run_options,
 )
-from workbench.eval.runner import EvalOptions, harness_plan, prepare_harness, run_suite
+from workbench.eval.runner import EvalOptions, check_tools_rendered, harness_plan, prepare_harness, run_suite
 from workbench.eval.suites import LoadedSuite
 from workbench.eval.templates import choose_eval_template, needs_template, use_for_baseline
 from workbench.runtimes import check_runtime, open_runtime
@@ -172,6 +172,7 @@ def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: s
         chosen, template_record = choose_eval_template(ckpt, template, needed=needs_template(loaded, specs))
     elif template is not None:
         raise BadInput("--chat-template prompts a checkpoint; --outputs scores recorded answers")
+        check_tools_rendered(chosen.text if chosen else None, ckpt.name, loaded)
     prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     for tasks_built in prepared:
         runtime.check_tasks(tasks_built.output_types())

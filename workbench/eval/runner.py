@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.config import JUDGE_SCORERS
+from workbench.errors import BadInput
 from workbench.eval import breakdown
 from workbench.eval.scorers import TOOL_CALL_METRICS, BadReturn, Sample, python_values, score, tool_call_values
 from workbench.eval.suites import LoadedSuite, task_messages
@@ -90,6 +91,28 @@ def run_suite(runtime: Runtime | None, suite: LoadedSuite, store: Store, options
     return run
 
 
+def check_tools_rendered(template: str | None, name: str, suite: LoadedSuite) -> None:
+    """Items with `tools` need a chat template that writes them (checked before a run opens): a template that
+    renders the same prompt without them would score a model that never saw its functions. `template`: the one
+    the checkpoint `name` is prompted with (None: not known here, as for an endpoint, which applies its own)."""
+    from workbench.chat.template import ChatTemplateError, render_template
+    from workbench.toolcalls.rows import renders_tools
+
+    for task in suite.config.tasks if template else []:
+        item = next((it for it in suite.items[task.name] if it.get("tools")), None)
+        if item is None or not task.generation.chat_template:
+            continue
+        try:
+            written = renders_tools(lambda m, t: render_template(template, m, True, tools=t), item["messages"],
+                                    item["tools"])
+        except ChatTemplateError:
+            continue  # a template that cannot render the item: generation names the problem
+        if not written:
+            raise BadInput(f"{suite.path}: task '{task.name}', item '{item['id']}': tools: the chat template of "
+                           f"{name} renders the same prompt without them (evaluate a checkpoint "
+                           "whose template renders tools, e.g. one trained with `chat_template: qwen3`)")
+
+
 def harness_plan(spec, mirror, limit, run_opts: dict, prepared=None) -> dict:
     """The keyword arguments of run_harness for one harness entry of a suite (the runtime brings the backend,
     dtype, device and engine arguments)."""
@@ -145,6 +168,7 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
             spec = gen if gen.n == 1 else gen.model_copy(update={"seed": gen.seed + i})
             for kept, output in zip(answers, _generate(runtime, spec, items, conversations, advance)):
                 kept.append(output)
+    answers, thoughts = _final_answers(runtime, answers)
     plain = [s for s in task.scorers if s.type not in JUDGE_SCORERS]
     settings = task.model_dump()
     errors = {s.label: 0 for s in plain if s.type == "python"}
@@ -159,6 +183,8 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
                   for output in outputs]
         sample = {"id": item["id"], "messages": conversation, "output": outputs[0], "reference": item["reference"],
                   "scores": _item_scores(scored, task.pass_at), "tags": item["tags"], "metadata": item["metadata"]}
+        if thoughts is not None:
+            sample.update(thoughts[len(samples)])
         if turns is not None:
             sample["turns"] = turns[len(samples)]
         if len(outputs) > 1:
@@ -180,6 +206,11 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
     groups = breakdown.groups(samples, task.breakdown)
     # a tool_call scorer's failure rates (unparseable, wrong, no_call) are better lower
     lower = {s.label + m for s in plain if s.type == "tool_call" for m in TOOL_CALL_METRICS[1:]}
+    if thoughts is not None:
+        for metric, better in (("reasoning_chars", None), ("reasoning_unclosed", False)):
+            value, stderr = mean_stderr([float(t[metric]) for t in thoughts])
+            run.add_metric(task.name, metric, value, stderr=stderr, n=len(thoughts), higher_is_better=better,
+                           source="task")
     for label, metric in metrics:
         extra = {"errors": errors[label]} if label in errors else {}
         extra["higher_is_better"] = metric not in lower
@@ -187,6 +218,24 @@ def _run_task(runtime: Runtime, task, items: list[dict], run: Run, progress, *, 
         for key, value in groups:
             _add_mean(run, task.name, breakdown.metric_name(metric, key, value), samples,
                       {"key": key, "value": value}, extra)
+
+
+def _final_answers(runtime: Runtime | None, answers: list[list[str]]) -> tuple[list[list[str]], list[dict] | None]:
+    """A reasoning model's answers with their thinking stripped (ChatFormat.strip_reasoning: what scorers and
+    judges see; an answer whose thinking never closes is ""), and per item the first answer's thinking: its
+    length in characters, whether it never closed, and the whole generated text. (answers, None) for a model
+    that does not reason."""
+    chat_format = runtime.chat_format() if runtime is not None else None
+    if chat_format is None or not chat_format.reasoning_markers():
+        return answers, None
+    finals, thoughts = [], []
+    for outputs in answers:
+        stripped = [chat_format.strip_reasoning(o) for o in outputs]
+        finals.append([answer for answer, _ in stripped])
+        answer, chars = stripped[0]
+        thoughts.append({"reasoning_chars": chars, "reasoning_unclosed": bool(chars) and answer == "",
+                         "generated": outputs[0]})
+    return finals, thoughts
 
 
 def _generate(runtime: Runtime, gen, items: list[dict], conversations: list[list[dict]], progress) -> list[str]:
@@ -200,7 +249,10 @@ def _generate(runtime: Runtime, gen, items: list[dict], conversations: list[list
     outputs: list[str] = [""] * len(items)
     for own, indices in batches.items():
         spec = gen.model_copy(update=json.loads(own))
-        for i, output in zip(indices, runtime.generate([conversations[i] for i in indices], spec, progress=progress)):
+        tools = [items[i].get("tools") for i in indices]
+        extra = {"tools": tools} if any(tools) else {}  # tools go to the template or the request (Runtime.generate)
+        for i, output in zip(indices, runtime.generate([conversations[i] for i in indices], spec, progress=progress,
+                                                       **extra)):
             outputs[i] = output
     return outputs
 

@@ -86,10 +86,12 @@ class Runtime(ABC):
         """The checkpoint's ChatFormat (workbench.chat.format), derived once per resolved checkpoint."""
 
     @abstractmethod
-    def generate(self, conversations: list[list[dict]], spec, *, progress: Callable[[int], None] | None = None
-                 ) -> list[str]:
+    def generate(self, conversations: list[list[dict]], spec, *, progress: Callable[[int], None] | None = None,
+                 tools: list[list[dict] | None] | None = None) -> list[str]:
         """One answer per conversation, as `spec` (config.GenerationSpec) asks: greedy at temperature 0, else
-        sampled with spec.seed (the runner asks n times, seed + i, for spec.n answers per item)."""
+        sampled with spec.seed (the runner asks n times, seed + i, for spec.n answers per item). `tools`: each
+        conversation's function specs (OpenAI's shape; None for none), rendered by the checkpoint's template or
+        sent with the request; spec.thinking reaches the template as `enable_thinking`."""
 
     def lm_eval_backend(self, chat: bool = False) -> str:
         """The lm-eval model name lm_eval_model() is (`chat`: lm-eval applies a chat template)."""

@@ -12,17 +12,20 @@ the HTTP headers only: never in a checkpoint record, a manifest, lm-eval's model
 The HTTP part (one chat completion, retried where worth it, the key masked) is also the judge's (workbench.judge).
 """
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from workbench.chat.template import thinking_variables
 from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.runtimes.base import Runtime, RuntimeOptions
 from workbench.system.extras import require
 from workbench.system.urls import public_url, redact_urls, url_under
+from workbench.toolcalls.calls import ToolCall
 
 SCHEMES = ("http://", "https://")
 PROBE_TIMEOUT_S = 5.0  # GET /models, connect and read: a refused or silent server is reported within 10 s
@@ -52,9 +55,19 @@ def http_client(base_url: str, api_key: str | None, timeout_s: float, connect_s:
 
 
 def post_chat(http, body: dict, redact: Callable[[str], str] = str) -> str:
-    """One chat completion: the reply's message content. Raises Transient (retry it) or RequestFailed; every
-    message is passed through `redact` (a hostile server may echo the key back)."""
-    return chat_choice(http, body, redact)["message"]["content"] or ""
+    """One chat completion: the reply's message content, and the calls of a server that parsed them out of the
+    text (`tool_calls`) written after it as a JSON list of {"name", "arguments"}, the form a tool_call scorer
+    parses. Raises Transient (retry it) or RequestFailed; every message is passed through `redact` (a hostile
+    server may echo the key back)."""
+    message = chat_choice(http, body, redact)["message"]
+    text = message["content"] or ""
+    try:
+        calls = [ToolCall.from_openai(c) for c in message.get("tool_calls") or []]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise Transient(redact(f"a reply's tool_calls are not OpenAI calls: {message.get('tool_calls')!r:.80}")) from None
+    if calls:
+        text = (text + "\n" if text else "") + json.dumps([{"name": c.name, "arguments": c.arguments} for c in calls])
+    return text
 
 
 def chat_choice(http, body: dict, redact: Callable[[str], str] = str) -> dict:
@@ -191,11 +204,15 @@ class EndpointRuntime(Runtime):
                 break
         raise EnvironmentProblem(f"endpoint {public_url(self.base_url)} ({self.model}): {problem}")
 
-    def generate(self, conversations, spec, *, progress=None) -> list[str]:
-        def one(conversation):
+    def generate(self, conversations, spec, *, progress=None, tools=None) -> list[str]:
+        variables = thinking_variables(spec.thinking)
+
+        def one(conversation, functions):
+            # vLLM's and llama.cpp's servers pass chat_template_kwargs to the template (enable_thinking)
             body = {"model": self.model, "messages": conversation, "max_tokens": spec.max_new_tokens,
                     "temperature": spec.temperature, "seed": spec.seed, **({"stop": list(spec.stop)} if spec.stop else {}),
-                    **self.options.endpoint_args}
+                    **({"tools": functions} if functions else {}),
+                    **({"chat_template_kwargs": variables} if variables else {}), **self.options.endpoint_args}
             text = self.complete(body)
             if progress:
                 progress(1)
@@ -203,7 +220,7 @@ class EndpointRuntime(Runtime):
 
         pool = ThreadPoolExecutor(max_workers=max(1, self.options.endpoint_concurrency))
         try:
-            return list(pool.map(one, conversations))
+            return list(pool.map(one, conversations, tools or [None] * len(conversations)))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

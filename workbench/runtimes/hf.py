@@ -4,6 +4,7 @@ unmerged), and the runtime object that generates with them and hands lm-eval its
 from pathlib import Path
 
 from workbench.chat.format import from_tokenizer, generation_eos_ids, hf_token_ids
+from workbench.chat.template import thinking_variables
 from workbench.checkpoints.checkpoint import Checkpoint, require_base
 from workbench.errors import BadInput, EnvironmentProblem
 from workbench.runtimes.base import Runtime, RuntimeOptions, cut_at_stop
@@ -115,11 +116,11 @@ class HFRuntime(Runtime):
             ckpt.derived["chat_format"] = from_tokenizer(self.tokenizer, generation_eos_ids(model_dir))
         return ckpt.derived["chat_format"]
 
-    def generate(self, conversations, spec, *, progress=None) -> list[str]:
+    def generate(self, conversations, spec, *, progress=None, tools=None) -> list[str]:
         torch = require("torch", "Generation", "eval")
         tokenizer, chat_format, model = self.tokenizer, self.chat_format(), self.model
         tokenizer.padding_side = "left"
-        prompts = render_prompts(tokenizer, chat_format, conversations, spec.chat_template)
+        prompts = render_prompts(tokenizer, chat_format, conversations, spec, tools)
         # Sort by length so batches pad little; restore the order at the end.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: dict[int, str] = {}
@@ -228,11 +229,16 @@ def own_chat_template(ckpt: Checkpoint) -> str | None:
     return template.get("default") if isinstance(template, dict) else template
 
 
-def render_prompts(tokenizer, chat_format, conversations: list[list[dict]], chat_template: bool = True) -> list[str]:
-    """Each conversation as the prompt text the model sees: through the chat template (generation prompt added),
-    or without one the turns' contents joined by blank lines."""
-    return [tokenizer.apply_chat_template(chat_format.messages(c), add_generation_prompt=True, tokenize=False)
-            if chat_template else "\n\n".join(m["content"] for m in c) for c in conversations]
+def render_prompts(tokenizer, chat_format, conversations: list[list[dict]], spec, tools=None) -> list[str]:
+    """Each conversation as the prompt text the model sees: through the chat template (generation prompt added,
+    with the conversation's `tools` and spec.thinking's template variables), or without one (spec.chat_template
+    false) the turns' contents joined by blank lines."""
+    if not spec.chat_template:
+        return ["\n\n".join(m["content"] for m in c) for c in conversations]
+    variables = thinking_variables(spec.thinking)
+    return [tokenizer.apply_chat_template(chat_format.messages(c), add_generation_prompt=True, tokenize=False,
+                                          tools=t, **variables)
+            for c, t in zip(conversations, tools or [None] * len(conversations))]
 
 
 def tokens_before_stop(ids: list[int], stops: list[int]) -> list[int]:

@@ -56,12 +56,12 @@ class VLLMRuntime(Runtime):
 
         return HFRuntime(self.checkpoint, self.options).chat_format()  # the tokenizer's, as vLLM reads it
 
-    def generate(self, conversations, spec, *, progress=None) -> list[str]:
+    def generate(self, conversations, spec, *, progress=None, tools=None) -> list[str]:
         from workbench.chat.format import hf_token_ids
         from workbench.runtimes import vllm_engine
 
         tokenizer, chat_format = self.tokenizer, self.chat_format()
-        prompts = render_prompts(tokenizer, chat_format, conversations, spec.chat_template)
+        prompts = render_prompts(tokenizer, chat_format, conversations, spec, tools)
         token_prompts = tokenizer(prompts, add_special_tokens=False).input_ids
         stop_ids = hf_token_ids(tokenizer, chat_format.stop_tokens)
         sampling = dict(temperature=spec.temperature, max_tokens=spec.max_new_tokens, detokenize=False,

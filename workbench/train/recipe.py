@@ -22,6 +22,7 @@ from workbench.system.user_files import regular_file, resolved
 from workbench.train.checkpoints import CheckpointPlan, plan_checkpoints, recipe_fingerprint
 from workbench.train.divergence import divergence_callback
 from workbench.train.loss_log import loss_log_callback, loss_rows
+from workbench.train.rows import training_dataset
 
 
 @dataclass
@@ -91,6 +92,8 @@ def prepare_training(cfg: TrainConfig, config_path: Path, loaded: TrainingRows |
     if base.kind == "adapter" or base.format != "hf":
         raise BadInput(f"{config_path}: base: '{cfg.base}' must be an HF model folder or 'default', not a {base.kind}")
     template_record = chosen.record() if chosen else _base_template(base, cfg, config_path)
+    if any(row.tools for row in rows):
+        _check_tools_template(base, chosen, data_path, rows, config_path)
     peft_config = build_peft_config(cfg, config_path)
     check_targets(peft_config, base.path, config_path, "peft" if cfg.peft is not None else "lora")
     if cfg.training.loraplus_lr_ratio and peft_type_name(peft_config) != "lora":
@@ -115,6 +118,21 @@ def _base_template(base: Checkpoint, cfg: TrainConfig, config_path: Path) -> dic
                        f"rows are rendered in with `chat_template:` in the recipe ({', '.join(NAMES)}, or a .jinja "
                        "file)")
     return {"source": "base", "sha256": template_sha256(template)}
+
+
+def _check_tools_template(base: Checkpoint, chosen: ChosenTemplate | None, data_path: Path, rows: list[Row],
+                          config_path: Path) -> None:
+    """Rows with tools train only through a template that renders them (TRL passes apply_chat_template tools=):
+    the recipe's `chat_template:` when it names one, else the base's own."""
+    from workbench.runtimes.hf import load_tokenizer
+    from workbench.toolcalls.rows import check_renders_tools, tokenizer_render
+
+    tokenizer = load_tokenizer(base)
+    if chosen is not None:
+        tokenizer.chat_template = chosen.text
+    if tokenizer.chat_template:
+        check_renders_tools(data_path, rows, tokenizer_render(tokenizer),
+                            f"set `chat_template:` in {config_path} to a template that renders tools, e.g. qwen3")
 
 
 def _check_quantization(cfg: TrainConfig) -> dict | None:
@@ -154,7 +172,6 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
     torch = require("torch", "Training", "train")
     transformers = require("transformers", "Training", "train")
     peft = require("peft", "Training", "train")
-    datasets = require("datasets", "Training", "train")
     from workbench.train.methods import METHODS, build_trainer, trainer_config
 
     t = cfg.training
@@ -179,7 +196,7 @@ def train_adapter(cfg: TrainConfig, config_path: Path, out_dir: Path, *, on_log=
         loraplus = require("peft.optimizers", "LoRA+", "train")
         optimizers = (loraplus.create_loraplus_optimizer(
             model, torch.optim.AdamW, lr=t.learning_rate, loraplus_lr_ratio=t.loraplus_lr_ratio), None)
-    dataset = datasets.Dataset.from_list(inputs.examples)
+    dataset = training_dataset(inputs.examples)
     saving = plan.trainer_args()  # the Trainer's checkpoints go beside the output (train/checkpoints.py)
     args = trainer_config(cfg, config_path, Path(saving["output_dir"]), cuda=cuda, saving=saving,
                           report_to=report_to)

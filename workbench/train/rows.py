@@ -7,6 +7,10 @@
 | kto | unpaired, or preference (each pair gives a desirable and an undesirable row) | prompt / completion / label |
 | grpo | prompt, or any conversation format (its last assistant turn is the reference) | prompt / reference |
 
+A row with `tools` keeps them (TRL renders each row with apply_chat_template(tools=...)); its messages go into the
+dataset as JSON values (training_dataset), so that rows calling different functions keep their own arguments.
+GRPO's and ORPO's trainers render no tools (TRL 1.x): a tool row is refused there.
+
 A row that does not fit is a BadInput naming file:line; a file of the wrong kind for the method names both.
 """
 
@@ -14,6 +18,7 @@ from pathlib import Path
 
 from workbench.data.formats import Row, load_rows
 from workbench.errors import BadInput
+from workbench.system.extras import require
 
 CONVERSATIONS = ("messages", "sharegpt", "alpaca", "prompt_completion")
 READS = {
@@ -37,8 +42,25 @@ def method_rows(method: str, path: Path, fmt: str | None = None) -> tuple[str, l
     convert = {"sft": _sft, "dpo": _pair, "orpo": _pair, "kto": _unpaired, "grpo": _prompt}[method]
     out = []
     for row in rows:
-        out.extend(convert(row, f"{path}:{row.line}", fmt))
+        if row.tools is not None and method in ("grpo", "orpo"):
+            raise BadInput(f"{path}:{row.line}: tools: TRL's {method} trainer does not render tools; train tool calls "
+                           "with sft, dpo or kto")
+        examples = convert(row, f"{path}:{row.line}", fmt)
+        out.extend({**ex, "tools": row.tools} if row.tools is not None else ex for ex in examples)
     return fmt, rows, out
+
+
+def training_dataset(examples: list[dict]):
+    """The datasets.Dataset a TRL trainer reads. With tool calls, every message column is a list of JSON values:
+    Arrow would otherwise merge the arguments of all functions into one struct (`{"name": "Bo", "phone": null}`)."""
+    datasets = require("datasets", "Training", "train")
+    if not any("tools" in ex for ex in examples):
+        return datasets.Dataset.from_list(examples)
+    columns = {key for ex in examples for key in ex}
+    features = {key: datasets.List(datasets.Json()) if key in ("prompt", "completion", "chosen", "rejected")
+                else datasets.Json() if key == "tools" else datasets.Value("bool") for key in columns}
+    return datasets.Dataset.from_list([{**ex, "tools": ex.get("tools")} for ex in examples],
+                                      features=datasets.Features(features))
 
 
 def _split_last_answer(row: Row, where: str, fmt: str) -> tuple[list[dict], dict]:

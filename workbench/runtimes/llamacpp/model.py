@@ -2,6 +2,7 @@
 with the chat template embedded in the file, plus reading a GGUF's metadata.
 """
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -52,29 +53,34 @@ def stop_token_ids(llm, tokens) -> set[int]:
     return ids
 
 
-def chat_formatter(llm, chat_format):
+def chat_formatter(llm, chat_format, template_variables: dict | None = None):
     """The file's own chat template as llama-cpp-python's Jinja2 formatter, stopping at every ChatFormat stop
-    token on top of llama.cpp's end-of-generation tokens: a base model's GGUF may mark only <eos> as one."""
+    token on top of llama.cpp's end-of-generation tokens: a base model's GGUF may mark only <eos> as one.
+    `template_variables` (enable_thinking) are set at the template's top, so that the chat handler of
+    create_chat_completion, which passes no such variable, renders with them too."""
     native.llama_cpp("Chatting with a GGUF model")
     from llama_cpp import llama_chat_format
 
     _require_template(llm)
     piece = lambda i: llm.detokenize([i], special=True).decode("utf-8", errors="replace") if i >= 0 else ""
+    # JSON's true/false/numbers/strings are Jinja literals too; trim_blocks drops nothing here (no newline follows)
+    preamble = "".join(f"{{% set {k} = {json.dumps(v)} %}}" for k, v in (template_variables or {}).items())
     return llama_chat_format.Jinja2ChatFormatter(
-        template=llm.metadata["tokenizer.chat_template"], eos_token=piece(llm.token_eos()),
+        template=preamble + llm.metadata["tokenizer.chat_template"], eos_token=piece(llm.token_eos()),
         bos_token=piece(llm.token_bos()), stop_token_ids=sorted(stop_token_ids(llm, chat_format.stop_tokens)),
     )
 
 
 def chat_batched(llm, formatter, messages_list: list[list[dict]], max_tokens: int, stop: list[str] | None = None,
-                 *, n_parallel: int, progress=None) -> list[str]:
+                 *, n_parallel: int, progress=None, tools: list[list[dict] | None] | None = None) -> list[str]:
     """chat()'s greedy answers, decoded n_parallel conversations at a time (workbench/runtimes/llamacpp/batch.py): each
-    prompt is formatted and tokenized as llama-cpp-python's chat handler does for `formatter`."""
+    prompt is formatted and tokenized as llama-cpp-python's chat handler does for `formatter` (with each
+    conversation's `tools`)."""
     from workbench.runtimes.llamacpp.batch import Request, generate_batched
 
     requests = []
-    for messages in messages_list:
-        result = formatter(messages=messages)
+    for messages, functions in zip(messages_list, tools or [None] * len(messages_list)):
+        result = formatter(messages=messages, tools=functions)
         prompt = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         extra = [] if result.stop is None else result.stop if isinstance(result.stop, list) else [result.stop]
         requests.append(Request([int(t) for t in prompt], max_tokens, [x.encode("utf-8") for x in [*(stop or []), *extra]]))
@@ -83,7 +89,7 @@ def chat_batched(llm, formatter, messages_list: list[list[dict]], max_tokens: in
 
 
 def chat(llm, messages_list: list[list[dict]], max_tokens: int, stop: list[str] | None = None,
-         temperature: float = 0.0, seed: int = SEED) -> list[str]:
+         temperature: float = 0.0, seed: int = SEED, tools: list[dict] | None = None) -> list[str]:
     """One answer per conversation (greedy at temperature 0), formatted with the GGUF's chat template and
     stopped at its end-of-generation tokens (and a ChatFormat's, with chat_formatter's handler). Each conversation
     starts from an empty context, so answers don't depend on the order of the list."""
@@ -93,7 +99,7 @@ def chat(llm, messages_list: list[list[dict]], max_tokens: int, stop: list[str] 
         llm.reset()
         out = llm.create_chat_completion(
             messages=messages, max_tokens=max_tokens, stop=stop or [], temperature=temperature,
-            repeat_penalty=1.0, seed=seed,
+            repeat_penalty=1.0, seed=seed, **({"tools": tools} if tools else {}),
         )
         answers.append(out["choices"][0]["message"]["content"] or "")
     return answers

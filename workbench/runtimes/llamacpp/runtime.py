@@ -7,6 +7,7 @@ FROM + ADAPTER serves it."""
 from functools import partial
 from pathlib import Path
 
+from workbench.chat.template import thinking_variables
 from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput
 from workbench.runtimes.base import Runtime, RuntimeOptions
@@ -51,20 +52,22 @@ class LlamaCppRuntime(Runtime):
             ckpt.derived["chat_format"] = llamacpp.gguf_chat_format(ckpt.path)
         return ckpt.derived["chat_format"]
 
-    def generate(self, conversations, spec, *, progress=None) -> list[str]:
+    def generate(self, conversations, spec, *, progress=None, tools=None) -> list[str]:
         """Greedy answers decode spec.batch_size conversations per llama.cpp call; sampling (temperature > 0) goes
-        one conversation at a time through llama-cpp-python's own sampler."""
+        one conversation at a time through llama-cpp-python's own sampler. The GGUF's own template renders each
+        conversation's tools and spec.thinking's variables."""
         chat_format, llm = self.chat_format(), self.llm
-        formatter = llamacpp.chat_formatter(llm, chat_format)
+        formatter = llamacpp.chat_formatter(llm, chat_format, thinking_variables(spec.thinking))
         messages = [chat_format.messages(conv) for conv in conversations]
+        tools = tools or [None] * len(messages)
         if spec.temperature == 0:
             return llamacpp.chat_batched(llm, formatter, messages, spec.max_new_tokens, spec.stop or None,
-                                         n_parallel=spec.batch_size, progress=progress)
+                                         n_parallel=spec.batch_size, progress=progress, tools=tools)
         llm.chat_handler = formatter.to_chat_handler()
         outputs = []
-        for conv in messages:
+        for conv, functions in zip(messages, tools):
             outputs.extend(llamacpp.chat(llm, [conv], max_tokens=spec.max_new_tokens, stop=spec.stop or None,
-                                         temperature=spec.temperature, seed=spec.seed))
+                                         temperature=spec.temperature, seed=spec.seed, tools=functions))
             if progress:
                 progress(1)
         return outputs
