@@ -170,9 +170,9 @@ def prepare_eval(checkpoint: str | None, suite: str | None = None, *, outputs: s
     chosen = template_record = None
     if ckpt is not None:
         chosen, template_record = choose_eval_template(ckpt, template, needed=needs_template(loaded, specs))
+        check_tools_rendered(chosen.text if chosen else None, ckpt.name, loaded)
     elif template is not None:
         raise BadInput("--chat-template prompts a checkpoint; --outputs scores recorded answers")
-        check_tools_rendered(chosen.text if chosen else None, ckpt.name, loaded)
     prepared = [prepare_harness(spec, mirror) for spec in specs]  # builds lm-eval's tasks: bad names/data fail here
     for tasks_built in prepared:
         runtime.check_tasks(tasks_built.output_types())
