@@ -30,9 +30,14 @@ def corpus() -> dict[str, str]:
     return templates
 
 
+def _renderer(template: str):
+    return ollama.tool_tolerant(lambda messages, generation, tools, variables: render_template(
+        template, messages, generation, special_tokens=TOKENS, tools=tools, template_kwargs=variables))
+
+
 def _outcome(template: str) -> tuple[str, str, str | None]:
     """("no-render" | "refused" | "mismatch" | "pass", detail, Go template)."""
-    render = lambda messages, generation: render_template(template, messages, generation, special_tokens=TOKENS)
+    render = _renderer(template)
     try:
         render(ollama.SAMPLE_CONVERSATIONS[0], True)
     except ChatTemplateError as exc:

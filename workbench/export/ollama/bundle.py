@@ -9,7 +9,16 @@ import re
 from pathlib import Path
 
 from workbench.chat.format import ChatFormat
-from workbench.export.ollama.template import DerivedTemplate, TemplateNotExpressible, derive
+from workbench.export.ollama.gotemplate import Struct
+from workbench.export.ollama.template import (
+    DATETIME,
+    DerivedTemplate,
+    TemplateNotExpressible,
+    ToolSupport,
+    derive,
+    tool_support,
+)
+from workbench.toolcalls.calls import ToolCall
 
 SAMPLE_CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -27,16 +36,33 @@ SAMPLE_CONVERSATIONS = [
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 
 
-def jinja_render(tokenizer, messages: list[dict], generation: bool = True) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+def tool_tolerant(render_with):
+    """`render(messages, generation, tools=None)` over `render_with(messages, generation, tools, variables)`: a
+    template that only renders with tools (Hermes and Command-R+ tool_use, firefunction-v2: they loop over
+    `tools`, read llama.cpp's `functions` text) is given an empty tool list when the conversation has none."""
+    def render(messages, generation, tools=None):
+        try:
+            return render_with(messages, generation, tools, {})
+        except Exception:  # jinja's TypeError/UndefinedError on the missing list; re-raised when tools were given
+            if tools is not None:
+                raise
+        return render_with(messages, generation, [], {"functions": "", "datetime": DATETIME})
+
+    return render
+
+
+def jinja_render(tokenizer, messages: list[dict], generation: bool = True, tools: list[dict] | None = None) -> str:
+    render = tool_tolerant(lambda m, g, t, variables: tokenizer.apply_chat_template(
+        m, tools=t, tokenize=False, add_generation_prompt=g, **variables))
+    return render(messages, generation, tools)
 
 
 def tokenizer_renderer(tokenizer, runtime_bos: str = ""):
-    """The Jinja rendering as an Ollama template must produce it: without the leading BOS text when the runtime
-    adds BOS itself (Ollama tokenizes prompts with the GGUF's add_bos_token; a template that wrote it too would
-    feed the model two)."""
-    def render(messages, generation):
-        text = jinja_render(tokenizer, messages, generation)
+    """The Jinja rendering as an Ollama template must produce it, `render(messages, generation, tools=None)`:
+    without the leading BOS text when the runtime adds BOS itself (Ollama tokenizes prompts with the GGUF's
+    add_bos_token; a template that wrote it too would feed the model two)."""
+    def render(messages, generation, tools=None):
+        text = jinja_render(tokenizer, messages, generation, tools)
         return text[len(runtime_bos):] if runtime_bos and text.startswith(runtime_bos) else text
 
     return render
@@ -72,17 +98,50 @@ def check_conversations(derived: DerivedTemplate, conversations=None) -> list[li
     return out
 
 
-def ollama_values(messages: list[dict]) -> dict:
+def _tool(spec: dict) -> Struct:
+    """An OpenAI function spec as Ollama's api.Tool (its String() prints the fields Ollama keeps, in its order)."""
+    fn = spec.get("function", spec)
+    params = fn.get("parameters") or {}
+    wire_params = {"type": params.get("type", "")}
+    wire_params |= {k: params[k] for k in ("$defs", "items", "required") if params.get(k)}
+    wire_params["properties"] = params.get("properties")
+    wire_fn = {"name": fn["name"]} | ({"description": fn["description"]} if fn.get("description") else {})
+    wire_fn["parameters"] = wire_params
+    function = Struct({"Name": fn["name"], "Description": fn.get("description", ""),
+                       "Parameters": Struct({"Type": wire_params["type"], "Required": params.get("required") or [],
+                                             "Properties": params.get("properties") or {}}, wire_params)}, wire_fn)
+    return Struct({"Type": spec.get("type", "function"), "Function": function},
+                  {"type": spec.get("type", "function"), "function": wire_fn})
+
+
+def _tool_call(call: dict, index: int) -> dict:
+    """An OpenAI tool call as Ollama's api.ToolCall: .Function.Name, .Function.Arguments (printed as JSON)."""
+    parsed = ToolCall.from_openai(call)
+    arguments = Struct(parsed.arguments, parsed.arguments)
+    return Struct({"ID": call.get("id") or "", "Function": Struct(
+        {"Index": index, "Name": parsed.name, "Arguments": arguments},
+        {"index": index, "name": parsed.name, "arguments": parsed.arguments})}, None)
+
+
+def ollama_values(messages: list[dict], tools: list[dict] | None = None, think: bool | None = None) -> dict:
     """The data Ollama's chat endpoint executes the template with (its template.go collate()): consecutive
-    messages of one role merged with a blank line, all system messages also joined into .System."""
+    messages of one role merged with a blank line, all system messages also joined into .System; tool calls,
+    tool results (.ToolName), reasoning (.Thinking), the request's tools and think flag in Ollama's shapes."""
     collated: list[dict] = []
     for m in messages:
-        if collated and collated[-1]["Role"] == m["role"] and m["role"] != "tool":
-            collated[-1]["Content"] += "\n\n" + m["content"]
-        else:
-            collated.append({"Role": m["role"], "Content": m["content"]})
+        content = m.get("content") or ""
+        if collated and collated[-1]["Role"] == m["role"] and m["role"] != "tool" and not m.get("tool_calls") \
+                and not collated[-1].get("ToolCalls"):
+            collated[-1]["Content"] += "\n\n" + content
+            continue
+        # every field of Ollama's api.Message, as Go has them (zero values when absent)
+        collated.append(Struct({"Role": m["role"], "Content": content,
+                                "Thinking": m.get("reasoning_content") or m.get("thinking") or "",
+                                "ToolCalls": [_tool_call(c, i) for i, c in enumerate(m.get("tool_calls") or [])],
+                                "ToolName": (m.get("name") or "") if m["role"] == "tool" else ""}, None))
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    return {"System": system, "Messages": collated, "Response": ""}
+    return {"System": system, "Messages": collated, "Response": "", "Tools": [_tool(t) for t in tools or []],
+            "Think": bool(think), "IsThinkSet": think is not None}
 
 
 def generation_defaults(model_dir: Path) -> dict:
@@ -225,15 +284,25 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
                             tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
                             llama_tokenize=llama_tokenize, runtime_bos=bos,
                             detokenize=tokenizer.convert_ids_to_tokens)
+    tools = tool_support(tokenizer_renderer(tokenizer, bos))
     record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
+              "tools": {"template_renders_tools": tools.renders_tools, "in_modelfile": False,
+                        "refused": tools.reason},
               "runtime_bos": bos or None,
               "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},
-              "notes": _notes(derived) + [n for n in [tokenizer_note(check)] if n]}
+              "notes": _notes(derived) + [n for n in [tokenizer_note(check), _tools_note(tools)] if n]}
     if not check["passed"]:
         return record | {"error": describe_failure(check)}
     path = gguf_path.parent / f"{gguf_path.stem}.Modelfile"
     path.write_text(text, encoding="utf-8")
     return record | {"modelfile": path.name}
+
+
+def _tools_note(tools: ToolSupport) -> str | None:
+    if not tools.renders_tools:
+        return None
+    return (f"tools: {tools.reason}; this Modelfile renders conversations without tools (Ollama answers requests "
+            "with tools with 'does not support tools')")
 
 
 def _notes(derived: DerivedTemplate) -> list[str]:

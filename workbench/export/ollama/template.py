@@ -57,11 +57,20 @@ def _probe(roles: list[str], system: bool) -> list[dict]:
     return msgs
 
 
+# What a renderer passes for llama.cpp's `datetime` variable (firefunction-v2 reads it): the date and time of day,
+# which Ollama's currentDate cannot give; a rendering that shows it is refused by name.
+DATETIME = "WBQDATETIMEQ"
+
+
 def _render(render, messages: list[dict], what: str) -> str:
     try:
-        return render(messages, True)
+        text = render(messages, True)
     except Exception as exc:  # noqa: BLE001 - raise_exception() in the template, jinja errors, ...
         raise TemplateNotExpressible(f"the chat template fails on {what} ({exc})") from None
+    if DATETIME in text:
+        raise TemplateNotExpressible("the chat template prints llama.cpp's `datetime` (date and time of day); "
+                                     "Ollama's currentDate gives the date only")
+    return text
 
 
 @dataclass(frozen=True)
@@ -237,3 +246,55 @@ def _go_template(table: dict, features: tuple[str, ...], tails: dict) -> str:
         tail = "{{- if $sys }}" + _go_literal(tails[True]) + "{{ else }}" + _go_literal(tails[False]) + "{{ end }}"
     lines.append('{{- if ne $prev "assistant" }}' + tail + "{{ end }}")
     return "\n".join(lines)
+
+
+# Tools: a probe function and calls to it, with sentinels, to see how the Jinja template writes them.
+PROBE_TOOL = {"type": "function", "function": {
+    "name": "wbq_lookup", "description": "WBQDESCQ",
+    "parameters": {"type": "object", "properties": {"wbq_key": {"type": "string", "description": "WBQKEYDESCQ"}},
+                   "required": ["wbq_key"]}}}
+PROBE_ARGS = {"wbq_key": "WBQVALQ", "wbq_n": 2}
+
+
+@dataclass
+class ToolSupport:
+    renders_tools: bool  # the Jinja template writes the tools it is given
+    reason: str | None = None  # why the Go template cannot write them as the Jinja one does
+
+
+def tool_support(render_tools) -> ToolSupport:
+    """Whether the Jinja template behind `render_tools(messages, add_generation_prompt, tools)` renders tools,
+    and, when it does, the construct Ollama's template language cannot reproduce. Ollama hands a template the
+    tools and each call's arguments as typed values that print, and that its `json` function writes, only as
+    compact JSON; a template writing them with tojson's ", " / ": " separators or in a syntax of its own cannot
+    be matched text for text."""
+    user = [{"role": "user", "content": _SENT["user"].format(1)}]
+    try:
+        plain = render_tools(user, True, [])
+        with_tools = render_tools(user, True, [PROBE_TOOL])
+    except Exception:  # noqa: BLE001 - a template that fails on tools does not render them
+        return ToolSupport(False)
+    if with_tools == plain:
+        return ToolSupport(False)
+    spec = PROBE_TOOL["function"]
+    if json.dumps(PROBE_TOOL) in with_tools or json.dumps(spec) in with_tools or json.dumps(PROBE_TOOL, indent=4) \
+            in with_tools or json.dumps(spec, indent=4) in with_tools:
+        return ToolSupport(True, "the chat template writes each tool definition with Jinja's tojson (\", \" and "
+                                 "\": \" separators or indented); Ollama writes .Tools only as compact JSON")
+    if "wbq_lookup" in with_tools and "WBQKEYDESCQ" in with_tools and json.dumps(spec, separators=(",", ":")) \
+            not in with_tools:
+        return ToolSupport(True, "the chat template writes tool definitions in a syntax of its own (not JSON); "
+                                 "Ollama hands a template the tools as JSON")
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "wbq_lookup", "arguments": PROBE_ARGS}}]}
+    try:
+        text = render_tools(user + [call], False, [PROBE_TOOL])
+    except Exception as exc:  # noqa: BLE001
+        return ToolSupport(True, f"the chat template fails on an assistant tool call ({exc})")
+    if json.dumps(PROBE_ARGS) in text:
+        return ToolSupport(True, "the chat template writes tool-call arguments with Jinja's tojson (\", \" and "
+                                 "\": \" separators); Ollama writes .Function.Arguments only as compact JSON")
+    if json.dumps(PROBE_ARGS, separators=(",", ":")) not in text:
+        return ToolSupport(True, "the chat template writes tool-call arguments in a syntax of its own (not JSON)")
+    return ToolSupport(True, "the chat template writes compact JSON tool calls; deriving their Go template is not "
+                             "implemented")
