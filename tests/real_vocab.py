@@ -5,6 +5,7 @@ cached as tokenizer.json under WB_HOME so later sessions load it in a second) an
 the same file. Templates are swapped onto the family's real vocabulary, so its special tokens are single tokens."""
 
 import tarfile
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -82,8 +83,10 @@ def _renamed_gguf(name: str) -> Path:
     return path
 
 
+@cache
 def hf_tokenizer(name: str):
-    """The vocabulary as a transformers tokenizer (converted once from the GGUF, then loaded from its cache)."""
+    """The vocabulary as a transformers tokenizer (converted once from the GGUF, then loaded from its cache; one
+    object per session: callers set its chat_template)."""
     from transformers import AutoTokenizer
 
     gguf = vocab_file(name)
@@ -93,3 +96,22 @@ def hf_tokenizer(name: str):
         tok.save_pretrained(str(cached.with_suffix(".partial")))
         cached.with_suffix(".partial").replace(cached)
     return AutoTokenizer.from_pretrained(str(cached))
+
+
+@cache
+def llama_tokenizer(name: str):
+    """llama.cpp's tokenizer of the vocabulary (special tokens parsed, no BOS added), loaded once per session."""
+    from workbench.runtimes.llamacpp import model as llamacpp
+
+    return llamacpp.gguf_tokenizer(vocab_file(name))
+
+
+@cache
+def vocab_metadata(name: str) -> dict:
+    """The file's EOS id and add_bos_token, from llama.cpp's vocabulary-only load (the gguf package's reader takes
+    seconds over a 128k-token vocabulary)."""
+    from llama_cpp import Llama
+
+    meta = Llama(model_path=str(vocab_file(name)), vocab_only=True, verbose=False).metadata
+    return {"eos_token_id": int(meta["tokenizer.ggml.eos_token_id"]),
+            "add_bos_token": meta.get("tokenizer.ggml.add_bos_token", "false") == "true"}

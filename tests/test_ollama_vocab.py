@@ -4,11 +4,10 @@ one in text and in tokens (transformers' and llama.cpp's of the same GGUF vocabu
 turn ends, tool-turn ends included."""
 
 import pytest
-from real_vocab import corpus_templates, hf_tokenizer, vocab_file
+from real_vocab import corpus_templates, hf_tokenizer, llama_tokenizer, vocab_metadata
 
 from workbench.chat import format as chat_format
 from workbench.export.ollama import bundle as ollama
-from workbench.runtimes.llamacpp import model as llamacpp
 
 CASES = [  # template, vocabulary, tokens that must each be one token, stops the Modelfile must hold, and whether
     # transformers' tokenizer converted from the GGUF splits like llama.cpp (its SentencePiece conversion does not)
@@ -32,12 +31,11 @@ def test_family_template_round_trips_on_its_real_vocabulary(templates, tmp_path,
                                                             same_split):
     tok = hf_tokenizer(vocab)
     tok.chat_template = templates[name]
-    gguf = vocab_file(vocab)
     for token in single:
         assert len(tok(token, add_special_tokens=False)["input_ids"]) == 1, token
-    meta = llamacpp.gguf_metadata(gguf)
+    meta = vocab_metadata(vocab)
     fmt = chat_format.from_tokenizer(tok, [meta["eos_token_id"]])
-    record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, fmt, llama_tokenize=llamacpp.gguf_tokenizer(gguf),
+    record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, fmt, llama_tokenize=llama_tokenizer(vocab),
                                  adds_bos=bool(meta.get("add_bos_token")))
     assert "error" not in record, record
     assert record["roundtrip"]["passed"] and record["roundtrip"]["total"] >= 4

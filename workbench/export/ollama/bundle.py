@@ -36,43 +36,51 @@ SAMPLE_CONVERSATIONS = [
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 
 
-def tool_tolerant(render_with):
-    """`render(messages, generation, tools=None)` over `render_with(messages, generation, tools, variables)`: a
-    template that only renders with tools (Hermes and Command-R+ tool_use, firefunction-v2: they loop over
-    `tools`, read llama.cpp's `functions` text) is given an empty tool list when the conversation has none."""
+def tool_tolerant(render_with, variables: dict | None = None):
+    """`render(messages, generation, tools=None)` over `render_with(messages, generation, tools, variables)`
+    (`variables`: template variables such as enable_thinking): a template that only renders with tools (Hermes
+    and Command-R+ tool_use, firefunction-v2: they loop over `tools`, read llama.cpp's `functions` text) is given
+    an empty tool list when the conversation has none."""
+    variables = variables or {}
+
     def render(messages, generation, tools=None):
         try:
-            return render_with(messages, generation, tools, {})
+            return render_with(messages, generation, tools, variables)
         except Exception:  # jinja's TypeError/UndefinedError on the missing list; re-raised when tools were given
             if tools is not None:
                 raise
-        return render_with(messages, generation, [], {"functions": "", "datetime": DATETIME})
+        return render_with(messages, generation, [], {"functions": "", "datetime": DATETIME} | variables)
 
     return render
 
 
-def jinja_render(tokenizer, messages: list[dict], generation: bool = True, tools: list[dict] | None = None) -> str:
-    render = tool_tolerant(lambda m, g, t, variables: tokenizer.apply_chat_template(
-        m, tools=t, tokenize=False, add_generation_prompt=g, **variables))
+def jinja_render(tokenizer, messages: list[dict], generation: bool = True, tools: list[dict] | None = None,
+                 variables: dict | None = None) -> str:
+    render = tool_tolerant(lambda m, g, t, v: tokenizer.apply_chat_template(
+        m, tools=t, tokenize=False, add_generation_prompt=g, **v), variables)
     return render(messages, generation, tools)
 
 
-def tokenizer_renderer(tokenizer, runtime_bos: str = ""):
+def tokenizer_renderer(tokenizer, runtime_bos: str = "", variables: dict | None = None):
     """The Jinja rendering as an Ollama template must produce it, `render(messages, generation, tools=None)`:
     without the leading BOS text when the runtime adds BOS itself (Ollama tokenizes prompts with the GGUF's
     add_bos_token; a template that wrote it too would feed the model two)."""
     def render(messages, generation, tools=None):
-        text = jinja_render(tokenizer, messages, generation, tools)
+        text = jinja_render(tokenizer, messages, generation, tools, variables)
         return text[len(runtime_bos):] if runtime_bos and text.startswith(runtime_bos) else text
 
     return render
+
+
+THINK_OFF = {"enable_thinking": False}  # how templates with reasoning take Ollama's think=false
 
 
 def derive_template(tokenizer, runtime_bos: str = "") -> DerivedTemplate:
     """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct."""
     if not isinstance(getattr(tokenizer, "chat_template", None), str):
         raise TemplateNotExpressible("the checkpoint has no chat template to translate")
-    return derive(tokenizer_renderer(tokenizer, runtime_bos))
+    return derive(tokenizer_renderer(tokenizer, runtime_bos),
+                  render_off=tokenizer_renderer(tokenizer, runtime_bos, THINK_OFF))
 
 
 # Tokens that end an assistant turn which called a tool, where the model stops to let the tool run (Llama 3.1's
@@ -184,22 +192,25 @@ def parse_modelfile(text: str) -> dict:
 
 
 def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, tokenize=None, renderer=None,
-                    llama_tokenize=None, runtime_bos: str = "", detokenize=None) -> dict:
+                    llama_tokenize=None, runtime_bos: str = "", detokenize=None, render_off=None) -> dict:
     """Render each conversation with the Modelfile's Go template (Ollama's values) and with the Jinja template
     (`render(messages, add_generation_prompt)`); they must be the same text, and with `tokenize` (the HF
     tokenizer) the same tokens, `runtime_bos` (the BOS the runtime adds) before both. Every end-of-turn token must
     be in the stop list. `llama_tokenize` (the GGUF's vocabulary): where llama.cpp tokenizes the rendering
-    otherwise than `tokenize`, the row says where (`tokenizer_difference`, pieces by `detokenize`)."""
+    otherwise than `tokenize`, the row says where (`tokenizer_difference`, pieces by `detokenize`). `render_off`
+    (the Jinja rendering with enable_thinking=False): each conversation again, Ollama's think flag false."""
     from workbench.export.ollama import gotemplate
 
     go_render = renderer or gotemplate.render
     parsed = parse_modelfile(modelfile)
     results = []
-    for messages in conversations:
-        expected_text = render(messages, messages[-1]["role"] != "assistant")
-        row = {"roles": [m["role"] for m in messages]}
+    passes = [(messages, render, None) for messages in conversations]
+    passes += [(messages, render_off, False) for messages in conversations] if render_off else []
+    for messages, jinja, think in passes:
+        expected_text = jinja(messages, messages[-1]["role"] != "assistant")
+        row = {"roles": [m["role"] for m in messages]} | ({"think": think} if think is not None else {})
         try:
-            got_text = go_render(parsed["template"] or "", ollama_values(messages))
+            got_text = go_render(parsed["template"] or "", ollama_values(messages, think=think))
         except Exception as exc:  # noqa: BLE001 - an unparsable or failing template fails the check, with its reason
             results.append(row | {"match": False, "error": f"{type(exc).__name__}: {exc}"})
             continue
@@ -283,7 +294,8 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
                             check_conversations(derived),
                             tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
                             llama_tokenize=llama_tokenize, runtime_bos=bos,
-                            detokenize=tokenizer.convert_ids_to_tokens)
+                            detokenize=tokenizer.convert_ids_to_tokens,
+                            render_off=tokenizer_renderer(tokenizer, bos, THINK_OFF) if derived.thinking_switch else None)
     tools = tool_support(tokenizer_renderer(tokenizer, bos))
     record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
               "tools": {"template_renders_tools": tools.renders_tools, "in_modelfile": False,
@@ -306,7 +318,7 @@ def _tools_note(tools: ToolSupport) -> str | None:
 
 
 def _notes(derived: DerivedTemplate) -> list[str]:
-    notes = []
+    notes = list(derived.notes)
     if derived.trims_content:
         notes.append("the Jinja template strips whitespace around each message; Ollama sends content as given "
                      "(checked on stripped contents)")

@@ -46,6 +46,7 @@ class DerivedTemplate:
     trims_content: bool  # the Jinja template strips whitespace around each content; Ollama does not
     default_system: str | None = None
     notes: list[str] = field(default_factory=list)
+    thinking_switch: bool = False  # the generation prompt follows Ollama's think flag (enable_thinking)
 
 
 def _probe(roles: list[str], system: bool) -> list[dict]:
@@ -145,8 +146,10 @@ def _table(observed, features: tuple[str, ...]):
     return table
 
 
-def derive(render, *, now: datetime | None = None) -> DerivedTemplate:
-    """The Go template for the Jinja template behind `render(messages, add_generation_prompt) -> str`."""
+def derive(render, *, now: datetime | None = None, render_off=None) -> DerivedTemplate:
+    """The Go template for the Jinja template behind `render(messages, add_generation_prompt) -> str`.
+    `render_off`: the same with reasoning switched off (enable_thinking=False); where that changes only the
+    generation prompt, the Go template writes that one when the request sets Ollama's think flag false."""
     now = now or datetime.now()
     system_role = True
     try:
@@ -175,7 +178,30 @@ def derive(render, *, now: datetime | None = None) -> DerivedTemplate:
     padded = render([{"role": "user", "content": "  " + _SENT["user"].format(1) + "  "}], True)
     trims = ("  " + _SENT["user"].format(1) + "  ") not in padded
     default_system = _default_system(table, features, system_role)
-    return DerivedTemplate(_go_template(table, features, tails), features, system_role, trims, default_system)
+    off_tails, notes = _think_off_tails(render_off, probes, observed, tails, now, displaced)
+    return DerivedTemplate(_go_template(table, features, tails, off_tails), features, system_role, trims,
+                           default_system, notes, thinking_switch=off_tails is not None)
+
+
+def _think_off_tails(render_off, probes, observed, tails, now, displaced):
+    """The tails with reasoning off, when switching it off changes the tails and nothing else; with a note."""
+    if render_off is None:
+        return None, []
+    off_observed, off_tails = [], {}
+    try:
+        for probe in probes:
+            obs, (has_system, tail) = _observations(render_off, probe, now, displaced)
+            off_observed += obs
+            off_tails.setdefault(has_system, tail)
+    except TemplateNotExpressible:
+        return None, ["the chat template fails with enable_thinking=False: Ollama's think flag is not passed on"]
+    if off_tails == tails:
+        return None, []
+    if off_observed != observed:
+        return None, [("the chat template's enable_thinking changes more than the generation prompt; Ollama's think "
+                      "flag is not passed on")]
+    return off_tails, [("reasoning: the request's think=false (Ollama's .IsThinkSet and .Think) gets the generation "
+                       "prompt enable_thinking=False gives")]
 
 
 def _default_system(table, features, system_role) -> str | None:
@@ -230,20 +256,26 @@ def _condition(feature: str, value) -> str:
     return var if value else f"(not {var})"
 
 
-def _go_template(table: dict, features: tuple[str, ...], tails: dict) -> str:
+def _go_tail(tails: dict) -> str:
+    if len(set(tails.values())) == 1:
+        return _go_literal(next(iter(tails.values())))
+    return "{{- if $sys }}" + _go_literal(tails[True]) + "{{ else }}" + _go_literal(tails[False]) + "{{ end }}"
+
+
+def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails: dict | None = None) -> str:
     lines = ['{{- $prev := "" }}{{- $sys := ne $.System "" }}', "{{- range $i, $m := .Messages }}",
              "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
-    if any(isinstance(p, Date) for pieces in [*table.values(), *tails.values()] for p in pieces):
+    if any(isinstance(p, Date) for pieces in [*table.values(), *tails.values(), *(off_tails or {}).values()]
+           for p in pieces):
         lines[0] += "{{- $today := currentDate }}"
     for n, (key, pieces) in enumerate(table.items()):
         keyword = "if" if n == 0 else "else if"
         cond = " ".join(_condition(f, v) for f, v in zip(features, key))
         lines.append(f"{{{{- {keyword} and {cond} }}}}{_go_literal(pieces)}{{{{ $m.Content }}}}")
     lines += ["{{- end }}", "{{- $prev = $m.Role }}", "{{- end }}"]
-    if len(set(tails.values())) == 1:
-        tail = _go_literal(next(iter(tails.values())))
-    else:
-        tail = "{{- if $sys }}" + _go_literal(tails[True]) + "{{ else }}" + _go_literal(tails[False]) + "{{ end }}"
+    tail = _go_tail(tails)
+    if off_tails is not None:
+        tail = "{{- if and $.IsThinkSet (not $.Think) }}" + _go_tail(off_tails) + "{{ else }}" + tail + "{{ end }}"
     lines.append('{{- if ne $prev "assistant" }}' + tail + "{{ end }}")
     return "\n".join(lines)
 
