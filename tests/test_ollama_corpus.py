@@ -3,31 +3,20 @@ llama-cpp-python sdist that scripts/setup.sh downloads; read from the archive, n
 that renders a plain conversation gets a Go template whose rendering equals the Jinja one on the sample
 conversations, or a refusal naming the construct; Go's own text/template agrees with the Python renderer."""
 
-import tarfile
-from pathlib import Path
-
 import pytest
+from real_vocab import corpus_templates
 
 from workbench.chat.template import ChatTemplateError, render_template
 from workbench.export.ollama import bundle as ollama
 from workbench.export.ollama import gotemplate
 from workbench.export.ollama.template import TemplateNotExpressible, derive
-from workbench.runtimes.llamacpp.tools import sdist_cache
 
 TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}  # the corpus has no tokenizers; text equality is checked
 
 
 @pytest.fixture(scope="module")
 def corpus() -> dict[str, str]:
-    archives = sorted(sdist_cache().glob("llama_cpp_python-*.tar.gz"))
-    if not archives:
-        pytest.skip(f"needs the llama-cpp-python sdist in {sdist_cache()} (scripts/setup.sh downloads it)")
-    templates = {}
-    with tarfile.open(archives[-1]) as tar:
-        for member in tar.getmembers():
-            if "/vendor/llama.cpp/models/templates/" in member.name and member.name.endswith(".jinja"):
-                templates[Path(member.name).stem] = tar.extractfile(member).read().decode("utf-8")
-    return templates
+    return corpus_templates()
 
 
 def _renderer(template: str, variables: dict | None = None):
@@ -91,9 +80,10 @@ def test_go_renders_every_derived_template_like_python(outcomes, go_render):
         if kind != "pass":
             continue
         for messages in ollama.SAMPLE_CONVERSATIONS:
-            values = ollama.ollama_values(messages)
-            assert gotemplate.render(text, values) == go_render(text, values), name
-            checked += 1
+            for think in (None, False) if "IsThinkSet" in text else (None,):
+                values = ollama.ollama_values(messages, think=think)
+                assert gotemplate.render(text, values) == go_render(text, values), name
+                checked += 1
     assert checked >= 60 * len(ollama.SAMPLE_CONVERSATIONS)
 
 
