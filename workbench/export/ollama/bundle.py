@@ -14,9 +14,8 @@ from workbench.export.ollama.template import (
     DATETIME,
     DerivedTemplate,
     TemplateNotExpressible,
-    ToolSupport,
     derive,
-    tool_support,
+    json_values,
 )
 from workbench.toolcalls.calls import ToolCall
 
@@ -31,6 +30,32 @@ SAMPLE_CONVERSATIONS = [
      {"role": "user", "content": "Again, in 日本語."}],
     [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "one"}, {"role": "assistant", "content": "1"},
      {"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "  three  "}],
+]
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather <now> & later in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"},
+                                                    "unit": {"type": "string", "enum": ["c", "f"]}},
+                   "required": ["city"]}}}
+CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The time now",
+                                          "parameters": {"type": "object", "properties": {}}}}
+
+
+def _call(name: str, arguments: dict) -> dict:
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+# (messages, tools): a request with tools, one call and its result, parallel calls and their results
+TOOL_CONVERSATIONS = [
+    ([{"role": "user", "content": "Weather in Paris?"}], [WEATHER, CLOCK]),
+    ([{"role": "system", "content": "Use tools."}, {"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris", "unit": "c"})]},
+      {"role": "tool", "name": "get_weather", "content": "{\"temp\": 21}"}], [WEATHER]),
+    ([{"role": "user", "content": "Paris and Tōkyō?"},
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"}),
+                                                          _call("get_weather", {"city": "Tōkyō", "unit": "f"})]},
+      {"role": "tool", "name": "get_weather", "content": "21"}, {"role": "tool", "name": "get_weather", "content": "70"},
+      {"role": "user", "content": "And the time?"}], [WEATHER, CLOCK]),
 ]
 
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
@@ -79,8 +104,8 @@ def derive_template(tokenizer, runtime_bos: str = "") -> DerivedTemplate:
     """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct."""
     if not isinstance(getattr(tokenizer, "chat_template", None), str):
         raise TemplateNotExpressible("the checkpoint has no chat template to translate")
-    return derive(tokenizer_renderer(tokenizer, runtime_bos),
-                  render_off=tokenizer_renderer(tokenizer, runtime_bos, THINK_OFF))
+    render = tokenizer_renderer(tokenizer, runtime_bos)
+    return derive(render, render_off=tokenizer_renderer(tokenizer, runtime_bos, THINK_OFF), render_tools=render)
 
 
 # Tokens that end an assistant turn which called a tool, where the model stops to let the tool run (Llama 3.1's
@@ -191,14 +216,29 @@ def parse_modelfile(text: str) -> dict:
     return {"template": m.group(1) if m else None, "stops": stops}
 
 
+def compact_tool_json(text: str, tools: list[dict], messages: list[dict]) -> str:
+    """`text` with every JSON value equal to one of the request's tools, their functions or a call's arguments
+    re-serialized compactly (keys sorted): how Ollama's `json` and Jinja's tojson may differ and nothing else."""
+    wanted = [x for t in tools for x in (t, t["function"])]
+    wanted += [ToolCall.from_openai(c).arguments for m in messages for c in m.get("tool_calls") or []]
+    out, pos = [], 0
+    for start, end, value in json_values(text, wanted):
+        out += [text[pos:start], json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
 def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, tokenize=None, renderer=None,
-                    llama_tokenize=None, runtime_bos: str = "", detokenize=None, render_off=None) -> dict:
+                    llama_tokenize=None, runtime_bos: str = "", detokenize=None, render_off=None,
+                    tool_conversations=()) -> dict:
     """Render each conversation with the Modelfile's Go template (Ollama's values) and with the Jinja template
     (`render(messages, add_generation_prompt)`); they must be the same text, and with `tokenize` (the HF
     tokenizer) the same tokens, `runtime_bos` (the BOS the runtime adds) before both. Every end-of-turn token must
     be in the stop list. `llama_tokenize` (the GGUF's vocabulary): where llama.cpp tokenizes the rendering
     otherwise than `tokenize`, the row says where (`tokenizer_difference`, pieces by `detokenize`). `render_off`
-    (the Jinja rendering with enable_thinking=False): each conversation again, Ollama's think flag false."""
+    (the Jinja rendering with enable_thinking=False): each conversation again, Ollama's think flag false.
+    `tool_conversations` [(messages, tools)]: rendered with tools by `render(messages, generation, tools)`; both
+    texts pass compact_tool_json first, and the rows record what Ollama's compact JSON changes (`tool_json`)."""
     from workbench.export.ollama import gotemplate
 
     go_render = renderer or gotemplate.render
@@ -206,14 +246,27 @@ def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, token
     results = []
     passes = [(messages, render, None) for messages in conversations]
     passes += [(messages, render_off, False) for messages in conversations] if render_off else []
+    passes += [((messages, tools), render, None) for messages, tools in tool_conversations]
     for messages, jinja, think in passes:
-        expected_text = jinja(messages, messages[-1]["role"] != "assistant")
+        tools = None
+        if isinstance(messages, tuple):
+            messages, tools = messages
+        generation = messages[-1]["role"] != "assistant"
+        expected_text = jinja(messages, generation, tools) if tools else jinja(messages, generation)
         row = {"roles": [m["role"] for m in messages]} | ({"think": think} if think is not None else {})
         try:
-            got_text = go_render(parsed["template"] or "", ollama_values(messages, think=think))
+            got_text = go_render(parsed["template"] or "", ollama_values(messages, tools=tools, think=think))
         except Exception as exc:  # noqa: BLE001 - an unparsable or failing template fails the check, with its reason
             results.append(row | {"match": False, "error": f"{type(exc).__name__}: {exc}"})
             continue
+        if tools:
+            raw = (expected_text, got_text)
+            expected_text = compact_tool_json(expected_text, tools, messages)
+            got_text = compact_tool_json(got_text, tools, messages)
+            row["tool_json"] = {"jinja_chars": len(raw[0]), "ollama_chars": len(raw[1])}
+            if tokenize is not None:
+                row["tool_json"] |= {"jinja_tokens": len(tokenize(runtime_bos + raw[0])),
+                                     "ollama_tokens": len(tokenize(runtime_bos + raw[1]))}
         row["match"] = got_text == expected_text
         if tokenize is not None:
             expected = tokenize(runtime_bos + expected_text)
@@ -295,14 +348,12 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
                             tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
                             llama_tokenize=llama_tokenize, runtime_bos=bos,
                             detokenize=tokenizer.convert_ids_to_tokens,
-                            render_off=tokenizer_renderer(tokenizer, bos, THINK_OFF) if derived.thinking_switch else None)
-    tools = tool_support(tokenizer_renderer(tokenizer, bos))
+                            render_off=tokenizer_renderer(tokenizer, bos, THINK_OFF) if derived.thinking_switch else None,
+                            tool_conversations=tool_conversations(derived))
     record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
-              "tools": {"template_renders_tools": tools.renders_tools, "in_modelfile": False,
-                        "refused": tools.reason},
-              "runtime_bos": bos or None,
+              "tools": tools_record(derived, check), "runtime_bos": bos or None,
               "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},
-              "notes": _notes(derived) + [n for n in [tokenizer_note(check), _tools_note(tools)] if n]}
+              "notes": _notes(derived) + [n for n in [tokenizer_note(check), tools_note(derived, check)] if n]}
     if not check["passed"]:
         return record | {"error": describe_failure(check)}
     path = gguf_path.parent / f"{gguf_path.stem}.Modelfile"
@@ -310,11 +361,39 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
     return record | {"modelfile": path.name}
 
 
-def _tools_note(tools: ToolSupport) -> str | None:
-    if not tools.renders_tools:
+def tool_conversations(derived: DerivedTemplate) -> list:
+    """TOOL_CONVERSATIONS the template is checked on: none without tools; one call per message where the Jinja
+    template refuses parallel calls."""
+    if not derived.tools:
+        return []
+    return [(m, t) for m, t in TOOL_CONVERSATIONS
+            if derived.parallel_calls or all(len(x.get("tool_calls") or []) < 2 for x in m)]
+
+
+def tools_record(derived: DerivedTemplate, check: dict) -> dict:
+    """What the bundle does with tools; where it writes them, what Ollama's compact JSON changes on the checked
+    conversations (characters and tokens, Jinja minus Ollama)."""
+    record = {"template_renders_tools": derived.tools or derived.tools_refused is not None,
+              "in_modelfile": derived.tools, "refused": derived.tools_refused, "call_prefix": derived.tool_call_prefix}
+    rows = [r["tool_json"] for r in check["conversations"] if "tool_json" in r]
+    if rows:
+        record["compact_json"] = {"conversations": len(rows)} | {
+            f"{unit}_saved": sum(r[f"jinja_{unit}"] - r[f"ollama_{unit}"] for r in rows)
+            for unit in ("chars", "tokens") if f"jinja_{unit}" in rows[0]}
+    return record
+
+
+def tools_note(derived: DerivedTemplate, check: dict) -> str | None:
+    if derived.tools_refused:
+        return (f"tools: {derived.tools_refused}; this Modelfile renders conversations without tools (Ollama answers "
+                "requests with tools with 'does not support tools')")
+    if not derived.tools:
         return None
-    return (f"tools: {tools.reason}; this Modelfile renders conversations without tools (Ollama answers requests "
-            "with tools with 'does not support tools')")
+    saved = tools_record(derived, check).get("compact_json", {})
+    return (f"tools: Ollama writes the tool list and each call's arguments as compact JSON where the Jinja template "
+            f"may space or indent them (checked equal once both are compacted; {saved.get('chars_saved', 0)} "
+            f"characters, {saved.get('tokens_saved', 'n/a')} tokens fewer over {saved.get('conversations', 0)} "
+            f"conversations); Ollama finds the calls after {derived.tool_call_prefix!r}")
 
 
 def _notes(derived: DerivedTemplate) -> list[str]:

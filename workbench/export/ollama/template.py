@@ -51,6 +51,7 @@ class DerivedTemplate:
     tools: bool = False  # the Go template writes .Tools, .ToolCalls and tool results as the Jinja one does
     tools_refused: str | None = None  # why not, where the Jinja template writes tools
     tool_call_prefix: str | None = None  # the literal text before the calls, where Ollama's parser finds them
+    parallel_calls: bool = False  # the Jinja template writes several calls in one message
 
 
 def _probe(roles: list[str], system: bool) -> list[dict]:
@@ -150,9 +151,11 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
         count = text.count(m["content"])
         if count == 0 and m["role"] == "system":  # a template that ignores system messages: so does the Go one
             continue
-        if count == 0 and m.get("tool_calls"):  # the calls are written instead of the content
+        if m.get("tool_calls") and not m["content"]:  # calls without text (as chat clients send them)
             dropped.add(m["content"])
             start = max([where[x["content"]] + len(x["content"]) for x in messages if x["content"] in where] or [0])
+            if _NAME.format(0) not in text[start:]:
+                raise TemplateNotExpressible("the chat template does not write an assistant's tool calls by name")
             where[m["content"]] = text.index(_NAME.format(0), start)
             continue
         if count != 1:
@@ -252,7 +255,8 @@ def derive(render, *, now: datetime | None = None, render_off=None, render_tools
     prefix = "".join(parts.first).replace("\r\n", "\n").split("{")[0].strip() or "{" if parts else None
     return DerivedTemplate(_go_template(table, features, tails, off_tails, parts), features, system_role, trims,
                            default_system, notes, thinking_switch=off_tails is not None, tools=parts is not None,
-                           tools_refused=support.reason, tool_call_prefix=prefix)
+                           tools_refused=support.reason, tool_call_prefix=prefix,
+                           parallel_calls=bool(parts and parts.parallel))
 
 
 def _think_off_tails(render_off, probes, observed, tails, now, displaced):
@@ -349,12 +353,14 @@ def _go_tail(tails: dict) -> str:
     return "".join(out) + ("{{ end }}" if len(kinds) > 1 else "")
 
 
-def _chain(table: dict, features: tuple[str, ...], dropped: bool = False) -> list[str]:
+def _chain(table: dict, features: tuple[str, ...], dropped: bool = False, quoted: bool = False) -> list[str]:
     lines = []
     for n, (key, pieces) in enumerate(table.items()):
         keyword = "if" if n == 0 else "else if"
         cond = " ".join(_condition(f, v) for f, v in zip(features, key))
-        content = "" if dropped and dict(zip(features, key)).get("role") == "calls" else "{{ $m.Content }}"
+        role = dict(zip(features, key)).get("role")
+        content = "" if dropped and role == "calls" else (
+            "{{ json $m.Content }}" if quoted and role == "tool" else "{{ $m.Content }}")
         lines.append(f"{{{{- {keyword} and {cond} }}}}{_go_literal(pieces)}{content}")
     return lines + ["{{- end }}"]
 
@@ -371,7 +377,7 @@ def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails:
     if any(isinstance(p, Date) for pieces in every for p in pieces):
         lines[0] += "{{- $today := currentDate }}"
     if tools:
-        lines += ["{{- if $tools }}", *_chain(tools.table, tools.features, tools.dropped), "{{- else }}"]
+        lines += ["{{- if $tools }}", *_chain(tools.table, tools.features, tools.dropped, tools.quoted_results), "{{- else }}"]
     lines += _chain(table, features)
     if tools:
         # The calls start with literal text (a text node, not an action): Ollama's parser takes the tool-call
@@ -446,6 +452,7 @@ class ToolParts:
     between: tuple
     dropped: bool  # the calls replace the assistant's content
     parallel: bool  # the Jinja template renders several calls in one message
+    quoted_results: bool = False  # tool results written as JSON strings (Ollama's json of .Content)
 
 
 def json_values(text: str, wanted: list) -> list[tuple[int, int, object]]:
@@ -489,7 +496,7 @@ def _tool_probe(roles: list[str], system: bool, n_calls: int) -> list[dict]:
     results = 0
     for n, role in enumerate(roles):
         if role == "calls":
-            msgs.append({"role": "assistant", "content": f"WBQCALLS{n}Q", "tool_calls": [
+            msgs.append({"role": "assistant", "content": "", "tool_calls": [
                 {"type": "function", "function": {"name": PROBE_TOOLS[k]["function"]["name"], "arguments": CALL_ARGS[k]}}
                 for k in range(n_calls)]})
         elif role == "tool":
@@ -555,8 +562,16 @@ def _call_layout(pieces: tuple, n_calls: int) -> tuple[tuple, tuple, tuple]:
 def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
     """The tool parts of the Go template for the Jinja template behind `render_tools(messages, generation, tools)`,
     or TemplateNotExpressible naming the construct Ollama's template language cannot write."""
+    quoted = []  # the template writes a tool result as a JSON string (Llama 3.x: tojson of the content)
+
     def render(messages, generation):
-        return _mark(render_tools(messages, generation, PROBE_TOOLS))
+        text = _mark(render_tools(messages, generation, PROBE_TOOLS))
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        if results and all(f'"{r}"' in text for r in results):
+            quoted.append(True)
+            for r in results:
+                text = text.replace(f'"{r}"', r)
+        return text
 
     n_calls = 2
     try:
@@ -582,10 +597,12 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
         if feats.get("dropped"):  # the opener is the plain assistant's; the rest starts the calls
             plain = next((p for f, p in observed if f["role"] == "assistant" and
                           all(f[k] == feats[k] for k in ("prev", "last", "system"))), None)
-            if plain is None or pieces[:len(plain)] != plain:
+            cut = len(plain) - 1 if plain else -1
+            if not plain or pieces[:cut] != plain[:cut] or not isinstance(plain[-1], str) or \
+                    not isinstance(pieces[cut], str) or not pieces[cut].startswith(plain[-1]):
                 raise TemplateNotExpressible("the chat template opens an assistant message with tool calls otherwise "
                                              "than one without")
-            feats["calls"] = pieces[len(plain):] + feats["calls"]
+            feats["calls"] = (pieces[cut][len(plain[-1]):],) + pieces[cut + 1:] + feats["calls"]
             pieces = plain
         fixed.append((feats, _collapse_tools(pieces)))
     layouts = {_call_layout(f["calls"], n_calls) for f, _ in fixed if "calls" in f}
@@ -604,4 +621,4 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
         raise TemplateNotExpressible("with tools, a message's opening text depends on more than the previous role, "
                                      "its own role, being last and the presence of a system message")
     first, mid, between = layouts.pop()
-    return ToolParts(table, features, tails, first, mid, between, dropped, n_calls > 1)
+    return ToolParts(table, features, tails, first, mid, between, dropped, n_calls > 1, bool(quoted))
