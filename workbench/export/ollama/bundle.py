@@ -4,6 +4,7 @@ stop list, and a round-trip check that the Go template renders every sample conv
 the Jinja one. A Modelfile is written only when its round trip passes; otherwise the bundle fails, naming why.
 """
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -55,7 +56,8 @@ TOOL_CONVERSATIONS = [
       {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"}),
                                                           _call("get_weather", {"city": "Tōkyō", "unit": "f"})]},
       {"role": "tool", "name": "get_weather", "content": "21"}, {"role": "tool", "name": "get_weather", "content": "70"},
-      {"role": "user", "content": "And the time?"}], [WEATHER, CLOCK]),
+      {"role": "assistant", "content": "21 °C in Paris, 70 °F in Tōkyō."}, {"role": "user", "content": "And the time?"}],
+     [WEATHER, CLOCK]),
 ]
 
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
@@ -100,12 +102,14 @@ def tokenizer_renderer(tokenizer, runtime_bos: str = "", variables: dict | None 
 THINK_OFF = {"enable_thinking": False}  # how templates with reasoning take Ollama's think=false
 
 
-def derive_template(tokenizer, runtime_bos: str = "") -> DerivedTemplate:
-    """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct."""
+def derive_template(tokenizer, runtime_bos: str = "", tools: bool = True) -> DerivedTemplate:
+    """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct.
+    `tools`: False for a template that leaves tools out (a chat-only bundle)."""
     if not isinstance(getattr(tokenizer, "chat_template", None), str):
         raise TemplateNotExpressible("the checkpoint has no chat template to translate")
     render = tokenizer_renderer(tokenizer, runtime_bos)
-    return derive(render, render_off=tokenizer_renderer(tokenizer, runtime_bos, THINK_OFF), render_tools=render)
+    return derive(render, render_off=tokenizer_renderer(tokenizer, runtime_bos, THINK_OFF),
+                  render_tools=render if tools else None)
 
 
 # Tokens that end an assistant turn which called a tool, where the model stops to let the tool run (Llama 3.1's
@@ -343,13 +347,23 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
                               adapter=adapter, source=str(source_dir))
     except TemplateNotExpressible as exc:
         return {"error": str(exc), "refused": True}
-    check = roundtrip_check(text, tokenizer_renderer(tokenizer, bos), chat_format.end_of_turn,
-                            check_conversations(derived),
-                            tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
-                            llama_tokenize=llama_tokenize, runtime_bos=bos,
-                            detokenize=tokenizer.convert_ids_to_tokens,
-                            render_off=tokenizer_renderer(tokenizer, bos, THINK_OFF) if derived.thinking_switch else None,
-                            tool_conversations=tool_conversations(derived))
+    def check_with(derived, text):
+        return roundtrip_check(text, tokenizer_renderer(tokenizer, bos), chat_format.end_of_turn,
+                               check_conversations(derived),
+                               tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
+                               llama_tokenize=llama_tokenize, runtime_bos=bos,
+                               detokenize=tokenizer.convert_ids_to_tokens,
+                               render_off=tokenizer_renderer(tokenizer, bos, THINK_OFF) if derived.thinking_switch
+                               else None, tool_conversations=tool_conversations(derived))
+
+    check = check_with(derived, text)
+    if derived.tools and any(not r["match"] for r in check["conversations"] if "tool_json" in r):
+        # tools that do not round-trip leave a chat-only bundle, the difference named
+        derived = dataclasses.replace(derive_template(tokenizer, bos, tools=False),
+                                      tools_refused=f"the tool round trip fails: {describe_failure(check)}")
+        text = modelfile_text(base_gguf or gguf_path.name, derived.text, stops, generation_defaults(source_dir),
+                              adapter=adapter, source=str(source_dir))
+        check = check_with(derived, text)
     record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
               "tools": tools_record(derived, check), "runtime_bos": bos or None,
               "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},

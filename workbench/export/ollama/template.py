@@ -153,7 +153,8 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
             continue
         if m.get("tool_calls") and not m["content"]:  # calls without text (as chat clients send them)
             dropped.add(m["content"])
-            start = max([where[x["content"]] + len(x["content"]) for x in messages if x["content"] in where] or [0])
+            start = max([where[x["content"]] + len(x["content"]) for x in messages
+                         if x["content"] in where and x["role"] != "system"] or [0])
             if _NAME.format(0) not in text[start:]:
                 raise TemplateNotExpressible("the chat template does not write an assistant's tool calls by name")
             where[m["content"]] = text.index(_NAME.format(0), start)
@@ -436,7 +437,7 @@ PROBE_TOOLS = [PROBE_TOOL, {"type": "function", "function": {
                    "required": ["wbq_n"]}}}]
 CALL_ARGS = [{"wbq_key": "WBQVAL1Q"}, {"wbq_key": "WBQVAL2Q", "wbq_n": 2}]
 _LEFTOVERS = ("WBQDESC", "WBQKEYDESCQ", "WBQNDESCQ", "WBQVAL", "wbq_key")
-_TOOL_ROLES = [["user"], ["user", "assistant", "user"], ["user", "calls", "tool", "tool", "user"],
+_TOOL_ROLES = [["user"], ["user", "assistant", "user"], ["user", "calls", "tool", "tool", "assistant", "user"],
                ["user", "calls", "tool", "tool"]]
 
 
@@ -497,11 +498,12 @@ def _tool_probe(roles: list[str], system: bool, n_calls: int) -> list[dict]:
     for n, role in enumerate(roles):
         if role == "calls":
             msgs.append({"role": "assistant", "content": "", "tool_calls": [
-                {"type": "function", "function": {"name": PROBE_TOOLS[k]["function"]["name"], "arguments": CALL_ARGS[k]}}
+                {"type": "function", "id": f"wbqcall0{k}",
+                 "function": {"name": PROBE_TOOLS[k]["function"]["name"], "arguments": CALL_ARGS[k]}}
                 for k in range(n_calls)]})
         elif role == "tool":
             msgs.append({"role": "tool", "name": PROBE_TOOLS[results % n_calls]["function"]["name"],
-                         "content": f"WBQTOOL{n}Q"})
+                         "tool_call_id": f"wbqcall0{results % n_calls}", "content": f"WBQTOOL{n}Q"})
             results += 1
         else:
             msgs.append({"role": role, "content": _SENT[role].format(n)})
@@ -527,6 +529,9 @@ def _check_pieces(pieces: tuple, where: str) -> None:
             raise TemplateNotExpressible(f"the chat template writes tool JSON ({p.kind}) in {where}")
         if isinstance(p, Name) and p.index >= 0:
             raise TemplateNotExpressible(f"the chat template writes a function's name outside its JSON in {where}")
+        if isinstance(p, str) and "wbqcall0" in p:
+            raise TemplateNotExpressible("the chat template writes tool-call ids; Ollama's template values carry "
+                                         "none for tool results")
         if isinstance(p, str) and any(x in p for x in _LEFTOVERS):
             raise TemplateNotExpressible("the chat template writes tool definitions or arguments in a syntax of its "
                                          "own (not JSON); Ollama hands a template the tools as JSON")
@@ -579,7 +584,7 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
     except Exception:  # noqa: BLE001 - a template refusing parallel calls (Llama 3.1: "only supports single")
         n_calls = 1
     roles = _TOOL_ROLES if n_calls == 2 else [r for r in _TOOL_ROLES if r.count("tool") != 2] + [
-        ["user", "calls", "tool", "user"], ["user", "calls", "tool"]]
+        ["user", "calls", "tool", "assistant", "user"], ["user", "calls", "tool"]]
     probes = [_tool_probe(r, system, n_calls) for r, system in product(roles, (False, True) if system_role else (False,))]
     displaced = any(SYSTEM in pieces for p in probes for _, pieces in _observations(render, p, now)[0])
     observed, tails = [], {}
