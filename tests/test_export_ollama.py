@@ -77,12 +77,12 @@ def test_check_fails_without_a_stop_token(tokenizer):
 
 
 @pytest.mark.parametrize("old,new", [
-    ('(eq $m.Role "assistant") }}{{ "<|im_end|>\\n<|im_start|>assistant\\n" }}',
-     '(eq $m.Role "assistant") }}{{ "<|im_end|><|im_start|>assistant\\n" }}'),
+    ('(eq $kind "assistant") }}{{ "<|im_end|>\\n<|im_start|>assistant\\n" }}',
+     '(eq $kind "assistant") }}{{ "<|im_end|><|im_start|>assistant\\n" }}'),
     ("trained by Hugging Face", "trained by someone"),  # the default system prompt
     ('{{- if ne $prev "assistant" }}{{ "<|im_end|>\\n<|im_start|>assistant\\n" }}',
      '{{- if ne $prev "assistant" }}{{ "<|im_end|>\\n<|im_start|>assistant" }}'),
-    ('{{- $prev = $m.Role }}', ""),
+    ('{{- $prev = $kind }}', ""),
 ])
 def test_check_fails_when_the_template_is_altered(tokenizer, old, new):
     derived, text, fmt = _bundle(tokenizer)
