@@ -112,18 +112,6 @@ def derive_template(tokenizer, runtime_bos: str = "", tools: bool = True) -> Der
                   render_tools=render if tools else None)
 
 
-# Tokens that end an assistant turn which called a tool, where the model stops to let the tool run (Llama 3.1's
-# end of message, gpt-oss's end of a call): a stop as soon as the template uses them.
-TOOL_TURN_ENDS = ("<|eom_id|>", "<|call|>")
-
-
-def tool_turn_ends(tokenizer, stops) -> list[str]:
-    """The TOOL_TURN_ENDS the chat template writes and the vocabulary has as one token, not yet in `stops`."""
-    template = tokenizer.chat_template if isinstance(getattr(tokenizer, "chat_template", None), str) else ""
-    vocab = tokenizer.get_vocab()
-    return [t for t in TOOL_TURN_ENDS if t in template and t in vocab and t not in stops]
-
-
 def check_conversations(derived: DerivedTemplate, conversations=None) -> list[list[dict]]:
     """The sample conversations the template is checked on: without system messages when it has no system role;
     contents stripped when it strips them (Ollama sends content as given: the difference is recorded)."""
@@ -342,7 +330,7 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
     bos = (tokenizer.bos_token or "") if adds_bos else ""
     try:
         derived = derive_template(tokenizer, bos)
-        stops = list(chat_format.stop_tokens) + tool_turn_ends(tokenizer, chat_format.stop_tokens)
+        stops = list(chat_format.stop_tokens)
         text = modelfile_text(base_gguf or gguf_path.name, derived.text, stops, generation_defaults(source_dir),
                               adapter=adapter, source=str(source_dir))
     except TemplateNotExpressible as exc:
