@@ -10,7 +10,10 @@ tail (the end of that turn plus the generation prompt). That covers, without per
   `model`), a default system prompt injected when none is given (Qwen 2.5, SmolLM);
 - the system text folded into the first user turn (Gemma: the system message opens the user turn, the user
   message continues it) or moved into the last user turn (Mistral's [INST]): `{{ $.System }}` is emitted there;
-- a template printing today's date as YYYY-MM-DD (gpt-oss, Mistral Small): Ollama's `{{ currentDate }}`.
+- a template printing today's date as YYYY-MM-DD (gpt-oss, Mistral Small): Ollama's `{{ currentDate }}`;
+- tools (derive_tools): probe tools and calls whose JSON the template printed are found by parsing the text; the
+  tool list becomes a range over .Tools with Ollama's `json`, each call its .Function.Name and `json` of its
+  .Function.Arguments after a literal prefix (where Ollama's parser finds calls), tool results their own turn.
 
 Whatever else a template does must still come out the same: the caller's round trip renders sample
 conversations both ways and compares. A template this cannot express raises TemplateNotExpressible naming
@@ -402,7 +405,6 @@ PROBE_TOOL = {"type": "function", "function": {
     "name": "wbq_lookup", "description": "WBQDESCQ",
     "parameters": {"type": "object", "properties": {"wbq_key": {"type": "string", "description": "WBQKEYDESCQ"}},
                    "required": ["wbq_key"]}}}
-PROBE_ARGS = {"wbq_key": "WBQVALQ", "wbq_n": 2}
 
 
 @dataclass
