@@ -77,12 +77,12 @@ def test_check_fails_without_a_stop_token(tokenizer):
 
 
 @pytest.mark.parametrize("old,new", [
-    ('(eq $m.Role "assistant") }}{{ "<|im_end|>\\n<|im_start|>assistant\\n" }}',
-     '(eq $m.Role "assistant") }}{{ "<|im_end|><|im_start|>assistant\\n" }}'),
+    ('(eq $kind "assistant") }}{{ "<|im_end|>\\n<|im_start|>assistant\\n" }}',
+     '(eq $kind "assistant") }}{{ "<|im_end|><|im_start|>assistant\\n" }}'),
     ("trained by Hugging Face", "trained by someone"),  # the default system prompt
     ('{{- if ne $prev "assistant" }}{{ "<|im_end|>\\n<|im_start|>assistant\\n" }}',
      '{{- if ne $prev "assistant" }}{{ "<|im_end|>\\n<|im_start|>assistant" }}'),
-    ('{{- $prev = $m.Role }}', ""),
+    ('{{- $prev = $kind }}', ""),
 ])
 def test_check_fails_when_the_template_is_altered(tokenizer, old, new):
     derived, text, fmt = _bundle(tokenizer)
@@ -131,7 +131,7 @@ def test_python_renderer_equals_go(tokenizer, go_render):
         "{{- if .System }}S:{{ .System }}\n{{ end }}{{ range .Messages }}{{ .Role }}={{ .Content }};{{ end }}",
         ("{{ $n := len .Messages }}{{ range $i, $m := .Messages }}{{ if or (eq $m.Role \"x\") (lt $i 1) }}"
          "[{{ $i }}/{{ $n }}]{{ else if not (eq $m.Role \"user\") }}-{{ else }}+{{ end }}{{ end }}"),
-        "A  {{- /* comment */ -}}  B {{ index .Messages 0 \"Content\" }} {{ `raw \\n` }} {{ true }} {{ 3 }}",
+        "A  {{- /* comment */ -}}  B {{ $first := index .Messages 0 }}{{ $first.Content }} {{ `raw \\n` }} {{ true }} {{ 3 }}",
         '{{ $p := "" }}{{ range .Messages }}{{ $p }}>{{ $p = .Role }}{{ end }}|{{ $p }}|{{ slice (currentDate) 0 4 }}',
     ]
     for template in templates:
@@ -151,7 +151,8 @@ def test_ollama_values_collate_like_ollama():
     values = ollama.ollama_values([{"role": "system", "content": "a"}, {"role": "user", "content": "b"},
                                    {"role": "user", "content": "c"}])
     assert values["System"] == "a"
-    assert values["Messages"] == [{"Role": "system", "Content": "a"}, {"Role": "user", "Content": "b\n\nc"}]
+    assert [(m["Role"], m["Content"]) for m in values["Messages"]] == [("system", "a"), ("user", "b\n\nc")]
+    assert values["Messages"][0] == {"Role": "system", "Content": "a", "Thinking": "", "ToolCalls": [], "ToolName": ""}
 
 
 def test_unsupported_go_constructs_are_named():

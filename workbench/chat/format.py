@@ -4,7 +4,8 @@ llama.cpp, export verification and smoke chats, the Ollama stop list):
 
 - the generation prompt;
 - the tokens that end an assistant turn: the special tokens the template writes after an assistant message
-  (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>, </s>, <|return|>, ...) and every EOS id;
+  (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>, </s>, <|return|>, ...), the ends of a turn that called a
+  tool where the template writes them (<|eom_id|>, <|call|>), and every EOS id;
 - the special tokens that open a user turn, where a model that starts inventing the user's next turn is cut;
 - whether the template accepts a system message (Gemma 2 raises on one: the system text is then folded into
   the first user message, as its users do);
@@ -25,6 +26,9 @@ from pathlib import Path
 from workbench.toolcalls.parse import syntax_of_template
 
 _U, _A, _U2, _T = "WBQUSERQ", "WBQASSISTANTQ", "WBQUSERTWOQ", "WBQTHINKINGQ"
+# Tokens that end an assistant turn which called a tool, where the model stops to let the tool run (Llama 3.1's end
+# of message, gpt-oss's end of a call): turn ends wherever the template writes them.
+TOOL_TURN_ENDS = ("<|eom_id|>", "<|call|>")
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ def derive(template: str | None, render, specials, eos_tokens=()) -> ChatFormat:
     end = [t for t in specials_in(after_assistant, specials) if t not in inside]
     if not end:  # a template that writes nothing after the last assistant message: its first token after one
         end = specials_in(between, specials)[:1]
+    end += [t for t in TOOL_TURN_ENDS if t in template and t in specials]
     opening = [t for t in specials_in(between, specials) if t not in end and t not in inside]
     start, stop, opened = _reasoning_markers(template, render, user, prompted, specials)
     return ChatFormat(template, generation, tuple(dict.fromkeys([*end, *eos])), tuple(opening), system_role,

@@ -4,12 +4,21 @@ stop list, and a round-trip check that the Go template renders every sample conv
 the Jinja one. A Modelfile is written only when its round trip passes; otherwise the bundle fails, naming why.
 """
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 from workbench.chat.format import ChatFormat
-from workbench.export.ollama.template import DerivedTemplate, TemplateNotExpressible, derive
+from workbench.export.ollama.gotemplate import Struct
+from workbench.export.ollama.template import (
+    DATETIME,
+    DerivedTemplate,
+    TemplateNotExpressible,
+    derive,
+    json_values,
+)
+from workbench.toolcalls.calls import ToolCall
 
 SAMPLE_CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -24,29 +33,83 @@ SAMPLE_CONVERSATIONS = [
      {"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "  three  "}],
 ]
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather <now> & later in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"},
+                                                    "unit": {"type": "string", "enum": ["c", "f"]}},
+                   "required": ["city"]}}}
+CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The time now",
+                                          "parameters": {"type": "object", "properties": {}}}}
+
+
+def _call(name: str, arguments: dict) -> dict:
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+# (messages, tools): a request with tools, one call and its result, parallel calls and their results
+TOOL_CONVERSATIONS = [
+    ([{"role": "user", "content": "Weather in Paris?"}], [WEATHER, CLOCK]),
+    ([{"role": "system", "content": "Use tools."}, {"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris", "unit": "c"})]},
+      {"role": "tool", "name": "get_weather", "content": "{\"temp\": 21}"}], [WEATHER]),
+    ([{"role": "user", "content": "Paris and Tōkyō?"},
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"}),
+                                                          _call("get_weather", {"city": "Tōkyō", "unit": "f"})]},
+      {"role": "tool", "name": "get_weather", "content": "21"}, {"role": "tool", "name": "get_weather", "content": "70"},
+      {"role": "assistant", "content": "21 °C in Paris, 70 °F in Tōkyō."}, {"role": "user", "content": "And the time?"}],
+     [WEATHER, CLOCK]),
+]
+
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 
 
-def jinja_render(tokenizer, messages: list[dict], generation: bool = True) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+def tool_tolerant(render_with, variables: dict | None = None):
+    """`render(messages, generation, tools=None)` over `render_with(messages, generation, tools, variables)`
+    (`variables`: template variables such as enable_thinking): a template that only renders with tools (Hermes
+    and Command-R+ tool_use, firefunction-v2: they loop over `tools`, read llama.cpp's `functions` text) is given
+    an empty tool list when the conversation has none."""
+    variables = variables or {}
+
+    def render(messages, generation, tools=None):
+        try:
+            return render_with(messages, generation, tools, variables)
+        except Exception:  # jinja's TypeError/UndefinedError on the missing list; re-raised when tools were given
+            if tools is not None:
+                raise
+        return render_with(messages, generation, [], {"functions": "", "datetime": DATETIME} | variables)
+
+    return render
 
 
-def tokenizer_renderer(tokenizer, runtime_bos: str = ""):
-    """The Jinja rendering as an Ollama template must produce it: without the leading BOS text when the runtime
-    adds BOS itself (Ollama tokenizes prompts with the GGUF's add_bos_token; a template that wrote it too would
-    feed the model two)."""
-    def render(messages, generation):
-        text = jinja_render(tokenizer, messages, generation)
+def jinja_render(tokenizer, messages: list[dict], generation: bool = True, tools: list[dict] | None = None,
+                 variables: dict | None = None) -> str:
+    render = tool_tolerant(lambda m, g, t, v: tokenizer.apply_chat_template(
+        m, tools=t, tokenize=False, add_generation_prompt=g, **v), variables)
+    return render(messages, generation, tools)
+
+
+def tokenizer_renderer(tokenizer, runtime_bos: str = "", variables: dict | None = None):
+    """The Jinja rendering as an Ollama template must produce it, `render(messages, generation, tools=None)`:
+    without the leading BOS text when the runtime adds BOS itself (Ollama tokenizes prompts with the GGUF's
+    add_bos_token; a template that wrote it too would feed the model two)."""
+    def render(messages, generation, tools=None):
+        text = jinja_render(tokenizer, messages, generation, tools, variables)
         return text[len(runtime_bos):] if runtime_bos and text.startswith(runtime_bos) else text
 
     return render
 
 
-def derive_template(tokenizer, runtime_bos: str = "") -> DerivedTemplate:
-    """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct."""
+THINK_OFF = {"enable_thinking": False}  # how templates with reasoning take Ollama's think=false
+
+
+def derive_template(tokenizer, runtime_bos: str = "", tools: bool = True) -> DerivedTemplate:
+    """The Go template for the tokenizer's chat template, or TemplateNotExpressible naming the construct.
+    `tools`: False for a template that leaves tools out (a chat-only bundle)."""
     if not isinstance(getattr(tokenizer, "chat_template", None), str):
         raise TemplateNotExpressible("the checkpoint has no chat template to translate")
-    return derive(tokenizer_renderer(tokenizer, runtime_bos))
+    render = tokenizer_renderer(tokenizer, runtime_bos)
+    return derive(render, render_off=tokenizer_renderer(tokenizer, runtime_bos, THINK_OFF),
+                  render_tools=render if tools else None)
 
 
 def check_conversations(derived: DerivedTemplate, conversations=None) -> list[list[dict]]:
@@ -60,17 +123,50 @@ def check_conversations(derived: DerivedTemplate, conversations=None) -> list[li
     return out
 
 
-def ollama_values(messages: list[dict]) -> dict:
+def _tool(spec: dict) -> Struct:
+    """An OpenAI function spec as Ollama's api.Tool (its String() prints the fields Ollama keeps, in its order)."""
+    fn = spec.get("function", spec)
+    params = fn.get("parameters") or {}
+    wire_params = {"type": params.get("type", "")}
+    wire_params |= {k: params[k] for k in ("$defs", "items", "required") if params.get(k)}
+    wire_params["properties"] = params.get("properties")
+    wire_fn = {"name": fn["name"]} | ({"description": fn["description"]} if fn.get("description") else {})
+    wire_fn["parameters"] = wire_params
+    function = Struct({"Name": fn["name"], "Description": fn.get("description", ""),
+                       "Parameters": Struct({"Type": wire_params["type"], "Required": params.get("required") or [],
+                                             "Properties": params.get("properties") or {}}, wire_params)}, wire_fn)
+    return Struct({"Type": spec.get("type", "function"), "Function": function},
+                  {"type": spec.get("type", "function"), "function": wire_fn})
+
+
+def _tool_call(call: dict, index: int) -> dict:
+    """An OpenAI tool call as Ollama's api.ToolCall: .Function.Name, .Function.Arguments (printed as JSON)."""
+    parsed = ToolCall.from_openai(call)
+    arguments = Struct(parsed.arguments, parsed.arguments)
+    return Struct({"ID": call.get("id") or "", "Function": Struct(
+        {"Index": index, "Name": parsed.name, "Arguments": arguments},
+        {"index": index, "name": parsed.name, "arguments": parsed.arguments})}, None)
+
+
+def ollama_values(messages: list[dict], tools: list[dict] | None = None, think: bool | None = None) -> dict:
     """The data Ollama's chat endpoint executes the template with (its template.go collate()): consecutive
-    messages of one role merged with a blank line, all system messages also joined into .System."""
+    messages of one role merged with a blank line, all system messages also joined into .System; tool calls,
+    tool results (.ToolName), reasoning (.Thinking), the request's tools and think flag in Ollama's shapes."""
     collated: list[dict] = []
     for m in messages:
-        if collated and collated[-1]["Role"] == m["role"] and m["role"] != "tool":
-            collated[-1]["Content"] += "\n\n" + m["content"]
-        else:
-            collated.append({"Role": m["role"], "Content": m["content"]})
+        content = m.get("content") or ""
+        if collated and collated[-1]["Role"] == m["role"] and m["role"] != "tool" and not m.get("tool_calls") \
+                and not collated[-1].get("ToolCalls"):
+            collated[-1]["Content"] += "\n\n" + content
+            continue
+        # every field of Ollama's api.Message, as Go has them (zero values when absent)
+        collated.append(Struct({"Role": m["role"], "Content": content,
+                                "Thinking": m.get("reasoning_content") or m.get("thinking") or "",
+                                "ToolCalls": [_tool_call(c, i) for i, c in enumerate(m.get("tool_calls") or [])],
+                                "ToolName": (m.get("name") or "") if m["role"] == "tool" else ""}, None))
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    return {"System": system, "Messages": collated, "Response": ""}
+    return {"System": system, "Messages": collated, "Response": "", "Tools": [_tool(t) for t in tools or []],
+            "Think": bool(think), "IsThinkSet": think is not None}
 
 
 def generation_defaults(model_dir: Path) -> dict:
@@ -112,33 +208,69 @@ def parse_modelfile(text: str) -> dict:
     return {"template": m.group(1) if m else None, "stops": stops}
 
 
+def compact_tool_json(text: str, tools: list[dict], messages: list[dict]) -> str:
+    """`text` with every JSON value equal to one of the request's tools, their functions or a call's arguments
+    re-serialized compactly (keys sorted): how Ollama's `json` and Jinja's tojson may differ and nothing else."""
+    wanted = [x for t in tools for x in (t, t["function"])]
+    wanted += [ToolCall.from_openai(c).arguments for m in messages for c in m.get("tool_calls") or []]
+    out, pos = [], 0
+    for start, end, value in json_values(text, wanted):
+        out += [text[pos:start], json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
 def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, tokenize=None, renderer=None,
-                    llama_tokenize=None, runtime_bos: str = "") -> dict:
+                    llama_tokenize=None, runtime_bos: str = "", detokenize=None, render_off=None,
+                    tool_conversations=()) -> dict:
     """Render each conversation with the Modelfile's Go template (Ollama's values) and with the Jinja template
     (`render(messages, add_generation_prompt)`); they must be the same text, and with `tokenize` (the HF
-    tokenizer) / `llama_tokenize` (the GGUF's vocabulary) the same tokens, `runtime_bos` (the BOS the runtime
-    adds) before both. Every end-of-turn token must be in the stop list."""
+    tokenizer) the same tokens, `runtime_bos` (the BOS the runtime adds) before both. Every end-of-turn token must
+    be in the stop list. `llama_tokenize` (the GGUF's vocabulary): where llama.cpp tokenizes the rendering
+    otherwise than `tokenize`, the row says where (`tokenizer_difference`, pieces by `detokenize`). `render_off`
+    (the Jinja rendering with enable_thinking=False): each conversation again, Ollama's think flag false.
+    `tool_conversations` [(messages, tools)]: rendered with tools by `render(messages, generation, tools)`; both
+    texts pass compact_tool_json first, and the rows record what Ollama's compact JSON changes (`tool_json`)."""
     from workbench.export.ollama import gotemplate
 
     go_render = renderer or gotemplate.render
     parsed = parse_modelfile(modelfile)
     results = []
-    for messages in conversations:
-        expected_text = render(messages, messages[-1]["role"] != "assistant")
-        row = {"roles": [m["role"] for m in messages]}
+    passes = [(messages, render, None) for messages in conversations]
+    passes += [(messages, render_off, False) for messages in conversations] if render_off else []
+    passes += [((messages, tools), render, None) for messages, tools in tool_conversations]
+    for messages, jinja, think in passes:
+        tools = None
+        if isinstance(messages, tuple):
+            messages, tools = messages
+        generation = messages[-1]["role"] != "assistant"
+        expected_text = jinja(messages, generation, tools) if tools else jinja(messages, generation)
+        row = {"roles": [m["role"] for m in messages]} | ({"think": think} if think is not None else {})
         try:
-            got_text = go_render(parsed["template"] or "", ollama_values(messages))
+            got_text = go_render(parsed["template"] or "", ollama_values(messages, tools=tools, think=think))
         except Exception as exc:  # noqa: BLE001 - an unparsable or failing template fails the check, with its reason
             results.append(row | {"match": False, "error": f"{type(exc).__name__}: {exc}"})
             continue
+        if tools:
+            raw = (expected_text, got_text)
+            expected_text = compact_tool_json(expected_text, tools, messages)
+            got_text = compact_tool_json(got_text, tools, messages)
+            row["tool_json"] = {"jinja_chars": len(raw[0]), "ollama_chars": len(raw[1])}
+            if tokenize is not None:
+                row["tool_json"] |= {"jinja_tokens": len(tokenize(runtime_bos + raw[0])),
+                                     "ollama_tokens": len(tokenize(runtime_bos + raw[1]))}
         row["match"] = got_text == expected_text
         if tokenize is not None:
             expected = tokenize(runtime_bos + expected_text)
             row["n_tokens"] = len(expected)
             row["match"] = row["match"] and tokenize(runtime_bos + got_text) == expected
             if llama_tokenize is not None:
-                row["llama_cpp_tokens_match"] = llama_tokenize(runtime_bos + got_text) == expected
-                row["match"] = row["match"] and row["llama_cpp_tokens_match"]
+                # llama.cpp splitting the same text otherwise than transformers is the GGUF vocabulary's doing
+                # (every runtime of the file sees it), not the template's: recorded, it does not fail the check.
+                llama = llama_tokenize(runtime_bos + got_text)
+                row["llama_cpp_tokens_match"] = llama == expected
+                if not row["llama_cpp_tokens_match"]:
+                    row["tokenizer_difference"] = _first_token_difference(expected, llama, detokenize)
         if not row["match"]:
             at = next((i for i, (x, y) in enumerate(zip(got_text, expected_text)) if x != y),
                       min(len(got_text), len(expected_text)))
@@ -148,6 +280,22 @@ def roundtrip_check(modelfile: str, render, end_of_turn, conversations, *, token
     return {"conversations": results, "matched": sum(r["match"] for r in results), "total": len(results),
             "stops": parsed["stops"], "end_of_turn": list(end_of_turn), "missing_stops": missing,
             "passed": bool(results) and all(r["match"] for r in results) and not missing}
+
+
+def _first_token_difference(expected: list[int], got: list[int], detokenize=None) -> dict:
+    at = next((i for i, (x, y) in enumerate(zip(expected, got)) if x != y), min(len(expected), len(got)))
+    show = detokenize or (lambda ids: ids)
+    return {"token": at, "transformers": show(expected[at: at + 4]), "llama_cpp": show(got[at: at + 4])}
+
+
+def tokenizer_note(check: dict) -> str | None:
+    """One line when llama.cpp tokenizes a rendering otherwise than transformers (the GGUF's vocabulary)."""
+    diff = next((r["tokenizer_difference"] for r in check["conversations"] if "tokenizer_difference" in r), None)
+    if diff is None:
+        return None
+    return (f"llama.cpp tokenizes this GGUF's vocabulary otherwise than transformers on the same text (token "
+            f"{diff['token']}: transformers {diff['transformers']} vs llama.cpp {diff['llama_cpp']}): every runtime "
+            "of the GGUF sees these tokens; the template renders the same text")
 
 
 def describe_failure(check: dict) -> str:
@@ -187,14 +335,27 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
                               adapter=adapter, source=str(source_dir))
     except TemplateNotExpressible as exc:
         return {"error": str(exc), "refused": True}
-    check = roundtrip_check(text, tokenizer_renderer(tokenizer, bos), chat_format.end_of_turn,
-                            check_conversations(derived),
-                            tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
-                            llama_tokenize=llama_tokenize, runtime_bos=bos)
+    def check_with(derived, text):
+        return roundtrip_check(text, tokenizer_renderer(tokenizer, bos), chat_format.end_of_turn,
+                               check_conversations(derived),
+                               tokenize=lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
+                               llama_tokenize=llama_tokenize, runtime_bos=bos,
+                               detokenize=tokenizer.convert_ids_to_tokens,
+                               render_off=tokenizer_renderer(tokenizer, bos, THINK_OFF) if derived.thinking_switch
+                               else None, tool_conversations=tool_conversations(derived))
+
+    check = check_with(derived, text)
+    if derived.tools and any(not r["match"] for r in check["conversations"] if "tool_json" in r):
+        # tools that do not round-trip leave a chat-only bundle, the difference named
+        derived = dataclasses.replace(derive_template(tokenizer, bos, tools=False),
+                                      tools_refused=f"the tool round trip fails: {describe_failure(check)}")
+        text = modelfile_text(base_gguf or gguf_path.name, derived.text, stops, generation_defaults(source_dir),
+                              adapter=adapter, source=str(source_dir))
+        check = check_with(derived, text)
     record = {"stops": stops, "default_system": derived.default_system, "features": list(derived.features),
-              "runtime_bos": bos or None,
+              "tools": tools_record(derived, check), "runtime_bos": bos or None,
               "roundtrip": {k: check[k] for k in ("matched", "total", "passed", "missing_stops", "end_of_turn")},
-              "notes": _notes(derived)}
+              "notes": _notes(derived) + [n for n in [tokenizer_note(check), tools_note(derived, check)] if n]}
     if not check["passed"]:
         return record | {"error": describe_failure(check)}
     path = gguf_path.parent / f"{gguf_path.stem}.Modelfile"
@@ -202,8 +363,43 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
     return record | {"modelfile": path.name}
 
 
+def tool_conversations(derived: DerivedTemplate) -> list:
+    """TOOL_CONVERSATIONS the template is checked on: none without tools; one call per message where the Jinja
+    template refuses parallel calls."""
+    if not derived.tools:
+        return []
+    return [(m, t) for m, t in TOOL_CONVERSATIONS
+            if derived.parallel_calls or all(len(x.get("tool_calls") or []) < 2 for x in m)]
+
+
+def tools_record(derived: DerivedTemplate, check: dict) -> dict:
+    """What the bundle does with tools; where it writes them, what Ollama's compact JSON changes on the checked
+    conversations (characters and tokens, Jinja minus Ollama)."""
+    record = {"template_renders_tools": derived.tools or derived.tools_refused is not None,
+              "in_modelfile": derived.tools, "refused": derived.tools_refused, "call_prefix": derived.tool_call_prefix}
+    rows = [r["tool_json"] for r in check["conversations"] if "tool_json" in r]
+    if rows:
+        record["compact_json"] = {"conversations": len(rows)} | {
+            f"{unit}_saved": sum(r[f"jinja_{unit}"] - r[f"ollama_{unit}"] for r in rows)
+            for unit in ("chars", "tokens") if f"jinja_{unit}" in rows[0]}
+    return record
+
+
+def tools_note(derived: DerivedTemplate, check: dict) -> str | None:
+    if derived.tools_refused:
+        return (f"tools: {derived.tools_refused}; this Modelfile renders conversations without tools (Ollama answers "
+                "requests with tools with 'does not support tools')")
+    if not derived.tools:
+        return None
+    saved = tools_record(derived, check).get("compact_json", {})
+    return (f"tools: Ollama writes the tool list and each call's arguments as compact JSON where the Jinja template "
+            f"may space or indent them (checked equal once both are compacted; {saved.get('chars_saved', 0)} "
+            f"characters, {saved.get('tokens_saved', 'n/a')} tokens fewer over {saved.get('conversations', 0)} "
+            f"conversations); Ollama finds the calls after {derived.tool_call_prefix!r}")
+
+
 def _notes(derived: DerivedTemplate) -> list[str]:
-    notes = []
+    notes = list(derived.notes)
     if derived.trims_content:
         notes.append("the Jinja template strips whitespace around each message; Ollama sends content as given "
                      "(checked on stripped contents)")

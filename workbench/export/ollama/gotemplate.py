@@ -4,7 +4,9 @@ check runs without Go installed. The tests render the same templates with Go's o
 
 Supported: text, {{- / -}} trim markers, comments, if / else if / else / end, range [$i, $x :=] over lists,
 $x := declarations and $x = assignments, fields (.A.B, $.A, $x.A), string / int / bool literals, parenthesized calls and the
-builtins eq, ne, lt, le, gt, ge, and, or, not, len, index, slice, and Ollama's currentDate. Anything else raises UnsupportedTemplate.
+builtins eq, ne, lt, le, gt, ge, and, or, not, len, index, slice, and Ollama's currentDate and json. Anything else raises
+UnsupportedTemplate. Ollama's typed values (a tool, a call's function and arguments) are Struct: fields to read,
+and the JSON their Go String() method prints.
 """
 
 import datetime
@@ -16,7 +18,37 @@ class UnsupportedTemplate(ValueError):
     pass
 
 
-_ACTION = re.compile(r"\{\{(- )?(.*?)( -)?\}\}", re.DOTALL)
+class Struct(dict):
+    """A Go struct of Ollama's api package: its fields by Go name, and `wire`, what json.Marshal (and its String
+    method, where it has one) writes for it (None: printed and marshalled from its fields, not used by templates)."""
+
+    def __init__(self, fields: dict, wire):
+        super().__init__(fields)
+        self.wire = wire
+
+
+def _plain(v):
+    if isinstance(v, Struct) and v.wire is not None:
+        return _plain(v.wire)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def go_json(v) -> str:
+    """json.Marshal as Ollama's `json` template function calls it: compact, <, > and & escaped, UTF-8 kept
+    (struct fields and Ollama's ordered maps in their order)."""
+    text = json.dumps(_plain(v), ensure_ascii=False, separators=(",", ":"))
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+# an action ends at the first }} outside its string literals (Go's lexer reads "}}" inside a quoted string as text)
+_ACTION = re.compile(r'\{\{(- )?((?:"(?:[^"\\]|\\.)*"|`[^`]*`|[^"`])*?)( -)?\}\}', re.DOTALL)
 _TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<raw>`[^`]*`)|(?P<lp>\()|(?P<rp>\))|(?P<num>-?\d+)'
                     r"|(?P<decl>:=)|(?P<assign>=)|(?P<comma>,)|(?P<word>[$.A-Za-z_][$.\w]*))")
 
@@ -166,13 +198,16 @@ def _eq(a, *bs):
 _FUNCS = {
     "eq": _eq, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
     "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "not": lambda a: not _truth(a),
-    "currentDate": lambda: datetime.date.today().isoformat(),  # Ollama's addition to the builtins
+    "currentDate": lambda: datetime.date.today().isoformat(),  # Ollama's additions to the builtins
+    "json": go_json,
     "len": len, "index": lambda x, *ks: _index(x, ks), "slice": lambda x, *ix: x[ix[0]:ix[1]] if len(ix) == 2 else x[ix[0]:] if ix else x,
 }
 
 
 def _index(x, keys):
     for k in keys:
+        if isinstance(x, Struct):
+            raise UnsupportedTemplate("index of a struct (Ollama's messages, tools and calls are structs: use a field)")
         x = x[k]
     return x
 
@@ -226,6 +261,8 @@ def _eval(expr, scope, dot):
 
 
 def _show(v) -> str:
+    if isinstance(v, Struct) and v.wire is not None:  # the String() method of Ollama's tool types
+        return go_json(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:

@@ -10,7 +10,10 @@ tail (the end of that turn plus the generation prompt). That covers, without per
   `model`), a default system prompt injected when none is given (Qwen 2.5, SmolLM);
 - the system text folded into the first user turn (Gemma: the system message opens the user turn, the user
   message continues it) or moved into the last user turn (Mistral's [INST]): `{{ $.System }}` is emitted there;
-- a template printing today's date as YYYY-MM-DD (gpt-oss, Mistral Small): Ollama's `{{ currentDate }}`.
+- a template printing today's date as YYYY-MM-DD (gpt-oss, Mistral Small): Ollama's `{{ currentDate }}`;
+- tools (derive_tools): probe tools and calls whose JSON the template printed are found by parsing the text; the
+  tool list becomes a range over .Tools with Ollama's `json`, each call its .Function.Name and `json` of its
+  .Function.Arguments after a literal prefix (where Ollama's parser finds calls), tool results their own turn.
 
 Whatever else a template does must still come out the same: the caller's round trip renders sample
 conversations both ways and compares. A template this cannot express raises TemplateNotExpressible naming
@@ -18,6 +21,7 @@ the construct.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import product
@@ -41,11 +45,16 @@ class TemplateNotExpressible(BadInput):
 @dataclass
 class DerivedTemplate:
     text: str  # the Go template
-    features: tuple[str, ...]  # what the openers depend on
+    features: tuple[str, ...]  # what the openers depend on (with tools: `tool_features`)
     system_role: bool  # False: the Jinja template refuses system messages; the Go template drops them
     trims_content: bool  # the Jinja template strips whitespace around each content; Ollama does not
     default_system: str | None = None
     notes: list[str] = field(default_factory=list)
+    thinking_switch: bool = False  # the generation prompt follows Ollama's think flag (enable_thinking)
+    tools: bool = False  # the Go template writes .Tools, .ToolCalls and tool results as the Jinja one does
+    tools_refused: str | None = None  # why not, where the Jinja template writes tools
+    tool_call_prefix: str | None = None  # the literal text before the calls, where Ollama's parser finds them
+    parallel_calls: bool = False  # the Jinja template writes several calls in one message
 
 
 def _probe(roles: list[str], system: bool) -> list[dict]:
@@ -57,16 +66,48 @@ def _probe(roles: list[str], system: bool) -> list[dict]:
     return msgs
 
 
+# What a renderer passes for llama.cpp's `datetime` variable (firefunction-v2 reads it): the date and time of day,
+# which Ollama's currentDate cannot give; a rendering that shows it is refused by name.
+DATETIME = "WBQDATETIMEQ"
+
+
 def _render(render, messages: list[dict], what: str) -> str:
     try:
-        return render(messages, True)
+        text = render(messages, True)
     except Exception as exc:  # noqa: BLE001 - raise_exception() in the template, jinja errors, ...
         raise TemplateNotExpressible(f"the chat template fails on {what} ({exc})") from None
+    if DATETIME in text:
+        raise TemplateNotExpressible("the chat template prints llama.cpp's `datetime` (date and time of day); "
+                                     "Ollama's currentDate gives the date only")
+    return text
 
 
 @dataclass(frozen=True)
 class Date:
     format: str  # a DATE_FORMATS entry
+
+
+@dataclass(frozen=True)
+class Json:
+    """A JSON value the template printed where Ollama's `json` prints it (compact): a tool of .Tools (`tool`),
+    its function (`function`), a call's arguments (`args`); `index`: which probe tool or call."""
+    kind: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Name:
+    index: int  # a probe function's name outside JSON: a call's .Function.Name; -1: a tool result's .ToolName
+
+
+@dataclass(frozen=True)
+class ToolList:
+    kind: str  # "tool" or "function": what each element is printed as
+    sep: tuple  # the literal pieces between two tools
+
+
+_NAME = "WBQNAME{}Q"
+_MARK = re.compile(r"WBQJ(tool|function|args)(\d)Q|WBQNAME(\d)Q")
 
 
 def _pieces(text: str, now: datetime) -> tuple:
@@ -84,17 +125,42 @@ def _pieces(text: str, now: datetime) -> tuple:
                     split.append(Date(fmt))
                 split.append(part)
         out = split
-    return tuple(p for p in out if p != "")
+    marked: list = []
+    for piece in out:
+        if not isinstance(piece, str):
+            marked.append(piece)
+            continue
+        at = 0
+        for m in _MARK.finditer(piece):
+            marked += [piece[at:m.start()], Json(m[1], int(m[2])) if m[1] else Name(int(m[3]))]
+            at = m.end()
+        marked.append(piece[at:])
+    return tuple(p for p in marked if p != "")
+
+
+def _kind(m: dict) -> str:
+    """A message's role, `calls` for an assistant message calling tools (its own openers and tool-call part)."""
+    return "calls" if m.get("tool_calls") else m["role"]
 
 
 def _observations(render, messages: list[dict], now: datetime, displaced: bool = False):
     """[(features, opener pieces)] for each message that emits its content, and the tail after the last one.
-    `displaced`: the system message emits nothing and its text goes into the turn it precedes."""
-    text = _render(render, messages, "a conversation with roles " + "/".join(m["role"] for m in messages))
-    where = {}
+    `displaced`: the system message emits nothing and its text goes into the turn it precedes. With tools, the
+    pieces after an assistant's content up to its last call's arguments are that message's tool-call part
+    (features["calls"]); an assistant whose calls replace its content starts its calls where its opener ends."""
+    text = _render(render, messages, "a conversation with roles " + "/".join(_kind(m) for m in messages))
+    where, dropped = {}, set()
     for m in messages:
         count = text.count(m["content"])
         if count == 0 and m["role"] == "system":  # a template that ignores system messages: so does the Go one
+            continue
+        if m.get("tool_calls") and not m["content"]:  # calls without text (as chat clients send them)
+            dropped.add(m["content"])
+            start = max([where[x["content"]] + len(x["content"]) for x in messages
+                         if x["content"] in where and x["role"] != "system"] or [0])
+            if _NAME.format(0) not in text[start:]:
+                raise TemplateNotExpressible("the chat template does not write an assistant's tool calls by name")
+            where[m["content"]] = text.index(_NAME.format(0), start)
             continue
         if count != 1:
             raise TemplateNotExpressible(
@@ -108,10 +174,10 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
     system = next((m for m in messages if m["role"] == "system"), None)
     ignored = system is not None and system["content"] not in where
     displaced = system is not None and (ignored or displaced or where[system["content"]] > positions[0])
-    observed, pos, prev = [], 0, ""
+    observed, pos, prev, calls = [], 0, "", None
     for i, m in enumerate(messages):
-        feats = {"prev": prev, "role": m["role"], "last": i == len(messages) - 1, "system": system is not None}
-        prev = m["role"]
+        feats = {"prev": prev, "role": _kind(m), "last": i == len(messages) - 1, "system": system is not None}
+        prev = _kind(m)
         if m is system and displaced:
             continue
         at = where[m["content"]]
@@ -120,11 +186,28 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
             pieces = _pieces(text[pos:s_at], now) + (SYSTEM,) + _pieces(text[s_at + len(system["content"]):at], now)
         else:
             pieces = _pieces(text[pos:at], now)
+        if calls is not None:
+            calls["calls"], pieces = _split_calls(pieces)
+        if m["content"] in dropped:
+            feats["dropped"] = True
         observed.append((feats, pieces))
-        pos = at + len(m["content"])
+        calls = feats if m.get("tool_calls") else None
+        pos = at + (0 if m["content"] in dropped else len(m["content"]))
     if displaced and not ignored and not any(SYSTEM in p for _, p in observed):
         raise TemplateNotExpressible("the chat template puts the system message after the last user message")
-    return observed, (system is not None, _pieces(text[pos:], now))
+    tail = _pieces(text[pos:], now)
+    if calls is not None:
+        calls["calls"], tail = _split_calls(tail)
+    return observed, ((system is not None, _kind(messages[-1])), tail)
+
+
+def _split_calls(pieces: tuple) -> tuple[tuple, tuple]:
+    """(the tool-call part: up to the last call's arguments, the rest)."""
+    ends = [n for n, p in enumerate(pieces) if isinstance(p, Json) and p.kind == "args"]
+    if not ends:
+        raise TemplateNotExpressible("the chat template writes tool-call arguments in a syntax of its own (not JSON); "
+                                     "Ollama writes .Function.Arguments as JSON")
+    return pieces[:ends[-1] + 1], pieces[ends[-1] + 1:]
 
 
 def _table(observed, features: tuple[str, ...]):
@@ -136,8 +219,12 @@ def _table(observed, features: tuple[str, ...]):
     return table
 
 
-def derive(render, *, now: datetime | None = None) -> DerivedTemplate:
-    """The Go template for the Jinja template behind `render(messages, add_generation_prompt) -> str`."""
+def derive(render, *, now: datetime | None = None, render_off=None, render_tools=None) -> DerivedTemplate:
+    """The Go template for the Jinja template behind `render(messages, add_generation_prompt) -> str`.
+    `render_off`: the same with reasoning switched off (enable_thinking=False); where that changes only the
+    generation prompt, the Go template writes that one when the request sets Ollama's think flag false.
+    `render_tools(messages, add_generation_prompt, tools)`: where the template writes tools, the Go template
+    writes .Tools, .ToolCalls and tool results alike, or `tools_refused` names why it cannot."""
     now = now or datetime.now()
     system_role = True
     try:
@@ -166,7 +253,35 @@ def derive(render, *, now: datetime | None = None) -> DerivedTemplate:
     padded = render([{"role": "user", "content": "  " + _SENT["user"].format(1) + "  "}], True)
     trims = ("  " + _SENT["user"].format(1) + "  ") not in padded
     default_system = _default_system(table, features, system_role)
-    return DerivedTemplate(_go_template(table, features, tails), features, system_role, trims, default_system)
+    off_tails, notes = _think_off_tails(render_off, probes, observed, tails, now, displaced)
+    support = tool_support(render_tools, system_role, now) if render_tools else ToolSupport(False)
+    parts = support.parts
+    prefix = "".join(parts.first).replace("\r\n", "\n").split("{")[0].strip() or "{" if parts else None
+    return DerivedTemplate(_go_template(table, features, tails, off_tails, parts), features, system_role, trims,
+                           default_system, notes, thinking_switch=off_tails is not None, tools=parts is not None,
+                           tools_refused=support.reason, tool_call_prefix=prefix,
+                           parallel_calls=bool(parts and parts.parallel))
+
+
+def _think_off_tails(render_off, probes, observed, tails, now, displaced):
+    """The tails with reasoning off, when switching it off changes the tails and nothing else; with a note."""
+    if render_off is None:
+        return None, []
+    off_observed, off_tails = [], {}
+    try:
+        for probe in probes:
+            obs, (has_system, tail) = _observations(render_off, probe, now, displaced)
+            off_observed += obs
+            off_tails.setdefault(has_system, tail)
+    except TemplateNotExpressible:
+        return None, ["the chat template fails with enable_thinking=False: Ollama's think flag is not passed on"]
+    if off_tails == tails:
+        return None, []
+    if off_observed != observed:
+        return None, [("the chat template's enable_thinking changes more than the generation prompt; Ollama's think "
+                      "flag is not passed on")]
+    return off_tails, [("reasoning: the request's think=false (Ollama's .IsThinkSet and .Think) gets the generation "
+                       "prompt enable_thinking=False gives")]
 
 
 def _default_system(table, features, system_role) -> str | None:
@@ -207,6 +322,12 @@ def _go_literal(pieces) -> str:
     for p in pieces:
         if p is SYSTEM:
             out.append("{{ $.System }}")
+        elif isinstance(p, ToolList):
+            each = "$t" if p.kind == "tool" else "$t.Function"
+            out.append(f"{{{{ range $k, $t := $tools }}}}{{{{ if $k }}}}{_go_literal(p.sep)}{{{{ end }}}}"
+                       f"{{{{ json {each} }}}}{{{{ end }}}}")
+        elif isinstance(p, Name):
+            out.append("{{ $m.ToolName }}")
         elif isinstance(p, Date):
             out.append(_go_date(p.format))
         elif p:
@@ -216,24 +337,295 @@ def _go_literal(pieces) -> str:
 
 def _condition(feature: str, value) -> str:
     if feature in ("prev", "role"):
-        return f'(eq {"$prev" if feature == "prev" else "$m.Role"} {json.dumps(value)})'
+        return f'(eq {"$prev" if feature == "prev" else "$kind"} {json.dumps(value)})'
     var = "$last" if feature == "last" else "$sys"
     return var if value else f"(not {var})"
 
 
-def _go_template(table: dict, features: tuple[str, ...], tails: dict) -> str:
-    lines = ['{{- $prev := "" }}{{- $sys := ne $.System "" }}', "{{- range $i, $m := .Messages }}",
-             "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
-    if any(isinstance(p, Date) for pieces in [*table.values(), *tails.values()] for p in pieces):
-        lines[0] += "{{- $today := currentDate }}"
+def _go_tail(tails: dict) -> str:
+    """Tails keyed by (system message?, the last message's kind)."""
+    if len(set(tails.values())) == 1:
+        return _go_literal(next(iter(tails.values())))
+    kinds = sorted({k for _, k in tails})
+    out = []
+    for n, kind in enumerate(kinds):
+        sub = {sys: t for (sys, k), t in tails.items() if k == kind}
+        body = _go_literal(next(iter(sub.values()))) if len(set(sub.values())) == 1 else (
+            "{{- if $sys }}" + _go_literal(sub[True]) + "{{ else }}" + _go_literal(sub[False]) + "{{ end }}")
+        out.append(body if len(kinds) == 1 else
+                   f'{{{{- {"if" if n == 0 else "else if"} eq $prev {json.dumps(kind)} }}}}' + body)
+    return "".join(out) + ("{{ end }}" if len(kinds) > 1 else "")
+
+
+def _chain(table: dict, features: tuple[str, ...], dropped: bool = False, quoted: bool = False) -> list[str]:
+    lines = []
     for n, (key, pieces) in enumerate(table.items()):
         keyword = "if" if n == 0 else "else if"
         cond = " ".join(_condition(f, v) for f, v in zip(features, key))
-        lines.append(f"{{{{- {keyword} and {cond} }}}}{_go_literal(pieces)}{{{{ $m.Content }}}}")
-    lines += ["{{- end }}", "{{- $prev = $m.Role }}", "{{- end }}"]
-    if len(set(tails.values())) == 1:
-        tail = _go_literal(next(iter(tails.values())))
-    else:
-        tail = "{{- if $sys }}" + _go_literal(tails[True]) + "{{ else }}" + _go_literal(tails[False]) + "{{ end }}"
+        role = dict(zip(features, key)).get("role")
+        content = "" if dropped and role == "calls" else (
+            "{{ json $m.Content }}" if quoted and role == "tool" else "{{ $m.Content }}")
+        lines.append(f"{{{{- {keyword} and {cond} }}}}{_go_literal(pieces)}{content}")
+    return lines + ["{{- end }}"]
+
+
+def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails: dict | None = None,
+                 tools: "ToolParts | None" = None) -> str:
+    lines = ['{{- $prev := "" }}{{- $sys := ne $.System "" }}' + ("{{- $tools := .Tools }}" if tools else ""),
+             "{{- range $i, $m := .Messages }}",
+             "{{- $last := eq (len (slice $.Messages $i)) 1 }}{{- $kind := $m.Role }}"]
+    every = [*table.values(), *tails.values(), *(off_tails or {}).values()]
+    if tools:
+        every += [*tools.table.values(), *tools.tails.values(), tools.first, tools.mid, tools.between]
+        lines.append('{{- if $m.ToolCalls }}{{- $kind = "calls" }}{{- end }}')
+    if any(isinstance(p, Date) for pieces in every for p in pieces):
+        lines[0] += "{{- $today := currentDate }}"
+    if tools:
+        lines += ["{{- if $tools }}", *_chain(tools.table, tools.features, tools.dropped, tools.quoted_results), "{{- else }}"]
+    lines += _chain(table, features)
+    if tools:
+        # The calls start with literal text (a text node, not an action): Ollama's parser takes the tool-call
+        # prefix (<tool_call>, [TOOL_CALLS], or "{") from the first text inside {{ if .ToolCalls }}.
+        lines += ["{{- end }}", "{{- if .ToolCalls }}" + "".join(tools.first) +
+                  "{{ range $j, $c := .ToolCalls }}{{ if $j }}" + _go_literal(tools.between) +
+                  "{{ end }}{{ $c.Function.Name }}" + _go_literal(tools.mid) +
+                  "{{ json $c.Function.Arguments }}{{ end }}{{ end }}"]
+    lines += ["{{- $prev = $kind }}", "{{- end }}"]
+    tail = _go_tail(tails)
+    if off_tails is not None:
+        tail = "{{- if and $.IsThinkSet (not $.Think) }}" + _go_tail(off_tails) + "{{ else }}" + tail + "{{ end }}"
+    if tools:
+        tail = "{{- if $tools }}" + _go_tail(tools.tails) + "{{ else }}" + tail + "{{ end }}"
     lines.append('{{- if ne $prev "assistant" }}' + tail + "{{ end }}")
     return "\n".join(lines)
+
+
+# Tools: a probe function and calls to it, with sentinels, to see how the Jinja template writes them.
+PROBE_TOOL = {"type": "function", "function": {
+    "name": "wbq_lookup", "description": "WBQDESCQ",
+    "parameters": {"type": "object", "properties": {"wbq_key": {"type": "string", "description": "WBQKEYDESCQ"}},
+                   "required": ["wbq_key"]}}}
+
+
+@dataclass
+class ToolSupport:
+    renders_tools: bool  # the Jinja template writes the tools it is given
+    reason: str | None = None  # why the Go template cannot write them as the Jinja one does
+    parts: "ToolParts | None" = None  # the Go template's tool parts, when it can
+
+
+def tool_support(render_tools, system_role: bool = True, now: datetime | None = None) -> ToolSupport:
+    """Whether the Jinja template behind `render_tools(messages, add_generation_prompt, tools)` renders tools and,
+    when it does, their Go template parts (derive_tools) or the construct Ollama's template language cannot
+    write, named."""
+    user = [{"role": "user", "content": _SENT["user"].format(1)}]
+    try:
+        plain = render_tools(user, True, [])
+        with_tools = render_tools(user, True, [PROBE_TOOL])
+    except Exception:  # noqa: BLE001 - a template that fails on tools does not render them
+        return ToolSupport(False)
+    if with_tools == plain:
+        return ToolSupport(False)
+    try:
+        return ToolSupport(True, parts=derive_tools(render_tools, system_role, now or datetime.now()))
+    except TemplateNotExpressible as exc:
+        return ToolSupport(True, str(exc))
+
+
+# Two probe tools and two calls (a parallel call), to see the tool list's separator and the calls' layout.
+PROBE_TOOLS = [PROBE_TOOL, {"type": "function", "function": {
+    "name": "wbq_other", "description": "WBQDESC2Q",
+    "parameters": {"type": "object", "properties": {"wbq_n": {"type": "integer", "description": "WBQNDESCQ"}},
+                   "required": ["wbq_n"]}}}]
+CALL_ARGS = [{"wbq_key": "WBQVAL1Q"}, {"wbq_key": "WBQVAL2Q", "wbq_n": 2}]
+_LEFTOVERS = ("WBQDESC", "WBQKEYDESCQ", "WBQNDESCQ", "WBQVAL", "wbq_key")
+_TOOL_ROLES = [["user"], ["user", "assistant", "user"], ["user", "calls", "tool", "tool", "assistant", "user"],
+               ["user", "calls", "tool", "tool"]]
+
+
+@dataclass
+class ToolParts:
+    """The tool parts of a Go template: openers and tails when the request has tools (the tool list is a ToolList
+    piece), and an assistant's calls: first + (name mid args), `between` two calls."""
+    table: dict
+    features: tuple[str, ...]
+    tails: dict
+    first: tuple
+    mid: tuple
+    between: tuple
+    dropped: bool  # the calls replace the assistant's content
+    parallel: bool  # the Jinja template renders several calls in one message
+    quoted_results: bool = False  # tool results written as JSON strings (Ollama's json of .Content)
+
+
+def json_values(text: str, wanted: list) -> list[tuple[int, int, object]]:
+    """(start, end, value) of each JSON object in `text` equal (as parsed) to one of `wanted`, left to right."""
+    canon = {json.dumps(w, sort_keys=True) for w in wanted}
+    decoder, out, i = json.JSONDecoder(), [], 0
+    while (j := text.find("{", i)) >= 0:
+        try:
+            value, end = decoder.raw_decode(text, j)
+        except ValueError:
+            i = j + 1
+            continue
+        if json.dumps(value, sort_keys=True) in canon:
+            out.append((j, end, value))
+            i = end
+        else:
+            i = j + 1
+    return out
+
+
+def _mark(text: str) -> str:
+    """The probe tools, functions and call arguments the template printed as JSON, and the probe functions' names,
+    replaced by markers that _pieces reads."""
+    marks = {}
+    for n, tool in enumerate(PROBE_TOOLS):
+        marks[json.dumps(tool, sort_keys=True)] = f"WBQJtool{n}Q"
+        marks[json.dumps(tool["function"], sort_keys=True)] = f"WBQJfunction{n}Q"
+    marks |= {json.dumps(a, sort_keys=True): f"WBQJargs{n}Q" for n, a in enumerate(CALL_ARGS)}
+    out, pos = [], 0
+    for start, end, value in json_values(text, [json.loads(k) for k in marks]):
+        out += [text[pos:start], marks[json.dumps(value, sort_keys=True)]]
+        pos = end
+    text = "".join(out) + text[pos:]
+    for n, tool in enumerate(PROBE_TOOLS):
+        text = text.replace(tool["function"]["name"], _NAME.format(n))
+    return text
+
+
+def _tool_probe(roles: list[str], system: bool, n_calls: int) -> list[dict]:
+    msgs = [{"role": "system", "content": _SENT["system"]}] if system else []
+    results = 0
+    for n, role in enumerate(roles):
+        if role == "calls":
+            msgs.append({"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "id": f"wbqcall0{k}",
+                 "function": {"name": PROBE_TOOLS[k]["function"]["name"], "arguments": CALL_ARGS[k]}}
+                for k in range(n_calls)]})
+        elif role == "tool":
+            msgs.append({"role": "tool", "name": PROBE_TOOLS[results % n_calls]["function"]["name"],
+                         "tool_call_id": f"wbqcall0{results % n_calls}", "content": f"WBQTOOL{n}Q"})
+            results += 1
+        else:
+            msgs.append({"role": role, "content": _SENT[role].format(n)})
+    return msgs
+
+
+def _collapse_tools(pieces: tuple) -> tuple:
+    """The run tool 0, separator, tool 1 as one ToolList piece."""
+    at = [n for n, p in enumerate(pieces) if isinstance(p, Json) and p.kind in ("tool", "function")]
+    if not at:
+        return pieces
+    first, second = (pieces[n] for n in at[:2]) if len(at) == 2 else (None, None)
+    if len(at) != 2 or (first.index, second.index) != (0, 1) or first.kind != second.kind:
+        raise TemplateNotExpressible("the chat template writes the tool list otherwise than one JSON value per tool "
+                                     "in order; Ollama's template can range over .Tools only")
+    sep = pieces[at[0] + 1:at[1]]
+    return pieces[:at[0]] + (ToolList(first.kind, sep),) + pieces[at[1] + 1:]
+
+
+def _check_pieces(pieces: tuple, where: str) -> None:
+    for p in pieces:
+        if isinstance(p, Json):
+            raise TemplateNotExpressible(f"the chat template writes tool JSON ({p.kind}) in {where}")
+        if isinstance(p, Name) and p.index >= 0:
+            raise TemplateNotExpressible(f"the chat template writes a function's name outside its JSON in {where}")
+        if isinstance(p, str) and "wbqcall0" in p:
+            raise TemplateNotExpressible("the chat template writes tool-call ids; Ollama's template values carry "
+                                         "none for tool results")
+        if isinstance(p, str) and any(x in p for x in _LEFTOVERS):
+            raise TemplateNotExpressible("the chat template writes tool definitions or arguments in a syntax of its "
+                                         "own (not JSON); Ollama hands a template the tools as JSON")
+
+
+def _call_layout(pieces: tuple, n_calls: int) -> tuple[tuple, tuple, tuple]:
+    """(first, mid, between) of a tool-call part: first Name(0) mid Json(args 0) [between Name(1) mid Json(args 1)]."""
+    def find(kind, index):
+        want = Name(index) if kind == "name" else Json("args", index)
+        if pieces.count(want) != 1:
+            raise TemplateNotExpressible("the chat template writes each tool call otherwise than its function's name "
+                                         "then its JSON arguments")
+        return pieces.index(want)
+
+    name0, args0 = find("name", 0), find("args", 0)
+    first, mid = pieces[:name0], pieces[name0 + 1:args0]
+    between = ()
+    if n_calls > 1:
+        name1, args1 = find("name", 1), find("args", 1)
+        between = pieces[args0 + 1:name1]
+        if pieces[name1 + 1:args1] != mid or not name0 < args0 < name1 < args1:
+            raise TemplateNotExpressible("the chat template writes parallel tool calls in different layouts")
+    for part in (first, mid, between):
+        _check_pieces(part, "a tool call")
+        if any(not isinstance(p, str) for p in part):
+            raise TemplateNotExpressible("the chat template writes more than literal text around a tool call")
+    if "{{" in "".join(first):
+        raise TemplateNotExpressible("the text before the tool calls contains {{, which Ollama's template reads as an "
+                                     "action")
+    return first, mid, between
+
+
+def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
+    """The tool parts of the Go template for the Jinja template behind `render_tools(messages, generation, tools)`,
+    or TemplateNotExpressible naming the construct Ollama's template language cannot write."""
+    quoted = []  # the template writes a tool result as a JSON string (Llama 3.x: tojson of the content)
+
+    def render(messages, generation):
+        text = _mark(render_tools(messages, generation, PROBE_TOOLS))
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        if results and all(f'"{r}"' in text for r in results):
+            quoted.append(True)
+            for r in results:
+                text = text.replace(f'"{r}"', r)
+        return text
+
+    n_calls = 2
+    try:
+        render_tools(_tool_probe(_TOOL_ROLES[2], False, 2), True, PROBE_TOOLS)
+    except Exception:  # noqa: BLE001 - a template refusing parallel calls (Llama 3.1: "only supports single")
+        n_calls = 1
+    roles = _TOOL_ROLES if n_calls == 2 else [r for r in _TOOL_ROLES if r.count("tool") != 2] + [
+        ["user", "calls", "tool", "assistant", "user"], ["user", "calls", "tool"]]
+    probes = [_tool_probe(r, system, n_calls) for r, system in product(roles, (False, True) if system_role else (False,))]
+    displaced = any(SYSTEM in pieces for p in probes for _, pieces in _observations(render, p, now)[0])
+    observed, tails = [], {}
+    for probe in probes:
+        obs, (key, tail) = _observations(render, probe, now, displaced)
+        observed += obs
+        if tails.setdefault(key, _collapse_tools(tail)) != _collapse_tools(tail):
+            raise TemplateNotExpressible("the chat template with tools ends the last turn differently depending on "
+                                         "the number of turns")
+    dropped = any(f.get("dropped") for f, _ in observed)
+    fixed = []
+    for feats, pieces in observed:
+        if feats["role"] == "tool":
+            pieces = tuple(Name(-1) if isinstance(p, Name) else p for p in pieces)
+        if feats.get("dropped"):  # the opener is the plain assistant's; the rest starts the calls
+            plain = next((p for f, p in observed if f["role"] == "assistant" and
+                          all(f[k] == feats[k] for k in ("prev", "last", "system"))), None)
+            cut = len(plain) - 1 if plain else -1
+            if not plain or pieces[:cut] != plain[:cut] or not isinstance(plain[-1], str) or \
+                    not isinstance(pieces[cut], str) or not pieces[cut].startswith(plain[-1]):
+                raise TemplateNotExpressible("the chat template opens an assistant message with tool calls otherwise "
+                                             "than one without")
+            feats["calls"] = (pieces[cut][len(plain[-1]):],) + pieces[cut + 1:] + feats["calls"]
+            pieces = plain
+        fixed.append((feats, _collapse_tools(pieces)))
+    layouts = {_call_layout(f["calls"], n_calls) for f, _ in fixed if "calls" in f}
+    if len(layouts) != 1:
+        raise TemplateNotExpressible("the chat template writes tool calls differently in different turns")
+    for _, pieces in fixed:
+        _check_pieces(pieces, "a message's opening")
+    for tail in tails.values():
+        _check_pieces(tail, "the end of the prompt")
+    for n in range(2, len(FEATURES) + 1):
+        features = FEATURES[:n]
+        table = _table(fixed, features)
+        if table is not None:
+            break
+    else:
+        raise TemplateNotExpressible("with tools, a message's opening text depends on more than the previous role, "
+                                     "its own role, being last and the presence of a system message")
+    first, mid, between = layouts.pop()
+    return ToolParts(table, features, tails, first, mid, between, dropped, n_calls > 1, bool(quoted))

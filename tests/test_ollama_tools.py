@@ -1,0 +1,195 @@
+"""Tools in Ollama bundles: the values Ollama hands a template (its tools, each call's function and arguments, tool
+results, thinking, the think flags) rendered alike by the Python renderer and Go's own text/template; what each
+tool-capable template of llama.cpp's corpus gets (its tools written by Ollama as the Jinja template writes them,
+or the construct that Ollama's template language cannot express, named)."""
+
+import json
+
+import pytest
+from real_vocab import corpus_templates, hf_tokenizer
+
+from workbench.chat import format as chat_format
+from workbench.chat.template import render_template
+from workbench.export.ollama import bundle as ollama
+from workbench.export.ollama import gotemplate
+from workbench.export.ollama.template import TemplateNotExpressible, derive
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather <now> & later in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                   "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+
+
+def _call(name, args, as_text=False):
+    return {"type": "function", "function": {"name": name, "arguments": json.dumps(args) if as_text else args}}
+
+
+CONVERSATIONS = [  # one call, parallel calls (arguments as OpenAI's JSON text too), tool results, reasoning
+    [{"role": "user", "content": "Weather in Paris?"},
+     {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"unit": "c", "city": "Paris"})]},
+     {"role": "tool", "name": "get_weather", "content": "{\"temp\": 21}"}],
+    [{"role": "system", "content": "Use tools."}, {"role": "user", "content": "Paris and Tōkyō, and the time?"},
+     {"role": "assistant", "content": "", "tool_calls": [
+         _call("get_weather", {"city": "Paris"}), _call("get_weather", {"city": "Tōkyō", "unit": "f"}, True),
+         _call("get_time", {})]},
+     {"role": "tool", "name": "get_weather", "content": "21"}, {"role": "tool", "name": "get_weather", "content": "70"},
+     {"role": "tool", "name": "get_time", "content": "noon"}, {"role": "user", "content": "Thanks <b>&</b>"}],
+    [{"role": "user", "content": "Think first."},
+     {"role": "assistant", "content": "Done.", "reasoning_content": "Let me see."}, {"role": "user", "content": "Again"}],
+]
+
+# Ollama's own way of writing tools (as in its qwen2.5 template), and every value and function it passes
+TEMPLATE = """{{- if .Tools }}<tools>{{ range .Tools }}
+{{ . }}{{ end }}
+{{ json $.Tools }}</tools>{{ end }}
+{{- range $i, $m := .Messages }}<|{{ $m.Role }}|>
+{{- if $m.Thinking }}<think>{{ $m.Thinking }}</think>{{ end }}{{ $m.Content }}
+{{- if $m.ToolCalls }}<tool_call>{{ range $m.ToolCalls }}
+{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}} {{ json .Function.Arguments }} {{ .Function.Index }}
+{{- end }}</tool_call>{{ end }}
+{{- if eq $m.Role "tool" }} ({{ $m.ToolName }}){{ end }}
+{{ end }}{{ if $.IsThinkSet }}think={{ $.Think }}{{ end }}"""
+
+
+@pytest.mark.parametrize("think", [None, True, False])
+def test_go_renders_ollama_tool_values_like_python(go_render, think):
+    for messages in CONVERSATIONS:
+        values = ollama.ollama_values(messages, tools=[WEATHER, TIME], think=think)
+        assert json.loads(json.dumps(values)) == values  # what main.go reads
+        assert gotemplate.render(TEMPLATE, values) == go_render(TEMPLATE, values)
+    text = gotemplate.render(TEMPLATE, ollama.ollama_values(CONVERSATIONS[1], tools=[WEATHER], think=think))
+    # Ollama's shapes: compact JSON in the caller's key order, HTML characters escaped, calls indexed
+    assert '{"name": "get_weather", "arguments": {"city":"Tōkyō","unit":"f"}}' in text
+    assert '"description":"Weather \\u003cnow\\u003e \\u0026 later in a city"' in text
+    assert '{"type":"function","function":{"name":"get_weather"' in text
+    assert '{"name": "get_time", "arguments": {}} {} 2</tool_call>' in text
+    assert ("think=" in text) == (think is not None)
+
+
+def test_tool_results_and_parallel_calls_keep_their_messages():
+    values = ollama.ollama_values(CONVERSATIONS[1])
+    roles = [m["Role"] for m in values["Messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "tool", "tool", "user"]
+    calls = values["Messages"][2]["ToolCalls"]
+    assert [c["Function"]["Name"] for c in calls] == ["get_weather", "get_weather", "get_time"]
+    assert calls[1]["Function"]["Arguments"] == {"city": "Tōkyō", "unit": "f"}
+    assert [m.get("ToolName") for m in values["Messages"][3:6]] == ["get_weather", "get_weather", "get_time"]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return corpus_templates()
+
+
+def _corpus_render(template):
+    return ollama.tool_tolerant(lambda m, g, t, variables: render_template(
+        template, m, g, special_tokens={"bos_token": "<s>", "eos_token": "</s>"}, tools=t, template_kwargs=variables))
+
+
+@pytest.fixture(scope="module")
+def tool_outcomes(corpus):
+    """{name: (derived, round-trip check)} for each corpus template that writes tools."""
+    out = {}
+    for name, template in sorted(corpus.items()):
+        render = _corpus_render(template)
+        try:
+            derived = derive(render, render_tools=render)
+        except TemplateNotExpressible:
+            continue
+        if derived.tools or derived.tools_refused:
+            check = ollama.roundtrip_check(f'TEMPLATE """{derived.text}"""', render, [],
+                                           ollama.check_conversations(derived),
+                                           tool_conversations=ollama.tool_conversations(derived))
+            out[name] = (derived, check)
+    return out
+
+
+def test_tool_capable_corpus_templates_round_trip_or_are_refused_by_name(tool_outcomes):
+    kinds = {n: "refused" if d.tools_refused else "round-trip" if c["passed"] else "failed"
+             for n, (d, c) in tool_outcomes.items()}
+    counts = {k: sum(v == k for v in kinds.values()) for k in ("round-trip", "refused", "failed")}
+    print(f"\n{len(kinds)} templates write tools: {counts}")
+    for name, (derived, check) in tool_outcomes.items():
+        detail = derived.tools_refused or (ollama.describe_failure(check) if not check["passed"] else
+                                           f"prefix {derived.tool_call_prefix!r}")
+        print(f"  {kinds[name]:10} {name}: {detail[:150]}")
+    assert len(kinds) >= 55
+    assert counts["round-trip"] >= 14
+    # Bielik writes the tool results of a conversation that ends with them unlike any other turn; its bundle
+    # falls back to chat-only (test_bundle_without_round_tripping_tools_is_chat_only)
+    assert {n for n, k in kinds.items() if k == "failed"} <= {"Bielik-11B-v3.0-Instruct"}
+    for family in ("Qwen-Qwen2.5-7B-Instruct", "Qwen-Qwen3-0.6B", "meta-llama-Llama-3.1-8B-Instruct",
+                   "meta-llama-Llama-3.2-3B-Instruct", "meta-llama-Llama-3.3-70B-Instruct"):
+        assert kinds[family] == "round-trip", family
+    for tool_only in ("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use", "NousResearch-Hermes-3-Llama-3.1-8B-tool_use",
+                      "CohereForAI-c4ai-command-r-plus-tool_use"):
+        assert kinds[tool_only] == "refused"  # Hermes: a Python signature in each description
+    assert "ids" in tool_outcomes["mistralai-Mistral-Nemo-Instruct-2407"][0].tools_refused
+    qwen = tool_outcomes["Qwen-Qwen2.5-7B-Instruct"][0]
+    assert qwen.tool_call_prefix == "<tool_call>" and "{{- if .ToolCalls }}<tool_call>" in qwen.text
+    assert tool_outcomes["meta-llama-Llama-3.1-8B-Instruct"][0].tool_call_prefix == "{"
+
+
+def test_go_renders_derived_tool_templates_like_python(tool_outcomes, go_render):
+    checked = 0
+    for name, (derived, check) in tool_outcomes.items():
+        if not check["passed"] or not derived.tools:
+            continue
+        for messages, tools in ollama.tool_conversations(derived):
+            values = ollama.ollama_values(messages, tools=tools)
+            assert gotemplate.render(derived.text, values) == go_render(derived.text, values), name
+            checked += 1
+    assert checked >= 14 * 2
+
+
+def test_compact_json_is_the_only_difference(corpus):
+    """Llama 3.1 indents each tool (tojson(indent=4)): the texts differ there and nowhere else."""
+    render = _corpus_render(corpus["meta-llama-Llama-3.1-8B-Instruct"])
+    derived = derive(render, render_tools=render)
+    messages, tools = ollama.TOOL_CONVERSATIONS[1]
+    jinja = render(messages, True, tools)
+    go = gotemplate.render(derived.text, ollama.ollama_values(messages, tools=tools))
+    assert jinja != go and '    "type": "function"' in jinja and '{"type":"function","function":' in go
+    assert ollama.compact_tool_json(jinja, tools, messages) == ollama.compact_tool_json(go, tools, messages)
+    assert ollama.compact_tool_json(jinja.replace("Today Date", "Today  Date"), tools, messages) != \
+        ollama.compact_tool_json(go, tools, messages)
+
+
+@pytest.mark.parametrize("vocab,template,prefix", [("llama3.1", "meta-llama-Llama-3.1-8B-Instruct", "{"),
+                                                   ("qwen3", "Qwen-Qwen3-0.6B", "<tool_call>")])
+def test_bundle_keeps_tools_on_the_real_vocabulary(corpus, tmp_path, vocab, template, prefix):
+    tok = hf_tokenizer(vocab)
+    tok.chat_template = corpus[template]
+    fmt = chat_format.from_tokenizer(tok)
+    record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, fmt, adds_bos=vocab == "llama3.1")
+    assert record["modelfile"] == "m.Modelfile" and record["roundtrip"]["passed"], record
+    tools = record["tools"]
+    assert tools["in_modelfile"] and tools["refused"] is None and tools["call_prefix"] == prefix
+    saved = tools["compact_json"]
+    print(f"\n{template} on {vocab}: compact tool JSON saves {saved}")
+    assert saved["conversations"] >= 2 and saved["chars_saved"] > 0 and saved["tokens_saved"] > 0
+    text = (tmp_path / "m.Modelfile").read_text()
+    assert "{{- $tools := .Tools }}" in text and "{{- if .ToolCalls }}" in text  # Ollama's `tools` capability
+    if vocab == "llama3.1":  # the end of a turn that called a tool is a turn end everywhere, not only in Ollama
+        assert "<|eom_id|>" in fmt.end_of_turn and "<|eom_id|>" in ollama.parse_modelfile(text)["stops"]
+    assert any(n.startswith("tools: Ollama writes") for n in record["notes"])
+
+
+def test_bundle_without_round_tripping_tools_is_chat_only(corpus, tmp_path):
+    tok = hf_tokenizer("qwen3")
+    tok.chat_template = corpus["Bielik-11B-v3.0-Instruct"]
+    record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, chat_format.from_tokenizer(tok))
+    assert record["modelfile"] == "m.Modelfile" and record["roundtrip"]["passed"], record
+    assert not record["tools"]["in_modelfile"] and "round trip fails" in record["tools"]["refused"]
+    assert ".Tools" not in (tmp_path / "m.Modelfile").read_text()
+
+
+def test_template_without_tools_records_none(default_ckpt, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
+    record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, chat_format.from_tokenizer(tok))
+    assert record["tools"] == {"template_renders_tools": False, "in_modelfile": False, "refused": None,
+                               "call_prefix": None}
+    assert not any(n.startswith("tools: ") for n in record["notes"])
