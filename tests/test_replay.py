@@ -9,6 +9,9 @@ import pytest
 from hostile_support import Workspace, assert_refused, run_cli, snapshot
 from loopback import JsonHandler, serving, v1_url
 
+from workbench.compare.runs import compare, sample_diffs, sample_tasks
+from workbench.dashboard import views
+from workbench.gate.verdicts import significance_verdicts
 from workbench.replay.checks import check_answer
 from workbench.replay.conversations import Conversation
 from workbench.replay.run import replay
@@ -147,6 +150,35 @@ def test_candidate_against_a_baseline_model_with_planted_answers(tiny_model_dir,
     assert run.metric("replay", "candidate.refusal")["value"] == pytest.approx(1 / 6)
     assert run.metric("replay", "candidate.empty")["value"] == pytest.approx(1 / 6)
     assert result.sequential["decision"] == "undecided" and result.sequential["n_judged"] == 6
+
+    # a second replay (against the logged answers) pairs with the first in `wb compare` and on the Compare page
+    other = replay(None, v1_url(scripted), against_logged=True, endpoint_model="planted", conversations=conversations,
+                   judge=_judge(scripted), progress=False).run
+    store = Store.open(store_dir)
+    assert {run.run_id, other.run_id} <= {m["run_id"] for m in views.comparable_runs(store.list_runs())}
+    cmp = compare(run.run_id, other.run_id)
+    assert not cmp.setting_differences
+    rows = {(r.task, r.metric): r for r in cmp.rows}
+    # against the log: 0 wins (JSON saying GOOD), 1, 4 and 5 tie, 2 and 3 (refusal, empty) lose
+    assert rows[("replay", "win_rate")].b == pytest.approx(2.5 / 6)
+    assert sample_tasks(run, other) == ["replay"] and len(sample_diffs(run, other, "replay")) == 6
+    assert significance_verdicts(run, other, cmp)[("replay", "win_rate")].startswith("significantly worse")
+    _compare_page_shows(run.run_id, other.run_id)
+
+
+def _compare_page_shows(a: str, b: str) -> None:
+    """The dashboard's Compare page (Streamlit's AppTest) with the two replay runs as A and B."""
+    testing = pytest.importorskip("streamlit.testing.v1", reason="needs the dashboard extra")
+    from workbench.system.content import content_dir
+
+    at = testing.AppTest.from_file(str(content_dir("dashboards") / "app.py"), default_timeout=60).run()
+    at.switch_page("app_pages/compare.py")
+    at.query_params.update({"a": a, "b": b})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = at.table[0].value
+    assert any("win" in str(v) for v in shown.to_numpy().ravel()), shown
+    assert f"run `{a}`" in at.caption[0].value.replace("\\", "")
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------
