@@ -181,6 +181,31 @@ def _compare_page_shows(a: str, b: str) -> None:
     assert f"run `{a}`" in at.caption[0].value.replace("\\", "")
 
 
+@pytest.mark.slow
+def test_on_a_ray_cluster_the_shards_answer_as_this_process_does(tiny_model_dir, scripted, store_dir, monkeypatch):
+    """Two Ray workers each load the tiny model once and answer shards of 3; the driver judges them in shard order,
+    so the sequential test stops where the local replay stops (9 of 12) and the answers are the same."""
+    pytest.importorskip("ray", reason="needs the sweep extra (ray)")
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_worker_niceness", "0")
+    conversations = [_conversation(i) for i in range(12)]
+    options = {"against_logged": True, "conversations": conversations, "judge": _judge(scripted), "batch": 3,
+               "max_new_tokens": 6, "progress": False}
+    local = replay(None, str(tiny_model_dir), **options)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False,
+                                                            "object_store_memory": 100 * 2**20})
+    try:
+        on_ray = replay(None, str(tiny_model_dir), ray=cluster.address, workers=2, **options)
+    finally:
+        cluster.shutdown()
+    assert on_ray.sequential["n_judged"] == local.sequential["n_judged"] == 9
+    assert on_ray.run.manifest["executor"]["workers"] == 2 and local.run.manifest["executor"] == {"local": True}
+    assert [(s["id"], s["output"]) for s in on_ray.run.samples("replay")] == \
+        [(s["id"], s["output"]) for s in local.run.samples("replay")]
+    assert on_ray.run.metrics == local.run.metrics
+
+
 # ---- bad input ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -47,6 +47,10 @@ def replay_cmd(
                                                                                 "model's name."),
     endpoint_key_env: str | None = typer.Option(None, "--endpoint-key-env", help="For endpoint URLs: the "
                                                                                     "variable holding the key."),
+    ray_address: str | None = typer.Option(None, "--ray", help="Answer the conversations in shards on this Ray "
+                                                               "cluster: host:port, ray://host:port or auto."),
+    workers: int | None = typer.Option(None, "--workers", help="With --ray: workers, each loading the candidate "
+                                                               "(and baseline) once (default: one per node)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Local benchmark mirror, for --suite."),
     evals_dir: str | None = typer.Option(None, "--evals-dir", help="Your own evals folder, for --suite."),
     store: Path | None = StoreOpt,
@@ -58,7 +62,8 @@ def replay_cmd(
     result = replay([str(p) for p in logs], candidate, baseline=baseline, against_logged=against_logged,
                     suite=suite, judge=judge, sample=sample, seed=seed, fmt=fmt, gates=gates_file, batch=batch,
                     alpha=alpha, max_new_tokens=max_new_tokens, backend=backend, endpoint_model=endpoint_model,
-                    endpoint_key_env=endpoint_key_env, data_dir=data_dir, evals_dir=evals_dir, store=store,
+                    endpoint_key_env=endpoint_key_env, data_dir=data_dir, evals_dir=evals_dir, ray=ray_address,
+                    workers=workers, store=store,
                     command=command_line())
     if json_out:
         emit_json(result.to_dict())

@@ -22,6 +22,7 @@ from workbench.errors import BadInput
 from workbench.replay.checks import CHECKS, LOWER_IS_BETTER, answer_text, check_answer
 from workbench.replay.conversations import Conversation
 from workbench.replay.sequential import ALPHA, POINTS, SequentialTest, win_rate
+from workbench.replay.shards import local_answers
 from workbench.runtimes.base import RuntimeOptions
 from workbench.store import Run, Store
 
@@ -61,6 +62,9 @@ class ReplayRequest:
     seed: int
     command: str
     logs: list[str] = field(default_factory=list)
+    ray: object | None = None  # the joined cluster's `ray` module (--ray), else None: answered in this process
+    ray_address: str | None = None
+    workers: int | None = None
 
 
 @dataclass
@@ -135,9 +139,11 @@ def prepare_replay(logs: list[str | Path] | None, candidate: str, *, baseline: s
                    fmt: str | None = None, gates: str | Path | None = None, batch: int = 32, alpha: float = ALPHA,
                    max_new_tokens: int | None = None, backend: str = "auto", endpoint_model: str | None = None,
                    endpoint_key_env: str | None = None, evals_dir: str | None = None, data_dir=None,
+                   ray: str | None = None, workers: int | None = None,
                    store=None, command: str = "workbench.replay.run.replay") -> ReplayRequest:
     """Everything `replay` is given, checked, before a model loads or the store is touched. `conversations` (the
-    API) replaces reading `logs`."""
+    API) replaces reading `logs`; `ray`: answer in shards on this Ray cluster (host:port, ray://host:port or auto),
+    `workers` actors (default: one per node)."""
     from workbench.eval.pipeline import resolve_for_eval
     from workbench.judge.session import check_judge
     from workbench.runtimes import check_runtime, claimed_reference
@@ -151,6 +157,8 @@ def prepare_replay(logs: list[str | Path] | None, candidate: str, *, baseline: s
         raise BadInput(f"--batch {batch}: expected 1 or more")
     if not 0 < alpha < 1:
         raise BadInput(f"--alpha {alpha}: expected a level between 0 and 1")
+    if workers is not None and (ray is None or workers < 1):
+        raise BadInput("--workers N (1 or more) is the number of Ray workers: give it with --ray ADDRESS")
     gate_specs = []
     if gates is not None:
         from workbench.gate.rules import load_gates
@@ -195,8 +203,13 @@ def prepare_replay(logs: list[str | Path] | None, candidate: str, *, baseline: s
     if not conversations:
         raise BadInput(f"{', '.join(map(str, logs or [])) or 'conversations'}: no conversation to replay"
                        + (" (none has a logged answer to compare with)" if against_logged else ""))
+    joined = None
+    if ray is not None:
+        from workbench.sweep.ray_cluster import connect
+
+        joined = connect(ray)
     return ReplayRequest(conversations, ingest, cand, base, judge_spec, rubric, rubric_source, generation, gate_specs,
-                         st, options, batch, alpha, seed, command, [str(p) for p in logs or []])
+                         st, options, batch, alpha, seed, command, [str(p) for p in logs or []], joined, ray, workers)
 
 
 def _prompt(conversation: Conversation) -> list[dict]:
@@ -257,30 +270,42 @@ def run_replay(request: ReplayRequest, *, progress: bool = True) -> ReplayResult
         "ingest": request.ingest, "versions": versions(), "timings": {},
     }
     samples: list[dict] = []
+    shards = [order[at: at + request.batch] for at in range(0, len(order), request.batch)]
     with contextlib.ExitStack() as stack:
+        if request.ray is not None:
+            from workbench.replay.shards import RayShards
+
+            cluster = RayShards(request.ray, request, request.workers)
+            stack.callback(cluster.close)
         run = stack.enter_context(request.store.open_run("replay", manifest))
         judge = stack.enter_context(JudgeSession(request.judge))
         bar = stack.enter_context(bars(enabled=progress))
         stack.enter_context(library_stdout_to_stderr())
-        cand_rt = stack.enter_context(open_runtime(request.candidate, request.runtime_options["candidate"]))
-        base_rt = stack.enter_context(open_runtime(request.baseline, request.runtime_options["baseline"])) \
-            if request.baseline is not None else None
+        runtimes = []
+        if request.ray is None:
+            runtimes = [stack.enter_context(open_runtime(ckpt, request.runtime_options[side]))
+                        for side, ckpt in zip(SIDES, (request.candidate, request.baseline)) if ckpt is not None]
+            answers = local_answers(runtimes[0], runtimes[1] if len(runtimes) > 1 else None,
+                                    [[_prompt(c) for c in shard] for shard in shards], request.generation)
+            run.manifest["executor"] = {"local": True}
+        else:
+            answers = cluster.answers([[_prompt(c) for c in shard] for shard in shards])
+            run.manifest["executor"] = {"ray": request.ray_address, **cluster.describe()}
         started = time.monotonic()
         advance = bar.task("replay: answering and judging", total=len(order)) if bar else None
-        for at in range(0, len(order), request.batch):
-            chunk = order[at: at + request.batch]
-            prompts = [_prompt(c) for c in chunk]
-            cand = cand_rt.generate(prompts, request.generation)
-            base = base_rt.generate(prompts, request.generation) if base_rt is not None \
-                else [answer_text(c.logged_answer) for c in chunk]
-            jobs = [(_judge_view(p), a, b) for p, a, b in zip(prompts, cand, base)]
+        for shard, (cand, base) in zip(shards, answers):
+            logged = base is None
+            if logged:
+                base = [answer_text(c.logged_answer) for c in shard]
+            jobs = [(_judge_view(_prompt(c)), a, b) for c, a, b in zip(shard, cand, base)]
             records = judge.client.map(partial(_judge_pair, judge.client, spec), jobs)
-            for conv, a, b, rec in zip(chunk, cand, base, records):
-                samples.append(_sample(conv, a, b, rec, logged_side=base_rt is None))
+            for conv, a, b, rec in zip(shard, cand, base, records):
+                samples.append(_sample(conv, a, b, rec, logged_side=logged))
             test.update([r["verdict"] for r in records if "verdict" in r])
             if advance:
-                advance(len(chunk))
+                advance(len(shard))
             if test.decided:
+                answers.close()  # the shards not yet answered are cancelled
                 break
         run.manifest["timings"]["replay"] = round(time.monotonic() - started, 2)
         sequential = {**test.to_dict(), "n_judged": len(samples), "n_total": len(order),
@@ -288,9 +313,8 @@ def run_replay(request: ReplayRequest, *, progress: bool = True) -> ReplayResult
         run.manifest["sequential"] = sequential
         run.manifest["judge"] = judge.summary()
         run.manifest["hardware"] = hardware()
-        run.manifest["runtime"] = cand_rt.describe()
-        if base_rt is not None:
-            run.manifest["baseline_runtime"] = base_rt.describe()
+        for side, runtime in zip(("runtime", "baseline_runtime"), runtimes):
+            run.manifest[side] = runtime.describe()
         run.write_samples(TASK, samples)
         _add_metrics(run, samples)
     info(f"replay: {len(samples)} of {len(order)} conversations judged; sequential test: {test.decision}")
