@@ -206,6 +206,33 @@ def test_on_a_ray_cluster_the_shards_answer_as_this_process_does(tiny_model_dir,
     assert on_ray.run.metrics == local.run.metrics
 
 
+QUESTIONS = ["Why is the sky blue?", "What causes the seasons on Earth?", "How does photosynthesis work in plants?",
+             "Why does ice float on water?", "What makes thunder so loud?", "How do vaccines train immunity?",
+             "Why do leap years exist?", "What causes ocean tides twice daily?", "How does a rainbow form after rain?",
+             "Why does the Moon show phases?"]
+
+
+def test_wb_replay_of_an_openai_log_gates_with_exit_1(tiny_model_dir, scripted, ws, capsys):
+    """The command line end to end, on a log in the canary's (OpenAI request/response) format: the log's ids reach
+    the run, the sequential test stops after two batches, and the failed gate exits 1 after the run is written."""
+    pytest.importorskip("workbench.replay.ingest", reason="the log reader (issue 27, part 1's input side)")
+    log = ws.file("canary.jsonl", "".join(json.dumps({
+        "id": f"req-{i}", "side": "baseline", "request": {"model": "prod", "messages": [{"role": "user", "content": q}]},
+        "response": {"choices": [{"message": {"role": "assistant", "content": f"GOOD: {q}"}}]}}) + "\n"
+        for i, q in enumerate(QUESTIONS)))
+    judge = ws.file("judge.yaml", f"judge: {{base_url: '{v1_url(scripted)}', model: scripted-judge}}\n")
+    gates = ws.file("gates.yaml", "gates:\n  - {task: replay, metric: win_rate.ci_high, min_value: 0.5}\n")
+    res = run_cli(["replay", log, "--candidate", tiny_model_dir, "--against-logged", "--judge", judge, "--gates", gates,
+                   "--batch", "4", "--max-new-tokens", "6", "--json"], capsys)
+    assert res.code == 1, res.stderr
+    out = json.loads(res.stdout)
+    assert out["sequential"]["decision"] == "candidate worse" and out["sequential"]["n_judged"] == 8
+    assert out["gate"]["passed"] is False
+    run = Store.open(ws.store).resolve(out["run_id"])
+    assert run.manifest["kind"] == "replay" and run.manifest["status"] == "ok"
+    assert {s["id"] for s in run.samples("replay")} <= {f"req-{i}" for i in range(10)}
+
+
 # ---- bad input ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture
