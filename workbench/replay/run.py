@@ -11,6 +11,7 @@ answered and judged in batches, in an order drawn with the seed; after each batc
 (workbench.replay.sequential) may stop the replay once the answer is clear.
 """
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -176,7 +177,7 @@ def prepare_replay(logs: list[str | Path] | None, candidate: str, *, baseline: s
             url = claimed_reference(str(ref)) is not None
             options[side] = RuntimeOptions(backend=backend, endpoint_model=endpoint_model if url else None,
                                            endpoint_key_env=endpoint_key_env if url else None)
-    if endpoint_model and len(options) == sum(claimed_reference(str(r)) is None for r in (candidate, baseline) if r):
+    if endpoint_model and not any(claimed_reference(str(r)) for r in (candidate, baseline) if r is not None):
         raise BadInput(f"--endpoint-model names the model an endpoint URL serves; '{candidate}' is not a URL "
                        "(http://HOST:PORT/v1)")
     cand = resolve_for_eval(candidate, None, options["candidate"])
@@ -191,13 +192,14 @@ def prepare_replay(logs: list[str | Path] | None, candidate: str, *, baseline: s
 
         prepared = prepare([Path(p) for p in logs], fmt=fmt, sample=sample, seed=seed)
         conversations = list(prepared.conversations)
-        ingest = {"counts": dict(prepared.counts), "bad": list(prepared.bad), "formats": prepared.formats,
-                  "strata": prepared.strata}
+        # as JSON holds them (the manifest): a reader's Counter or set of formats included
+        ingest = json.loads(json.dumps({"counts": dict(prepared.counts), "bad": list(prepared.bad),
+                                        "formats": prepared.formats, "strata": prepared.strata},
+                                       default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
     else:
         ingest = {"counts": {"conversations": len(conversations)}, "bad": [], "formats": None, "strata": None}
     if against_logged:
-        answered = [c for c in conversations if answer_text(c.logged_answer).strip() or
-                    (c.logged_answer or {}).get("tool_calls")]
+        answered = [c for c in conversations if answer_text(c.logged_answer).strip()]  # text or tool calls
         ingest["counts"]["no_logged_answer"] = len(conversations) - len(answered)
         conversations = answered
     if not conversations:
