@@ -1,4 +1,4 @@
-"""Compare two eval runs (or two checkpoints' latest runs): per-metric deltas and a per-sample drill-down.
+"""Compare two eval or replay runs (or two checkpoints' latest runs): per-metric deltas and a per-sample drill-down.
 
 The table is compare_runs() formatted as `wb compare` prints it; the drill-down is compare.sample_diffs().
 """
@@ -21,7 +21,7 @@ from workbench.store.lineage import checkpoint_key, ckpt
 PAGE_SIZE = 10
 
 st.title("Compare")
-evals = views.eval_runs(store_cache.manifests())
+evals = views.comparable_runs(store_cache.manifests())
 if len(evals) < 2:
     no_data("pair of finished eval runs to compare", RECORD_EVAL + ", once per checkpoint,")
 by_id = {m["run_id"]: m for m in evals}

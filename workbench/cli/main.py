@@ -35,6 +35,7 @@ def _register() -> None:
         import_adapter,
         judge,
         merge,
+        replay,
         report,
         review,
         runs,
@@ -45,7 +46,7 @@ def _register() -> None:
     )
 
     for module in (train, data, eval, sweep, judge, merge, import_adapter, export, compare, report, dashboard, runs,
-                   review, serve, schema, doctor):
+                   review, serve, replay, schema, doctor):
         module.register(app)
 
 

@@ -48,6 +48,11 @@ def eval_runs(manifests: list[dict]) -> list[dict]:
     return [m for m in manifests if m["kind"] == "eval" and m["status"] == "ok"]
 
 
+def comparable_runs(manifests: list[dict]) -> list[dict]:
+    """Finished runs the Compare page pairs: evals, and `wb replay` runs (metrics and samples in the same shape)."""
+    return [m for m in manifests if m["kind"] in ("eval", "replay") and m["status"] == "ok"]
+
+
 def latest_per_checkpoint(manifests: list[dict]) -> list[dict]:
     """The newest finished eval run of each (checkpoint, suite), evals during training left out."""
     seen, out = set(), []
