@@ -4,14 +4,18 @@ The planted log comes from scripts/make_replay_logs.py, whose manifest counts wh
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hostile_support import Workspace, run_cli
+from loopback import JsonHandler, serving, v1_url
 
 from workbench.errors import EXIT_BAD_INPUT, BadInput, EnvironmentProblem
+from workbench.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "evals" / "data" / "contacts_train.jsonl"
@@ -218,3 +222,52 @@ def test_training_rows_follow_the_lineage_and_a_changed_file_is_refused(tmp_path
     data.unlink()
     with pytest.raises(EnvironmentProblem, match="is gone"):
         lineage_training_rows(gguf)
+
+
+class TieJudge(JsonHandler):
+    """A judge that calls every pair a tie (the scrubbing, not the verdicts, is under test)."""
+
+    def do_GET(self):
+        self.send_json({"object": "list", "data": [{"id": "tie-judge"}]})
+
+    def do_POST(self):
+        self.chat(json.dumps({"rationale": "alike", "winner": "tie"}))
+
+
+@pytest.mark.slow  # Presidio's import, and the tiny model answering 52 conversations
+def test_wb_replay_of_a_planted_log_keeps_no_planted_secret_anywhere_in_the_store(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch, capsys):
+    """`wb replay` end to end on the planted log, the candidate a model merged from an adapter trained on the
+    contacts rows (its lineage names them): the run records exactly the planted counts, and no planted email, phone
+    number or key is in any file of the store."""
+    from workbench.checkpoints.checkpoint import Checkpoint
+
+    (tmp_path / "ws").mkdir()
+    ws = Workspace(tmp_path / "ws", monkeypatch)
+    log, planted = make_log(tmp_path, "--n", "60", "--pii", "4", "--secrets", "3", "--duplicates", "3",
+                            "--near-duplicates", "2", "--training-copies", "3", "--training-file", str(TRAIN),
+                            "--malformed", "2")
+    lineage(tmp_path)  # the adapter's record, naming its training rows
+    merged = tmp_path / "candidate"
+    shutil.copytree(tiny_model_dir, merged)
+    Checkpoint(merged, "contacts-lora-merged", "merged", "hf", parent={
+        "adapter": "contacts-lora", "adapter_path": str(tmp_path / "adapter"), "adapter_sha": "a" * 64,
+        "base": "default", "how": "peft merge_and_unload"}).save_meta()
+    with serving(TieJudge) as judge_server:
+        judge = ws.file("judge.yaml", f"judge: {{base_url: '{v1_url(judge_server)}', model: tie-judge}}\n")
+        res = run_cli(["replay", log, "--candidate", merged, "--against-logged", "--judge", judge,
+                       "--max-new-tokens", "4", "--batch", "64", "--json"], capsys)
+    assert res.code == 0, res.stderr
+    run = Store.open(ws.store).resolve(json.loads(res.stdout)["run_id"])
+    c = run.manifest["ingest"]["counts"]
+    assert (c["bad_lines"], c["contaminated"], c["duplicates_exact"], c["duplicates_near"]) == (2, 3, 3, 2)
+    assert c["scrubbed_pii"] == planted["emails"] + planted["phones"] and c["scrubbed_secrets"] == 3
+    assert len(list(run.samples("replay"))) == c["kept"] == 60 - 3 - 3 - 2
+
+    raw = log.read_text()
+    planted_values = set(PLANTED_SECRET.findall(raw)) | set(EMAIL.findall(raw)) | set(PHONE.findall(raw))
+    assert len(planted_values) > 5
+    leaks = [(str(f.relative_to(ws.store)), v) for f in ws.store.rglob("*") if f.is_file()
+             for v in planted_values if v.encode() in f.read_bytes()]
+    assert leaks == []
+    assert any(b"<EMAIL_ADDRESS>" in f.read_bytes() for f in ws.store.rglob("*") if f.is_file())  # scrubbed, kept
