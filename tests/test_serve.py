@@ -33,6 +33,16 @@ def upstreams(default_export):
         yield base, cand
 
 
+class TieJudge(JsonHandler):
+    """A judge that calls every pair a tie."""
+
+    def do_GET(self):
+        self.send_json({"object": "list", "data": [{"id": "tie-judge"}]})
+
+    def do_POST(self):
+        self.chat(json.dumps({"rationale": "alike", "winner": "tie"}))
+
+
 class Canary:
     """A `wb serve` subprocess on a free port, its store, and its log."""
 
@@ -165,6 +175,30 @@ def test_fraction_200_requests_8_clients_per_user_sides_and_a_whole_log(default_
     counts = {m["metric"]: m["value"] for m in json.loads((canary.log.parent / "results.json").read_text())["metrics"]}
     assert counts["records"] == 200 and counts["candidate_requests"] == 5 * on_candidate
     assert "canary stopped: 200 exchanges logged" in canary.stderr.read_text()
+
+    # `wb replay` reads the canary's log as it is: the candidate against the answers the log holds
+    with serving(TieJudge) as judge:
+        (tmp_path / "judge.yaml").write_text(f"judge: {{base_url: '{v1_url(judge)}', model: tie-judge}}\n")
+        replayed = subprocess.run(
+            [sys.executable, "-m", "workbench", "replay", str(canary.log), "--candidate",
+             str(default_export["q4_k_m"].path), "--against-logged", "--judge", str(tmp_path / "judge.yaml"),
+             "--max-new-tokens", str(MAX_TOKENS), "--json"],
+            env={**os.environ, "PYTHONPATH": str(REPO), "WB_STORE": str(canary.store)}, capture_output=True, text=True,
+            timeout=300)
+    assert replayed.returncode == 0, replayed.stderr
+    from workbench.dashboard.views import comparable_runs
+    from workbench.store import Store
+
+    store = Store.open(canary.store)
+    run = store.resolve(json.loads(replayed.stdout)["run_id"])
+    ingest = run.manifest["ingest"]["counts"]
+    assert ingest["read"] == 200 and ingest["duplicates_exact"] == 200 - users and ingest["kept"] == users
+    metrics = {m["metric"]: m["value"] for m in run.metrics}
+    assert metrics["win_rate"] == 0.5  # every verdict a tie
+    assert {"candidate.empty", "baseline.empty", "candidate.length_chars", "candidate.refusal"} <= set(metrics)
+    # a logged answer of MAX_TOKENS tokens may be blank: nothing to compare with, counted apart
+    assert len(run.samples("replay")) == users - ingest["no_logged_answer"] > users // 2
+    assert run.run_id in {m["run_id"] for m in comparable_runs(store.list_runs())}  # the Compare page lists it
 
 
 def test_routing_hash_spreads_keys_uniformly():
