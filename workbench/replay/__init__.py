@@ -1,2 +1,2 @@
-"""Production traffic as an eval: logged conversations read, scrubbed and replayed through a candidate (`wb replay`),
-and the canary endpoint that logs them (`wb serve`)."""
+"""Production traffic as an eval (`wb replay`): logged conversations read, scrubbed, deduplicated and sampled, then
+answered by a candidate and compared with a baseline or with the logged answers."""
