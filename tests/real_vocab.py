@@ -4,6 +4,7 @@ transformers tokenizer (converted from the GGUF's tokenizer.ggml.* fields by tra
 cached as tokenizer.json under WB_HOME so later sessions load it in a second) and as llama.cpp's own tokenizer of
 the same file. Templates are swapped onto the family's real vocabulary, so its special tokens are single tokens."""
 
+import os
 import tarfile
 from functools import cache
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from workbench.runtimes.llamacpp.tools import sdist_cache
+from workbench.store.files import staged_folder
 from workbench.system.home import home
 
 MODELS = "/vendor/llama.cpp/models/"
@@ -53,10 +55,16 @@ def vocab_file(name: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
             member = next(m for m in tar.getmembers() if m.name.endswith(MODELS + path.name))
-            partial = path.with_suffix(".partial")
+            partial = _partial(path)
             partial.write_bytes(tar.extractfile(member).read())
             partial.replace(path)
     return path
+
+
+def _partial(path: Path) -> Path:
+    """Where this process writes `path` before renaming it there: its own name, since test workers share the cache
+    (the rename of a whole file is atomic; the last writer's identical file wins)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.partial")
 
 
 def _renamed_gguf(name: str) -> Path:
@@ -74,7 +82,7 @@ def _renamed_gguf(name: str) -> Path:
     for i, text in names.items():
         tokens[i] = text
     arch = reader.fields["general.architecture"]
-    partial = path.with_suffix(".partial")
+    partial = _partial(path)
     writer = gguf.GGUFWriter(str(partial), arch=str(bytes(arch.parts[arch.data[0]]), "utf-8"),
                              endianess=reader.endianess)
     copy_with_new_metadata(reader, writer, {"tokenizer.ggml.tokens": MetadataDetails(
@@ -93,8 +101,8 @@ def hf_tokenizer(name: str):
     cached = gguf.parent / f"hf-{name}"
     if not (cached / "tokenizer_config.json").exists():
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tok.save_pretrained(str(cached.with_suffix(".partial")))
-        cached.with_suffix(".partial").replace(cached)
+        with staged_folder(cached, keep_existing=True) as build:  # test workers may convert it at once
+            tok.save_pretrained(str(build))
     return AutoTokenizer.from_pretrained(str(cached))
 
 
