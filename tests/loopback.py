@@ -29,6 +29,16 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
         self.send_json({"choices": [{"message": {"role": "assistant", "content": content}}]})
 
 
+class TieJudge(JsonHandler):
+    """A judge that calls every pair a tie (what is under test is not the verdicts)."""
+
+    def do_GET(self):
+        self.send_json({"object": "list", "data": [{"id": "tie-judge"}]})
+
+    def do_POST(self):
+        self.chat(json.dumps({"rationale": "alike", "winner": "tie"}))
+
+
 @contextlib.contextmanager
 def serving(handler: type[http.server.BaseHTTPRequestHandler], **state) -> Iterator[http.server.ThreadingHTTPServer]:
     """`handler` served on loopback; `state` set as attributes of the server (handlers read `self.server.X`), with

@@ -1,17 +1,16 @@
 """The LLM judge against a real HTTP server in a thread (http.server), scripted per question: the unit under
 test (client, retries, cache, grading, records) is real; only the judge model behind the endpoint is scripted."""
 
-import http.server
 import json
 import logging
 import re
 import secrets
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from loopback import JsonHandler, serving, v1_url
 from test_cli import wb
 
 from workbench.config import JudgeSpec, ScorerSpec, TaskSpec
@@ -24,63 +23,40 @@ from workbench.judge.reliability import gold_agreement, pairwise_reliability
 RUBRIC = "5 = correct, 1 = wrong."
 
 
-class ScriptedJudge(http.server.BaseHTTPRequestHandler):
+class ScriptedJudge(JsonHandler):
     """POST /v1/chat/completions. The behaviour comes from a MODE:<name> marker in the question."""
 
     calls: dict  # mode -> requests seen
     expect_key: str | None = None
 
-    def log_message(self, *args):
-        pass
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         text = body["messages"][1]["content"]
         mode = (re.search(r"MODE:(\w+)", text) or [None, "ok"])[1]
         with self.server.lock:
             seen = self.server.calls[mode] = self.server.calls.get(mode, 0) + 1
         if self.server.expect_key and self.headers.get("Authorization") != f"Bearer {self.server.expect_key}":
-            return self._send(401, {"error": "bad key"})
+            return self.send_json({"error": "bad key"}, 401)
         if mode == "echo_auth":  # a careless server that repeats the credentials in its error
-            return self._send(500, {"error": f"rejected {self.headers.get('Authorization')}"})
+            return self.send_json({"error": f"rejected {self.headers.get('Authorization')}"}, 500)
         if mode == "down500" or (mode == "flaky" and seen <= 2):
-            return self._send(500, {"error": "internal"})
+            return self.send_json({"error": "internal"}, 500)
         if mode == "slow":
             time.sleep(1.5)
         if mode == "nonjson":
-            return self._reply("I think this answer is pretty good, maybe a 4 out of 5.")
+            return self.chat("I think this answer is pretty good, maybe a 4 out of 5.")
         if mode == "range":
-            return self._reply(json.dumps({"rationale": "great", "score": 9}))
+            return self.chat(json.dumps({"rationale": "great", "score": 9}))
         if "Answer A:" in text:  # pairwise: always picks whatever is shown first (a position-biased judge)
-            return self._reply("```json\n" + json.dumps({"rationale": "A is better", "winner": "A"}) + "\n```")
-        return self._reply(json.dumps({"rationale": "fine", "score": 4}))
-
-    def _reply(self, content):
-        self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
-
-    def _send(self, status, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            return self.chat("```json\n" + json.dumps({"rationale": "A is better", "winner": "A"}) + "\n```")
+        return self.chat(json.dumps({"rationale": "fine", "score": 4}))
 
 
 @pytest.fixture
 def judge_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
-    server.calls, server.lock, server.expect_key = {}, threading.Lock(), None
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(ScriptedJudge, calls={}, expect_key=None) as server:
+        yield server
 
-
-def _url(server) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}/v1"
 
 
 def _spec(url, **kw):
@@ -104,7 +80,7 @@ def test_verdicts_are_repaired_or_rejected():
 
 
 def test_faults_are_retried_then_fail_and_good_answers_are_cached(judge_server, tmp_path):
-    url, cache = _url(judge_server), JudgeCache(tmp_path / "cache")
+    url, cache = v1_url(judge_server), JudgeCache(tmp_path / "cache")
 
     def msgs(mode):
         return [{"role": "system", "content": "grade"}, {"role": "user", "content": f"MODE:{mode}"}]
@@ -147,7 +123,7 @@ def test_judge_task_records_errors_apart_from_scores(judge_server, tmp_path):
                                                         ScorerSpec(type="judge_pairwise")])
     samples = _samples(["ok", "okay", "range", "down500"])
     baseline = [{**s, "output": "baseline says " + s["id"]} for s in samples[:3]]  # one id unpaired
-    with _client(_url(judge_server), JudgeCache(tmp_path / "c")) as client:
+    with _client(v1_url(judge_server), JudgeCache(tmp_path / "c")) as client:
         metrics, reliability, _ = judge_task(client, task, samples, baseline_samples=baseline, baseline_run="B",
                                              gold=None, items=samples)
     by_label = {m[0]: m for m in metrics}
@@ -212,7 +188,7 @@ def _fault_suite(tmp_path: Path, url: str, key_env: str | None = None, modes=("o
 
 
 def test_cli_run_with_judge_faults_finishes_exit_0(judge_server, store_dir, tmp_path, tiny_model_dir):
-    suite = _fault_suite(tmp_path, _url(judge_server))
+    suite = _fault_suite(tmp_path, v1_url(judge_server))
     env = {"WB_JUDGE_CACHE": str(tmp_path / "cache")}
     res = wb("eval", str(tiny_model_dir), "--suite", str(suite), "--json", env=env)
     assert res.returncode == 0, res.stderr
@@ -234,14 +210,14 @@ def test_cli_run_with_judge_faults_finishes_exit_0(judge_server, store_dir, tmp_
 def test_api_key_never_stored_or_logged(judge_server, store_dir, tmp_path, tiny_model_dir, caplog):
     key = "sk-wbtest-" + secrets.token_hex(12)
     judge_server.expect_key = key
-    suite = _fault_suite(tmp_path, _url(judge_server), key_env="WB_TEST_JUDGE_KEY", modes=("ok", "echo_auth"))
+    suite = _fault_suite(tmp_path, v1_url(judge_server), key_env="WB_TEST_JUDGE_KEY", modes=("ok", "echo_auth"))
     env = {"WB_JUDGE_CACHE": str(tmp_path / "cache"), "WB_TEST_JUDGE_KEY": key}
     res = wb("eval", str(tiny_model_dir), "--suite", str(suite), "--json", env=env)
     assert res.returncode == 0, res.stderr
     assert "1 failed judge calls" in res.stderr  # the key was sent (else 401s) and the echo was redacted
     # In-process too, with httpx/httpcore debug logging on.
     caplog.set_level(logging.DEBUG)
-    with _client(_url(judge_server), JudgeCache(tmp_path / "cache"), key=key) as client, \
+    with _client(v1_url(judge_server), JudgeCache(tmp_path / "cache"), key=key) as client, \
             pytest.raises(JudgeFailure) as failure:
         client.ask([{"role": "system", "content": "s"}, {"role": "user", "content": "MODE:echo_auth"}],
                    rubric_schema((1, 5)))
@@ -256,7 +232,7 @@ def test_api_key_never_stored_or_logged(judge_server, store_dir, tmp_path, tiny_
 
 
 def test_wb_judge_regrades_a_recorded_run_pairwise(judge_server, store_dir, tmp_path, tiny_model_dir):
-    suite = _fault_suite(tmp_path, _url(judge_server), modes=("ok", "fine"), pairwise=True)
+    suite = _fault_suite(tmp_path, v1_url(judge_server), modes=("ok", "fine"), pairwise=True)
     env = {"WB_JUDGE_CACHE": str(tmp_path / "cache")}
     res = wb("eval", str(tiny_model_dir), "--suite", str(suite), "--json", env=env)
     assert res.returncode == 0, res.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hostile_support import Workspace, run_cli
-from loopback import JsonHandler, serving, v1_url
+from loopback import TieJudge, serving, v1_url
 
 from workbench.errors import EXIT_BAD_INPUT, BadInput, EnvironmentProblem
 from workbench.store import Store
@@ -222,16 +222,6 @@ def test_training_rows_follow_the_lineage_and_a_changed_file_is_refused(tmp_path
     data.unlink()
     with pytest.raises(EnvironmentProblem, match="is gone"):
         lineage_training_rows(gguf)
-
-
-class TieJudge(JsonHandler):
-    """A judge that calls every pair a tie (the scrubbing, not the verdicts, is under test)."""
-
-    def do_GET(self):
-        self.send_json({"object": "list", "data": [{"id": "tie-judge"}]})
-
-    def do_POST(self):
-        self.chat(json.dumps({"rationale": "alike", "winner": "tie"}))
 
 
 @pytest.mark.slow  # Presidio's import, and the tiny model answering 52 conversations

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from hostile_support import assert_refused, run_cli, snapshot
-from loopback import JsonHandler, serving, v1_url
+from loopback import JsonHandler, TieJudge, serving, v1_url
 
 from workbench.canary.routing import key_point, routed_side
 
@@ -31,16 +31,6 @@ def upstreams(default_export):
     with local_server(default_export["q8_0"].path, n_ctx=512, threads=1, alias="baseline") as base, \
             local_server(default_export["q4_k_m"].path, n_ctx=512, threads=1, alias="candidate") as cand:
         yield base, cand
-
-
-class TieJudge(JsonHandler):
-    """A judge that calls every pair a tie."""
-
-    def do_GET(self):
-        self.send_json({"object": "list", "data": [{"id": "tie-judge"}]})
-
-    def do_POST(self):
-        self.chat(json.dumps({"rationale": "alike", "winner": "tie"}))
 
 
 class Canary:
