@@ -2,14 +2,14 @@
 behaviours): a valid verdict that echoes the Authorization header never gets the key stored; the cache is per
 endpoint; a non-retried 4xx counts as a failure."""
 
-import http.server
+import contextlib
 import json
 import secrets
-import threading
 
 import pytest
+from loopback import serving, v1_url
 from test_cli import wb
-from test_judge import ScriptedJudge, _client, _fault_suite, _url
+from test_judge import ScriptedJudge, _client, _fault_suite
 
 from workbench.judge.cache import JudgeCache
 from workbench.judge.client import JudgeFailure
@@ -18,32 +18,20 @@ from workbench.judge.prompts import rubric_schema
 
 class HostileJudge(ScriptedJudge):
     def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        text = json.loads(body)["messages"][1]["content"]
+        text = self.body()["messages"][1]["content"]
         with self.server.lock:
             self.server.hits = getattr(self.server, "hits", 0) + 1
         if "MODE:echo_valid" in text:  # a valid verdict whose rationale repeats the credentials
-            return self._reply(json.dumps({"rationale": f"I saw {self.headers.get('Authorization')}", "score": 4}))
+            return self.chat(json.dumps({"rationale": f"I saw {self.headers.get('Authorization')}", "score": 4}))
         if "MODE:forbidden" in text:
-            return self._send(403, {"error": "no access"})
-        return self._reply(json.dumps({"rationale": "fine", "score": 4}))
+            return self.send_json({"error": "no access"}, 403)
+        return self.chat(json.dumps({"rationale": "fine", "score": 4}))
 
 
 @pytest.fixture
 def hostile_server():
-    servers = []
-
-    def start():
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileJudge)
-        server.calls, server.lock, server.expect_key, server.daemon_threads = {}, threading.Lock(), None, True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(serving(HostileJudge, calls={}, expect_key=None))
 
 
 def _messages(mode):
@@ -53,7 +41,7 @@ def _messages(mode):
 def test_key_echoed_in_a_valid_verdict_is_never_stored(hostile_server, store_dir, tmp_path, tiny_model_dir):
     server = hostile_server()
     key = "sk-test-CANARY" + secrets.token_hex(8)
-    suite = _fault_suite(tmp_path, _url(server), key_env="WB_TEST_JUDGE_KEY", modes=("echo_valid",))
+    suite = _fault_suite(tmp_path, v1_url(server), key_env="WB_TEST_JUDGE_KEY", modes=("echo_valid",))
     env = {"WB_JUDGE_CACHE": str(tmp_path / "cache"), "WB_TEST_JUDGE_KEY": key}
     res = wb("eval", str(tiny_model_dir), "--suite", str(suite), "--json", env=env)
     assert res.returncode == 0, res.stderr
@@ -74,12 +62,12 @@ def test_cache_is_per_endpoint(hostile_server, tmp_path):
     first, second = hostile_server(), hostile_server()
     cache = JudgeCache(tmp_path / "cache")
     schema = rubric_schema((1, 5))
-    with _client(_url(first), cache) as client:
+    with _client(v1_url(first), cache) as client:
         assert client.ask(_messages("ok"), schema)["score"] == 4
-    with _client(_url(second), cache) as client:  # same model name and request, another server
+    with _client(v1_url(second), cache) as client:  # same model name and request, another server
         assert client.ask(_messages("ok"), schema)["score"] == 4
         assert (client.counters.requests, client.counters.cache_hits) == (1, 0)
-    with _client(_url(first), cache) as client:
+    with _client(v1_url(first), cache) as client:
         client.ask(_messages("ok"), schema)
         assert (client.counters.requests, client.counters.cache_hits) == (0, 1)
     assert (first.hits, second.hits) == (1, 1)
@@ -87,7 +75,7 @@ def test_cache_is_per_endpoint(hostile_server, tmp_path):
 
 def test_not_retried_4xx_counts_as_a_failure(hostile_server, tmp_path):
     server = hostile_server()
-    with _client(_url(server)) as client:
+    with _client(v1_url(server)) as client:
         with pytest.raises(JudgeFailure, match="HTTP 403"):
             client.ask(_messages("forbidden"), rubric_schema((1, 5)))
         assert client.counters.to_dict() == {"requests": 1, "cache_hits": 0, "retries": 0, "failures": 1}

@@ -19,6 +19,7 @@ import urllib.request
 
 import pytest
 from hostile_support import Workspace, run_cli, workspace  # noqa: F401  (fixtures)
+from loopback import serving
 from test_cli import wb
 from test_judge import RUBRIC, ScriptedJudge
 from test_tracking import _free_port, running_mlflow_server
@@ -38,22 +39,18 @@ class ServedJudge(ScriptedJudge):
 
     def do_GET(self):
         self._note()
-        self._send(200, {"data": [{"id": "scripted"}]})
+        self.send_json({"data": [{"id": "scripted"}]})
 
     def do_POST(self):
         self._note()
-        messages = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["messages"]
-        self._reply("hi" if len(messages) == 1 else json.dumps({"rationale": "fine", "score": 4}))
+        messages = self.body()["messages"]
+        self.chat("hi" if len(messages) == 1 else json.dumps({"rationale": "fine", "score": 4}))
 
 
 @pytest.fixture
 def served_judge():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ServedJudge)
-    server.lock, server.seen, server.daemon_threads = threading.Lock(), [], True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(ServedJudge, seen=[]) as server:
+        yield server
 
 
 @pytest.fixture

@@ -50,12 +50,12 @@ def test_prompts_and_ratings_equal_fastchats(mirror):
 
 
 def test_free_text_replies_are_retried_and_cached(tmp_path):
-    from test_judge import ScriptedJudge, _client, _url  # its scripted server: 500 twice, then a reply
+    from test_judge import ScriptedJudge, _client  # its scripted server: 500 twice, then a reply
 
     from workbench.judge.cache import JudgeCache
 
     with serving(ScriptedJudge, calls={}, expect_key=None) as server:
-        client = _client(_url(server), cache=JudgeCache(tmp_path / "cache"))
+        client = _client(v1_url(server), cache=JudgeCache(tmp_path / "cache"))
         messages = [{"role": "system", "content": "judge"}, {"role": "user", "content": "Rate this. MODE:flaky"}]
         first = client.reply(messages)
         assert json.loads(first["content"]) == {"rationale": "fine", "score": 4}
