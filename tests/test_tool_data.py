@@ -360,3 +360,24 @@ def test_llamacpp_renders_tools_and_thinking_as_transformers_does(chain_model, t
     finally:
         gguf.close()
         hf.close()
+
+
+def test_replay_judges_a_reasoning_candidate_on_its_answer(chain_model, tmp_path, monkeypatch):
+    """`wb replay` of a Qwen 3 candidate that thinks first: the judge and the checks get the answer after
+    </think>, as `wb eval`'s scorers do."""
+    from loopback import TieJudge, v1_url
+
+    from workbench.replay.conversations import Conversation
+    from workbench.replay.run import replay
+
+    monkeypatch.setenv("WB_STORE", str(tmp_path / "store"))
+    logged = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "find_contact", "arguments": '{"name": "Bo"}'}}]}
+    conversation = Conversation(id="bo", messages=[{"role": "user", "content": "Find Bo."}], logged_answer=logged,
+                                tools=TOOLS, source="prod.jsonl:1", model="gpt-x")
+    with serving(TieJudge) as judge:
+        run = replay(None, str(chain_model), against_logged=True, conversations=[conversation], max_new_tokens=12,
+                     judge={"base_url": v1_url(judge), "model": "tie-judge"}, progress=False).run
+    sample = run.samples("replay")[0]
+    assert sample["output"] == f"<tool_call>{CALL}</tool_call>"
+    assert run.metric("replay", "candidate.tool_call_valid")["value"] == 1.0

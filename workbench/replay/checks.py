@@ -5,9 +5,11 @@ side (candidate, baseline) on every conversation it applies to; a check that doe
 - `json_valid` applies where the logged answer's text parses as a JSON object or array: the side's text must too
   (a ```json fence around it is allowed).
 - `tool_call_valid` applies where the conversation offers `tools` and either the logged answer made a tool call or
-  the side's answer is one: the side's call (OpenAI `tool_calls`, else its text as one JSON object
-  {"name", "arguments"}) must name an offered function and its arguments must validate against that function's
-  `parameters` JSON Schema (jsonschema). A text answer where the log called a tool is invalid.
+  the side's answer is one. The side's calls (OpenAI `tool_calls`, else the calls its text writes, read by
+  workbench.toolcalls.parse in whichever syntax its markers show: `<tool_call>`, `[TOOL_CALLS]`, `<|python_tag|>`,
+  Harmony, or plain JSON {"name", "arguments"}) must each name an offered function, with arguments valid against
+  that function's `parameters` JSON Schema (jsonschema). A call that does not parse is invalid; so is a text
+  answer where the log called a tool.
 - `refusal`: the answer contains one of REFUSAL_PHRASES (case-insensitive).
 - `empty`: no text (after stripping) and no tool call.
 - `length_chars`: the answer's text length in characters.
@@ -18,6 +20,7 @@ import re
 
 from workbench.system.extras import require
 from workbench.toolcalls.calls import ToolCall
+from workbench.toolcalls.parse import parse_calls
 
 REFUSAL_PHRASES = (
     "i can't help", "i cannot help", "i can't assist", "i cannot assist", "i can't provide", "i cannot provide",
@@ -62,8 +65,9 @@ def _json_value(text: str):
 
 
 def tool_calls(answer: dict | str | None) -> list[ToolCall] | None:
-    """The answer's tool calls: OpenAI `tool_calls`, else its text as one JSON {"name", "arguments"} object;
-    None when it makes no call. A call whose arguments are not a JSON object is dropped (and fails validity)."""
+    """The answer's tool calls: OpenAI `tool_calls`, else the calls its text writes in any syntax
+    workbench.toolcalls.parse reads; None when it makes no call. A call that does not parse, or whose arguments are
+    not a JSON object, becomes a nameless call (and fails validity)."""
     if isinstance(answer, dict) and answer.get("tool_calls"):
         calls = []
         for raw in answer["tool_calls"]:
@@ -73,13 +77,12 @@ def tool_calls(answer: dict | str | None) -> list[ToolCall] | None:
                 calls.append(ToolCall(name="", arguments={}))
         return calls
     text = answer if isinstance(answer, str) else (answer or {}).get("content")
-    value = _json_value(text) if isinstance(text, str) else None
-    if isinstance(value, dict) and isinstance(value.get("name"), str) and "arguments" in value:
-        args = value["arguments"]
-        if isinstance(args, str):
-            args = _json_value(args)
-        return [ToolCall(name=value["name"], arguments=args if isinstance(args, dict) else {"": None})]
-    return None
+    if not isinstance(text, str):
+        return None
+    parsed = parse_calls(text)
+    if parsed.status == "unparseable":
+        return [ToolCall(name="", arguments={})]
+    return parsed.calls or None
 
 
 def _call_valid(call: ToolCall, tools: list[dict]) -> bool:

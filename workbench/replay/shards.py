@@ -25,8 +25,19 @@ def answer_shard(cand_rt, base_rt, prompts: list[Prompt], generation: Generation
     baseline is the log)."""
     messages = [m for m, _ in prompts]
     tools = [t for _, t in prompts] if any(t for _, t in prompts) else None
-    cand = cand_rt.generate(messages, generation, tools=tools)
-    return cand, base_rt.generate(messages, generation, tools=tools) if base_rt is not None else None
+    cand = _final_answers(cand_rt, cand_rt.generate(messages, generation, tools=tools))
+    if base_rt is None:
+        return cand, None
+    return cand, _final_answers(base_rt, base_rt.generate(messages, generation, tools=tools))
+
+
+def _final_answers(runtime, answers: list[str]) -> list[str]:
+    """A reasoning model's answers as the judge and the checks must see them: the thinking stripped, as `wb eval`
+    strips it (ChatFormat.strip_reasoning; thinking that never closes leaves no answer)."""
+    chat_format = runtime.chat_format()
+    if not chat_format.reasoning_markers():
+        return answers
+    return [chat_format.strip_reasoning(a)[0] for a in answers]
 
 
 def local_answers(cand_rt, base_rt, shards: list[list[Prompt]], generation: GenerationSpec) -> Iterator[tuple]:
