@@ -152,7 +152,8 @@ def test_ollama_values_collate_like_ollama():
                                    {"role": "user", "content": "c"}])
     assert values["System"] == "a"
     assert [(m["Role"], m["Content"]) for m in values["Messages"]] == [("system", "a"), ("user", "b\n\nc")]
-    assert values["Messages"][0] == {"Role": "system", "Content": "a", "Thinking": "", "ToolCalls": [], "ToolName": ""}
+    assert values["Messages"][0] == {"Role": "system", "Content": "a", "Thinking": "", "ToolCalls": [], "ToolName": "",
+                                     "ToolCallID": ""}
 
 
 def test_unsupported_go_constructs_are_named():

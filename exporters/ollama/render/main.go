@@ -80,24 +80,26 @@ type ToolCall struct {
 }
 
 type Message struct {
-	Role      string     `json:"role"`
-	Content   string     `json:"content"`
-	Thinking  string     `json:"thinking,omitempty"`
-	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
-	ToolName  string     `json:"tool_name,omitempty"`
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	Thinking   string     `json:"thinking,omitempty"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolName   string     `json:"tool_name,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
 }
 
-// UnmarshalJSON reads the input by Go field names (ToolCalls, ToolName), as templates name them.
+// UnmarshalJSON reads the input by Go field names (ToolCalls, ToolName, ToolCallID), as templates name them.
 func (m *Message) UnmarshalJSON(b []byte) error {
 	var f struct {
 		Role, Content, Thinking string
 		ToolCalls               []ToolCall
-		ToolName                string
+		ToolName, ToolCallID    string
 	}
 	if err := json.Unmarshal(b, &f); err != nil {
 		return err
 	}
-	*m = Message{Role: f.Role, Content: f.Content, Thinking: f.Thinking, ToolCalls: f.ToolCalls, ToolName: f.ToolName}
+	*m = Message{Role: f.Role, Content: f.Content, Thinking: f.Thinking, ToolCalls: f.ToolCalls, ToolName: f.ToolName,
+		ToolCallID: f.ToolCallID}
 	return nil
 }
 

@@ -42,20 +42,23 @@ CLOCK = {"type": "function", "function": {"name": "get_time", "description": "Th
                                           "parameters": {"type": "object", "properties": {}}}}
 
 
-def _call(name: str, arguments: dict) -> dict:
-    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+def _call(name: str, arguments: dict, call_id: str) -> dict:
+    return {"type": "function", "id": call_id, "function": {"name": name, "arguments": arguments}}
 
 
 # (messages, tools): a request with tools, one call and its result, parallel calls and their results
 TOOL_CONVERSATIONS = [
     ([{"role": "user", "content": "Weather in Paris?"}], [WEATHER, CLOCK]),
     ([{"role": "system", "content": "Use tools."}, {"role": "user", "content": "Weather in Paris?"},
-      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris", "unit": "c"})]},
-      {"role": "tool", "name": "get_weather", "content": "{\"temp\": 21}"}], [WEATHER]),
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris", "unit": "c"},
+                                                                "call9Wx2a")]},
+      {"role": "tool", "name": "get_weather", "tool_call_id": "call9Wx2a", "content": "{\"temp\": 21}"}], [WEATHER]),
     ([{"role": "user", "content": "Paris and Tōkyō?"},
-      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"}),
-                                                          _call("get_weather", {"city": "Tōkyō", "unit": "f"})]},
-      {"role": "tool", "name": "get_weather", "content": "21"}, {"role": "tool", "name": "get_weather", "content": "70"},
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"}, "pAr1s0001"),
+                                                          _call("get_weather", {"city": "Tōkyō", "unit": "f"},
+                                                                "t0kY00002")]},
+      {"role": "tool", "name": "get_weather", "tool_call_id": "pAr1s0001", "content": "21"},
+      {"role": "tool", "name": "get_weather", "tool_call_id": "t0kY00002", "content": "70"},
       {"role": "assistant", "content": "21 °C in Paris, 70 °F in Tōkyō."}, {"role": "user", "content": "And the time?"}],
      [WEATHER, CLOCK]),
 ]
@@ -151,7 +154,7 @@ def _tool_call(call: dict, index: int) -> dict:
 def ollama_values(messages: list[dict], tools: list[dict] | None = None, think: bool | None = None) -> dict:
     """The data Ollama's chat endpoint executes the template with (its template.go collate()): consecutive
     messages of one role merged with a blank line, all system messages also joined into .System; tool calls,
-    tool results (.ToolName), reasoning (.Thinking), the request's tools and think flag in Ollama's shapes."""
+    tool results (.ToolName, .ToolCallID), reasoning (.Thinking), the request's tools and think flag in Ollama's shapes."""
     collated: list[dict] = []
     for m in messages:
         content = m.get("content") or ""
@@ -163,7 +166,8 @@ def ollama_values(messages: list[dict], tools: list[dict] | None = None, think: 
         collated.append(Struct({"Role": m["role"], "Content": content,
                                 "Thinking": m.get("reasoning_content") or m.get("thinking") or "",
                                 "ToolCalls": [_tool_call(c, i) for i, c in enumerate(m.get("tool_calls") or [])],
-                                "ToolName": (m.get("name") or "") if m["role"] == "tool" else ""}, None))
+                                "ToolName": (m.get("name") or "") if m["role"] == "tool" else "",
+                                "ToolCallID": (m.get("tool_call_id") or "") if m["role"] == "tool" else ""}, None))
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     return {"System": system, "Messages": collated, "Response": "", "Tools": [_tool(t) for t in tools or []],
             "Think": bool(think), "IsThinkSet": think is not None}

@@ -3,7 +3,7 @@
 The Jinja template is rendered on probe conversations whose contents are sentinels. Each message's content
 is found in the text; what comes before it is that message's opener, read as a function of a few things a
 Go template can know while it walks .Messages: the previous message's role, its own role, whether it is the
-last message and whether the conversation has a system message. The text after the last user message is the
+last message, whether the conversation has a system message and whether it is the last user message. The text after the last user message is the
 tail (the end of that turn plus the generation prompt). That covers, without per-family code:
 
 - one prefix and suffix per role (ChatML, Llama 3, Phi-3's <|end|>, Zephyr, ...), renamed roles (Gemma's
@@ -13,7 +13,8 @@ tail (the end of that turn plus the generation prompt). That covers, without per
 - a template printing today's date as YYYY-MM-DD (gpt-oss, Mistral Small): Ollama's `{{ currentDate }}`;
 - tools (derive_tools): probe tools and calls whose JSON the template printed are found by parsing the text; the
   tool list becomes a range over .Tools with Ollama's `json`, each call its .Function.Name and `json` of its
-  .Function.Arguments after a literal prefix (where Ollama's parser finds calls), tool results their own turn.
+  .Function.Arguments after a literal prefix (where Ollama's parser finds calls), tool results their own turn;
+  tool-call ids where Ollama passes them, a call's .ID inside the call and a result's .ToolCallID before its content.
 
 Whatever else a template does must still come out the same: the caller's round trip renders sample
 conversations both ways and compares. A template this cannot express raises TemplateNotExpressible naming
@@ -24,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import product
+from itertools import combinations, product
 
 from workbench.errors import BadInput
 
@@ -35,7 +36,7 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
            "November", "December")
 _SENT = {"system": "WBQSYSTEMQ", "user": "WBQUSER{}Q", "assistant": "WBQASSISTANT{}Q"}
 _PROBE_ROLES = [["user"], ["user", "assistant", "user"], ["user", "assistant", "user", "assistant", "user"]]
-FEATURES = ("prev", "role", "last", "system")
+FEATURES = ("prev", "role", "last", "system", "last_user")
 
 
 class TemplateNotExpressible(BadInput):
@@ -101,13 +102,25 @@ class Name:
 
 
 @dataclass(frozen=True)
+class CallId:
+    """A tool-call id the template printed: `call` (a probe call's id, `index` the call) or `result` (the id a probe
+    tool result answers, `index` the result). Where Ollama passes them: a call's .ID (index -1 once placed), a tool
+    result's .ToolCallID (index -1)."""
+    kind: str
+    index: int
+
+
+CALL_ID, RESULT_ID = CallId("call", -1), CallId("result", -1)
+
+
+@dataclass(frozen=True)
 class ToolList:
     kind: str  # "tool" or "function": what each element is printed as
     sep: tuple  # the literal pieces between two tools
 
 
 _NAME = "WBQNAME{}Q"
-_MARK = re.compile(r"WBQJ(tool|function|args)(\d)Q|WBQNAME(\d)Q")
+_MARK = re.compile(r"WBQJ(tool|function|args)(\d)Q|WBQNAME(\d)Q|wbq(call|resu)0(\d)")
 
 
 def _pieces(text: str, now: datetime) -> tuple:
@@ -132,7 +145,8 @@ def _pieces(text: str, now: datetime) -> tuple:
             continue
         at = 0
         for m in _MARK.finditer(piece):
-            marked += [piece[at:m.start()], Json(m[1], int(m[2])) if m[1] else Name(int(m[3]))]
+            marked += [piece[at:m.start()], Json(m[1], int(m[2])) if m[1] else Name(int(m[3])) if m[3] else
+                       CallId("call" if m[4] == "call" else "result", int(m[5]))]
             at = m.end()
         marked.append(piece[at:])
     return tuple(p for p in marked if p != "")
@@ -175,8 +189,10 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
     ignored = system is not None and system["content"] not in where
     displaced = system is not None and (ignored or displaced or where[system["content"]] > positions[0])
     observed, pos, prev, calls = [], 0, "", None
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     for i, m in enumerate(messages):
-        feats = {"prev": prev, "role": _kind(m), "last": i == len(messages) - 1, "system": system is not None}
+        feats = {"prev": prev, "role": _kind(m), "last": i == len(messages) - 1, "system": system is not None,
+                 "last_user": i == last_user}
         prev = _kind(m)
         if m is system and displaced:
             continue
@@ -208,6 +224,17 @@ def _split_calls(pieces: tuple) -> tuple[tuple, tuple]:
         raise TemplateNotExpressible("the chat template writes tool-call arguments in a syntax of its own (not JSON); "
                                      "Ollama writes .Function.Arguments as JSON")
     return pieces[:ends[-1] + 1], pieces[ends[-1] + 1:]
+
+
+def _smallest_table(observed) -> tuple[dict | None, tuple[str, ...]]:
+    """The openers keyed by the fewest features that tell them apart: the previous role and its own, then the
+    others in FEATURES order (fewer features also cover the combinations no probe shows)."""
+    for n in range(len(FEATURES) - 1):
+        for extra in combinations(FEATURES[2:], n):
+            table = _table(observed, FEATURES[:2] + extra)
+            if table is not None:
+                return table, FEATURES[:2] + extra
+    return None, FEATURES
 
 
 def _table(observed, features: tuple[str, ...]):
@@ -242,14 +269,11 @@ def derive(render, *, now: datetime | None = None, render_off=None, render_tools
         if tails.setdefault(has_system, tail) != tail:
             raise TemplateNotExpressible("the chat template ends the last user turn differently depending on "
                                          "the number of turns")
-    for n in range(2, len(FEATURES) + 1):
-        features = FEATURES[:n]
-        table = _table(observed, features)
-        if table is not None:
-            break
-    else:
+    table, features = _smallest_table(observed)
+    if table is None:
         raise TemplateNotExpressible("a message's opening text depends on more than the previous role, its own "
-                                     "role, being last and the presence of a system message (per-position logic)")
+                                     "role, being last, being the last user message and the presence of a system "
+                                     "message (per-position logic)")
     padded = render([{"role": "user", "content": "  " + _SENT["user"].format(1) + "  "}], True)
     trims = ("  " + _SENT["user"].format(1) + "  ") not in padded
     default_system = _default_system(table, features, system_role)
@@ -289,9 +313,9 @@ def _default_system(table, features, system_role) -> str | None:
     if not system_role:
         return None
     key = lambda **f: tuple(f[x] for x in features)
-    without = table.get(key(prev="", role="user", last=True, system=False))
-    sys_open = table.get(key(prev="", role="system", last=False, system=True))
-    user_open = table.get(key(prev="system", role="user", last=True, system=True))
+    without = table.get(key(prev="", role="user", last=True, system=False, last_user=True))
+    sys_open = table.get(key(prev="", role="system", last=False, system=True, last_user=False))
+    user_open = table.get(key(prev="system", role="user", last=True, system=True, last_user=True))
     if not (without and sys_open and user_open) or any(not isinstance(p, str) for p in without + sys_open + user_open):
         return None
     text, head, sep = "".join(without), "".join(sys_open), "".join(user_open)
@@ -328,6 +352,10 @@ def _go_literal(pieces) -> str:
                        f"{{{{ json {each} }}}}{{{{ end }}}}")
         elif isinstance(p, Name):
             out.append("{{ $m.ToolName }}")
+        elif p == CALL_ID:
+            out.append("{{ $c.ID }}")
+        elif p == RESULT_ID:
+            out.append("{{ $m.ToolCallID }}")
         elif isinstance(p, Date):
             out.append(_go_date(p.format))
         elif p:
@@ -338,6 +366,8 @@ def _go_literal(pieces) -> str:
 def _condition(feature: str, value) -> str:
     if feature in ("prev", "role"):
         return f'(eq {"$prev" if feature == "prev" else "$kind"} {json.dumps(value)})'
+    if feature == "last_user":
+        return f'({"eq" if value else "ne"} $i $lastUser)'
     var = "$last" if feature == "last" else "$sys"
     return var if value else f"(not {var})"
 
@@ -380,6 +410,9 @@ def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails:
         lines.append('{{- if $m.ToolCalls }}{{- $kind = "calls" }}{{- end }}')
     if any(isinstance(p, Date) for pieces in every for p in pieces):
         lines[0] += "{{- $today := currentDate }}"
+    if "last_user" in features or (tools and "last_user" in tools.features):
+        lines[0] += ('{{- $lastUser := -1 }}{{- range $i, $m := .Messages }}{{- if eq $m.Role "user" }}'
+                     "{{- $lastUser = $i }}{{- end }}{{- end }}")
     if tools:
         lines += ["{{- if $tools }}", *_chain(tools.table, tools.features, tools.dropped, tools.quoted_results), "{{- else }}"]
     lines += _chain(table, features)
@@ -505,7 +538,7 @@ def _tool_probe(roles: list[str], system: bool, n_calls: int) -> list[dict]:
                 for k in range(n_calls)]})
         elif role == "tool":
             msgs.append({"role": "tool", "name": PROBE_TOOLS[results % n_calls]["function"]["name"],
-                         "tool_call_id": f"wbqcall0{results % n_calls}", "content": f"WBQTOOL{n}Q"})
+                         "tool_call_id": f"wbqresu0{results}", "content": f"WBQTOOL{n}Q"})
             results += 1
         else:
             msgs.append({"role": role, "content": _SENT[role].format(n)})
@@ -531,9 +564,12 @@ def _check_pieces(pieces: tuple, where: str) -> None:
             raise TemplateNotExpressible(f"the chat template writes tool JSON ({p.kind}) in {where}")
         if isinstance(p, Name) and p.index >= 0:
             raise TemplateNotExpressible(f"the chat template writes a function's name outside its JSON in {where}")
-        if isinstance(p, str) and "wbqcall0" in p:
-            raise TemplateNotExpressible("the chat template writes tool-call ids; Ollama's template values carry "
-                                         "none for tool results")
+        if isinstance(p, CallId) and p != RESULT_ID:
+            raise TemplateNotExpressible(
+                "the chat template writes a tool call's id after its arguments; the Ollama template writes each call "
+                "as text, .ID, name, text, arguments" if p.kind == "call" else
+                "the chat template writes a tool result's id after its content; the Ollama template writes "
+                ".ToolCallID before it")
         if isinstance(p, str) and any(x in p for x in _LEFTOVERS):
             raise TemplateNotExpressible("the chat template writes tool definitions or arguments in a syntax of its "
                                          "own (not JSON); Ollama hands a template the tools as JSON")
@@ -548,17 +584,22 @@ def _call_layout(pieces: tuple, n_calls: int) -> tuple[tuple, tuple, tuple]:
                                          "then its JSON arguments")
         return pieces.index(want)
 
+    def own_id(part, index):  # the call's own id as .ID; any other id stays and is refused below
+        return tuple(CALL_ID if p == CallId("call", index) else p for p in part)
+
     name0, args0 = find("name", 0), find("args", 0)
-    first, mid = pieces[:name0], pieces[name0 + 1:args0]
+    first, mid = pieces[:name0], own_id(pieces[name0 + 1:args0], 0)
     between = ()
     if n_calls > 1:
         name1, args1 = find("name", 1), find("args", 1)
-        between = pieces[args0 + 1:name1]
-        if pieces[name1 + 1:args1] != mid or not name0 < args0 < name1 < args1:
+        between = own_id(pieces[args0 + 1:name1], 1)
+        if own_id(pieces[name1 + 1:args1], 1) != mid or not name0 < args0 < name1 < args1:
             raise TemplateNotExpressible("the chat template writes parallel tool calls in different layouts")
+    if any(isinstance(p, CallId) for p in first):
+        raise TemplateNotExpressible("the chat template writes the first tool call's id before its name")
     for part in (first, mid, between):
-        _check_pieces(part, "a tool call")
-        if any(not isinstance(p, str) for p in part):
+        _check_pieces(tuple(p for p in part if p != CALL_ID), "a tool call")
+        if any(not isinstance(p, str) and p != CALL_ID for p in part):
             raise TemplateNotExpressible("the chat template writes more than literal text around a tool call")
     if "{{" in "".join(first):
         raise TemplateNotExpressible("the text before the tool calls contains {{, which Ollama's template reads as an "
@@ -599,8 +640,9 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
     dropped = any(f.get("dropped") for f, _ in observed)
     fixed = []
     for feats, pieces in observed:
-        if feats["role"] == "tool":
-            pieces = tuple(Name(-1) if isinstance(p, Name) else p for p in pieces)
+        if feats["role"] == "tool":  # its own name and id: .ToolName, .ToolCallID
+            pieces = tuple(Name(-1) if isinstance(p, Name) else RESULT_ID if isinstance(p, CallId) and
+                           p.kind == "result" else p for p in pieces)
         if feats.get("dropped"):  # the opener is the plain assistant's; the rest starts the calls
             plain = next((p for f, p in observed if f["role"] == "assistant" and
                           all(f[k] == feats[k] for k in ("prev", "last", "system"))), None)
@@ -619,13 +661,10 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
         _check_pieces(pieces, "a message's opening")
     for tail in tails.values():
         _check_pieces(tail, "the end of the prompt")
-    for n in range(2, len(FEATURES) + 1):
-        features = FEATURES[:n]
-        table = _table(fixed, features)
-        if table is not None:
-            break
-    else:
+    table, features = _smallest_table(fixed)
+    if table is None:
         raise TemplateNotExpressible("with tools, a message's opening text depends on more than the previous role, "
-                                     "its own role, being last and the presence of a system message")
+                                     "its own role, being last, being the last user message and the presence of a "
+                                     "system message")
     first, mid, between = layouts.pop()
     return ToolParts(table, features, tails, first, mid, between, dropped, n_calls > 1, bool(quoted))
