@@ -14,7 +14,7 @@ tail (the end of that turn plus the generation prompt). That covers, without per
 - tools (derive_tools): probe tools and calls whose JSON the template printed are found by parsing the text; the
   tool list becomes a range over .Tools with Ollama's `json`, each call its .Function.Name and `json` of its
   .Function.Arguments after a literal prefix (where Ollama's parser finds calls), tool results their own turn;
-  tool-call ids where Ollama passes them, a call's .ID inside the call and a result's .ToolCallID before its content.
+  tool-call ids where Ollama passes them (a call's .ID, a tool result's .ToolCallID), after the content too.
 
 Whatever else a template does must still come out the same: the caller's round trip renders sample
 conversations both ways and compares. A template this cannot express raises TemplateNotExpressible naming
@@ -104,13 +104,13 @@ class Name:
 @dataclass(frozen=True)
 class CallId:
     """A tool-call id the template printed: `call` (a probe call's id, `index` the call) or `result` (the id a probe
-    tool result answers, `index` the result). Where Ollama passes them: a call's .ID (index -1 once placed), a tool
-    result's .ToolCallID (index -1)."""
+    tool result answers, `index` the result). Once placed (index < 0): a call's .ID, the .ToolCallID of the tool
+    result being written (-1) or of the tool result just before (-2: written after that result's content)."""
     kind: str
     index: int
 
 
-CALL_ID, RESULT_ID = CallId("call", -1), CallId("result", -1)
+CALL_ID, RESULT_ID, PREV_RESULT_ID = CallId("call", -1), CallId("result", -1), CallId("result", -2)
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,7 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
     displaced = system is not None and (ignored or displaced or where[system["content"]] > positions[0])
     observed, pos, prev, calls = [], 0, "", None
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    results = [sum(x["role"] == "tool" for x in messages[:i]) for i in range(len(messages) + 1)]
     for i, m in enumerate(messages):
         feats = {"prev": prev, "role": _kind(m), "last": i == len(messages) - 1, "system": system is not None,
                  "last_user": i == last_user}
@@ -202,6 +203,8 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
             pieces = _pieces(text[pos:s_at], now) + (SYSTEM,) + _pieces(text[s_at + len(system["content"]):at], now)
         else:
             pieces = _pieces(text[pos:at], now)
+        pieces = _place_result_ids(pieces, results[i] if m["role"] == "tool" else None,
+                                   results[i] - 1 if i and messages[i - 1]["role"] == "tool" else None)
         if calls is not None:
             calls["calls"], pieces = _split_calls(pieces)
         if m["content"] in dropped:
@@ -211,19 +214,32 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
         pos = at + (0 if m["content"] in dropped else len(m["content"]))
     if displaced and not ignored and not any(SYSTEM in p for _, p in observed):
         raise TemplateNotExpressible("the chat template puts the system message after the last user message")
-    tail = _pieces(text[pos:], now)
+    tail = _place_result_ids(_pieces(text[pos:], now), None,
+                             results[-1] - 1 if messages[-1]["role"] == "tool" else None)
     if calls is not None:
         calls["calls"], tail = _split_calls(tail)
     return observed, ((system is not None, _kind(messages[-1])), tail)
 
 
+def _place_result_ids(pieces: tuple, own: int | None, before: int | None) -> tuple:
+    """The probe result ids in a message's opener (or the tail) as the .ToolCallID of the result being written
+    (`own`: its index) or of the one just before it (`before`); any other stays, and is refused."""
+    return tuple(RESULT_ID if own is not None and p == CallId("result", own) else
+                 PREV_RESULT_ID if before is not None and p == CallId("result", before) else p for p in pieces)
+
+
 def _split_calls(pieces: tuple) -> tuple[tuple, tuple]:
-    """(the tool-call part: up to the last call's arguments, the rest)."""
+    """(the tool-call part: up to the last call's arguments, or its id where the template writes it after them
+    (Mistral Nemo), the rest)."""
     ends = [n for n, p in enumerate(pieces) if isinstance(p, Json) and p.kind == "args"]
     if not ends:
         raise TemplateNotExpressible("the chat template writes tool-call arguments in a syntax of its own (not JSON); "
                                      "Ollama writes .Function.Arguments as JSON")
-    return pieces[:ends[-1] + 1], pieces[ends[-1] + 1:]
+    end = ends[-1] + 1
+    ids = [n for n, p in enumerate(pieces[end:], end) if isinstance(p, CallId) and p.kind == "call"]
+    if ids and all(isinstance(p, str) for p in pieces[end:ids[0]]):
+        end = ids[0] + 1
+    return pieces[:end], pieces[end:]
 
 
 def _smallest_table(observed) -> tuple[dict | None, tuple[str, ...]]:
@@ -356,6 +372,8 @@ def _go_literal(pieces) -> str:
             out.append("{{ $c.ID }}")
         elif p == RESULT_ID:
             out.append("{{ $m.ToolCallID }}")
+        elif p == PREV_RESULT_ID:
+            out.append("{{ $prevId }}")
         elif isinstance(p, Date):
             out.append(_go_date(p.format))
         elif p:
@@ -406,10 +424,12 @@ def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails:
              "{{- $last := eq (len (slice $.Messages $i)) 1 }}{{- $kind := $m.Role }}"]
     every = [*table.values(), *tails.values(), *(off_tails or {}).values()]
     if tools:
-        every += [*tools.table.values(), *tools.tails.values(), tools.first, tools.mid, tools.between]
+        every += [*tools.table.values(), *tools.tails.values(), tools.first, tools.mid, tools.after, tools.between]
         lines.append('{{- if $m.ToolCalls }}{{- $kind = "calls" }}{{- end }}')
     if any(isinstance(p, Date) for pieces in every for p in pieces):
         lines[0] += "{{- $today := currentDate }}"
+    if any(PREV_RESULT_ID in pieces for pieces in every):
+        lines[0] += '{{- $prevId := "" }}'
     if "last_user" in features or (tools and "last_user" in tools.features):
         lines[0] += ('{{- $lastUser := -1 }}{{- range $i, $m := .Messages }}{{- if eq $m.Role "user" }}'
                      "{{- $lastUser = $i }}{{- end }}{{- end }}")
@@ -422,8 +442,9 @@ def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails:
         lines += ["{{- end }}", "{{- if .ToolCalls }}" + "".join(tools.first) +
                   "{{ range $j, $c := .ToolCalls }}{{ if $j }}" + _go_literal(tools.between) +
                   "{{ end }}{{ $c.Function.Name }}" + _go_literal(tools.mid) +
-                  "{{ json $c.Function.Arguments }}{{ end }}{{ end }}"]
-    lines += ["{{- $prev = $kind }}", "{{- end }}"]
+                  "{{ json $c.Function.Arguments }}" + _go_literal(tools.after) + "{{ end }}{{ end }}"]
+    lines += ["{{- $prev = $kind }}" + ("{{- $prevId = $m.ToolCallID }}" if "$prevId" in lines[0] else ""),
+              "{{- end }}"]
     tail = _go_tail(tails)
     if off_tails is not None:
         tail = "{{- if and $.IsThinkSet (not $.Think) }}" + _go_tail(off_tails) + "{{ else }}" + tail + "{{ end }}"
@@ -473,18 +494,19 @@ PROBE_TOOLS = [PROBE_TOOL, {"type": "function", "function": {
 CALL_ARGS = [{"wbq_key": "WBQVAL1Q"}, {"wbq_key": "WBQVAL2Q", "wbq_n": 2}]
 _LEFTOVERS = ("WBQDESC", "WBQKEYDESCQ", "WBQNDESCQ", "WBQVAL", "wbq_key")
 _TOOL_ROLES = [["user"], ["user", "assistant", "user"], ["user", "calls", "tool", "tool", "assistant", "user"],
-               ["user", "calls", "tool", "tool"]]
+               ["user", "calls", "tool", "tool"], ["user", "calls", "tool"]]
 
 
 @dataclass
 class ToolParts:
     """The tool parts of a Go template: openers and tails when the request has tools (the tool list is a ToolList
-    piece), and an assistant's calls: first + (name mid args), `between` two calls."""
+    piece), and an assistant's calls: first + (name mid args after), `between` two calls."""
     table: dict
     features: tuple[str, ...]
     tails: dict
     first: tuple
     mid: tuple
+    after: tuple  # after a call's arguments: its id, where the template writes it there
     between: tuple
     dropped: bool  # the calls replace the assistant's content
     parallel: bool  # the Jinja template renders several calls in one message
@@ -564,19 +586,18 @@ def _check_pieces(pieces: tuple, where: str) -> None:
             raise TemplateNotExpressible(f"the chat template writes tool JSON ({p.kind}) in {where}")
         if isinstance(p, Name) and p.index >= 0:
             raise TemplateNotExpressible(f"the chat template writes a function's name outside its JSON in {where}")
-        if isinstance(p, CallId) and p != RESULT_ID:
+        if isinstance(p, CallId) and p not in (RESULT_ID, PREV_RESULT_ID):
             raise TemplateNotExpressible(
-                "the chat template writes a tool call's id after its arguments; the Ollama template writes each call "
-                "as text, .ID, name, text, arguments" if p.kind == "call" else
-                "the chat template writes a tool result's id after its content; the Ollama template writes "
-                ".ToolCallID before it")
+                "the chat template writes a tool call's id apart from the call" if p.kind == "call" else
+                "the chat template writes a tool result's id away from that result")
         if isinstance(p, str) and any(x in p for x in _LEFTOVERS):
             raise TemplateNotExpressible("the chat template writes tool definitions or arguments in a syntax of its "
                                          "own (not JSON); Ollama hands a template the tools as JSON")
 
 
-def _call_layout(pieces: tuple, n_calls: int) -> tuple[tuple, tuple, tuple]:
-    """(first, mid, between) of a tool-call part: first Name(0) mid Json(args 0) [between Name(1) mid Json(args 1)]."""
+def _call_layout(pieces: tuple, n_calls: int) -> tuple[tuple, tuple, tuple, tuple]:
+    """(first, mid, after, between) of a tool-call part: first Name(0) mid Json(args 0) after [between Name(1) mid
+    Json(args 1) after]; `after` is empty or ends with the call's id (Mistral Nemo writes it after the arguments)."""
     def find(kind, index):
         want = Name(index) if kind == "name" else Json("args", index)
         if pieces.count(want) != 1:
@@ -587,24 +608,36 @@ def _call_layout(pieces: tuple, n_calls: int) -> tuple[tuple, tuple, tuple]:
     def own_id(part, index):  # the call's own id as .ID; any other id stays and is refused below
         return tuple(CALL_ID if p == CallId("call", index) else p for p in part)
 
+    def split_after(part, index):  # (the call's own id and the text before it, the rest)
+        own = CallId("call", index)
+        return (part[:part.index(own) + 1], part[part.index(own) + 1:]) if own in part else ((), part)
+
     name0, args0 = find("name", 0), find("args", 0)
     first, mid = pieces[:name0], own_id(pieces[name0 + 1:args0], 0)
-    between = ()
+    last_args = args0
+    after, between = ((), ())
     if n_calls > 1:
         name1, args1 = find("name", 1), find("args", 1)
-        between = own_id(pieces[args0 + 1:name1], 1)
+        after, between = split_after(pieces[args0 + 1:name1], 0)
+        after, between = own_id(after, 0), own_id(between, 1)
         if own_id(pieces[name1 + 1:args1], 1) != mid or not name0 < args0 < name1 < args1:
             raise TemplateNotExpressible("the chat template writes parallel tool calls in different layouts")
+        last_args = args1
+    last = own_id(pieces[last_args + 1:], n_calls - 1)
+    if n_calls == 1:
+        after = last
+    if last != after:
+        raise TemplateNotExpressible("the chat template writes the last tool call's end otherwise than the others'")
     if any(isinstance(p, CallId) for p in first):
         raise TemplateNotExpressible("the chat template writes the first tool call's id before its name")
-    for part in (first, mid, between):
+    for part in (first, mid, after, between):
         _check_pieces(tuple(p for p in part if p != CALL_ID), "a tool call")
         if any(not isinstance(p, str) and p != CALL_ID for p in part):
             raise TemplateNotExpressible("the chat template writes more than literal text around a tool call")
     if "{{" in "".join(first):
         raise TemplateNotExpressible("the text before the tool calls contains {{, which Ollama's template reads as an "
                                      "action")
-    return first, mid, between
+    return first, mid, after, between
 
 
 def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
@@ -627,7 +660,7 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
     except Exception:  # noqa: BLE001 - a template refusing parallel calls (Llama 3.1: "only supports single")
         n_calls = 1
     roles = _TOOL_ROLES if n_calls == 2 else [r for r in _TOOL_ROLES if r.count("tool") != 2] + [
-        ["user", "calls", "tool", "assistant", "user"], ["user", "calls", "tool"]]
+        ["user", "calls", "tool", "assistant", "user"]]
     probes = [_tool_probe(r, system, n_calls) for r, system in product(roles, (False, True) if system_role else (False,))]
     displaced = any(SYSTEM in pieces for p in probes for _, pieces in _observations(render, p, now)[0])
     observed, tails = [], {}
@@ -640,9 +673,8 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
     dropped = any(f.get("dropped") for f, _ in observed)
     fixed = []
     for feats, pieces in observed:
-        if feats["role"] == "tool":  # its own name and id: .ToolName, .ToolCallID
-            pieces = tuple(Name(-1) if isinstance(p, Name) else RESULT_ID if isinstance(p, CallId) and
-                           p.kind == "result" else p for p in pieces)
+        if feats["role"] == "tool":  # its own name: .ToolName
+            pieces = tuple(Name(-1) if isinstance(p, Name) else p for p in pieces)
         if feats.get("dropped"):  # the opener is the plain assistant's; the rest starts the calls
             plain = next((p for f, p in observed if f["role"] == "assistant" and
                           all(f[k] == feats[k] for k in ("prev", "last", "system"))), None)
@@ -666,5 +698,5 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
         raise TemplateNotExpressible("with tools, a message's opening text depends on more than the previous role, "
                                      "its own role, being last, being the last user message and the presence of a "
                                      "system message")
-    first, mid, between = layouts.pop()
-    return ToolParts(table, features, tails, first, mid, between, dropped, n_calls > 1, bool(quoted))
+    first, mid, after, between = layouts.pop()
+    return ToolParts(table, features, tails, first, mid, after, between, dropped, n_calls > 1, bool(quoted))
