@@ -140,7 +140,8 @@ LONGEST_FILES = [
     "test_gemma_e2e.py", "test_demo_e2e.py", "test_train_evals.py", "test_base_model.py", "test_export_gguf.py",
     "test_train_methods.py",
     "test_api_doc.py", "test_train_resume.py", "test_eval_matrix.py", "test_export_quant.py", "test_faults.py",
-    "test_sweep.py", "test_harness_cli.py", "test_endpoint.py", "test_serve.py", "test_judge_local.py", "test_gguf_batched.py",
+    "test_sweep.py", "test_harness_cli.py", "test_endpoint.py", "test_serve.py", "test_vocab_models.py",
+    "test_judge_local.py", "test_gguf_batched.py",
     "test_alpaca_eval.py", "test_ifeval.py", "test_review.py", "test_mt_bench.py", "test_review_browser.py",
 ]
 
