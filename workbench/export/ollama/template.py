@@ -3,8 +3,9 @@
 The Jinja template is rendered on probe conversations whose contents are sentinels. Each message's content
 is found in the text; what comes before it is that message's opener, read as a function of a few things a
 Go template can know while it walks .Messages: the previous message's role, its own role, whether it is the
-last message, whether the conversation has a system message and whether it is the last user message. The text after the last user message is the
-tail (the end of that turn plus the generation prompt). That covers, without per-family code:
+last message, whether the conversation has a system message and whether it is the last user message. The text
+after the last user message is the tail (the end of that turn plus the generation prompt). That covers, without
+per-family code:
 
 - one prefix and suffix per role (ChatML, Llama 3, Phi-3's <|end|>, Zephyr, ...), renamed roles (Gemma's
   `model`), a default system prompt injected when none is given (Qwen 2.5, SmolLM);
