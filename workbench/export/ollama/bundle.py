@@ -154,7 +154,8 @@ def _tool_call(call: dict, index: int) -> dict:
 def ollama_values(messages: list[dict], tools: list[dict] | None = None, think: bool | None = None) -> dict:
     """The data Ollama's chat endpoint executes the template with (its template.go collate()): consecutive
     messages of one role merged with a blank line, all system messages also joined into .System; tool calls,
-    tool results (.ToolName, .ToolCallID), reasoning (.Thinking), the request's tools and think flag in Ollama's shapes."""
+    tool results (.ToolName, .ToolCallID), reasoning (.Thinking), the request's tools and think flag in Ollama's
+    shapes."""
     collated: list[dict] = []
     for m in messages:
         content = m.get("content") or ""
