@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from chain_models import save_chain_model
 from hostile_support import Workspace, assert_refused, run_cli, snapshot
 from loopback import JsonHandler, serving
 
@@ -216,8 +217,7 @@ def chain_model(tmp_path_factory, default_ckpt):
     """Qwen 3's template on a tiny Llama that, after "\\n" (the end of the thinking-on prompt) writes
     <think>THOUGHT</think><tool_call>CALL</tool_call><|im_end|>, and after "\\n\\n" (the end of `thinking: off`'s
     empty think block) goes straight to <tool_call>."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
     from transformers.tokenization_utils_base import AddedToken
 
     out = tmp_path_factory.mktemp("chain-qwen3")
@@ -230,24 +230,7 @@ def chain_model(tmp_path_factory, default_ckpt):
     ids = [tok.convert_tokens_to_ids(p) for p in pieces]
     end = tok.convert_tokens_to_ids("<|im_end|>")
     chain = [(newline[0], ids[0]), *itertools.pairwise(ids), (ids[-1], end), (blank[0], ids[3])]
-    hidden = 64
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tok.bos_token_id, eos_token_id=end, pad_token_id=tok.pad_token_id,
-                         tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        for norm in (model.model.norm, *(m for layer in model.model.layers
-                                         for m in (layer.input_layernorm, layer.post_attention_layernorm))):
-            norm.weight.fill_(1.0)
-        for k, (current, following) in enumerate(chain):
-            model.model.embed_tokens.weight[current, k] = 1.0
-            model.lm_head.weight[following, k] = 10.0
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_chain_model(out, tok, chain, eos_token_id=end, max_positions=512)
 
 
 def _suite(folder: Path, thinking: str) -> Path:

@@ -3,17 +3,17 @@ real template under a tiny Llama whose greedy answer is known, taken through `wb
 converter must recognise the family's pre-tokenizer, and the Ollama bundle is derived from the exported tokenizer),
 then generated with tools by transformers and by llama.cpp on the exported file, and scored by the `tool_call` scorer.
 
-The model's next token depends on the current token only (attention and MLP outputs zeroed, one-hot embeddings).
-After the generation prompt it writes the family's tool call, then the family's tool-turn end (Qwen 3's
-`<|im_end|>`, Llama 3.1's `<|eom_id|>`, which is not the tokenizer's EOS), then " LEAK": a runtime that does not
-stop at the turn end shows it. Every token of the answer is a real token of the vocabulary, and each occurs once,
-so the chain is unambiguous."""
+The model's next token depends on the current token only (tests/chain_models.py). After the generation prompt it
+writes the family's tool call, then the family's tool-turn end (Qwen 3's `<|im_end|>`, Llama 3.1's `<|eom_id|>`,
+which is not the tokenizer's EOS), then " LEAK": a runtime that does not stop at the turn end shows it. Every token
+of the answer is a real token of the vocabulary, and each occurs once, so the chain is unambiguous."""
 
 import json
 import subprocess
 import sys
 
 import pytest
+from chain_models import save_chain_model
 from real_vocab import corpus_templates, hf_tokenizer
 
 from workbench.export.ollama import bundle as ollama
@@ -34,9 +34,6 @@ FAMILIES = {
 def chain_model(folder, vocab: str, template: str, answer: str, turn_end: str):
     """The tokenizer of `vocab` with `template`, under a tiny Llama that answers every generation prompt of the
     template (thinking on or off) with `answer`, `turn_end`, " LEAK"."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tok = hf_tokenizer(vocab)
     tok.chat_template = template
     chain = tok.encode(answer + turn_end, add_special_tokens=False) + tok.encode(" LEAK", add_special_tokens=False)[:1]
@@ -47,24 +44,7 @@ def chain_model(folder, vocab: str, template: str, answer: str, turn_end: str):
         prompt = tok.apply_chat_template(QUESTION, tools=TOOLS, add_generation_prompt=True, tokenize=False, **kwargs)
         starts.add(tok.encode(prompt, add_special_tokens=False)[-1])
     pairs = [*((start, chain[0]) for start in starts), *zip(chain, chain[1:], strict=False)]
-    hidden = 64
-    assert len(pairs) <= hidden
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        for norm in (model.model.norm, *(m for layer in model.model.layers
-                                         for m in (layer.input_layernorm, layer.post_attention_layernorm))):
-            norm.weight.fill_(1.0)
-        for k, (current, following) in enumerate(pairs):
-            model.model.embed_tokens.weight[current, k] = 1.0
-            model.lm_head.weight[following, k] = 10.0
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_chain_model(folder, tok, pairs, eos_token_id=tok.eos_token_id)
 
 
 @pytest.fixture(scope="module")
