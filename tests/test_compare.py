@@ -26,6 +26,20 @@ def test_deltas_and_paired_counts(tmp_path):
     assert [(p["a"], p["b"]) for p in pairs] == [("base0", "tuned0"), ("base1", "tuned1")]
 
 
+def test_paired_counts_follow_the_metric_direction(tmp_path):
+    """For a lower-is-better metric (tool_call.wrong), B going from 0 to 1 on an item is worse, not better."""
+    store = Store(tmp_path)
+    runs = []
+    for name, wrong in (("base", [0, 0, 1]), ("tuned", [1, 1, 0])):
+        with store.open_run("eval", {"checkpoint": {"name": name}, "suite": "s"}) as run:
+            run.write_samples("t", [{"id": str(i), "output": "", "reference": "r", "scores": {"wrong": w}}
+                                    for i, w in enumerate(wrong)])
+            run.add_metric("t", "wrong", sum(wrong) / 3, n=3, source="task", higher_is_better=False)
+        runs.append(store.load(run.run_id))
+    (row,) = compare_runs(*runs).rows
+    assert (row.improved, row.regressed) == (1, 2)
+
+
 def test_settings_that_differ_are_named(tmp_path):
     store = Store(tmp_path)
     a = _eval_run(store, "base", [1, 0], limit=None)

@@ -26,7 +26,7 @@ class Row:
     stderr_a: float | None
     stderr_b: float | None
     higher_is_better: bool | None
-    improved: int | None = None  # paired samples where B scored higher than A
+    improved: int | None = None  # paired samples where B scored better than A (lower, for a lower-is-better metric)
     regressed: int | None = None
     missing_reason: str | None = None  # a metric of one run only: why the other has none, when it recorded why
 
@@ -132,6 +132,8 @@ def compare_runs(a: Run, b: Run) -> Comparison:
         va, vb = x.get("value"), y.get("value")
         up, down = _paired_counts(a, b, *key, x.get("source"), (x or y).get("breakdown")) if x and y \
             else (None, None)
+        if (x or y).get("higher_is_better") is False:
+            up, down = down, up
         missing = (_missing_reason(a, *key) if not x else _missing_reason(b, *key) if not y else None)
         rows.append(Row(task=key[0], metric=key[1], a=va, b=vb,
                         delta=None if va is None or vb is None else vb - va,
