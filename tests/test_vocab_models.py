@@ -5,8 +5,9 @@ then generated with tools by transformers and by llama.cpp on the exported file,
 
 The model's next token depends on the current token only (tests/chain_models.py). After the generation prompt it
 writes the family's tool call, then the family's tool-turn end (Qwen 3's `<|im_end|>`, Llama 3.1's `<|eom_id|>`,
-which is not the tokenizer's EOS), then " LEAK": a runtime that does not stop at the turn end shows it. Every token
-of the answer is a real token of the vocabulary, and each occurs once, so the chain is unambiguous."""
+which is not the tokenizer's EOS), then " LEAK": a runtime that does not stop at the turn end shows it. Llama 3.1's
+answer opens with a newline, which every runtime returns stripped. Every token of the answer is a real token of
+the vocabulary, and each occurs once, so the chain is unambiguous."""
 
 import json
 import subprocess
@@ -26,7 +27,7 @@ QUESTION = [{"role": "user", "content": "Who is in my address book?"}]
 FAMILIES = {
     "qwen3": ("qwen3", "Qwen-Qwen3-0.6B", '<tool_call>{"name":"list_contacts","arguments":{}}</tool_call>',
               "<|im_end|>", "<tool_call>"),
-    "llama3.1": ("llama3.1", "meta-llama-Llama-3.1-8B-Instruct", '{"name":"list_contacts","parameters":{}}',
+    "llama3.1": ("llama3.1", "meta-llama-Llama-3.1-8B-Instruct", '\n{"name":"list_contacts","parameters":{}}',
                  "<|eom_id|>", "{"),
 }
 
@@ -88,7 +89,7 @@ def test_exported_family_calls_tools_and_stops_at_its_turn_end_in_both_runtimes(
         for thinking in ("on", "off"):
             spec = GenerationSpec(max_new_tokens=24, thinking=thinking)
             outputs = [rt.generate([QUESTION], spec, tools=[TOOLS])[0] for rt in (hf, cpp)]
-            assert outputs[0] == outputs[1] == answer, (thinking, outputs)
+            assert outputs[0] == outputs[1] == answer.strip(), (thinking, outputs)
     finally:
         cpp.close()
         hf.close()

@@ -159,7 +159,8 @@ class Runtime(ABC):
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:
-    """The answer before the first of `stops` (a task's stop strings), stripped."""
+    """The answer before the first of `stops` (a task's stop strings), stripped: every runtime's generate returns
+    its answers through this, so that the same tokens give the same text in each."""
     for stop in stops:
         pos = text.find(stop)
         if pos >= 0:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from workbench.chat.template import thinking_variables
 from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput, EnvironmentProblem
-from workbench.runtimes.base import Runtime, RuntimeOptions
+from workbench.runtimes.base import Runtime, RuntimeOptions, cut_at_stop
 from workbench.system.extras import require
 from workbench.system.urls import public_url, redact_urls, url_under
 from workbench.toolcalls.calls import ToolCall
@@ -213,7 +213,7 @@ class EndpointRuntime(Runtime):
                     "temperature": spec.temperature, "seed": spec.seed, **({"stop": list(spec.stop)} if spec.stop else {}),
                     **({"tools": functions} if functions else {}),
                     **({"chat_template_kwargs": variables} if variables else {}), **self.options.endpoint_args}
-            text = self.complete(body)
+            text = cut_at_stop(self.complete(body), spec.stop)
             if progress:
                 progress(1)
             return text

@@ -10,7 +10,7 @@ from pathlib import Path
 from workbench.chat.template import thinking_variables
 from workbench.checkpoints.checkpoint import Checkpoint
 from workbench.errors import BadInput
-from workbench.runtimes.base import Runtime, RuntimeOptions
+from workbench.runtimes.base import Runtime, RuntimeOptions, cut_at_stop
 from workbench.runtimes.llamacpp import model as llamacpp
 from workbench.system.extras import require
 
@@ -61,8 +61,9 @@ class LlamaCppRuntime(Runtime):
         messages = [chat_format.messages(conv) for conv in conversations]
         tools = tools or [None] * len(messages)
         if spec.temperature == 0:
-            return llamacpp.chat_batched(llm, formatter, messages, spec.max_new_tokens, spec.stop or None,
-                                         n_parallel=spec.batch_size, progress=progress, tools=tools)
+            outputs = llamacpp.chat_batched(llm, formatter, messages, spec.max_new_tokens, spec.stop or None,
+                                            n_parallel=spec.batch_size, progress=progress, tools=tools)
+            return [cut_at_stop(o, spec.stop) for o in outputs]
         llm.chat_handler = formatter.to_chat_handler()
         outputs = []
         for conv, functions in zip(messages, tools):
@@ -70,7 +71,7 @@ class LlamaCppRuntime(Runtime):
                                          temperature=spec.temperature, seed=spec.seed, tools=functions))
             if progress:
                 progress(1)
-        return outputs
+        return [cut_at_stop(o, spec.stop) for o in outputs]
 
     def lm_eval_args(self, chat: bool = False) -> dict:
         return {"model_path": str(self.checkpoint.path)}
