@@ -102,12 +102,13 @@ def check_answer(answer: dict | str | None, *, logged: dict | str | None, tools:
     """The checks of one side's answer to one conversation (None where a check does not apply)."""
     text = answer_text(answer)
     calls = tool_calls(answer)
-    logged_value = _json_value(answer_text(logged)) if logged is not None and not tool_calls(logged) else None
+    logged_calls = tool_calls(logged) if logged is not None else None
+    logged_value = _json_value(answer_text(logged)) if logged is not None and not logged_calls else None
     json_valid = None
     if isinstance(logged_value, (dict, list)):
         json_valid = float(isinstance(_json_value(text), (dict, list)))
     tool_valid = None
-    if tools and (calls or (logged is not None and tool_calls(logged))):
+    if tools and (calls or logged_calls):
         tool_valid = float(bool(calls) and all(_call_valid(c, tools) for c in calls))
     lowered = text.lower().replace("\u2019", "'")
     return {"json_valid": json_valid, "tool_call_valid": tool_valid,
