@@ -33,6 +33,22 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """`tmp_path_factory.mktemp` for one test file's shared fixtures, its folders removed when the file is done.
+    pytest keeps factory folders to the end of the session: a whole run wrote about 20 GB (models, GGUFs,
+    merged checkpoints), enough to fill a CI runner's disk."""
+    made = []
+
+    def mktemp(name):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def store_dir(tmp_path, monkeypatch):
     path = tmp_path / "store"

@@ -105,8 +105,8 @@ def plain(table):
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("dash") / "store")
+def seeded(module_tmp):
+    store = Store(module_tmp("dash") / "store")
     return store, seed(store)
 
 
@@ -263,7 +263,7 @@ def test_training_curves(app, seeded):
 
 
 @pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
+def big_store(module_tmp):
     """200 synthetic runs from the benchmark's generator (the shapes the CLI records)."""
     import importlib.util
     from pathlib import Path
@@ -272,7 +272,7 @@ def big_store(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("bench_dashboard", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    return bench.make_store(tmp_path_factory.mktemp("big") / "store", 200)
+    return bench.make_store(module_tmp("big") / "store", 200)
 
 
 @pytest.mark.parametrize("page", ["leaderboard", "compare", "exports", "lineage", "runs", "training"])

@@ -36,7 +36,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def planted(data_dir, tmp_path_factory):
+def planted(data_dir, module_tmp):
     """The contacts training rows with 5 GSM8K test questions, reworded, planted at known lines."""
     gsm = [json.loads(l) for l in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()]
     picks = [i for i, row in enumerate(gsm) if len(row["question"].split()) >= 40][:50:10]  # 5 long questions
@@ -45,7 +45,7 @@ def planted(data_dir, tmp_path_factory):
         pos = 20 + 47 * k
         rows.insert(pos, {"id": f"planted-{k}", "messages": [{"role": "user", "content": _reworded(gsm[gi]["question"])}],
                           "reference": "Let me think step by step."})
-    path = _write_jsonl(tmp_path_factory.mktemp("planted") / "train.jsonl", rows)
+    path = _write_jsonl(module_tmp("planted") / "train.jsonl", rows)
     lines = {r["id"]: i + 1 for i, r in enumerate(rows)}
     expected = {lines[f"planted-{k}"]: f"gsm8k/test.jsonl:{gi + 1}" for k, gi in enumerate(picks)}
     return path, expected

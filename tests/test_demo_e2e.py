@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("demo")
+def demo(module_tmp, data_dir):
+    out = module_tmp("demo")
     env = {**os.environ, "WB_DEMO_OUT": str(out), "WB_STORE": str(out / "store"), "WB_DATA_DIR": str(data_dir)}
     res = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], capture_output=True, text=True, env=env,
                          timeout=40 * 60)

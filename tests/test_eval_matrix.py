@@ -40,13 +40,13 @@ def _suite(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, default_ckpt):
+def chain(module_tmp, default_ckpt):
     """adapter (PEFT LoRA, random B) -> `wb merge` -> `wb export --format gguf --quant q8_0`, then the matrix."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    root = tmp_path_factory.mktemp("matrix")
+    root = module_tmp("matrix")
     store = root / "store"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(default_ckpt.path))

@@ -108,10 +108,10 @@ def _tiny_llama(out: Path, default_ckpt, *, fp16: bool = False, **shape):
 
 
 @pytest.fixture(scope="module")
-def awq_ckpt(tmp_path_factory, default_ckpt):
+def awq_ckpt(module_tmp, default_ckpt):
     """A 2-layer Llama whose layer outputs are multiples of 64 (AWQ's clip search needs it; conftest's tiny model
     has 32-wide k/v projections), random weights, the default model's tokenizer and chat template."""
-    return _tiny_llama(tmp_path_factory.mktemp("awq-src"), default_ckpt, hidden_size=128, intermediate_size=256,
+    return _tiny_llama(module_tmp("awq-src"), default_ckpt, hidden_size=128, intermediate_size=256,
                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
 
 
@@ -226,10 +226,10 @@ def test_exl2_bpw_names():
 
 
 @pytest.fixture(scope="module")
-def exl2_model(tmp_path_factory, default_ckpt):
+def exl2_model(module_tmp, default_ckpt):
     """A 2-layer Llama, 256 wide (exllamav2's kernels want widths in multiples of 128), random weights, the
     default model's tokenizer and chat template."""
-    return _tiny_llama(tmp_path_factory.mktemp("exl2-src"), default_ckpt, fp16=True, hidden_size=256,
+    return _tiny_llama(module_tmp("exl2-src"), default_ckpt, fp16=True, hidden_size=256,
                        intermediate_size=768, num_attention_heads=4, num_key_value_heads=2,
                        max_position_embeddings=1024)
 

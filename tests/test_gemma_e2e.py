@@ -74,10 +74,10 @@ def wb(*args, env, timeout=3600):
 
 
 @pytest.fixture(scope="module")
-def gemma(tmp_path_factory, data_dir):
+def gemma(module_tmp, data_dir):
     home = Path(os.environ["WB_HOME"])
     base = _gemma_hf(home)
-    work = tmp_path_factory.mktemp("gemma")
+    work = module_tmp("gemma")
     env = {**os.environ, "WB_STORE": str(work / "store"), "WB_DATA_DIR": str(data_dir)}
     recipe = work / "gemma-contacts-lora.yaml"
     recipe.write_text((REPO / "evals" / "recipes" / "contacts-lora.yaml").read_text()

@@ -12,10 +12,10 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
 
 
 @pytest.fixture(scope="module")
-def tiny_gguf(tiny_model_dir, tmp_path_factory):
+def tiny_gguf(tiny_model_dir, module_tmp):
     from workbench.export.gguf.exporter import export_gguf
 
-    out = tmp_path_factory.mktemp("tiny-gguf") / "out"
+    out = module_tmp("tiny-gguf") / "out"
     [art] = export_gguf(resolve_checkpoint(tiny_model_dir), out, "f16", progress=False, ollama=False)
     return resolve_checkpoint(art.path)
 

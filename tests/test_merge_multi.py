@@ -25,8 +25,8 @@ def _adapter(base: Path, out: Path, *, seed: int, r: int = 4, targets=("q_proj",
 
 
 @pytest.fixture(scope="module")
-def adapters(tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("adapters")
+def adapters(module_tmp, tiny_model_dir):
+    root = module_tmp("adapters")
     return {"a": _adapter(tiny_model_dir, root / "a", seed=1),
             "b": _adapter(tiny_model_dir, root / "b", seed=2, targets=("q_proj", "v_proj", "o_proj")),
             "r8": _adapter(tiny_model_dir, root / "r8", seed=3, r=8)}

@@ -27,11 +27,11 @@ TEXTS = ["Extract the contact: Hi, I'm Bo Lee, 40, from Oslo. bo@example.net",
 
 
 @pytest.fixture(scope="module")
-def qlora_adapter(tmp_path_factory, tiny_model_dir):
+def qlora_adapter(module_tmp, tiny_model_dir):
     """An adapter really trained (3 steps, a high learning rate so it moves) on the tiny model's NF4 base."""
     from workbench.train.recipe import train_adapter
 
-    work = tmp_path_factory.mktemp("qlora")
+    work = module_tmp("qlora")
     rows = [{"id": str(i), "messages": [{"role": "user", "content": f"Say {i}."}], "reference": f"{i}"}
             for i in range(16)]
     (work / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -62,21 +62,21 @@ def assert_equals_peft(out: Path, base: Path, adapter: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sharded_tiny(tmp_path_factory, tiny_model_dir):
-    out = _resave_sharded(tiny_model_dir, tmp_path_factory.mktemp("tiny-sharded"), "100KB")
+def sharded_tiny(module_tmp, tiny_model_dir):
+    out = _resave_sharded(tiny_model_dir, module_tmp("tiny-sharded"), "100KB")
     assert len(set(json.loads((out / INDEX_NAME).read_text())["weight_map"].values())) >= 4
     return out
 
 
 @pytest.fixture(scope="module")
-def sharded_untied(tmp_path_factory, tiny_model_dir):
+def sharded_untied(module_tmp, tiny_model_dir):
     """Untied: lm_head has its own weight, for modules_to_save."""
-    return _resave_sharded(tiny_model_dir, tmp_path_factory.mktemp("tiny-untied"), "100KB", tie_word_embeddings=False)
+    return _resave_sharded(tiny_model_dir, module_tmp("tiny-untied"), "100KB", tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="module")
-def tiny_lora(tmp_path_factory, sharded_tiny):
-    return _adapter(sharded_tiny, tmp_path_factory.mktemp("lora"), r=4, lora_alpha=8, target_modules="all-linear")
+def tiny_lora(module_tmp, sharded_tiny):
+    return _adapter(sharded_tiny, module_tmp("lora"), r=4, lora_alpha=8, target_modules="all-linear")
 
 
 def test_streaming_equals_peft_merge_on_a_sharded_tiny_model(tmp_path, sharded_tiny, tiny_lora):

@@ -49,11 +49,11 @@ def variants():
 
 
 @pytest.fixture(scope="module")
-def crashing_library(tmp_path_factory):
+def crashing_library(module_tmp):
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("needs a C compiler to build the crashing stand-in library")
-    folder = tmp_path_factory.mktemp("crash")
+    folder = module_tmp("crash")
     (folder / "crash.c").write_text(CRASHING_VARIANT_C)
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(folder / "libcrash.so"), str(folder / "crash.c")], check=True)
     return folder / "libcrash.so"

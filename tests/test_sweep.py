@@ -106,13 +106,13 @@ def test_a_run_lands_in_a_store_once(tmp_path):
 # ---- end to end on the default model ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def adapters(tmp_path_factory, default_ckpt):
+def adapters(module_tmp, default_ckpt):
     """Two LoRA adapters of the default model with random (not zero) B: each answers differently from the base."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path_factory.mktemp("sweep-ckpts")
+    out = module_tmp("sweep-ckpts")
     for seed in (1, 2):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_pretrained(str(default_ckpt.path))
@@ -147,8 +147,8 @@ def unit_results(store_root: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def local_sweep(tmp_path_factory, adapters):
-    folder = tmp_path_factory.mktemp("local-sweep")
+def local_sweep(module_tmp, adapters):
+    folder = module_tmp("local-sweep")
     res = wb("sweep", sweep_in(folder, adapters), "--local", "--store", folder / "store", "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     return folder / "store", json.loads(res.stdout), res.stderr

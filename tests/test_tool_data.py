@@ -52,11 +52,11 @@ def _jsonl(rows) -> str:
 
 
 @pytest.fixture(scope="module")
-def qwen3_tokenizer_dir(tmp_path_factory, default_ckpt):
+def qwen3_tokenizer_dir(module_tmp, default_ckpt):
     """The default model's tokenizer carrying Qwen 3's template (which renders tools, calls, results, thinking)."""
     from transformers import AutoTokenizer
 
-    out = tmp_path_factory.mktemp("qwen3-tok")
+    out = module_tmp("qwen3-tok")
     tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
     tok.chat_template = corpus_template("Qwen-Qwen3-0.6B")
     tok.save_pretrained(out)
@@ -213,14 +213,14 @@ def test_bundled_tools_data_regenerates_and_checks(tmp_path):
 # ---- thinking and runtimes, on a model whose greedy answer is known
 
 @pytest.fixture(scope="module")
-def chain_model(tmp_path_factory, default_ckpt):
+def chain_model(module_tmp, default_ckpt):
     """Qwen 3's template on a tiny Llama that, after "\\n" (the end of the thinking-on prompt) writes
     <think>THOUGHT</think><tool_call>CALL</tool_call><|im_end|>, and after "\\n\\n" (the end of `thinking: off`'s
     empty think block) goes straight to <tool_call>."""
     from transformers import AutoTokenizer
     from transformers.tokenization_utils_base import AddedToken
 
-    out = tmp_path_factory.mktemp("chain-qwen3")
+    out = module_tmp("chain-qwen3")
     tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
     pieces = ["<think>", THOUGHT, "</think>", "<tool_call>", *CALL_PIECES, "</tool_call>"]
     tok.add_tokens([AddedToken(p, normalized=False, special=False) for p in pieces])

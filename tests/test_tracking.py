@@ -52,8 +52,8 @@ def running_mlflow_server(root: Path):
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    with running_mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+def mlflow_server(module_tmp):
+    with running_mlflow_server(module_tmp("mlflow")) as uri:
         yield uri
 
 

@@ -54,15 +54,15 @@ def small_recipe(folder: Path, name: str, **changes) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, default_ckpt):
+@pytest.fixture(scope="module")
+def trained(module_tmp, default_ckpt):
     """One adapter per method, trained by the library API (what `wb train` calls) and scored on the contacts suite
     (limit 2) the first time a test asks for it."""
     made: dict[str, dict] = {}
 
     def get(method: str) -> dict:
         if method not in made:
-            folder = tmp_path_factory.mktemp(f"train-{method}")
+            folder = module_tmp(f"train-{method}")
             recipe = small_recipe(folder, TRAINED[method][0])
             out = folder / "adapter"
             store = folder / "store"

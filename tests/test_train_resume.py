@@ -74,8 +74,8 @@ def _loss_log(store: Path, run_id: str) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, tiny_model_dir):
-    tmp = tmp_path_factory.mktemp("uninterrupted")
+def uninterrupted(module_tmp, tiny_model_dir):
+    tmp = module_tmp("uninterrupted")
     res = _train([_recipe(tmp, tiny_model_dir), "-o", tmp / "adapter", "--json"], _env(tmp))
     assert res.returncode == 0, res.stderr
     run_id = json.loads(res.stdout)["run_id"]

@@ -35,12 +35,12 @@ def wb_eval(ckpt, backend: str, store: Path, data_dir: Path, task: list[str]) ->
 
 
 @pytest.fixture(scope="module")
-def adapter(tmp_path_factory, default_ckpt):
+def adapter(module_tmp, default_ckpt):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path_factory.mktemp("vllm-adapter") / "adapter"
+    out = module_tmp("vllm-adapter") / "adapter"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(default_ckpt.path))
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
@@ -133,13 +133,13 @@ def task_outputs(run) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def second_adapter(tmp_path_factory, default_ckpt):
+def second_adapter(module_tmp, default_ckpt):
     """Another adapter of the same base, of a larger rank: the engine must be built with room for it."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path_factory.mktemp("vllm-adapter-2") / "adapter-r16"
+    out = module_tmp("vllm-adapter-2") / "adapter-r16"
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(str(default_ckpt.path))
     lora = LoraConfig(r=16, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -149,9 +149,9 @@ def second_adapter(tmp_path_factory, default_ckpt):
 
 
 @pytest.fixture(scope="module")
-def hf_task_runs(tmp_path_factory, adapter, second_adapter, data_dir):
+def hf_task_runs(module_tmp, adapter, second_adapter, data_dir):
     """The transformers (+ PEFT) answers of the base and both adapters on the suite: what vLLM must reproduce."""
-    folder = tmp_path_factory.mktemp("vllm-hf-runs")
+    folder = module_tmp("vllm-hf-runs")
     suite, store = contacts_suite(folder), folder / "store"
     out = {}
     for ckpt in ("default", adapter, second_adapter):

@@ -49,14 +49,14 @@ def chain_model(folder, vocab: str, template: str, answer: str, turn_end: str):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, llama_tools):
+def exported(module_tmp, llama_tools):
     """Per family: (the HF folder, the `wb export` JSON record), exported to Q8_0 with its Ollama bundle."""
     pytest.importorskip("llama_cpp")
     templates, out = corpus_templates(), {}
     for family, (vocab, template, answer, turn_end, _) in FAMILIES.items():
-        folder = chain_model(tmp_path_factory.mktemp(f"chain-{family}"), vocab, templates[template], answer,
+        folder = chain_model(module_tmp(f"chain-{family}"), vocab, templates[template], answer,
                              turn_end)
-        gguf_dir = tmp_path_factory.mktemp(f"gguf-{family}")
+        gguf_dir = module_tmp(f"gguf-{family}")
         res = subprocess.run([sys.executable, "-m", "workbench", "export", str(folder), "--format", "gguf",
                               "--quant", "q8_0", "-o", str(gguf_dir / "out"), "--json"],
                              capture_output=True, text=True, timeout=600)
