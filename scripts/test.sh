@@ -9,6 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The tests' WB_HOME (tests/conftest.py's default): set-up's self-check converts the default model into it once.
 export WB_HOME="${WB_HOME:-$HOME/.cache/ckpt-workbench-tests}"
+# A whole run writes up to about 5 GB under pytest's temporary folder at once (measured: 4.7 GiB; each file's models
+# and exports are removed when it ends, tests/conftest.py's module_tmp); a full disk fails hundreds of tests at once.
+tmp="${TMPDIR:-/tmp}"
+free_gib=$(df -Pk "$tmp" | awk 'NR == 2 {print int($4 / 1048576)}')
+if [ "$free_gib" -lt 5 ]; then
+  echo "[test] not enough disk: ${free_gib} GiB free in $tmp, the tests need about 5 GiB there (set TMPDIR elsewhere)" >&2
+  exit 1
+fi
+echo "[test] ${free_gib} GiB free in $tmp" >&2
 bash scripts/setup.sh
 # The dashboard's browser test drives Debian's Chromium through Playwright (never `playwright install`,
 # which downloads a browser of its own). Without root it is skipped, and says so.
