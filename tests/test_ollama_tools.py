@@ -197,11 +197,44 @@ def test_bundle_without_round_tripping_tools_is_chat_only(corpus, tmp_path):
     assert ".Tools" not in (tmp_path / "m.Modelfile").read_text()
 
 
+def test_text_beside_calls_is_written_where_the_template_writes_it(tool_outcomes):
+    """An assistant's text beside its calls ("Let me check.", then the call) is written by the Go template where the
+    Jinja one writes it (Qwen: the text and a newline before <tool_call>), dropped where it drops it (Llama 3.x),
+    and checked both ways (bundle.CALL_TEXT_CONVERSATION is one of the round trip's conversations)."""
+    outcomes = {n: d.call_text for n, (d, c) in tool_outcomes.items() if d.tools}
+    print(f"\ntext beside calls: {sorted(outcomes.items(), key=lambda kv: kv[1])}")
+    assert set(outcomes.values()) <= {"written", "dropped"} and list(outcomes.values()).count("written") >= 10
+    for name, (derived, check) in tool_outcomes.items():
+        if derived.tools:
+            assert check["passed"] and ollama.CALL_TEXT_CONVERSATION in ollama.tool_conversations(derived), name
+    qwen3 = tool_outcomes["Qwen-Qwen3-0.6B"][0]
+    assert qwen3.call_text == "written"
+    assert '<|im_start|>assistant\\n" }}{{ if $m.Content }}{{ $m.Content }}{{ "\\n" }}{{ end }}' in qwen3.text
+    assert tool_outcomes["Qwen-Qwen2.5-7B-Instruct"][0].call_text == "written"
+    assert tool_outcomes["meta-llama-Llama-3.1-8B-Instruct"][0].call_text == "dropped"
+    messages, tools = ollama.CALL_TEXT_CONVERSATION
+    text = gotemplate.render(qwen3.text, ollama.ollama_values(messages, tools=tools))
+    assert "<|im_start|>assistant\nLet me check Oslo's weather.\n<tool_call>\n" in text
+
+
+def test_text_beside_calls_written_elsewhere_is_left_out_and_said(corpus, tmp_path):
+    """Qwen 2.5's template altered to write the text after each call, where Ollama's template cannot: the bundle keeps
+    its tools without that text, checks them on conversations without it, and says so."""
+    tok = hf_tokenizer("qwen3")
+    end = "{{- '}\\n</tool_call>' }}"
+    assert end in corpus["Qwen-Qwen2.5-7B-Instruct"]
+    tok.chat_template = corpus["Qwen-Qwen2.5-7B-Instruct"].replace(end, end[:-3] + " + (message.content or '') }}")
+    record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, chat_format.from_tokenizer(tok))
+    assert record["roundtrip"]["passed"] and record["tools"]["in_modelfile"], record
+    assert record["tools"]["call_text"] == "not written"
+    assert any("text beside its tool calls is not written" in n for n in record["notes"])
+
+
 def test_template_without_tools_records_none(default_ckpt, tmp_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
     record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, chat_format.from_tokenizer(tok))
     assert record["tools"] == {"template_renders_tools": False, "in_modelfile": False, "refused": None,
-                               "call_prefix": None}
+                               "call_prefix": None, "call_text": None}
     assert not any(n.startswith("tools: ") for n in record["notes"])

@@ -62,6 +62,13 @@ TOOL_CONVERSATIONS = [
       {"role": "assistant", "content": "21 °C in Paris, 70 °F in Tōkyō."}, {"role": "user", "content": "And the time?"}],
      [WEATHER, CLOCK]),
 ]
+# an assistant's text beside its call: checked where the Go template writes it as the Jinja one does, or drops it
+# as the Jinja one does
+CALL_TEXT_CONVERSATION = (
+    [{"role": "user", "content": "Weather in Oslo?"},
+     {"role": "assistant", "content": "Let me check Oslo's weather.",
+      "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]},
+     {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"}], [WEATHER])
 
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 
@@ -370,18 +377,20 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
 
 def tool_conversations(derived: DerivedTemplate) -> list:
     """TOOL_CONVERSATIONS the template is checked on: none without tools; one call per message where the Jinja
-    template refuses parallel calls."""
+    template refuses parallel calls; text beside a call where the Go template writes it as the Jinja one does."""
     if not derived.tools:
         return []
     return [(m, t) for m, t in TOOL_CONVERSATIONS
-            if derived.parallel_calls or all(len(x.get("tool_calls") or []) < 2 for x in m)]
+            if derived.parallel_calls or all(len(x.get("tool_calls") or []) < 2 for x in m)] + (
+        [CALL_TEXT_CONVERSATION] if derived.call_text != "not written" else [])
 
 
 def tools_record(derived: DerivedTemplate, check: dict) -> dict:
     """What the bundle does with tools; where it writes them, what Ollama's compact JSON changes on the checked
     conversations (characters and tokens, Jinja minus Ollama)."""
     record = {"template_renders_tools": derived.tools or derived.tools_refused is not None,
-              "in_modelfile": derived.tools, "refused": derived.tools_refused, "call_prefix": derived.tool_call_prefix}
+              "in_modelfile": derived.tools, "refused": derived.tools_refused, "call_prefix": derived.tool_call_prefix,
+              "call_text": derived.call_text}
     rows = [r["tool_json"] for r in check["conversations"] if "tool_json" in r]
     if rows:
         record["compact_json"] = {"conversations": len(rows)} | {
@@ -400,7 +409,9 @@ def tools_note(derived: DerivedTemplate, check: dict) -> str | None:
     return (f"tools: Ollama writes the tool list and each call's arguments as compact JSON where the Jinja template "
             f"may space or indent them (checked equal once both are compacted; {saved.get('chars_saved', 0)} "
             f"characters, {saved.get('tokens_saved', 'n/a')} tokens fewer over {saved.get('conversations', 0)} "
-            f"conversations); Ollama finds the calls after {derived.tool_call_prefix!r}")
+            f"conversations); Ollama finds the calls after {derived.tool_call_prefix!r}" + (
+                "; an assistant's text beside its tool calls is not written (the Jinja template writes it where "
+                "Ollama's template cannot)" if derived.call_text == "not written" else ""))
 
 
 def _notes(derived: DerivedTemplate) -> list[str]:

@@ -15,7 +15,8 @@ per-family code:
 - tools (derive_tools): probe tools and calls whose JSON the template printed are found by parsing the text; the
   tool list becomes a range over .Tools with Ollama's `json`, each call its .Function.Name and `json` of its
   .Function.Arguments after a literal prefix (where Ollama's parser finds calls), tool results their own turn;
-  tool-call ids where Ollama passes them (a call's .ID, a tool result's .ToolCallID), after the content too.
+  tool-call ids where Ollama passes them (a call's .ID, a tool result's .ToolCallID), after the content too; an
+  assistant's text beside its calls where the template writes it, before the calls.
 
 Whatever else a template does must still come out the same: the caller's round trip renders sample
 conversations both ways and compares. A template this cannot express raises TemplateNotExpressible naming
@@ -57,6 +58,9 @@ class DerivedTemplate:
     tools_refused: str | None = None  # why not, where the Jinja template writes tools
     tool_call_prefix: str | None = None  # the literal text before the calls, where Ollama's parser finds them
     parallel_calls: bool = False  # the Jinja template writes several calls in one message
+    # An assistant's text beside its calls: "written" (as the Jinja template writes it), "dropped" (the Jinja
+    # template does not write it either), "not written" (the Jinja template writes it where Ollama's cannot)
+    call_text: str | None = None
 
 
 def _probe(roles: list[str], system: bool) -> list[dict]:
@@ -301,7 +305,9 @@ def derive(render, *, now: datetime | None = None, render_off=None, render_tools
     return DerivedTemplate(_go_template(table, features, tails, off_tails, parts), features, system_role, trims,
                            default_system, notes, thinking_switch=off_tails is not None, tools=parts is not None,
                            tools_refused=support.reason, tool_call_prefix=prefix,
-                           parallel_calls=bool(parts and parts.parallel))
+                           parallel_calls=bool(parts and parts.parallel),
+                           call_text=None if parts is None else "not written" if parts.content is None else
+                           "written" if parts.content else "dropped")
 
 
 def _think_off_tails(render_off, probes, observed, tails, now, displaced):
@@ -406,14 +412,19 @@ def _go_tail(tails: dict) -> str:
     return "".join(out) + ("{{ end }}" if len(kinds) > 1 else "")
 
 
-def _chain(table: dict, features: tuple[str, ...], dropped: bool = False, quoted: bool = False) -> list[str]:
+def _chain(table: dict, features: tuple[str, ...], tools: "ToolParts | None" = None) -> list[str]:
     lines = []
     for n, (key, pieces) in enumerate(table.items()):
         keyword = "if" if n == 0 else "else if"
         cond = " ".join(_condition(f, v) for f, v in zip(features, key))
         role = dict(zip(features, key)).get("role")
-        content = "" if dropped and role == "calls" else (
-            "{{ json $m.Content }}" if quoted and role == "tool" else "{{ $m.Content }}")
+        content = "{{ $m.Content }}"
+        if tools and role == "calls" and tools.dropped:  # the text beside the calls, where the template writes it
+            before, after = tools.content or ("", "")
+            content = f"{{{{ if $m.Content }}}}{_go_literal((before,))}{content}{_go_literal((after,))}{{{{ end }}}}" \
+                if tools.content else ""
+        elif tools and role == "tool" and tools.quoted_results:
+            content = "{{ json $m.Content }}"
         lines.append(f"{{{{- {keyword} and {cond} }}}}{_go_literal(pieces)}{content}")
     return lines + ["{{- end }}"]
 
@@ -435,7 +446,7 @@ def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails:
         lines[0] += ('{{- $lastUser := -1 }}{{- range $i, $m := .Messages }}{{- if eq $m.Role "user" }}'
                      "{{- $lastUser = $i }}{{- end }}{{- end }}")
     if tools:
-        lines += ["{{- if $tools }}", *_chain(tools.table, tools.features, tools.dropped, tools.quoted_results), "{{- else }}"]
+        lines += ["{{- if $tools }}", *_chain(tools.table, tools.features, tools), "{{- else }}"]
     lines += _chain(table, features)
     if tools:
         # The calls start with literal text (a text node, not an action): Ollama's parser takes the tool-call
@@ -512,6 +523,9 @@ class ToolParts:
     dropped: bool  # the calls replace the assistant's content
     parallel: bool  # the Jinja template renders several calls in one message
     quoted_results: bool = False  # tool results written as JSON strings (Ollama's json of .Content)
+    # An assistant's text beside its calls: (before, after) it at the end of the message's opener, () where the
+    # Jinja template does not write it, None where it writes it elsewhere (then the Go template does not either)
+    content: tuple | None = ()
 
 
 def json_values(text: str, wanted: list) -> list[tuple[int, int, object]]:
@@ -700,4 +714,36 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
                                      "its own role, being last, being the last user message and the presence of a "
                                      "system message")
     first, mid, after, between = layouts.pop()
-    return ToolParts(table, features, tails, first, mid, after, between, dropped, n_calls > 1, bool(quoted))
+    calls = [p for p in probes if any(m.get("tool_calls") for m in p)]
+    content = _content_beside_calls(render, calls, "".join(first)) if dropped else None
+    return ToolParts(table, features, tails, first, mid, after, between, dropped, n_calls > 1, bool(quoted), content)
+
+
+_CALL_TEXT = "WBQCALLTEXTQ"
+
+
+def _content_beside_calls(render, probes: list[list[dict]], first: str) -> tuple | None:
+    """Where the Jinja template writes an assistant's text beside its calls, as ToolParts.content: the probes'
+    calls carry text, and each rendering must be the one without it plus `before TEXT after` just before the
+    calls' first text (Qwen 3: the text and a newline before `<tool_call>`), in every probe, or nothing in every
+    probe."""
+    found = set()
+    for bare in probes:
+        try:
+            without = render(bare, True)
+            with_text = render([m | {"content": _CALL_TEXT} if m.get("tool_calls") else m for m in bare], True)
+        except Exception:  # noqa: BLE001 - a template refusing text beside calls
+            return None
+        if with_text == without:
+            found.add(())
+            continue
+        at = without.find(_NAME.format(0), without.find(_SENT["user"].format(0)))
+        start, grown = at - len(first), len(with_text) - len(without)
+        if at < 0 or without[start:at] != first or with_text[:start] != without[:start] or \
+                with_text[start + grown:] != without[start:] or with_text[start:start + grown].count(_CALL_TEXT) != 1:
+            return None
+        before, after = with_text[start:start + grown].split(_CALL_TEXT)
+        if any(x in before + after for x in ("WBQ", "wbq")):
+            return None
+        found.add((before, after))
+    return found.pop() if len(found) == 1 else None
