@@ -197,24 +197,36 @@ def test_bundle_without_round_tripping_tools_is_chat_only(corpus, tmp_path):
     assert ".Tools" not in (tmp_path / "m.Modelfile").read_text()
 
 
-def test_text_beside_calls_is_written_where_the_template_writes_it(tool_outcomes):
-    """An assistant's text beside its calls ("Let me check.", then the call) is written by the Go template where the
-    Jinja one writes it (Qwen: the text and a newline before <tool_call>), dropped where it drops it (Llama 3.x),
-    and checked both ways (bundle.CALL_TEXT_CONVERSATION is one of the round trip's conversations)."""
-    outcomes = {n: d.call_text for n, (d, c) in tool_outcomes.items() if d.tools}
-    print(f"\ntext beside calls: {sorted(outcomes.items(), key=lambda kv: kv[1])}")
-    assert set(outcomes.values()) <= {"written", "dropped"} and list(outcomes.values()).count("written") >= 10
+def test_text_and_reasoning_beside_calls_are_written_where_the_template_writes_them(tool_outcomes):
+    """An assistant's text beside its calls ("Let me check.", then the call) and its reasoning are written by the Go
+    template where the Jinja one writes them (Qwen: the text and a newline before <tool_call>; Qwen 3's reasoning of
+    the turn in progress only), dropped where it drops them (Llama 3.x), and checked both ways (the round trip's
+    conversations include bundle.CALL_TEXT_CONVERSATION and THINKING_CONVERSATIONS)."""
+    outcomes = {n: (d.call_text, d.call_thinking) for n, (d, c) in tool_outcomes.items() if d.tools}
+    print(f"\ntext, reasoning beside calls: {sorted(outcomes.items(), key=lambda kv: kv[1])}")
+    texts, thoughts = [t for t, _ in outcomes.values()], [r for _, r in outcomes.values()]
+    assert set(texts) <= {"written", "dropped"} and texts.count("written") >= 10
+    assert set(thoughts) <= {"written (always)", "written (after last user)", "dropped"}
     for name, (derived, check) in tool_outcomes.items():
         if derived.tools:
-            assert check["passed"] and ollama.CALL_TEXT_CONVERSATION in ollama.tool_conversations(derived), name
+            conversations = ollama.tool_conversations(derived)
+            assert check["passed"] and ollama.CALL_TEXT_CONVERSATION in conversations, name
+            assert all(c in conversations for c in ollama.THINKING_CONVERSATIONS), name
     qwen3 = tool_outcomes["Qwen-Qwen3-0.6B"][0]
     assert qwen3.call_text == "written"
-    assert '<|im_start|>assistant\\n" }}{{ if $m.Content }}{{ $m.Content }}{{ "\\n" }}{{ end }}' in qwen3.text
+    assert ('<|im_start|>assistant\\n" }}{{ if and $m.Thinking (gt $i $lastUser) }}{{ "<think>\\n" }}{{ $m.Thinking }}'
+            '{{ "\\n</think>\\n\\n" }}{{ end }}{{ if $m.Content }}{{ $m.Content }}{{ "\\n" }}{{ end }}') in qwen3.text
     assert tool_outcomes["Qwen-Qwen2.5-7B-Instruct"][0].call_text == "written"
     assert tool_outcomes["meta-llama-Llama-3.1-8B-Instruct"][0].call_text == "dropped"
     messages, tools = ollama.CALL_TEXT_CONVERSATION
     text = gotemplate.render(qwen3.text, ollama.ollama_values(messages, tools=tools))
     assert "<|im_start|>assistant\nLet me check Oslo's weather.\n<tool_call>\n" in text
+    assert qwen3.call_thinking == "written (after last user)"
+    assert tool_outcomes["Bielik-11B-v3.0-Instruct"][0].call_thinking == "written (always)"
+    in_progress, finished = (gotemplate.render(qwen3.text, ollama.ollama_values(m, tools=t))
+                             for m, t in ollama.THINKING_CONVERSATIONS)
+    assert "<|im_start|>assistant\n<think>\nOslo: ask get_weather.\n</think>\n\n<tool_call>\n" in in_progress
+    assert "Oslo: ask" not in finished  # Qwen 3 drops the reasoning of turns before the last user message
 
 
 def test_text_beside_calls_written_elsewhere_is_left_out_and_said(corpus, tmp_path):
@@ -226,7 +238,7 @@ def test_text_beside_calls_written_elsewhere_is_left_out_and_said(corpus, tmp_pa
     tok.chat_template = corpus["Qwen-Qwen2.5-7B-Instruct"].replace(end, end[:-3] + " + (message.content or '') }}")
     record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, chat_format.from_tokenizer(tok))
     assert record["roundtrip"]["passed"] and record["tools"]["in_modelfile"], record
-    assert record["tools"]["call_text"] == "not written"
+    assert record["tools"]["call_text"] == "not written" and record["tools"]["call_thinking"] == "dropped"
     assert any("text beside its tool calls is not written" in n for n in record["notes"])
 
 
@@ -236,5 +248,5 @@ def test_template_without_tools_records_none(default_ckpt, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(default_ckpt.path))
     record = ollama.write_bundle(tmp_path / "m.gguf", tok, tmp_path, chat_format.from_tokenizer(tok))
     assert record["tools"] == {"template_renders_tools": False, "in_modelfile": False, "refused": None,
-                               "call_prefix": None, "call_text": None}
+                               "call_prefix": None, "call_text": None, "call_thinking": None}
     assert not any(n.startswith("tools: ") for n in record["notes"])

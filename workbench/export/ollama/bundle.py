@@ -69,6 +69,16 @@ CALL_TEXT_CONVERSATION = (
      {"role": "assistant", "content": "Let me check Oslo's weather.",
       "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]},
      {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"}], [WEATHER])
+# a call's reasoning, in the turn in progress and in a finished one: checked where the Go template writes it as the
+# Jinja one does (Qwen 3: the turn in progress only), or drops it as the Jinja one does
+_THINKING_CALL = {"role": "assistant", "content": "", "reasoning_content": "Oslo: ask get_weather.",
+                  "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]}
+_OSLO = {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"}
+THINKING_CONVERSATIONS = [
+    ([{"role": "user", "content": "Weather in Oslo?"}, _THINKING_CALL, _OSLO], [WEATHER]),
+    ([{"role": "user", "content": "Weather in Oslo?"}, _THINKING_CALL, _OSLO,
+      {"role": "assistant", "content": "-3 °C in Oslo."}, {"role": "user", "content": "And in Bergen?"}], [WEATHER]),
+]
 
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 
@@ -377,12 +387,14 @@ def write_bundle(gguf_path: Path, tokenizer, source_dir: Path, chat_format: Chat
 
 def tool_conversations(derived: DerivedTemplate) -> list:
     """TOOL_CONVERSATIONS the template is checked on: none without tools; one call per message where the Jinja
-    template refuses parallel calls; text beside a call where the Go template writes it as the Jinja one does."""
+    template refuses parallel calls; text and reasoning beside a call where the Go template writes them as the
+    Jinja one does (or drops them as it does)."""
     if not derived.tools:
         return []
     return [(m, t) for m, t in TOOL_CONVERSATIONS
             if derived.parallel_calls or all(len(x.get("tool_calls") or []) < 2 for x in m)] + (
-        [CALL_TEXT_CONVERSATION] if derived.call_text != "not written" else [])
+        [CALL_TEXT_CONVERSATION] if derived.call_text != "not written" else []) + (
+        THINKING_CONVERSATIONS if derived.call_thinking != "not written" else [])
 
 
 def tools_record(derived: DerivedTemplate, check: dict) -> dict:
@@ -390,7 +402,7 @@ def tools_record(derived: DerivedTemplate, check: dict) -> dict:
     conversations (characters and tokens, Jinja minus Ollama)."""
     record = {"template_renders_tools": derived.tools or derived.tools_refused is not None,
               "in_modelfile": derived.tools, "refused": derived.tools_refused, "call_prefix": derived.tool_call_prefix,
-              "call_text": derived.call_text}
+              "call_text": derived.call_text, "call_thinking": derived.call_thinking}
     rows = [r["tool_json"] for r in check["conversations"] if "tool_json" in r]
     if rows:
         record["compact_json"] = {"conversations": len(rows)} | {
@@ -410,8 +422,9 @@ def tools_note(derived: DerivedTemplate, check: dict) -> str | None:
             f"may space or indent them (checked equal once both are compacted; {saved.get('chars_saved', 0)} "
             f"characters, {saved.get('tokens_saved', 'n/a')} tokens fewer over {saved.get('conversations', 0)} "
             f"conversations); Ollama finds the calls after {derived.tool_call_prefix!r}" + (
-                "; an assistant's text beside its tool calls is not written (the Jinja template writes it where "
-                "Ollama's template cannot)" if derived.call_text == "not written" else ""))
+                "".join(f"; an assistant's {what} beside its tool calls is not written (the Jinja template writes "
+                        "it where Ollama's template cannot)" for what, how in
+                        (("text", derived.call_text), ("reasoning", derived.call_thinking)) if how == "not written")))
 
 
 def _notes(derived: DerivedTemplate) -> list[str]:

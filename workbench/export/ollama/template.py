@@ -16,7 +16,7 @@ per-family code:
   tool list becomes a range over .Tools with Ollama's `json`, each call its .Function.Name and `json` of its
   .Function.Arguments after a literal prefix (where Ollama's parser finds calls), tool results their own turn;
   tool-call ids where Ollama passes them (a call's .ID, a tool result's .ToolCallID), after the content too; an
-  assistant's text beside its calls where the template writes it, before the calls.
+  assistant's reasoning and text beside its calls where the template writes them, before the calls.
 
 Whatever else a template does must still come out the same: the caller's round trip renders sample
 conversations both ways and compares. A template this cannot express raises TemplateNotExpressible naming
@@ -61,6 +61,7 @@ class DerivedTemplate:
     # An assistant's text beside its calls: "written" (as the Jinja template writes it), "dropped" (the Jinja
     # template does not write it either), "not written" (the Jinja template writes it where Ollama's cannot)
     call_text: str | None = None
+    call_thinking: str | None = None  # its reasoning (.Thinking): the same, "written (always | after last user)"
 
 
 def _probe(roles: list[str], system: bool) -> list[dict]:
@@ -306,8 +307,19 @@ def derive(render, *, now: datetime | None = None, render_off=None, render_tools
                            default_system, notes, thinking_switch=off_tails is not None, tools=parts is not None,
                            tools_refused=support.reason, tool_call_prefix=prefix,
                            parallel_calls=bool(parts and parts.parallel),
-                           call_text=None if parts is None else "not written" if parts.content is None else
-                           "written" if parts.content else "dropped")
+                           call_text=_written(parts, "content"), call_thinking=_written(parts, "thinking"))
+
+
+def _written(parts: "ToolParts | None", what: str) -> str | None:
+    """DerivedTemplate.call_text / call_thinking from ToolParts.content / thinking."""
+    if parts is None:
+        return None
+    value = getattr(parts, what)
+    if value is None:
+        return "not written"
+    if not value:
+        return "dropped"
+    return "written" if what == "content" else f"written ({value[0].replace('_', ' ')})"
 
 
 def _think_off_tails(render_off, probes, observed, tails, now, displaced):
@@ -419,10 +431,15 @@ def _chain(table: dict, features: tuple[str, ...], tools: "ToolParts | None" = N
         cond = " ".join(_condition(f, v) for f, v in zip(features, key))
         role = dict(zip(features, key)).get("role")
         content = "{{ $m.Content }}"
-        if tools and role == "calls" and tools.dropped:  # the text beside the calls, where the template writes it
+        if tools and role == "calls" and tools.dropped:  # the reasoning and text beside the calls, where written
             before, after = tools.content or ("", "")
             content = f"{{{{ if $m.Content }}}}{_go_literal((before,))}{content}{_go_literal((after,))}{{{{ end }}}}" \
                 if tools.content else ""
+            if tools.thinking:
+                condition, before, after = tools.thinking
+                test = "$m.Thinking" if condition == "always" else "and $m.Thinking (gt $i $lastUser)"
+                content = (f"{{{{ if {test} }}}}{_go_literal((before,))}{{{{ $m.Thinking }}}}{_go_literal((after,))}"
+                           f"{{{{ end }}}}{content}")
         elif tools and role == "tool" and tools.quoted_results:
             content = "{{ json $m.Content }}"
         lines.append(f"{{{{- {keyword} and {cond} }}}}{_go_literal(pieces)}{content}")
@@ -442,7 +459,8 @@ def _go_template(table: dict, features: tuple[str, ...], tails: dict, off_tails:
         lines[0] += "{{- $today := currentDate }}"
     if any(PREV_RESULT_ID in pieces for pieces in every):
         lines[0] += '{{- $prevId := "" }}'
-    if "last_user" in features or (tools and "last_user" in tools.features):
+    if "last_user" in features or (tools and ("last_user" in tools.features or
+                                               (tools.thinking and tools.thinking[0] == "after_last_user"))):
         lines[0] += ('{{- $lastUser := -1 }}{{- range $i, $m := .Messages }}{{- if eq $m.Role "user" }}'
                      "{{- $lastUser = $i }}{{- end }}{{- end }}")
     if tools:
@@ -526,6 +544,8 @@ class ToolParts:
     # An assistant's text beside its calls: (before, after) it at the end of the message's opener, () where the
     # Jinja template does not write it, None where it writes it elsewhere (then the Go template does not either)
     content: tuple | None = ()
+    # Its reasoning (.Thinking) there too, before the text: (condition, before, after), () or None as for content
+    thinking: tuple | None = ()
 
 
 def json_values(text: str, wanted: list) -> list[tuple[int, int, object]]:
@@ -715,35 +735,58 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
                                      "system message")
     first, mid, after, between = layouts.pop()
     calls = [p for p in probes if any(m.get("tool_calls") for m in p)]
-    content = _content_beside_calls(render, calls, "".join(first)) if dropped else None
-    return ToolParts(table, features, tails, first, mid, after, between, dropped, n_calls > 1, bool(quoted), content)
+    content = thinking = None
+    if dropped:
+        text = _beside_calls(render, calls, "".join(first), "content")
+        content = text.pop() if text is not None and len(set(text)) == 1 else None
+        thinking = _thinking_beside_calls(calls, _beside_calls(render, calls, "".join(first), "reasoning_content"))
+    return ToolParts(table, features, tails, first, mid, after, between, dropped, n_calls > 1, bool(quoted), content,
+                     thinking)
 
 
-_CALL_TEXT = "WBQCALLTEXTQ"
+_BESIDE = {"content": "WBQCALLTEXTQ", "reasoning_content": "WBQTHINKQ"}
 
 
-def _content_beside_calls(render, probes: list[list[dict]], first: str) -> tuple | None:
-    """Where the Jinja template writes an assistant's text beside its calls, as ToolParts.content: the probes'
-    calls carry text, and each rendering must be the one without it plus `before TEXT after` just before the
-    calls' first text (Qwen 3: the text and a newline before `<tool_call>`), in every probe, or nothing in every
-    probe."""
-    found = set()
+def _beside_calls(render, probes: list[list[dict]], first: str, field: str) -> list[tuple] | None:
+    """Per probe, what the Jinja template writes of `field` (an assistant's text beside its calls, or its reasoning)
+    when the probe's calls carry it: () nothing; (before, after) where the rendering is the one without it plus
+    `before VALUE after` just before the calls' first text (Qwen 3: the text and a newline before `<tool_call>`).
+    None where any rendering writes it otherwise, or fails."""
+    sentinel, seen = _BESIDE[field], []
     for bare in probes:
         try:
             without = render(bare, True)
-            with_text = render([m | {"content": _CALL_TEXT} if m.get("tool_calls") else m for m in bare], True)
-        except Exception:  # noqa: BLE001 - a template refusing text beside calls
+            with_it = render([m | {field: sentinel} if m.get("tool_calls") else m for m in bare], True)
+        except Exception:  # noqa: BLE001 - a template refusing it
             return None
-        if with_text == without:
-            found.add(())
+        if with_it == without:
+            seen.append(())
             continue
         at = without.find(_NAME.format(0), without.find(_SENT["user"].format(0)))
-        start, grown = at - len(first), len(with_text) - len(without)
-        if at < 0 or without[start:at] != first or with_text[:start] != without[:start] or \
-                with_text[start + grown:] != without[start:] or with_text[start:start + grown].count(_CALL_TEXT) != 1:
+        start, grown = at - len(first), len(with_it) - len(without)
+        if at < 0 or without[start:at] != first or with_it[:start] != without[:start] or \
+                with_it[start + grown:] != without[start:] or with_it[start:start + grown].count(sentinel) != 1:
             return None
-        before, after = with_text[start:start + grown].split(_CALL_TEXT)
+        before, after = with_it[start:start + grown].split(sentinel)
         if any(x in before + after for x in ("WBQ", "wbq")):
             return None
-        found.add((before, after))
-    return found.pop() if len(found) == 1 else None
+        seen.append((before, after))
+    return seen
+
+
+def _thinking_beside_calls(probes: list[list[dict]], seen: list[tuple] | None) -> tuple | None:
+    """ToolParts.thinking from _beside_calls: (condition, before, after) where the reasoning is written in every
+    probe ("always") or exactly where the calls follow the last user message ("after_last_user": Qwen 3 keeps the
+    reasoning of the turn in progress only); () where it is never written; None otherwise."""
+    if seen is None:
+        return None
+    forms = {s for s in seen if s}
+    if not forms:
+        return ()
+    if len(forms) != 1:
+        return None
+    written = [bool(s) for s in seen]
+    after_last_user = [max(i for i, m in enumerate(p) if m.get("tool_calls")) >
+                       max(i for i, m in enumerate(p) if m["role"] == "user") for p in probes]
+    condition = "always" if all(written) else "after_last_user" if written == after_last_user else None
+    return (condition, *forms.pop()) if condition else None
