@@ -211,7 +211,7 @@ def test_text_and_reasoning_beside_calls_are_written_where_the_template_writes_t
         if derived.tools:
             conversations = ollama.tool_conversations(derived)
             assert check["passed"] and ollama.CALL_TEXT_CONVERSATION in conversations, name
-            assert all(c in conversations for c in ollama.THINKING_CONVERSATIONS), name
+            assert all(c in conversations for c in [*ollama.THINKING_CONVERSATIONS, ollama.THINKING_AND_TEXT]), name
     qwen3 = tool_outcomes["Qwen-Qwen3-0.6B"][0]
     assert qwen3.call_text == "written"
     assert ('<|im_start|>assistant\\n" }}{{ if and $m.Thinking (gt $i $lastUser) }}{{ "<think>\\n" }}{{ $m.Thinking }}'
@@ -227,6 +227,8 @@ def test_text_and_reasoning_beside_calls_are_written_where_the_template_writes_t
                              for m, t in ollama.THINKING_CONVERSATIONS)
     assert "<|im_start|>assistant\n<think>\nOslo: ask get_weather.\n</think>\n\n<tool_call>\n" in in_progress
     assert "Oslo: ask" not in finished  # Qwen 3 drops the reasoning of turns before the last user message
+    both = gotemplate.render(qwen3.text, ollama.ollama_values(*ollama.THINKING_AND_TEXT))
+    assert "<think>\nOslo: ask get_weather.\n</think>\n\nLet me check Oslo's weather.\n<tool_call>\n" in both
 
 
 def test_text_beside_calls_written_elsewhere_is_left_out_and_said(corpus, tmp_path):
@@ -240,6 +242,22 @@ def test_text_beside_calls_written_elsewhere_is_left_out_and_said(corpus, tmp_pa
     assert record["roundtrip"]["passed"] and record["tools"]["in_modelfile"], record
     assert record["tools"]["call_text"] == "not written" and record["tools"]["call_thinking"] == "dropped"
     assert any("text beside its tool calls is not written" in n for n in record["notes"])
+
+
+def test_reasoning_after_the_text_is_left_out(corpus):
+    """Qwen 3's template altered to write the reasoning after the text: each alone sits before the calls, but the Go
+    template writes reasoning then text, so the reasoning is not written (and the round trip, without reasoning,
+    passes)."""
+    original = "'\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n')"
+    assert original in corpus["Qwen-Qwen3-0.6B"]
+    swapped = "'\\n' + content.lstrip('\\n') + '<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n'"
+    render = _corpus_render(corpus["Qwen-Qwen3-0.6B"].replace(original, swapped))
+    derived = derive(render, render_tools=render)
+    assert (derived.call_text, derived.call_thinking) == ("written", "not written")
+    assert "$m.Thinking" not in derived.text
+    check = ollama.roundtrip_check(f'TEMPLATE """{derived.text}"""', render, [], ollama.check_conversations(derived),
+                                   tool_conversations=ollama.tool_conversations(derived))
+    assert check["passed"] and ollama.THINKING_AND_TEXT not in ollama.tool_conversations(derived)
 
 
 def test_template_without_tools_records_none(default_ckpt, tmp_path):

@@ -79,6 +79,9 @@ THINKING_CONVERSATIONS = [
     ([{"role": "user", "content": "Weather in Oslo?"}, _THINKING_CALL, _OSLO,
       {"role": "assistant", "content": "-3 °C in Oslo."}, {"role": "user", "content": "And in Bergen?"}], [WEATHER]),
 ]
+# reasoning and text beside the same call
+THINKING_AND_TEXT = ([{"role": "user", "content": "Weather in Oslo?"},
+                      _THINKING_CALL | {"content": "Let me check Oslo's weather."}, _OSLO], [WEATHER])
 
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 
@@ -394,7 +397,8 @@ def tool_conversations(derived: DerivedTemplate) -> list:
     return [(m, t) for m, t in TOOL_CONVERSATIONS
             if derived.parallel_calls or all(len(x.get("tool_calls") or []) < 2 for x in m)] + (
         [CALL_TEXT_CONVERSATION] if derived.call_text != "not written" else []) + (
-        THINKING_CONVERSATIONS if derived.call_thinking != "not written" else [])
+        THINKING_CONVERSATIONS if derived.call_thinking != "not written" else []) + (
+        [THINKING_AND_TEXT] if "not written" not in (derived.call_text, derived.call_thinking) else [])
 
 
 def tools_record(derived: DerivedTemplate, check: dict) -> dict:

@@ -740,6 +740,8 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
         text = _beside_calls(render, calls, "".join(first), "content")
         content = text.pop() if text is not None and len(set(text)) == 1 else None
         thinking = _thinking_beside_calls(calls, _beside_calls(render, calls, "".join(first), "reasoning_content"))
+        if content and thinking and not _together(render, calls, "".join(first), content, thinking):
+            thinking = None
     return ToolParts(table, features, tails, first, mid, after, between, dropped, n_calls > 1, bool(quoted), content,
                      thinking)
 
@@ -786,7 +788,26 @@ def _thinking_beside_calls(probes: list[list[dict]], seen: list[tuple] | None) -
     if len(forms) != 1:
         return None
     written = [bool(s) for s in seen]
-    after_last_user = [max(i for i, m in enumerate(p) if m.get("tool_calls")) >
-                       max(i for i, m in enumerate(p) if m["role"] == "user") for p in probes]
-    condition = "always" if all(written) else "after_last_user" if written == after_last_user else None
+    condition = "always" if all(written) else \
+        "after_last_user" if written == [_after_last_user(p) for p in probes] else None
     return (condition, *forms.pop()) if condition else None
+
+
+def _after_last_user(probe: list[dict]) -> bool:
+    return max(i for i, m in enumerate(probe) if m.get("tool_calls")) > \
+        max(i for i, m in enumerate(probe) if m["role"] == "user")
+
+
+def _together(render, probes: list[list[dict]], first: str, content: tuple, thinking: tuple) -> bool:
+    """Whether reasoning and text beside the same calls render as the Go template writes them: the reasoning, then
+    the text, each with its own literals."""
+    values = {"content": _BESIDE["content"], "reasoning_content": _BESIDE["reasoning_content"]}
+    for bare in probes:
+        without = render(bare, True)
+        both = render([m | values if m.get("tool_calls") else m for m in bare], True)
+        start = without.find(_NAME.format(0), without.find(_SENT["user"].format(0))) - len(first)
+        reasoning = thinking[1] + values["reasoning_content"] + thinking[2] \
+            if thinking[0] == "always" or _after_last_user(bare) else ""
+        if both != without[:start] + reasoning + content[0] + values["content"] + content[1] + without[start:]:
+            return False
+    return True
