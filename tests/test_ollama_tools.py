@@ -115,12 +115,15 @@ def test_tool_capable_corpus_templates_round_trip_or_are_refused_by_name(tool_ou
                                            f"prefix {derived.tool_call_prefix!r}")
         print(f"  {kinds[name]:10} {name}: {detail[:150]}")
     assert len(kinds) >= 55
-    assert counts["round-trip"] >= 17 and counts["failed"] == 0
+    assert counts["round-trip"] >= 16 and counts["failed"] == 0
     for family in ("Qwen-Qwen2.5-7B-Instruct", "Qwen-Qwen3-0.6B", "meta-llama-Llama-3.1-8B-Instruct",
                    "meta-llama-Llama-3.2-3B-Instruct", "meta-llama-Llama-3.3-70B-Instruct",
                    "Mistral-Small-3.2-24B-Instruct-2506", "mistralai-Mistral-Nemo-Instruct-2407",
                    "unsloth-mistral-Devstral-Small-2507"):
         assert kinds[family] == "round-trip", family
+    # Bielik 11B v3 opens a tool result differently in an agent's second round than in its first (with a system
+    # message): position, not role, decides
+    assert "depends on more than" in tool_outcomes["Bielik-11B-v3.0-Instruct"][0].tools_refused
     for tool_only in ("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use", "NousResearch-Hermes-3-Llama-3.1-8B-tool_use",
                       "CohereForAI-c4ai-command-r-plus-tool_use"):
         assert kinds[tool_only] == "refused"  # Hermes: a Python signature in each description
@@ -147,7 +150,7 @@ def test_go_renders_derived_tool_templates_like_python(tool_outcomes, go_render)
             values = ollama.ollama_values(messages, tools=tools)
             assert gotemplate.render(derived.text, values) == go_render(derived.text, values), name
             checked += 1
-    assert checked >= 17 * 2
+    assert checked >= 16 * 2
 
 
 def test_compact_json_is_the_only_difference(corpus):
@@ -222,7 +225,6 @@ def test_text_and_reasoning_beside_calls_are_written_where_the_template_writes_t
     text = gotemplate.render(qwen3.text, ollama.ollama_values(messages, tools=tools))
     assert "<|im_start|>assistant\nLet me check Oslo's weather.\n<tool_call>\n" in text
     assert qwen3.call_thinking == "written (after last user)"
-    assert tool_outcomes["Bielik-11B-v3.0-Instruct"][0].call_thinking == "written (always)"
     in_progress, finished = (gotemplate.render(qwen3.text, ollama.ollama_values(m, tools=t))
                              for m, t in ollama.THINKING_CONVERSATIONS)
     assert "<|im_start|>assistant\n<think>\nOslo: ask get_weather.\n</think>\n\n<tool_call>\n" in in_progress
@@ -242,6 +244,34 @@ def test_text_beside_calls_written_elsewhere_is_left_out_and_said(corpus, tmp_pa
     assert record["roundtrip"]["passed"] and record["tools"]["in_modelfile"], record
     assert record["tools"]["call_text"] == "not written" and record["tools"]["call_thinking"] == "dropped"
     assert any("text beside its tool calls is not written" in n for n in record["notes"])
+
+
+def test_agent_loop_calls_after_a_tool_result(tool_outcomes):
+    """A call straight after a tool result (an agent's second step) opens its assistant turn as the Jinja template
+    does, in every template whose tools round-trip: the loop is one of the checked conversations."""
+    loop = ollama.TOOL_CONVERSATIONS[3]
+    assert [m["role"] for m in loop[0]] == ["user", "assistant", "tool", "assistant", "tool"]
+    for name, (derived, check) in tool_outcomes.items():
+        if derived.tools:
+            assert check["passed"] and loop in ollama.tool_conversations(derived), name
+    text = gotemplate.render(tool_outcomes["Qwen-Qwen3-0.6B"][0].text, ollama.ollama_values(*loop))
+    assert ("<tool_response>\n-3\n</tool_response><|im_end|>\n<|im_start|>assistant\n<tool_call>\n"
+            '{"name": "get_weather", "arguments": {"city":"Bergen"}}') in text
+
+
+def test_reasoning_written_in_every_turn(corpus):
+    """Qwen 3's template altered to keep every turn's reasoning, not only the turn in progress's: the Go template
+    writes .Thinking without the last-user test, and the round trip (a finished turn's reasoning too) passes."""
+    in_progress = "{%- if loop.index0 > ns.last_query_index %}"
+    assert in_progress in corpus["Qwen-Qwen3-0.6B"]
+    render = _corpus_render(corpus["Qwen-Qwen3-0.6B"].replace(in_progress, "{%- if true %}"))
+    derived = derive(render, render_tools=render)
+    assert derived.call_thinking == "written (always)" and "{{ if $m.Thinking }}" in derived.text
+    check = ollama.roundtrip_check(f'TEMPLATE """{derived.text}"""', render, [], ollama.check_conversations(derived),
+                                   tool_conversations=ollama.tool_conversations(derived))
+    assert check["passed"] and ollama.THINKING_CONVERSATIONS[1] in ollama.tool_conversations(derived)
+    finished = gotemplate.render(derived.text, ollama.ollama_values(*ollama.THINKING_CONVERSATIONS[1]))
+    assert "<think>\nOslo: ask get_weather.\n</think>" in finished
 
 
 def test_reasoning_after_the_text_is_left_out(corpus):

@@ -46,7 +46,7 @@ def _call(name: str, arguments: dict, call_id: str) -> dict:
     return {"type": "function", "id": call_id, "function": {"name": name, "arguments": arguments}}
 
 
-# (messages, tools): a request with tools, one call and its result, parallel calls and their results
+# (messages, tools): a request with tools, one call and its result, parallel calls and their results, a loop
 TOOL_CONVERSATIONS = [
     ([{"role": "user", "content": "Weather in Paris?"}], [WEATHER, CLOCK]),
     ([{"role": "system", "content": "Use tools."}, {"role": "user", "content": "Weather in Paris?"},
@@ -61,6 +61,12 @@ TOOL_CONVERSATIONS = [
       {"role": "tool", "name": "get_weather", "tool_call_id": "t0kY00002", "content": "70"},
       {"role": "assistant", "content": "21 °C in Paris, 70 °F in Tōkyō."}, {"role": "user", "content": "And the time?"}],
      [WEATHER, CLOCK]),
+    # an agent's loop: a call straight after a tool result
+    ([{"role": "user", "content": "Oslo, then Bergen?"},
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]},
+      {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"},
+      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Bergen"}, "bErg3n001")]},
+      {"role": "tool", "name": "get_weather", "tool_call_id": "bErg3n001", "content": "2"}], [WEATHER]),
 ]
 # an assistant's text beside its call: checked where the Go template writes it as the Jinja one does, or drops it
 # as the Jinja one does

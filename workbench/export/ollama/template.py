@@ -169,31 +169,31 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
     pieces after an assistant's content up to its last call's arguments are that message's tool-call part
     (features["calls"]); an assistant whose calls replace its content starts its calls where its opener ends."""
     text = _render(render, messages, "a conversation with roles " + "/".join(_kind(m) for m in messages))
-    where, dropped = {}, set()
-    for m in messages:
+    where, dropped = {}, set()  # by message index: where its content (or its first call's name) starts
+    for i, m in enumerate(messages):
         count = text.count(m["content"])
         if count == 0 and m["role"] == "system":  # a template that ignores system messages: so does the Go one
             continue
         if m.get("tool_calls") and not m["content"]:  # calls without text (as chat clients send them)
-            dropped.add(m["content"])
-            start = max([where[x["content"]] + len(x["content"]) for x in messages
-                         if x["content"] in where and x["role"] != "system"] or [0])
+            dropped.add(i)
+            start = max([at + (1 if x in dropped else len(messages[x]["content"])) for x, at in where.items()
+                         if messages[x]["role"] != "system"] or [0])
             if _NAME.format(0) not in text[start:]:
                 raise TemplateNotExpressible("the chat template does not write an assistant's tool calls by name")
-            where[m["content"]] = text.index(_NAME.format(0), start)
+            where[i] = text.index(_NAME.format(0), start)
             continue
         if count != 1:
             raise TemplateNotExpressible(
                 f"the chat template renders a {m['role']} message's content {count} times; an Ollama template "
                 "emits each message's content once")
-        where[m["content"]] = text.index(m["content"])
-    turns = [m for m in messages if m["role"] != "system"]
-    positions = [where[m["content"]] for m in turns]
+        where[i] = text.index(m["content"])
+    positions = [where[i] for i, m in enumerate(messages) if m["role"] != "system"]
     if positions != sorted(positions):
         raise TemplateNotExpressible("the chat template reorders the conversation's messages")
-    system = next((m for m in messages if m["role"] == "system"), None)
-    ignored = system is not None and system["content"] not in where
-    displaced = system is not None and (ignored or displaced or where[system["content"]] > positions[0])
+    system_at = next((i for i, m in enumerate(messages) if m["role"] == "system"), None)
+    system = messages[system_at] if system_at is not None else None
+    ignored = system is not None and system_at not in where
+    displaced = system is not None and (ignored or displaced or where[system_at] > positions[0])
     observed, pos, prev, calls = [], 0, "", None
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     results = [sum(x["role"] == "tool" for x in messages[:i]) for i in range(len(messages) + 1)]
@@ -203,9 +203,9 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
         prev = _kind(m)
         if m is system and displaced:
             continue
-        at = where[m["content"]]
-        if displaced and not ignored and pos <= where[system["content"]] < at:
-            s_at = where[system["content"]]
+        at = where[i]
+        if displaced and not ignored and pos <= where[system_at] < at:
+            s_at = where[system_at]
             pieces = _pieces(text[pos:s_at], now) + (SYSTEM,) + _pieces(text[s_at + len(system["content"]):at], now)
         else:
             pieces = _pieces(text[pos:at], now)
@@ -213,11 +213,11 @@ def _observations(render, messages: list[dict], now: datetime, displaced: bool =
                                    results[i] - 1 if i and messages[i - 1]["role"] == "tool" else None)
         if calls is not None:
             calls["calls"], pieces = _split_calls(pieces)
-        if m["content"] in dropped:
+        if i in dropped:
             feats["dropped"] = True
         observed.append((feats, pieces))
         calls = feats if m.get("tool_calls") else None
-        pos = at + (0 if m["content"] in dropped else len(m["content"]))
+        pos = at + (0 if i in dropped else len(m["content"]))
     if displaced and not ignored and not any(SYSTEM in p for _, p in observed):
         raise TemplateNotExpressible("the chat template puts the system message after the last user message")
     tail = _place_result_ids(_pieces(text[pos:], now), None,
@@ -523,8 +523,10 @@ PROBE_TOOLS = [PROBE_TOOL, {"type": "function", "function": {
                    "required": ["wbq_n"]}}}]
 CALL_ARGS = [{"wbq_key": "WBQVAL1Q"}, {"wbq_key": "WBQVAL2Q", "wbq_n": 2}]
 _LEFTOVERS = ("WBQDESC", "WBQKEYDESCQ", "WBQNDESCQ", "WBQVAL", "wbq_key")
+# the last: an agent's loop, a call straight after a tool result
 _TOOL_ROLES = [["user"], ["user", "assistant", "user"], ["user", "calls", "tool", "tool", "assistant", "user"],
-               ["user", "calls", "tool", "tool"], ["user", "calls", "tool"]]
+               ["user", "calls", "tool", "tool"], ["user", "calls", "tool"],
+               ["user", "calls", "tool", "tool", "calls", "tool", "tool"]]
 
 
 @dataclass
@@ -694,8 +696,9 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
         render_tools(_tool_probe(_TOOL_ROLES[2], False, 2), True, PROBE_TOOLS)
     except Exception:  # noqa: BLE001 - a template refusing parallel calls (Llama 3.1: "only supports single")
         n_calls = 1
-    roles = _TOOL_ROLES if n_calls == 2 else [r for r in _TOOL_ROLES if r.count("tool") != 2] + [
-        ["user", "calls", "tool", "assistant", "user"]]
+    roles = _TOOL_ROLES if n_calls == 2 else list({  # one call a message: one result after it
+        tuple(r for n, r in enumerate(seq) if not (r == "tool" and seq[n - 1] == "tool")): None
+        for seq in _TOOL_ROLES})
     probes = [_tool_probe(r, system, n_calls) for r, system in product(roles, (False, True) if system_role else (False,))]
     displaced = any(SYSTEM in pieces for p in probes for _, pieces in _observations(render, p, now)[0])
     observed, tails = [], {}
@@ -734,7 +737,7 @@ def derive_tools(render_tools, system_role: bool, now: datetime) -> ToolParts:
                                      "its own role, being last, being the last user message and the presence of a "
                                      "system message")
     first, mid, after, between = layouts.pop()
-    calls = [p for p in probes if any(m.get("tool_calls") for m in p)]
+    calls = [p for p in probes if sum(bool(m.get("tool_calls")) for m in p) == 1]
     content = thinking = None
     if dropped:
         text = _beside_calls(render, calls, "".join(first), "content")
