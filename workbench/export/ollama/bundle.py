@@ -46,6 +46,13 @@ def _call(name: str, arguments: dict, call_id: str) -> dict:
     return {"type": "function", "id": call_id, "function": {"name": name, "arguments": arguments}}
 
 
+# Oslo's weather asked, called for (no text beside the call) and answered: the conversations below vary it
+_OSLO_ASK = {"role": "user", "content": "Weather in Oslo?"}
+_OSLO_CALL = {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]}
+_OSLO = {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"}
+_OSLO_TEXT = {"content": "Let me check Oslo's weather."}
+_OSLO_THINKING = {"reasoning_content": "Oslo: ask get_weather."}
+
 # (messages, tools): a request with tools, one call and its result, parallel calls and their results, a loop
 TOOL_CONVERSATIONS = [
     ([{"role": "user", "content": "Weather in Paris?"}], [WEATHER, CLOCK]),
@@ -62,32 +69,22 @@ TOOL_CONVERSATIONS = [
       {"role": "assistant", "content": "21 °C in Paris, 70 °F in Tōkyō."}, {"role": "user", "content": "And the time?"}],
      [WEATHER, CLOCK]),
     # an agent's loop: a call straight after a tool result
-    ([{"role": "user", "content": "Oslo, then Bergen?"},
-      {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]},
-      {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"},
+    ([{"role": "user", "content": "Oslo, then Bergen?"}, _OSLO_CALL, _OSLO,
       {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Bergen"}, "bErg3n001")]},
       {"role": "tool", "name": "get_weather", "tool_call_id": "bErg3n001", "content": "2"}], [WEATHER]),
 ]
 # an assistant's text beside its call: checked where the Go template writes it as the Jinja one does, or drops it
 # as the Jinja one does
-CALL_TEXT_CONVERSATION = (
-    [{"role": "user", "content": "Weather in Oslo?"},
-     {"role": "assistant", "content": "Let me check Oslo's weather.",
-      "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]},
-     {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"}], [WEATHER])
+CALL_TEXT_CONVERSATION = ([_OSLO_ASK, _OSLO_CALL | _OSLO_TEXT, _OSLO], [WEATHER])
 # a call's reasoning, in the turn in progress and in a finished one: checked where the Go template writes it as the
 # Jinja one does (Qwen 3: the turn in progress only), or drops it as the Jinja one does
-_THINKING_CALL = {"role": "assistant", "content": "", "reasoning_content": "Oslo: ask get_weather.",
-                  "tool_calls": [_call("get_weather", {"city": "Oslo"}, "oS10w3a7h")]}
-_OSLO = {"role": "tool", "name": "get_weather", "tool_call_id": "oS10w3a7h", "content": "-3"}
 THINKING_CONVERSATIONS = [
-    ([{"role": "user", "content": "Weather in Oslo?"}, _THINKING_CALL, _OSLO], [WEATHER]),
-    ([{"role": "user", "content": "Weather in Oslo?"}, _THINKING_CALL, _OSLO,
-      {"role": "assistant", "content": "-3 °C in Oslo."}, {"role": "user", "content": "And in Bergen?"}], [WEATHER]),
+    ([_OSLO_ASK, _OSLO_CALL | _OSLO_THINKING, _OSLO], [WEATHER]),
+    ([_OSLO_ASK, _OSLO_CALL | _OSLO_THINKING, _OSLO, {"role": "assistant", "content": "-3 °C in Oslo."},
+      {"role": "user", "content": "And in Bergen?"}], [WEATHER]),
 ]
 # reasoning and text beside the same call
-THINKING_AND_TEXT = ([{"role": "user", "content": "Weather in Oslo?"},
-                      _THINKING_CALL | {"content": "Let me check Oslo's weather."}, _OSLO], [WEATHER])
+THINKING_AND_TEXT = ([_OSLO_ASK, _OSLO_CALL | _OSLO_THINKING | _OSLO_TEXT, _OSLO], [WEATHER])
 
 __all__ = ["TemplateNotExpressible", "derive_template", "roundtrip_check", "write_bundle"]
 

@@ -767,7 +767,7 @@ def _beside_calls(render, probes: list[list[dict]], first: str, field: str) -> l
         if with_it == without:
             seen.append(())
             continue
-        at = without.find(_NAME.format(0), without.find(_SENT["user"].format(0)))
+        at = _first_name(without)
         start, grown = at - len(first), len(with_it) - len(without)
         if at < 0 or without[start:at] != first or with_it[:start] != without[:start] or \
                 with_it[start + grown:] != without[start:] or with_it[start:start + grown].count(sentinel) != 1:
@@ -777,6 +777,11 @@ def _beside_calls(render, probes: list[list[dict]], first: str, field: str) -> l
             return None
         seen.append((before, after))
     return seen
+
+
+def _first_name(text: str) -> int:
+    """Where a probe's (only) calls message writes its first call's name: after the first user message."""
+    return text.find(_NAME.format(0), text.find(_SENT["user"].format(0)))
 
 
 def _thinking_beside_calls(probes: list[list[dict]], seen: list[tuple] | None) -> tuple | None:
@@ -808,7 +813,7 @@ def _together(render, probes: list[list[dict]], first: str, content: tuple, thin
     for bare in probes:
         without = render(bare, True)
         both = render([m | values if m.get("tool_calls") else m for m in bare], True)
-        start = without.find(_NAME.format(0), without.find(_SENT["user"].format(0))) - len(first)
+        start = _first_name(without) - len(first)
         reasoning = thinking[1] + values["reasoning_content"] + thinking[2] \
             if thinking[0] == "always" or _after_last_user(bare) else ""
         if both != without[:start] + reasoning + content[0] + values["content"] + content[1] + without[start:]:
